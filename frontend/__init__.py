@@ -1,0 +1,1 @@
+"""LayerTracer's Dash dashboard: talks to the API over HTTP only; never imports torch."""

@@ -1,0 +1,3 @@
+from layertracer.cli import main
+
+main()

@@ -1,0 +1,272 @@
+"""The ``layertracer`` command line: a thin shell over the engine's functions.
+
+User errors (bad paths, bad files, bad options) print one line ``error: ...`` on stderr and exit 2,
+with no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from layertracer.errors import LayerTracerError
+
+app = typer.Typer(
+    name="layertracer",
+    help="Layer diagnostics for causal LMs: logit lens, task particles, layer sensitivity, freeze plans.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+class _Bar:
+    """A rich progress bar on stderr fed by engine ProgressEvents."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description:<28}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
+        self.task_id: Optional[int] = None
+
+    def __enter__(self) -> Callable:
+        self.progress.__enter__()
+        return self.update
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, event) -> None:
+        if self.task_id is None:
+            self.task_id = self.progress.add_task(event.stage, total=event.total)
+        self.progress.update(self.task_id, completed=event.done, total=event.total, description=event.stage)
+
+
+@app.command()
+def trace(
+    model: str = typer.Option(..., "--model", "-m", help="Local model folder or hub id."),
+    tasks: str = typer.Option(
+        ..., "--tasks", "-t", help="Comma-separated built-in task names, 'all', or JSONL/CSV task files."
+    ),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Where to write the result JSON."),
+    perturbation: list[str] = typer.Option(
+        ["skip"],
+        "--perturbation",
+        "-p",
+        help="skip, zero-attn, zero-mlp, noise[:scale=S], mask[:keep=R]; repeat or comma-separate. The first is primary.",
+    ),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
+    dtype: str = typer.Option("auto", help="float32, bfloat16, float16 or auto (bf16 on CUDA, fp32 on CPU)."),
+    batch_size: int = typer.Option(8, help="Prompts per forward pass."),
+    seed: int = typer.Option(0, help="Seed for noise/mask perturbations and the bootstrap."),
+    limit: Optional[int] = typer.Option(None, help="At most this many prompts per task."),
+    shots: int = typer.Option(3, help="Few-shot examples in built-in task prompts."),
+    top_k: int = typer.Option(10, help="Tokens kept per layer in the lens."),
+    draws: int = typer.Option(3, help="Draws averaged for noise and mask perturbations."),
+    particle_delta: float = typer.Option(0.1, help="Task particle: minimum jump of the target probability."),
+    particle_floor: float = typer.Option(0.1, help="Task particle: minimum target probability."),
+    similarity: bool = typer.Option(True, help="Compute the layer x layer CKA matrix."),
+    position_view: bool = typer.Option(True, help="Compute the per-position view for one prompt."),
+    position_task: Optional[str] = typer.Option(None, help="Task of the per-position view (default: the first)."),
+    position_prompt: int = typer.Option(0, help="Prompt index of the per-position view."),
+    trust_remote_code: bool = typer.Option(False, help="Allow the model folder's own Python code to run."),
+) -> None:
+    """Trace a model on tasks and write OUT.json (schema in the README)."""
+    from layertracer.models.loading import load_model
+    from layertracer.tasks.sets import load_tasks
+    from layertracer.tracer import TraceOptions, trace as run_trace
+
+    from layertracer.perturbation import Perturbation
+
+    # Everything that can be checked without the model is checked first: a typo fails in a second.
+    kinds = [
+        Perturbation.parse(p, seed=seed, draws=draws) for item in perturbation for p in _split_perturbations(item)
+    ]
+    if not out_path.parent.exists():
+        _fail(f"output folder {str(out_path.parent)!r} does not exist")
+    options = TraceOptions(
+        batch_size=batch_size,
+        top_k=top_k,
+        particle_delta=particle_delta,
+        particle_floor=particle_floor,
+        seed=seed,
+        draws=draws,
+        similarity=similarity,
+        position_view=position_view,
+        position_task=position_task,
+        position_prompt=position_prompt,
+    )
+    task_list = load_tasks(tasks, shots=shots, limit=limit)
+    with err.status(f"loading {model}"):
+        loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    err.print(
+        f"{loaded.info.architecture}: {loaded.info.num_layers} blocks "
+        f"({', '.join(sorted(set(loaded.info.block_kinds)))}), {loaded.info.num_parameters:,} parameters, "
+        f"{loaded.info.dtype} on {loaded.info.device}",
+        highlight=False,
+    )
+    with _Bar() as progress:
+        result = run_trace(loaded, task_list, perturbations=kinds, options=options, progress=progress)
+    result.to_json(out_path)
+    _print_summary(result)
+    err.print(f"wrote {out_path}", highlight=False)
+
+
+def _split_perturbations(text: str) -> list[str]:
+    """``skip,mask:keep=0.3`` -> ["skip", "mask:keep=0.3"]; options after ':' may use ';' between them."""
+    parts: list[str] = []
+    for piece in text.split(","):
+        piece = piece.strip()
+        if not piece:
+            continue
+        if "=" in piece and ":" not in piece and parts:
+            parts[-1] += "," + piece  # an option of the previous kind: mask:keep=0.3,draws=5
+        else:
+            parts.append(piece)
+    return parts
+
+
+def _print_summary(result) -> None:
+    table = Table(title="Tasks", title_justify="left")
+    for column in ("task", "prompts", "task particle", "final top-1 accuracy", "peak mean p(target)"):
+        table.add_column(column)
+    for name, task in result.tasks.items():
+        peak = max(task.mean_target_prob) if task.mean_target_prob else float("nan")
+        particle = "—" if task.task_particle is None else str(task.task_particle)
+        table.add_row(name, str(len(task.prompts)), particle, f"{task.final_accuracy:.2f}", f"{peak:.3f}")
+    out.print(table)
+    if result.sensitivity is not None:
+        sens = result.sensitivity
+        layer = sens.vulnerable_layer
+        value = sens.mean_js[layer] if layer is not None else float("nan")
+        out.print(f"vulnerable layer ({sens.perturbation}): {layer}  mean JS {value:.4f} nats")
+    plan = result.freeze_plan
+    out.print(f"freeze plan: train {plan.train_ranges or '—'}  freeze {plan.freeze_ranges or '—'}")
+    for reason in plan.reasons:
+        out.print(f"  · {reason}", highlight=False)
+
+
+@app.command()
+def inspect(
+    model: str = typer.Option(..., "--model", "-m", help="Local model folder or hub id."),
+    trust_remote_code: bool = typer.Option(False, help="Allow the model folder's own Python code to run."),
+) -> None:
+    """Print a model's architecture, blocks and their kinds as JSON."""
+    from layertracer.models.loading import load_model
+
+    loaded = load_model(model, device="cpu", dtype="float32", trust_remote_code=trust_remote_code)
+    info = loaded.info.to_dict()
+    info["mixers"] = loaded.adapter.mixer_names
+    info["mlps"] = loaded.adapter.mlp_names
+    out.print_json(json.dumps(info))
+
+
+@app.command("tasks")
+def list_tasks() -> None:
+    """List the built-in task sets."""
+    from layertracer.tasks.sets import BUILTIN_TASKS, builtin_task
+
+    table = Table(title="Built-in tasks", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("language", no_wrap=True)
+    table.add_column("items", no_wrap=True)
+    table.add_column("description")
+    table.add_column("example prompt → target", overflow="fold")
+    for name, spec in BUILTIN_TASKS.items():
+        task = builtin_task(name, shots=0)
+        first = task.items[0]
+        table.add_row(name, spec.language, str(len(task.items)), spec.description, f"{first.prompt!r} → {first.target!r}")
+    out.print(table)
+
+
+@app.command()
+def plan(
+    trace_path: Path = typer.Argument(..., help="A trace result JSON written by `layertracer trace`."),
+    min_train: int = typer.Option(1, help="At least this many layers stay trainable."),
+    protect_vulnerable: bool = typer.Option(True, help="Freeze the vulnerable layer when it lies in the shallow part."),
+    perturbation: Optional[str] = typer.Option(None, help="Use this perturbation's curve (default: the primary)."),
+) -> None:
+    """Recompute the freeze plan of a trace with other rule parameters and print it as JSON."""
+    from layertracer.freeze_plan import plan_freeze
+    from layertracer.results import TraceResult
+
+    if not trace_path.is_file():
+        _fail(f"trace file {str(trace_path)!r} does not exist")
+    try:
+        result = TraceResult.load(trace_path)
+    except (ValueError, KeyError, TypeError) as exc:
+        _fail(f"{trace_path} is not a LayerTracer trace result ({type(exc).__name__}: {exc})")
+        return
+    sens = result.sensitivities.get(perturbation) if perturbation else result.sensitivity
+    if perturbation and sens is None:
+        _fail(f"the trace has no perturbation {perturbation!r} (it has {', '.join(result.sensitivities)})")
+    new_plan = plan_freeze(
+        result.num_layers,
+        {name: task.task_particle for name, task in result.tasks.items()},
+        [float("nan") if v is None else v for v in (sens.mean_js if sens else [])],
+        min_train=min_train,
+        protect_vulnerable=protect_vulnerable,
+    )
+    out.print_json(json.dumps(new_plan.to_dict()))
+
+
+def _quiet_transformers() -> None:
+    """Our own bar replaces transformers' weight-loading bars and per-kernel fallback notices."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: run the app, turning LayerTracer's user errors into one line and exit code 2."""
+    _quiet_transformers()
+    try:
+        # In non-standalone mode click returns the code of typer.Exit instead of raising it.
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except LayerTracerError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show(file=sys.stderr)
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

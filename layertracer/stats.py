@@ -1,0 +1,115 @@
+"""The numbers behind a trace: Jensen–Shannon divergence, task particles, bootstrap intervals, CKA.
+
+Everything here is a pure function of arrays, documented with shapes and units, so that the tests can
+check it against straightforward reimplementations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+LN2 = math.log(2.0)
+
+
+def js_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Jensen–Shannon divergence between distributions given as log-probabilities.
+
+    log_p, log_q: (..., V) natural-log probabilities (rows of log_softmax).
+    Returns (...,) in nats, in [0, ln 2]: 0.5 KL(p||m) + 0.5 KL(q||m) with m = (p + q) / 2, computed
+    in float64 through the mixture itself (not an approximation); 0 log 0 counts as 0.
+    """
+    log_p = log_p.double()
+    log_q = log_q.double()
+    log_m = torch.logaddexp(log_p, log_q) - LN2
+    p, q = log_p.exp(), log_q.exp()
+    # Where p == 0 the term p * (log p - log m) is 0; where() keeps -inf - x from making NaNs.
+    kl_pm = torch.where(p > 0, p * (log_p - log_m), torch.zeros_like(p)).sum(-1)
+    kl_qm = torch.where(q > 0, q * (log_q - log_m), torch.zeros_like(q)).sum(-1)
+    return (0.5 * (kl_pm + kl_qm)).clamp(0.0, LN2)
+
+
+@dataclass(frozen=True)
+class ParticleRule:
+    """When the target probability "first rises significantly".
+
+    The task particle is the first layer l (0-based, 0 = after the first block) with
+        p[l] - p[l-1] >= delta   and   p[l] >= floor,
+    taking p[-1] = 0. ``None`` when no layer qualifies (the task never executes under the lens).
+    delta and floor are absolute probabilities in [0, 1].
+    """
+
+    delta: float = 0.1
+    floor: float = 0.1
+
+    def find(self, curve: Sequence[float]) -> Optional[int]:
+        """curve: (L,) target probability per layer -> the particle layer or None."""
+        previous = 0.0
+        for layer, value in enumerate(curve):
+            if value - previous >= self.delta and value >= self.floor:
+                return layer
+            previous = value
+        return None
+
+
+def bootstrap_mean_ci(
+    values: np.ndarray, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval of the mean over rows, per column.
+
+    values: (N, L), e.g. JS per prompt per layer (NaN columns stay NaN).
+    Returns (low, high), each (L,), from ``resamples`` resamples of the N rows with replacement.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[0]
+    if n == 0:
+        nan = np.full(values.shape[1:], np.nan)
+        return nan, nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(resamples, n))
+    means = values[idx].mean(axis=1)  # (resamples, L)
+    alpha = (1.0 - level) / 2.0
+    low = np.quantile(means, alpha, axis=0)
+    high = np.quantile(means, 1.0 - alpha, axis=0)
+    return low, high
+
+
+def linear_cka_matrix(states: torch.Tensor) -> np.ndarray:
+    """Linear CKA between every pair of layers.
+
+    states: (L, N, d) answer-position hidden states, N prompts per layer.
+    Returns (L, L) with CKA(X, Y) = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F), Xc centred over
+    prompts; computed through the centred Gram matrices K = Xc Xc^T (N x N), where
+    ||Yc^T Xc||_F^2 = <K_X, K_Y>_F. 1 on the diagonal; NaN where a layer's states are constant.
+    """
+    x = states.double()
+    x = x - x.mean(dim=1, keepdim=True)
+    grams = torch.einsum("lnd,lmd->lnm", x, x)  # (L, N, N)
+    flat = grams.reshape(grams.shape[0], -1)
+    inner = flat @ flat.T  # (L, L) Frobenius inner products
+    norms = torch.sqrt(torch.diagonal(inner))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cka = (inner / (norms[:, None] * norms[None, :])).numpy()
+    cka[~np.isfinite(cka)] = np.nan
+    return cka
+
+
+def consecutive_cosine(states: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of consecutive layers' states, per prompt.
+
+    states: (L, N, d) -> (L - 1, N): cos(h_l, h_{l+1}) for each prompt.
+    """
+    x = states.double()
+    return torch.nn.functional.cosine_similarity(x[:-1], x[1:], dim=-1)
+
+
+def nan_argmax(values: Sequence[float]) -> Optional[int]:
+    """Index of the largest non-NaN value, or None if all are NaN."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0 or np.all(np.isnan(array)):
+        return None
+    return int(np.nanargmax(array))

@@ -1,0 +1,375 @@
+"""``trace``: the logit lens, task particles, layer sensitivity, similarity and a freeze plan in one pass.
+
+Work per batch of prompts (B prompts, T tokens after right-padding, L blocks, V vocabulary):
+- one clean forward, recording every block's input and output (no logits at all there);
+- the lens at the answer position only: L head projections of (B, d), not (B, T, d);
+- per perturbation and layer l: block l perturbed, blocks l+1.. replayed from the recorded state
+  (layers before l are unchanged, so they are not recomputed), the head at the answer position only.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from layertracer import __version__
+from layertracer.errors import LayerTracerError
+from layertracer.freeze_plan import plan_freeze
+from layertracer.models.loading import LoadedModel, load_model
+from layertracer.perturbation import Perturbation, applicable, perturbed_output
+from layertracer.progress import ProgressCallback, report
+from layertracer.recording import record_stack, replay
+from layertracer.results import PositionView, Sensitivity, Similarity, TaskTrace, TraceResult
+from layertracer.stats import (
+    ParticleRule,
+    bootstrap_mean_ci,
+    consecutive_cosine,
+    js_divergence,
+    linear_cka_matrix,
+    nan_argmax,
+)
+from layertracer.tasks.encoding import EncodedItem, encode_task
+from layertracer.tasks.sets import Task, load_tasks
+
+
+@dataclass
+class TraceOptions:
+    """Knobs of a trace; every one is recorded in the result.
+
+    batch_size: prompts per forward pass. top_k: tokens kept per layer in the lens.
+    particle_delta / particle_floor: the task-particle rule (see ``stats.ParticleRule``).
+    seed: seeds the noise and mask perturbations and the bootstrap. draws: default draws for
+    stochastic perturbations. bootstrap_resamples / ci_level: the stability curve's interval.
+    similarity_max_prompts: prompts entering the CKA matrix (an (L, N, N) computation).
+    position_task / position_prompt: the prompt of the per-position view (default: first task, 0).
+    """
+
+    batch_size: int = 8
+    top_k: int = 10
+    particle_delta: float = 0.1
+    particle_floor: float = 0.1
+    seed: int = 0
+    draws: int = 3
+    bootstrap_resamples: int = 1000
+    ci_level: float = 0.95
+    similarity: bool = True
+    similarity_max_prompts: int = 512
+    position_view: bool = True
+    position_task: Optional[str] = None
+    position_prompt: int = 0
+    min_train_layers: int = 1
+
+
+@dataclass
+class _Prompt:
+    task: int
+    index: int
+    encoded: EncodedItem
+
+
+class _TokenText:
+    """Decodes token ids once each (a trace decodes the same few thousand tokens over and over)."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.cache: dict[int, str] = {}
+
+    def __call__(self, token_id: int) -> str:
+        text = self.cache.get(token_id)
+        if text is None:
+            text = self.cache[token_id] = self.tokenizer.decode([token_id])
+        return text
+
+
+def _context_length(model) -> Optional[int]:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _pad_batch(prompts: Sequence[_Prompt], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids (B, T) and the answer positions (B,)."""
+    length = max(len(p.encoded.input_ids) for p in prompts)
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, : len(prompt.encoded.input_ids)] = torch.tensor(prompt.encoded.input_ids)
+    last = torch.tensor([len(p.encoded.input_ids) - 1 for p in prompts])
+    return ids.to(device), last.to(device)
+
+
+def _pad_id(tokenizer) -> int:
+    for name in ("pad_token_id", "eos_token_id", "unk_token_id"):
+        value = getattr(tokenizer, name, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def trace(
+    model: LoadedModel | str,
+    tasks: Sequence[Task] | str,
+    *,
+    perturbations: Sequence[str | Perturbation] = ("skip",),
+    options: Optional[TraceOptions] = None,
+    progress: Optional[ProgressCallback] = None,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> TraceResult:
+    """Trace ``model`` on ``tasks``.
+
+    model: a LoadedModel, or a local folder / hub id loaded with ``device`` and ``dtype``.
+    tasks: Task objects, or a comma-separated spec of built-in names and files (see ``load_tasks``).
+    perturbations: kinds for the sensitivity scan (see ``layertracer.perturbation``); the first is the
+        primary one (``sensitivity``, ``vulnerable_layer`` and the freeze plan use it). May be empty.
+    progress: called with ProgressEvent(stage, done, total) as work completes.
+    """
+    options = options or TraceOptions()
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+    timings["load"] = time.perf_counter() - started
+    task_list = list(load_tasks(tasks) if isinstance(tasks, str) else tasks)
+    if not task_list:
+        raise LayerTracerError("no tasks to trace")
+    if options.batch_size < 1 or options.top_k < 1:
+        raise LayerTracerError("batch size and top-k must be at least 1")
+    perts = [
+        p if isinstance(p, Perturbation) else Perturbation.parse(p, seed=options.seed, draws=options.draws)
+        for p in perturbations
+    ]
+    names = [p.name for p in perts]
+    if len(set(names)) != len(names):
+        raise LayerTracerError(f"perturbation given twice: {', '.join(names)}")
+
+    net, adapter, tokenizer = loaded.model, loaded.adapter, loaded.tokenizer
+    device_ = next(net.parameters()).device
+    n_layers = adapter.num_layers
+    context = _context_length(net)
+    prompts: list[_Prompt] = []
+    for t, task in enumerate(task_list):
+        if not task.items:
+            raise LayerTracerError(f"task {task.name!r} has no items")
+        for i, encoded in enumerate(encode_task(tokenizer, task, max_length=context)):
+            prompts.append(_Prompt(task=t, index=i, encoded=encoded))
+    n = len(prompts)
+    k = min(options.top_k, loaded.info.vocab_size or options.top_k)
+
+    target_prob = np.zeros((n, n_layers))
+    target_rank = np.zeros((n, n_layers), dtype=np.int64)
+    entropy = np.zeros((n, n_layers))
+    top_ids = np.zeros((n, n_layers, k), dtype=np.int64)
+    top_probs = np.zeros((n, n_layers, k))
+    js = {p.name: np.full((n, n_layers), np.nan) for p in perts}
+    sim_count = min(n, options.similarity_max_prompts) if options.similarity else 0
+    sim_states = torch.zeros((n_layers, sim_count, loaded.info.hidden_size or 1), dtype=torch.float32)
+    cosine_sum = torch.zeros(max(n_layers - 1, 0), dtype=torch.float64)
+
+    # Longest first, so a batch holds prompts of similar length (less padding) and memory peaks early.
+    order = sorted(range(n), key=lambda g: -len(prompts[g].encoded.input_ids))
+    batches = [order[s : s + options.batch_size] for s in range(0, n, options.batch_size)]
+    units_per_batch = 1 + sum(
+        p.draws * sum(applicable(p, adapter, layer) for layer in range(n_layers)) for p in perts
+    )
+    total_units = units_per_batch * len(batches)
+    done_units = 0
+    pad_id = _pad_id(tokenizer)
+    lens_time = sens_time = 0.0
+
+    for batch in batches:
+        rows = np.asarray(batch)
+        ids, last = _pad_batch([prompts[g] for g in batch], pad_id, device_)
+        arange = torch.arange(len(batch), device=device_)
+        targets = torch.tensor([prompts[g].encoded.target_id for g in batch], device=device_)
+        tick = time.perf_counter()
+        with torch.inference_mode():
+            recording = record_stack(net, adapter, ids)
+            answer = torch.stack([out[arange, last] for out in recording.outputs])  # (L, B, d)
+            clean_log_probs = None
+            for layer in range(n_layers):
+                log_probs = torch.log_softmax(adapter.logits(answer[layer]).float(), dim=-1)  # (B, V)
+                probs = log_probs.exp()
+                target_lp = log_probs[arange, targets]
+                target_prob[rows, layer] = target_lp.exp().double().cpu().numpy()
+                target_rank[rows, layer] = (log_probs > target_lp[:, None]).sum(-1).cpu().numpy()
+                entropy[rows, layer] = (-(probs * log_probs).nan_to_num().sum(-1)).double().cpu().numpy()
+                values, indices = probs.topk(k, dim=-1)
+                top_ids[rows, layer] = indices.cpu().numpy()
+                top_probs[rows, layer] = values.double().cpu().numpy()
+                clean_log_probs = log_probs
+            states = answer.float().cpu()
+            if n_layers > 1:
+                cosine_sum += consecutive_cosine(states).sum(dim=1)
+            for column, g in enumerate(batch):
+                if g < sim_count:
+                    sim_states[:, g] = states[:, column]
+            done_units += 1
+            report(progress, "lens", done_units, total_units)
+            lens_time += time.perf_counter() - tick
+            tick = time.perf_counter()
+            ids_list = [int(g) for g in batch]
+            for pert in perts:
+                for layer in range(n_layers):
+                    if not applicable(pert, adapter, layer):
+                        continue
+                    per_draw = []
+                    for draw in range(pert.draws):
+                        hidden = perturbed_output(pert, adapter, recording, layer, draw, ids_list)
+                        final = replay(adapter, recording, layer + 1, hidden)[arange, last]
+                        log_q = torch.log_softmax(adapter.logits(final).float(), dim=-1)
+                        per_draw.append(js_divergence(clean_log_probs, log_q))
+                        done_units += 1
+                        report(progress, f"sensitivity:{pert.name}", done_units, total_units)
+                    js[pert.name][rows, layer] = torch.stack(per_draw).mean(0).cpu().numpy()
+            sens_time += time.perf_counter() - tick
+        del recording, answer
+    timings["lens"] = lens_time
+    timings["sensitivity"] = sens_time
+
+    rule = ParticleRule(delta=options.particle_delta, floor=options.particle_floor)
+    text = _TokenText(tokenizer)
+    task_traces: dict[str, TaskTrace] = {}
+    prompt_index: list[tuple[str, int]] = []
+    for t, task in enumerate(task_list):
+        members = [g for g, p in enumerate(prompts) if p.task == t]
+        prompt_index.extend((task.name, prompts[g].index) for g in members)
+        probs_t = target_prob[members]
+        particles = [rule.find(row) for row in probs_t]
+        counts: dict[str, int] = {}
+        for particle in particles:
+            key = "none" if particle is None else str(particle)
+            counts[key] = counts.get(key, 0) + 1
+        mean_curve = probs_t.mean(axis=0)
+        encoded = [prompts[g].encoded for g in members]
+        task_traces[task.name] = TaskTrace(
+            name=task.name,
+            language=task.language,
+            prompts=[item.prompt for item in task.items],
+            targets=[item.target for item in task.items],
+            target_tokens=[e.target_token for e in encoded],
+            target_token_ids=[e.target_id for e in encoded],
+            boundary_merged=[e.boundary_merged for e in encoded],
+            target_prob=probs_t.tolist(),
+            target_rank=target_rank[members].tolist(),
+            entropy=entropy[members].tolist(),
+            top_tokens=[[[text(int(i)) for i in layer] for layer in row] for row in top_ids[members]],
+            top_probs=top_probs[members].tolist(),
+            mean_target_prob=mean_curve.tolist(),
+            task_particle=rule.find(mean_curve),
+            prompt_particles=particles,
+            particle_counts=counts,
+            final_accuracy=float(np.mean(top_ids[members, -1, 0] == np.array([e.target_id for e in encoded]))),
+        )
+    # Rows of js follow prompt_index (task order), as documented.
+    flat_order = [g for t in range(len(task_list)) for g, p in enumerate(prompts) if p.task == t]
+    tick = time.perf_counter()
+    sensitivities: dict[str, Sensitivity] = {}
+    for pert in perts:
+        values = js[pert.name][flat_order]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: not applicable layers
+            mean = np.nanmean(values, axis=0)
+        low, high = bootstrap_mean_ci(
+            values, resamples=options.bootstrap_resamples, level=options.ci_level, seed=options.seed
+        )
+        by_task = {}
+        for t, task in enumerate(task_list):
+            rows_t = [g for g, p in enumerate(prompts) if p.task == t]
+            by_task[task.name] = js[pert.name][rows_t].mean(axis=0).tolist()
+        sensitivities[pert.name] = Sensitivity(
+            perturbation=pert.name,
+            params=pert.describe(),
+            js=values.tolist(),
+            mean_js=mean.tolist(),
+            ci_low=low.tolist(),
+            ci_high=high.tolist(),
+            ci_level=options.ci_level,
+            mean_js_by_task=by_task,
+            vulnerable_layer=nan_argmax(mean),
+        )
+    timings["statistics"] = time.perf_counter() - tick
+    primary = sensitivities[perts[0].name] if perts else None
+
+    similarity = None
+    if sim_count:
+        tick = time.perf_counter()
+        similarity = Similarity(
+            cka=linear_cka_matrix(sim_states).tolist(),
+            consecutive_cosine=(cosine_sum / n).tolist(),
+            prompts_used=sim_count,
+        )
+        timings["similarity"] = time.perf_counter() - tick
+
+    view = None
+    if options.position_view:
+        tick = time.perf_counter()
+        view = _position_view(loaded, task_list, prompts, options, text)
+        timings["positions"] = time.perf_counter() - tick
+
+    plan = plan_freeze(
+        n_layers,
+        {name: tt.task_particle for name, tt in task_traces.items()},
+        primary.mean_js if primary else [],
+        min_train=options.min_train_layers,
+    )
+    timings["total"] = time.perf_counter() - started
+    return TraceResult(
+        num_layers=n_layers,
+        block_kinds=list(adapter.block_kinds),
+        normalized_depth=[(layer + 1) / n_layers for layer in range(n_layers)],
+        model=loaded.info.to_dict(),
+        options={**asdict(options), "perturbations": [p.describe() for p in perts]},
+        tasks=task_traces,
+        prompt_index=prompt_index,
+        sensitivity=primary,
+        sensitivities=sensitivities,
+        vulnerable_layer=primary.vulnerable_layer if primary else None,
+        similarity=similarity,
+        position_view=view,
+        freeze_plan=plan,
+        timings=timings,
+        version=__version__,
+    )
+
+
+def _position_view(
+    loaded: LoadedModel, task_list: Sequence[Task], prompts: Sequence[_Prompt], options: TraceOptions, text: _TokenText
+) -> PositionView:
+    """Lens at every layer and position for one prompt: (L, T, V) computed layer by layer."""
+    names = [t.name for t in task_list]
+    task_name = options.position_task or names[0]
+    if task_name not in names:
+        raise LayerTracerError(f"position-view task {task_name!r} is not among the traced tasks")
+    t = names.index(task_name)
+    members = [p for p in prompts if p.task == t]
+    if not 0 <= options.position_prompt < len(members):
+        raise LayerTracerError(f"position-view prompt {options.position_prompt} is out of range 0-{len(members) - 1}")
+    prompt = members[options.position_prompt]
+    device = next(loaded.model.parameters()).device
+    ids = torch.tensor([prompt.encoded.input_ids], device=device)
+    target = prompt.encoded.target_id
+    target_rows, top_rows, top_prob_rows = [], [], []
+    with torch.inference_mode():
+        recording = record_stack(loaded.model, loaded.adapter, ids)
+        for output in recording.outputs:
+            probs = torch.softmax(loaded.adapter.logits(output[0]).float(), dim=-1)  # (T, V)
+            values, indices = probs.max(dim=-1)
+            target_rows.append(probs[:, target].double().cpu().tolist())
+            top_rows.append([text(int(i)) for i in indices.cpu()])
+            top_prob_rows.append(values.double().cpu().tolist())
+    return PositionView(
+        task=task_name,
+        prompt_index=options.position_prompt,
+        tokens=[text(int(i)) for i in prompt.encoded.input_ids],
+        target_token=prompt.encoded.target_token,
+        target_prob=target_rows,
+        top1_tokens=top_rows,
+        top1_probs=top_prob_rows,
+    )

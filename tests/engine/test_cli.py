@@ -1,0 +1,131 @@
+"""The command line: the OUT.json contract end to end, and one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from layertracer.cli import main
+
+
+def run_cli(capsys, *args):
+    """Run the CLI in-process; returns (exit code, stdout, stderr) of this call only."""
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_trace_writes_the_documented_schema(saved_model, tmp_path):
+    out = tmp_path / "out.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "layertracer", "trace", "--model", str(saved_model("llama")),
+         "--tasks", "antonyms_en,arithmetic_zh", "--limit", "5", "--out", str(out),
+         "-p", "skip,mask:keep=0.25", "--batch-size", "3", "--seed", "7"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text(encoding="utf-8"))
+    n_layers = data["num_layers"]
+    assert n_layers == 4
+    assert set(data["tasks"]) == {"antonyms_en", "arithmetic_zh"}
+    for task in data["tasks"].values():
+        assert len(task["target_prob"]) == 5 and all(len(row) == n_layers for row in task["target_prob"])
+        assert len(task["mean_target_prob"]) == n_layers
+        assert task["task_particle"] is None or 0 <= task["task_particle"] < n_layers
+        assert len(task["top_tokens"][0][0]) == 10
+    sens = data["sensitivity"]
+    assert sens["perturbation"] == "skip"
+    assert len(sens["js"]) == 10 and len(sens["js"][0]) == n_layers
+    assert len(sens["mean_js"]) == n_layers
+    assert data["vulnerable_layer"] == max(range(n_layers), key=lambda i: sens["mean_js"][i])
+    assert set(data["sensitivities"]) == {"skip", "mask(keep=0.25)"}
+    assert data["sensitivities"]["mask(keep=0.25)"]["params"]["draws"] == 3
+    plan = data["freeze_plan"]
+    assert sorted(plan["train_layers"] + plan["freeze_layers"]) == list(range(n_layers))
+    assert len(data["similarity"]["cka"]) == n_layers
+    assert len(data["position_view"]["target_prob"]) == n_layers
+    assert data["options"]["seed"] == 7
+    assert data["model"]["architecture"] == "LlamaForCausalLM"
+    assert "wrote" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "/nonexistent/model"], "model path '/nonexistent/model' does not exist"),
+        (["--tasks", "no_such_task"], "is neither a task file nor a built-in task"),
+        (["-p", "wobble"], "unknown perturbation 'wobble'"),
+        (["-p", "mask:keep=2"], "mask keep ratio must be in [0, 1]"),
+        (["--out", "/nonexistent/dir/out.json"], "output folder '/nonexistent/dir' does not exist"),
+        (["--device", "cuda:0"], "CUDA is not available"),
+        (["--dtype", "float8"], "unknown dtype 'float8'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(saved_model, tmp_path, capsys, args, message):
+    if "--device" in args:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    base = {"--model": str(saved_model("qwen3")), "--tasks": "antonyms_en", "--out": str(tmp_path / "o.json")}
+    extra = dict(zip(args[::2], args[1::2]))
+    merged = {**base, **{k: v for k, v in extra.items() if k in base}}
+    argv = ["trace", "--limit", "2"] + [x for kv in merged.items() for x in kv]
+    argv += [x for k, v in extra.items() if k not in base for x in (k, v)]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_folder_without_config_is_not_a_model(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "trace", "--model", str(tmp_path / "empty"), "--tasks", "antonyms_en",
+                           "--out", str(tmp_path / "o.json"))
+    assert code == 2 and "has no config.json" in err
+
+
+def test_model_that_is_not_a_causal_lm(tmp_path, capsys):
+    from transformers import ViTConfig
+
+    folder = tmp_path / "vit"
+    ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16).save_pretrained(folder)
+    code, _, err = run_cli(capsys, "trace", "--model", str(folder), "--tasks", "antonyms_en",
+                           "--out", str(tmp_path / "o.json"))
+    assert code == 2 and "is not a causal language model" in err
+
+
+def test_malformed_task_file_names_file_and_line(saved_model, tmp_path, capsys):
+    bad = tmp_path / "tasks.jsonl"
+    bad.write_text('{"prompt": "a", "target": "b"}\nnot json\n', encoding="utf-8")
+    code, _, err = run_cli(capsys, "trace", "--model", str(saved_model("qwen3")), "--tasks", str(bad),
+                           "--out", str(tmp_path / "o.json"))
+    assert code == 2 and f"{bad}:2: invalid JSON" in err
+
+
+def test_plan_recomputes_from_a_trace(saved_model, tmp_path, capsys):
+    out = tmp_path / "t.json"
+    code, _, _ = run_cli(capsys, "trace", "--model", str(saved_model("qwen3")), "--tasks", "antonyms_en",
+                         "--limit", "3", "--out", str(out), "--no-similarity", "--no-position-view")
+    assert code == 0
+    code, stdout, _ = run_cli(capsys, "plan", str(out), "--min-train", "3", "--no-protect-vulnerable")
+    assert code == 0
+    plan = json.loads(stdout)
+    assert len(plan["train_layers"]) >= 3
+    code, _, err = run_cli(capsys, "plan", str(tmp_path / "missing.json"))
+    assert code == 2 and "does not exist" in err
+
+
+def test_tasks_and_inspect_commands(saved_model, capsys):
+    code, stdout, _ = run_cli(capsys, "tasks")
+    assert code == 0 and "country_capital_zh" in stdout
+    code, stdout, _ = run_cli(capsys, "inspect", "--model", str(saved_model("jamba")))
+    info = json.loads(stdout)
+    assert code == 0 and info["block_kinds"] == ["ssm", "attention", "ssm", "attention"]

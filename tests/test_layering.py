@@ -1,0 +1,46 @@
+"""Layering: the engine never imports the web stack; the web parts never import torch."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+WEB_PACKAGES = ("fastapi", "sqlalchemy", "celery", "dash", "flask", "starlette", "kombu")
+ML_PACKAGES = ("torch", "transformers", "layertracer")
+
+
+def test_importing_the_engine_imports_no_web_package():
+    code = (
+        "import sys, layertracer, layertracer.cli, layertracer.tracer; "
+        f"print(','.join(m for m in {WEB_PACKAGES!r} if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+def _imported_roots(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("package", ["backend", "frontend"])
+def test_web_parts_import_no_ml_package(package):
+    files = sorted((REPO / package).rglob("*.py"))
+    offenders = {str(f.relative_to(REPO)): sorted(_imported_roots(f) & set(ML_PACKAGES)) for f in files}
+    assert {f: bad for f, bad in offenders.items() if bad} == {}
+
+
+def test_engine_source_names_no_web_package():
+    files = sorted((REPO / "layertracer").rglob("*.py"))
+    offenders = {str(f.relative_to(REPO)): sorted(_imported_roots(f) & set(WEB_PACKAGES)) for f in files}
+    assert {f: bad for f, bad in offenders.items() if bad} == {}
