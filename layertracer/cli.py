@@ -89,6 +89,8 @@ def trace(
     position_view: bool = typer.Option(True, help="Compute the per-position view for one prompt."),
     position_task: Optional[str] = typer.Option(None, help="Task of the per-position view (default: the first)."),
     position_prompt: int = typer.Option(0, help="Prompt index of the per-position view."),
+    boundary: str = typer.Option("median", help="Freeze-plan boundary: the median or the earliest (min) task particle."),
+    min_train: int = typer.Option(1, help="Freeze plan: at least this many layers stay trainable."),
     trust_remote_code: bool = typer.Option(False, help="Allow the model folder's own Python code to run."),
 ) -> None:
     """Trace a model on tasks and write OUT.json (schema in the README)."""
@@ -115,7 +117,11 @@ def trace(
         position_view=position_view,
         position_task=position_task,
         position_prompt=position_prompt,
+        min_train_layers=min_train,
+        plan_boundary=boundary,
     )
+    if boundary not in ("median", "min"):
+        _fail(f"--boundary must be 'median' or 'min', not {boundary!r}")
     task_list = load_tasks(tasks, shots=shots, limit=limit)
     with err.status(f"loading {model}"):
         loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
@@ -205,6 +211,7 @@ def plan(
     min_train: int = typer.Option(1, help="At least this many layers stay trainable."),
     protect_vulnerable: bool = typer.Option(True, help="Freeze the vulnerable layer when it lies in the shallow part."),
     perturbation: Optional[str] = typer.Option(None, help="Use this perturbation's curve (default: the primary)."),
+    boundary: str = typer.Option("median", help="The median or the earliest (min) task particle."),
 ) -> None:
     """Recompute the freeze plan of a trace with other rule parameters and print it as JSON."""
     from layertracer.freeze_plan import plan_freeze
@@ -212,6 +219,8 @@ def plan(
 
     if not trace_path.is_file():
         _fail(f"trace file {str(trace_path)!r} does not exist")
+    if boundary not in ("median", "min"):
+        _fail(f"--boundary must be 'median' or 'min', not {boundary!r}")
     try:
         result = TraceResult.load(trace_path)
     except (ValueError, KeyError, TypeError) as exc:
@@ -226,6 +235,7 @@ def plan(
         [float("nan") if v is None else v for v in (sens.mean_js if sens else [])],
         min_train=min_train,
         protect_vulnerable=protect_vulnerable,
+        boundary=boundary,
     )
     out.print_json(json.dumps(new_plan.to_dict()))
 
@@ -239,6 +249,47 @@ def _quiet_transformers() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover - transformers is a dependency
         pass
+
+
+def default_data_dir() -> Path:
+    """``$LAYERTRACER_DATA_DIR``, else ``./data``: where demo models and results are kept."""
+    import os
+
+    return Path(os.environ.get("LAYERTRACER_DATA_DIR", "data"))
+
+
+@app.command("demo-model")
+def demo_model(
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Model folder (default: DATA_DIR/demo-model)."),
+    force: bool = typer.Option(False, help="Train again even when a cached model of this recipe exists."),
+    steps: Optional[int] = typer.Option(None, help="Training steps (default: the recipe's)."),
+) -> None:
+    """Train the offline demo model (a small bilingual Qwen3) or reuse it from the cache; print its folder."""
+    from dataclasses import replace
+
+    from layertracer.demo.model import DemoRecipe, build_demo_model, cached_demo_model
+
+    recipe = DemoRecipe() if steps is None else replace(DemoRecipe(), steps=steps)
+    folder = out_dir or default_data_dir() / "demo-model"
+    if not force and cached_demo_model(folder, recipe):
+        err.print(f"demo model cached in {folder}", highlight=False)
+    else:
+        err.print(
+            f"training the demo model ({recipe.num_layers} blocks, hidden {recipe.hidden_size}, "
+            f"{recipe.steps} steps) into {folder}",
+            highlight=False,
+        )
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), console=err,
+        ) as bar:
+            task = bar.add_task("training", total=recipe.steps)
+
+            def on_step(metrics) -> None:
+                bar.update(task, completed=metrics.step, description=f"training  loss {metrics.loss:.3f}")
+
+            build_demo_model(folder, recipe=recipe, force=True, on_step=on_step)
+    out.print(str(folder), highlight=False)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -1,9 +1,11 @@
 """From a trace to a layer allocation: "freeze deep, train shallow", with the numbers behind it.
 
 The rule (every threshold is a parameter):
-1. The boundary b is the earliest task particle over the traced tasks (the first layer where any task
-   starts executing under the logit lens). Layers from b up are where the tasks run: freeze them.
-   With no particle at all, b falls back to half depth and the plan says so.
+1. The boundary b is the median task particle over the traced tasks (``boundary="median"``, the lower
+   median: at least half of the tasks start executing at b or later), or the earliest one
+   (``boundary="min"``: protect every task, at the price of training fewer layers). Layers from b up
+   are where the tasks run: freeze them. With no particle at all, b falls back to half depth and the
+   plan says so.
 2. Layers below b are trained, but the vulnerable layer (largest mean JS when perturbed alone) is
    frozen too when it lies below b (it is the layer whose change moves the output most), unless
    that would leave fewer than ``min_train`` trainable layers.
@@ -54,40 +56,54 @@ def plan_freeze(
     *,
     min_train: int = 1,
     protect_vulnerable: bool = True,
+    boundary: str = "median",
 ) -> FreezePlan:
     """The freeze plan for a model of ``num_layers`` blocks.
 
     task_particles: task name -> aggregate task particle (or None).
     mean_js: (L,) mean JS per layer of the primary perturbation (None/NaN where not applicable).
     """
+    if boundary not in ("median", "min"):
+        raise ValueError(f"boundary must be 'median' or 'min', not {boundary!r}")
+    rule_name = boundary
     reasons: list[str] = []
     found = {name: layer for name, layer in task_particles.items() if layer is not None}
     fallback = not found
     if found:
+        ordered = sorted(found.values())
         earliest_task = min(found, key=lambda name: found[name])
-        boundary = found[earliest_task]
-        reasons.append(
-            f"Task execution starts at layer {boundary} at the earliest ({earliest_task}; "
-            f"{len(found)} of {len(task_particles)} tasks have a particle): freeze layers {boundary}+."
-        )
+        if rule_name == "min":
+            boundary_layer = ordered[0]
+            reasons.append(
+                f"Task execution starts at layer {boundary_layer} at the earliest ({earliest_task}; "
+                f"{len(found)} of {len(task_particles)} tasks have a particle): freeze layers {boundary_layer}+."
+            )
+        else:
+            boundary_layer = ordered[(len(ordered) - 1) // 2]
+            later = sum(1 for layer in ordered if layer >= boundary_layer)
+            reasons.append(
+                f"The median task particle is layer {boundary_layer} ({later} of the {len(found)} tasks with a "
+                f"particle start executing there or later; the earliest is {earliest_task} at layer "
+                f"{ordered[0]}): freeze layers {boundary_layer}+."
+            )
     else:
-        boundary = num_layers // 2
+        boundary_layer = num_layers // 2
         reasons.append(
-            f"No task shows a task particle, so the boundary falls back to half depth (layer {boundary})."
+            f"No task shows a task particle, so the boundary falls back to half depth (layer {boundary_layer})."
         )
     floor = min(max(min_train, 1), num_layers - 1) if num_layers > 1 else 1
-    if boundary < floor:
-        reasons.append(f"Boundary raised from {boundary} to {floor} so that {floor} layer(s) stay trainable.")
-        boundary = floor
-    frozen = set(range(boundary, num_layers))
+    if boundary_layer < floor:
+        reasons.append(f"Boundary raised from {boundary_layer} to {floor} so that {floor} layer(s) stay trainable.")
+        boundary_layer = floor
+    frozen = set(range(boundary_layer, num_layers))
     valid = [(i, v) for i, v in enumerate(mean_js) if v is not None and not math.isnan(v)]
     vulnerable, vulnerable_js = (max(valid, key=lambda pair: pair[1]) if valid else (None, None))
     if vulnerable is not None:
-        if vulnerable >= boundary:
+        if vulnerable >= boundary_layer:
             reasons.append(
                 f"The vulnerable layer {vulnerable} (mean JS {vulnerable_js:.4f} nats) is in the frozen deep part."
             )
-        elif protect_vulnerable and boundary - 1 >= floor:
+        elif protect_vulnerable and boundary_layer - 1 >= floor:
             frozen.add(vulnerable)
             reasons.append(
                 f"The vulnerable layer {vulnerable} (mean JS {vulnerable_js:.4f} nats) lies in the shallow part: "
@@ -108,8 +124,8 @@ def plan_freeze(
         freeze_layers=sorted(frozen),
         train_ranges=format_ranges(train),
         freeze_ranges=format_ranges(frozen),
-        boundary=boundary,
-        parameters={"min_train": min_train, "protect_vulnerable": protect_vulnerable},
+        boundary=boundary_layer,
+        parameters={"min_train": min_train, "protect_vulnerable": protect_vulnerable, "boundary": rule_name},
         evidence={
             "task_particles": dict(task_particles),
             "earliest_particle": min(found.values()) if found else None,

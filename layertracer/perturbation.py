@@ -106,10 +106,13 @@ def perturbed_output(
     layer: int,
     draw: int,
     prompt_ids: Sequence[int],
+    lengths: Sequence[int],
 ) -> Optional[torch.Tensor]:
     """Block ``layer``'s perturbed output (B, T, d), or None where not applicable.
 
-    prompt_ids: (B,) global prompt indices, which seed the per-prompt noise.
+    prompt_ids: (B,) global prompt indices, which seed the per-prompt noise. lengths: (B,) each
+    prompt's real token count: noise is drawn for those positions only (padding gets none), so a
+    prompt's noise never depends on how long its batch was padded.
     """
     h_in, h_out = recording.inputs[layer], recording.outputs[layer]
     kind = perturbation.kind
@@ -124,10 +127,10 @@ def perturbed_output(
             return recording.calls[layer].call(block, h_in)
     if kind == "noise":
         batch, length, width = h_out.shape
-        noise = torch.empty((batch, length, width), dtype=torch.float32)
-        for row, prompt in enumerate(prompt_ids):
+        noise = torch.zeros((batch, length, width), dtype=torch.float32)
+        for row, (prompt, real) in enumerate(zip(prompt_ids, lengths)):
             generator = torch.Generator().manual_seed(_seed(perturbation.seed, layer, draw, prompt))
-            noise[row] = torch.randn((length, width), generator=generator)
+            noise[row, :real] = torch.randn((real, width), generator=generator)
         noise = noise.to(device=h_out.device, dtype=h_out.dtype)
         rms = h_out.float().pow(2).mean(dim=-1, keepdim=True).sqrt().to(h_out.dtype)
         return h_out + perturbation.scale * rms * noise

@@ -24,7 +24,9 @@ class TaskTrace:
     target_prob, target_rank, entropy: [P][L] — probability of the target's first token, its rank
         (0 = top-1) and the entropy of the lens distribution (nats).
     top_tokens / top_probs: [P][L][k] — the k most likely tokens, decoded, and their probabilities.
-    mean_target_prob: [L]. task_particle: the particle of mean_target_prob (or None).
+    mean_target_prob: [L]. baseline_prob: [P] the lens on the embedding output (before block 0), the
+        p[-1] of the particle rule. task_particle: the particle of mean_target_prob (or None), with the
+        mean baseline.
     prompt_particles: [P] per-prompt particles; particle_counts: layer (as text) or "none" -> count.
     final_accuracy: share of prompts whose top-1 output token is the target token.
     """
@@ -42,6 +44,7 @@ class TaskTrace:
     top_tokens: list[list[list[str]]]
     top_probs: list[list[list[float]]]
     mean_target_prob: list[float]
+    baseline_prob: list[float]
     task_particle: Optional[int]
     prompt_particles: list[Optional[int]]
     particle_counts: dict[str, int]

@@ -39,16 +39,17 @@ class ParticleRule:
 
     The task particle is the first layer l (0-based, 0 = after the first block) with
         p[l] - p[l-1] >= delta   and   p[l] >= floor,
-    taking p[-1] = 0. ``None`` when no layer qualifies (the task never executes under the lens).
-    delta and floor are absolute probabilities in [0, 1].
+    where p[-1] is the lens on the embedding output (the stream before the first block), so a
+    particle at layer 0 means block 0 itself raised the probability. ``None`` when no layer qualifies
+    (the task never executes under the lens). delta and floor are absolute probabilities in [0, 1].
     """
 
     delta: float = 0.1
     floor: float = 0.1
 
-    def find(self, curve: Sequence[float]) -> Optional[int]:
-        """curve: (L,) target probability per layer -> the particle layer or None."""
-        previous = 0.0
+    def find(self, curve: Sequence[float], baseline: float = 0.0) -> Optional[int]:
+        """curve: (L,) target probability per layer; baseline: p[-1] -> the particle layer or None."""
+        previous = float(baseline)
         for layer, value in enumerate(curve):
             if value - previous >= self.delta and value >= self.floor:
                 return layer

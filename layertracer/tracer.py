@@ -47,6 +47,7 @@ class TraceOptions:
     stochastic perturbations. bootstrap_resamples / ci_level: the stability curve's interval.
     similarity_max_prompts: prompts entering the CKA matrix (an (L, N, N) computation).
     position_task / position_prompt: the prompt of the per-position view (default: first task, 0).
+    min_train_layers / plan_boundary: freeze-plan rule parameters (see ``freeze_plan``).
     """
 
     batch_size: int = 8
@@ -63,6 +64,7 @@ class TraceOptions:
     position_task: Optional[str] = None
     position_prompt: int = 0
     min_train_layers: int = 1
+    plan_boundary: str = "median"
 
 
 @dataclass
@@ -141,6 +143,8 @@ def trace(
         raise LayerTracerError("no tasks to trace")
     if options.batch_size < 1 or options.top_k < 1:
         raise LayerTracerError("batch size and top-k must be at least 1")
+    if options.plan_boundary not in ("median", "min"):
+        raise LayerTracerError(f"plan boundary must be 'median' or 'min', not {options.plan_boundary!r}")
     perts = [
         p if isinstance(p, Perturbation) else Perturbation.parse(p, seed=options.seed, draws=options.draws)
         for p in perturbations
@@ -162,6 +166,7 @@ def trace(
     n = len(prompts)
     k = min(options.top_k, loaded.info.vocab_size or options.top_k)
 
+    baseline_prob = np.zeros(n)  # the lens on the embedding output, p[-1] of the particle rule
     target_prob = np.zeros((n, n_layers))
     target_rank = np.zeros((n, n_layers), dtype=np.int64)
     entropy = np.zeros((n, n_layers))
@@ -175,61 +180,99 @@ def trace(
     # Longest first, so a batch holds prompts of similar length (less padding) and memory peaks early.
     order = sorted(range(n), key=lambda g: -len(prompts[g].encoded.input_ids))
     batches = [order[s : s + options.batch_size] for s in range(0, n, options.batch_size)]
-    units_per_batch = 1 + sum(
+    units_per_prompt = 1 + sum(
         p.draws * sum(applicable(p, adapter, layer) for layer in range(n_layers)) for p in perts
     )
-    total_units = units_per_batch * len(batches)
-    done_units = 0
+    # Progress in prompt-units, so that a batch split after running out of memory keeps the total.
+    total_units = units_per_prompt * n
+    clock = {"done": 0, "lens": 0.0, "sensitivity": 0.0}
     pad_id = _pad_id(tokenizer)
-    lens_time = sens_time = 0.0
 
-    for batch in batches:
+    def run_batch(batch: list[int]) -> None:
+        """Lens and sensitivity for one batch; writes its rows only after all of it succeeded."""
         rows = np.asarray(batch)
+        size = len(batch)
+        done = clock["done"]
         ids, last = _pad_batch([prompts[g] for g in batch], pad_id, device_)
-        arange = torch.arange(len(batch), device=device_)
+        arange = torch.arange(size, device=device_)
         targets = torch.tensor([prompts[g].encoded.target_id for g in batch], device=device_)
         tick = time.perf_counter()
+        lens_rows: dict[str, list] = {"prob": [], "rank": [], "entropy": [], "top_ids": [], "top_probs": []}
+        js_rows: dict[str, np.ndarray] = {}
         with torch.inference_mode():
             recording = record_stack(net, adapter, ids)
             answer = torch.stack([out[arange, last] for out in recording.outputs])  # (L, B, d)
+            embedded = recording.inputs[0][arange, last]
+            baseline_lp = torch.log_softmax(adapter.logits(embedded).float(), dim=-1)[arange, targets]
             clean_log_probs = None
             for layer in range(n_layers):
                 log_probs = torch.log_softmax(adapter.logits(answer[layer]).float(), dim=-1)  # (B, V)
                 probs = log_probs.exp()
                 target_lp = log_probs[arange, targets]
-                target_prob[rows, layer] = target_lp.exp().double().cpu().numpy()
-                target_rank[rows, layer] = (log_probs > target_lp[:, None]).sum(-1).cpu().numpy()
-                entropy[rows, layer] = (-(probs * log_probs).nan_to_num().sum(-1)).double().cpu().numpy()
+                lens_rows["prob"].append(target_lp.exp().double().cpu().numpy())
+                lens_rows["rank"].append((log_probs > target_lp[:, None]).sum(-1).cpu().numpy())
+                lens_rows["entropy"].append((-(probs * log_probs).nan_to_num().sum(-1)).double().cpu().numpy())
                 values, indices = probs.topk(k, dim=-1)
-                top_ids[rows, layer] = indices.cpu().numpy()
-                top_probs[rows, layer] = values.double().cpu().numpy()
+                lens_rows["top_ids"].append(indices.cpu().numpy())
+                lens_rows["top_probs"].append(values.double().cpu().numpy())
                 clean_log_probs = log_probs
-            states = answer.float().cpu()
-            if n_layers > 1:
-                cosine_sum += consecutive_cosine(states).sum(dim=1)
-            for column, g in enumerate(batch):
-                if g < sim_count:
-                    sim_states[:, g] = states[:, column]
-            done_units += 1
-            report(progress, "lens", done_units, total_units)
-            lens_time += time.perf_counter() - tick
+            done += size
+            report(progress, "lens", done, total_units)
+            clock["lens"] += time.perf_counter() - tick
             tick = time.perf_counter()
             ids_list = [int(g) for g in batch]
+            lengths = [len(prompts[g].encoded.input_ids) for g in batch]
             for pert in perts:
+                js_rows[pert.name] = np.full((size, n_layers), np.nan)
                 for layer in range(n_layers):
                     if not applicable(pert, adapter, layer):
                         continue
                     per_draw = []
                     for draw in range(pert.draws):
-                        hidden = perturbed_output(pert, adapter, recording, layer, draw, ids_list)
+                        hidden = perturbed_output(pert, adapter, recording, layer, draw, ids_list, lengths)
                         final = replay(adapter, recording, layer + 1, hidden)[arange, last]
                         log_q = torch.log_softmax(adapter.logits(final).float(), dim=-1)
                         per_draw.append(js_divergence(clean_log_probs, log_q))
-                        done_units += 1
-                        report(progress, f"sensitivity:{pert.name}", done_units, total_units)
-                    js[pert.name][rows, layer] = torch.stack(per_draw).mean(0).cpu().numpy()
-            sens_time += time.perf_counter() - tick
-        del recording, answer
+                        done += size
+                        report(progress, f"sensitivity:{pert.name}", done, total_units)
+                    js_rows[pert.name][:, layer] = torch.stack(per_draw).mean(0).cpu().numpy()
+            clock["sensitivity"] += time.perf_counter() - tick
+            states = answer.float().cpu()
+        # Everything computed: store it (a batch that ran out of memory above stored nothing).
+        baseline_prob[rows] = baseline_lp.exp().double().cpu().numpy()
+        target_prob[rows] = np.stack(lens_rows["prob"], axis=1)
+        target_rank[rows] = np.stack(lens_rows["rank"], axis=1)
+        entropy[rows] = np.stack(lens_rows["entropy"], axis=1)
+        top_ids[rows] = np.stack(lens_rows["top_ids"], axis=1)
+        top_probs[rows] = np.stack(lens_rows["top_probs"], axis=1)
+        for name, values in js_rows.items():
+            js[name][rows] = values
+        if n_layers > 1:
+            cosine_sum.add_(consecutive_cosine(states).sum(dim=1))
+        for column, g in enumerate(batch):
+            if g < sim_count:
+                sim_states[:, g] = states[:, column]
+        clock["done"] = done
+
+    queue = list(batches)
+    splits = 0
+    while queue:
+        batch = queue.pop(0)
+        try:
+            run_batch(batch)
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise LayerTracerError(
+                    f"out of memory on a single prompt of {len(prompts[batch[0]].encoded.input_ids)} tokens: "
+                    "use --dtype bfloat16, a larger device, or shorter prompts"
+                ) from None
+            if device_.type == "cuda":
+                torch.cuda.empty_cache()
+            half = len(batch) // 2
+            queue[:0] = [batch[:half], batch[half:]]
+            splits += 1
+    timings["oom_batch_splits"] = float(splits)
+    lens_time, sens_time = clock["lens"], clock["sensitivity"]
     timings["lens"] = lens_time
     timings["sensitivity"] = sens_time
 
@@ -241,7 +284,8 @@ def trace(
         members = [g for g, p in enumerate(prompts) if p.task == t]
         prompt_index.extend((task.name, prompts[g].index) for g in members)
         probs_t = target_prob[members]
-        particles = [rule.find(row) for row in probs_t]
+        base_t = baseline_prob[members]
+        particles = [rule.find(row, base) for row, base in zip(probs_t, base_t)]
         counts: dict[str, int] = {}
         for particle in particles:
             key = "none" if particle is None else str(particle)
@@ -262,7 +306,8 @@ def trace(
             top_tokens=[[[text(int(i)) for i in layer] for layer in row] for row in top_ids[members]],
             top_probs=top_probs[members].tolist(),
             mean_target_prob=mean_curve.tolist(),
-            task_particle=rule.find(mean_curve),
+            baseline_prob=base_t.tolist(),
+            task_particle=rule.find(mean_curve, float(base_t.mean())),
             prompt_particles=particles,
             particle_counts=counts,
             final_accuracy=float(np.mean(top_ids[members, -1, 0] == np.array([e.target_id for e in encoded]))),
@@ -318,6 +363,7 @@ def trace(
         {name: tt.task_particle for name, tt in task_traces.items()},
         primary.mean_js if primary else [],
         min_train=options.min_train_layers,
+        boundary=options.plan_boundary,
     )
     timings["total"] = time.perf_counter() - started
     return TraceResult(

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 VOCAB = 384
 HIDDEN = 32
@@ -84,23 +83,10 @@ ARCHITECTURES = tuple(_configs())
 
 def build_tokenizer(vocab_size: int = VOCAB):
     """A byte-level BPE (as a transformers fast tokenizer) trained on the built-in task texts."""
-    from transformers import PreTrainedTokenizerFast
-
+    from layertracer.demo.tokenizer import train_tokenizer
     from layertracer.tasks.sets import iter_texts, load_tasks
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<pad>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(list(iter_texts(load_tasks("all", shots=0))), trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
-    )
+    return train_tokenizer(iter_texts(load_tasks("all", shots=0)), vocab_size)
 
 
 def randomize_norms(model: torch.nn.Module, seed: int = 0) -> None:

@@ -1,0 +1,310 @@
+"""Continued pre-training with a layer allocation: causal-LM loss, AdamW over the trainable parameters
+only, warmup + cosine, gradient accumulation, clipping, periodic eval loss, atomic checkpoints and an
+exact resume.
+
+Frozen parameters have ``requires_grad=False`` and no optimizer state. With the embeddings frozen, the
+blocks below the first trainable one see no tensor that requires grad, so autograd records nothing for
+them (no saved activations, no backward); frozen blocks above it get input gradients but no weight
+gradients.
+
+Data order is a pure function of (seed, step): the sample for micro-batch m of step s is drawn from a
+per-epoch permutation seeded by (seed, epoch), so a resumed run sees exactly the batches the
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from layertracer.errors import LayerTracerError
+from layertracer.models.loading import LoadedModel
+from layertracer.training.allocation import Allocation, ParameterCount, apply_allocation, count_parameters
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run.
+
+    batch_size: sequences per micro-batch (over all processes); grad_accum: micro-batches per step,
+    so a step sees batch_size * grad_accum * block_size tokens. lr: peak learning rate after
+    ``warmup_steps`` linear warmup, then cosine to ``lr * min_lr_ratio`` at ``steps``.
+    max_grad_norm: clipping (0 = off). eval_every / checkpoint_every: in steps (0 = never).
+    autocast: bf16 autocast on CUDA ("auto": on when the device is CUDA).
+    """
+
+    steps: int = 100
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 10
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.95
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    eval_every: int = 0
+    eval_batches: int = 4
+    checkpoint_every: int = 0
+    autocast: str = "auto"
+    gradient_checkpointing: bool = False
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise LayerTracerError("steps, batch size and gradient accumulation must be at least 1")
+        if not self.lr > 0:
+            raise LayerTracerError("the learning rate must be positive")
+
+
+@dataclass
+class StepMetrics:
+    """One optimizer step: mean loss over its micro-batches (nats/token), lr, throughput, grad norm."""
+
+    step: int
+    loss: float
+    lr: float
+    tokens_per_s: float
+    grad_norm: float
+    elapsed_s: float
+    eval_loss: Optional[float] = None
+
+
+@dataclass
+class TrainResult:
+    """What a training run did; ``history`` holds one StepMetrics per step run in this call."""
+
+    allocation: dict
+    parameters: dict
+    config: dict
+    history: list[StepMetrics] = field(default_factory=list)
+    eval_history: list[tuple[int, float]] = field(default_factory=list)
+    resumed_from: Optional[int] = None
+    steps_done: int = 0
+    tokens_seen: int = 0
+    seconds: float = 0.0
+    stopped: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """The learning rate used for optimizer step ``step`` (0-based): linear warmup, then cosine."""
+    if config.warmup_steps and step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    span = max(config.steps - config.warmup_steps, 1)
+    progress = min((step - config.warmup_steps) / span, 1.0)
+    floor = config.lr * config.min_lr_ratio
+    return floor + (config.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def sample_indices(step: int, micro: int, config: TrainConfig, num_blocks: int) -> list[int]:
+    """Block indices of micro-batch ``micro`` of step ``step`` (a function of seed and step only)."""
+    first = (step * config.grad_accum + micro) * config.batch_size
+    indices = []
+    permutations: dict[int, torch.Tensor] = {}
+    for position in range(first, first + config.batch_size):
+        epoch, offset = divmod(position, num_blocks)
+        if epoch not in permutations:
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+            permutations[epoch] = torch.randperm(num_blocks, generator=generator)
+        indices.append(int(permutations[epoch][offset]))
+    return indices
+
+
+def _param_names(model: nn.Module) -> dict[int, str]:
+    names: dict[int, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=True):
+        names.setdefault(id(param), name)
+    return names
+
+
+def eval_loss(model: nn.Module, blocks: torch.Tensor, *, batch_size: int, max_batches: int) -> float:
+    """Mean causal-LM loss (nats/token) over the first ``max_batches`` batches of ``blocks`` (N, T)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    losses, weights = [], []
+    with torch.no_grad():
+        for start in range(0, min(len(blocks), batch_size * max_batches), batch_size):
+            batch = blocks[start : start + batch_size].to(device)
+            losses.append(float(model(input_ids=batch, labels=batch).loss))
+            weights.append(len(batch))
+    model.train(was_training)
+    return sum(l * w for l, w in zip(losses, weights)) / max(sum(weights), 1)
+
+
+class Checkpoints:
+    """Atomic checkpoints in a folder: ``step-000123/`` written as a temp folder, then renamed.
+
+    Each holds ``trainable.safetensors`` (the trainable parameters by name), ``optimizer.safetensors``
+    (AdamW moments and step counts by parameter name, and the RNG state) and ``state.json``. No pickle.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def latest(self) -> Optional[Path]:
+        if not self.folder.is_dir():
+            return None
+        done = sorted(p for p in self.folder.glob("step-*") if (p / "state.json").is_file())
+        return done[-1] if done else None
+
+    def save(self, step: int, model: nn.Module, params: list[nn.Parameter], optimizer, extra: dict) -> Path:
+        names = _param_names(model)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.folder / f"step-{step:06d}"
+        temp = self.folder / f".tmp-step-{step:06d}-{os.getpid()}"
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir()
+        save_file({names[id(p)]: p.detach().contiguous().cpu() for p in params}, str(temp / "trainable.safetensors"))
+        moments: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+        for param in params:
+            state = optimizer.state.get(param, {})
+            for key in ("exp_avg", "exp_avg_sq", "step"):
+                if key in state:
+                    value = state[key]
+                    value = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+                    moments[f"{names[id(param)]}::{key}"] = value.detach().contiguous().cpu()
+        save_file(moments, str(temp / "optimizer.safetensors"))
+        (temp / "state.json").write_text(json.dumps({"step": step, **extra}), encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(temp, final)
+        return final
+
+    def load(self, path: Path, model: nn.Module, params: list[nn.Parameter], optimizer) -> dict:
+        names = _param_names(model)
+        weights = load_file(str(path / "trainable.safetensors"))
+        moments = load_file(str(path / "optimizer.safetensors"))
+        with torch.no_grad():
+            for param in params:
+                name = names[id(param)]
+                if name not in weights:
+                    raise LayerTracerError(f"checkpoint {path} does not match this allocation (no {name})")
+                param.copy_(weights[name].to(param.device, param.dtype))
+                state = {}
+                for key in ("exp_avg", "exp_avg_sq", "step"):
+                    stored = moments.get(f"{name}::{key}")
+                    if stored is not None:
+                        state[key] = stored.to(param.device) if key != "step" else stored.clone()
+                if state:
+                    optimizer.state[param] = state
+        if "rng.torch" in moments:
+            torch.set_rng_state(moments["rng.torch"])
+        return json.loads((path / "state.json").read_text(encoding="utf-8"))
+
+
+def train(
+    loaded: LoadedModel,
+    blocks: torch.Tensor,
+    allocation: Allocation,
+    config: TrainConfig,
+    *,
+    eval_blocks: Optional[torch.Tensor] = None,
+    checkpoint_dir: Optional[str | Path] = None,
+    on_step: Optional[Callable[[StepMetrics], None]] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
+) -> TrainResult:
+    """Train ``loaded.model`` in place on ``blocks`` (N, T) token ids with ``allocation``.
+
+    With ``checkpoint_dir``, checkpoints are written every ``config.checkpoint_every`` steps and at the
+    end, and a run finding a checkpoint there resumes from it. ``should_stop`` is polled between steps
+    (cancellation): the run checkpoints and returns with ``stopped=True``. The allocation's freezing is
+    undone on return or error.
+    """
+    config.validate()
+    model, adapter = loaded.model, loaded.adapter
+    if blocks.ndim != 2 or len(blocks) == 0:
+        raise LayerTracerError("the training data must be a non-empty (num_blocks, block_size) tensor")
+    device = next(model.parameters()).device
+    use_autocast = device.type == "cuda" and config.autocast in ("auto", "bf16", "true")
+    counts: ParameterCount = count_parameters(model, adapter, allocation)
+    result = TrainResult(allocation=allocation.to_dict(), parameters=counts.to_dict(), config=asdict(config))
+    store = Checkpoints(Path(checkpoint_dir)) if checkpoint_dir else None
+    started = time.perf_counter()
+    if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable()
+    with apply_allocation(model, adapter, allocation) as params:
+        optimizer = torch.optim.AdamW(
+            params, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
+        )
+        start_step = 0
+        if store is not None and (latest := store.latest()) is not None:
+            state = store.load(latest, model, params, optimizer)
+            start_step = int(state["step"])
+            result.resumed_from = start_step
+        model.train()
+        tokens_per_step = config.batch_size * config.grad_accum * blocks.shape[1]
+        try:
+            for step in range(start_step, config.steps):
+                if should_stop is not None and should_stop():
+                    result.stopped = True
+                    break
+                tick = time.perf_counter()
+                lr = lr_at(step, config)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                total_loss = 0.0
+                for micro in range(config.grad_accum):
+                    batch = blocks[sample_indices(step, micro, config, len(blocks))].to(device)
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
+                        loss = model(input_ids=batch, labels=batch).loss
+                    (loss / config.grad_accum).backward()
+                    total_loss += float(loss.detach()) / config.grad_accum
+                if config.max_grad_norm > 0:
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+                else:
+                    grad_norm = float(torch.linalg.vector_norm(
+                        torch.stack([p.grad.norm() for p in params if p.grad is not None])
+                    ))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                seconds = time.perf_counter() - tick
+                metrics = StepMetrics(
+                    step=step + 1,
+                    loss=total_loss,
+                    lr=lr,
+                    tokens_per_s=tokens_per_step / max(seconds, 1e-9),
+                    grad_norm=grad_norm,
+                    elapsed_s=time.perf_counter() - started,
+                )
+                if eval_blocks is not None and config.eval_every and (step + 1) % config.eval_every == 0:
+                    metrics.eval_loss = eval_loss(
+                        model, eval_blocks, batch_size=config.batch_size, max_batches=config.eval_batches
+                    )
+                    result.eval_history.append((step + 1, metrics.eval_loss))
+                result.history.append(metrics)
+                result.tokens_seen += tokens_per_step
+                result.steps_done = step + 1
+                if on_step is not None:
+                    on_step(metrics)
+                if store is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+                    store.save(step + 1, model, params, optimizer, {"allocation": allocation.to_dict()})
+            else:
+                result.steps_done = config.steps
+            if store is not None and result.steps_done > start_step:
+                store.save(result.steps_done, model, params, optimizer, {"allocation": allocation.to_dict()})
+        except torch.OutOfMemoryError:
+            raise LayerTracerError(
+                f"out of memory at batch size {config.batch_size} x {blocks.shape[1]} tokens: lower the batch "
+                "size (raise gradient accumulation to keep the global batch), shorten the blocks, or enable "
+                "gradient checkpointing"
+            ) from None
+        finally:
+            model.eval()
+            if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_disable"):
+                model.gradient_checkpointing_disable()
+    result.seconds = time.perf_counter() - started
+    return result
