@@ -53,6 +53,7 @@ class LoadedModel:
     tokenizer: Any
     adapter: ModelAdapter
     info: ModelInfo
+    hybrid: Optional[dict] = None  # the recipe, for a model assembled by layertracer.hybrid
 
 
 def resolve_device(device: str) -> torch.device:

@@ -1,0 +1,1 @@
+"""Continued-pre-training trials and experiments, and the statistics that compare allocations."""
