@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from layertracer import cli_trials
+from layertracer.cli_common import Bar, default_data_dir, err, fail, out
 from layertracer.errors import LayerTracerError
 
 app = typer.Typer(
@@ -25,42 +26,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
-out = Console()
-
-
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
-
-
-class _Bar:
-    """A rich progress bar on stderr fed by engine ProgressEvents."""
-
-    def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description:<28}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=False,
-        )
-        self.task_id: Optional[int] = None
-
-    def __enter__(self) -> Callable:
-        self.progress.__enter__()
-        return self.update
-
-    def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
-
-    def update(self, event) -> None:
-        if self.task_id is None:
-            self.task_id = self.progress.add_task(event.stage, total=event.total)
-        self.progress.update(self.task_id, completed=event.done, total=event.total, description=event.stage)
-
 
 @app.command()
 def trace(
@@ -105,7 +70,7 @@ def trace(
         Perturbation.parse(p, seed=seed, draws=draws) for item in perturbation for p in _split_perturbations(item)
     ]
     if not out_path.parent.exists():
-        _fail(f"output folder {str(out_path.parent)!r} does not exist")
+        fail(f"output folder {str(out_path.parent)!r} does not exist")
     options = TraceOptions(
         batch_size=batch_size,
         top_k=top_k,
@@ -121,7 +86,7 @@ def trace(
         plan_boundary=boundary,
     )
     if boundary not in ("median", "min"):
-        _fail(f"--boundary must be 'median' or 'min', not {boundary!r}")
+        fail(f"--boundary must be 'median' or 'min', not {boundary!r}")
     task_list = load_tasks(tasks, shots=shots, limit=limit)
     with err.status(f"loading {model}"):
         loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
@@ -131,7 +96,7 @@ def trace(
         f"{loaded.info.dtype} on {loaded.info.device}",
         highlight=False,
     )
-    with _Bar() as progress:
+    with Bar() as progress:
         result = run_trace(loaded, task_list, perturbations=kinds, options=options, progress=progress)
     result.to_json(out_path)
     _print_summary(result)
@@ -218,17 +183,17 @@ def plan(
     from layertracer.results import TraceResult
 
     if not trace_path.is_file():
-        _fail(f"trace file {str(trace_path)!r} does not exist")
+        fail(f"trace file {str(trace_path)!r} does not exist")
     if boundary not in ("median", "min"):
-        _fail(f"--boundary must be 'median' or 'min', not {boundary!r}")
+        fail(f"--boundary must be 'median' or 'min', not {boundary!r}")
     try:
         result = TraceResult.load(trace_path)
     except (ValueError, KeyError, TypeError) as exc:
-        _fail(f"{trace_path} is not a LayerTracer trace result ({type(exc).__name__}: {exc})")
+        fail(f"{trace_path} is not a LayerTracer trace result ({type(exc).__name__}: {exc})")
         return
     sens = result.sensitivities.get(perturbation) if perturbation else result.sensitivity
     if perturbation and sens is None:
-        _fail(f"the trace has no perturbation {perturbation!r} (it has {', '.join(result.sensitivities)})")
+        fail(f"the trace has no perturbation {perturbation!r} (it has {', '.join(result.sensitivities)})")
     new_plan = plan_freeze(
         result.num_layers,
         {name: task.task_particle for name, task in result.tasks.items()},
@@ -240,6 +205,10 @@ def plan(
     out.print_json(json.dumps(new_plan.to_dict()))
 
 
+for _name, _command in cli_trials.COMMANDS.items():
+    app.command(_name)(_command)
+
+
 def _quiet_transformers() -> None:
     """Our own bar replaces transformers' weight-loading bars and per-kernel fallback notices."""
     try:
@@ -249,13 +218,6 @@ def _quiet_transformers() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover - transformers is a dependency
         pass
-
-
-def default_data_dir() -> Path:
-    """``$LAYERTRACER_DATA_DIR``, else ``./data``: where demo models and results are kept."""
-    import os
-
-    return Path(os.environ.get("LAYERTRACER_DATA_DIR", "data"))
 
 
 @app.command("demo-model")

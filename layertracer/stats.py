@@ -21,16 +21,25 @@ def js_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
     log_p, log_q: (..., V) natural-log probabilities (rows of log_softmax).
     Returns (...,) in nats, in [0, ln 2]: 0.5 KL(p||m) + 0.5 KL(q||m) with m = (p + q) / 2, computed
-    in float64 through the mixture itself (not an approximation); 0 log 0 counts as 0.
+    exactly (through the mixture itself, not an approximation) in float64 as the equal form
+    H(m) - (H(p) + H(q)) / 2, where H is the entropy and 0 log 0 counts as 0. The entropy form needs a
+    third of the passes over V of the KL form; float64 keeps its cancellation error near 1e-15.
     """
-    log_p = log_p.double()
-    log_q = log_q.double()
-    log_m = torch.logaddexp(log_p, log_q) - LN2
-    p, q = log_p.exp(), log_q.exp()
-    # Where p == 0 the term p * (log p - log m) is 0; where() keeps -inf - x from making NaNs.
-    kl_pm = torch.where(p > 0, p * (log_p - log_m), torch.zeros_like(p)).sum(-1)
-    kl_qm = torch.where(q > 0, q * (log_q - log_m), torch.zeros_like(q)).sum(-1)
-    return (0.5 * (kl_pm + kl_qm)).clamp(0.0, LN2)
+    p = log_p.double().exp()
+    q = log_q.double().exp()
+    return js_from_probs(p, q, entropy(p))
+
+
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of distributions p (..., V) -> (...,), with 0 log 0 = 0."""
+    return torch.special.entr(p).sum(-1)
+
+
+def js_from_probs(p: torch.Tensor, q: torch.Tensor, entropy_p: torch.Tensor) -> torch.Tensor:
+    """JS divergence (nats) of float64 probabilities p, q (..., V), given p's entropy (...,)."""
+    mixture = (p + q).mul_(0.5)
+    value = entropy(mixture) - 0.5 * (entropy_p + entropy(q))
+    return value.clamp_(0.0, LN2)
 
 
 @dataclass(frozen=True)

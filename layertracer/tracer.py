@@ -20,6 +20,7 @@ import torch
 from layertracer import __version__
 from layertracer.errors import LayerTracerError
 from layertracer.freeze_plan import plan_freeze
+from layertracer.lens import js_to_reference, lens_rows
 from layertracer.models.loading import LoadedModel, load_model
 from layertracer.perturbation import Perturbation, applicable, perturbed_output
 from layertracer.progress import ProgressCallback, report
@@ -29,7 +30,6 @@ from layertracer.stats import (
     ParticleRule,
     bootstrap_mean_ci,
     consecutive_cosine,
-    js_divergence,
     linear_cka_matrix,
     nan_argmax,
 )
@@ -197,25 +197,15 @@ def trace(
         arange = torch.arange(size, device=device_)
         targets = torch.tensor([prompts[g].encoded.target_id for g in batch], device=device_)
         tick = time.perf_counter()
-        lens_rows: dict[str, list] = {"prob": [], "rank": [], "entropy": [], "top_ids": [], "top_probs": []}
         js_rows: dict[str, np.ndarray] = {}
         with torch.inference_mode():
             recording = record_stack(net, adapter, ids)
             answer = torch.stack([out[arange, last] for out in recording.outputs])  # (L, B, d)
-            embedded = recording.inputs[0][arange, last]
-            baseline_lp = torch.log_softmax(adapter.logits(embedded).float(), dim=-1)[arange, targets]
-            clean_log_probs = None
-            for layer in range(n_layers):
-                log_probs = torch.log_softmax(adapter.logits(answer[layer]).float(), dim=-1)  # (B, V)
-                probs = log_probs.exp()
-                target_lp = log_probs[arange, targets]
-                lens_rows["prob"].append(target_lp.exp().double().cpu().numpy())
-                lens_rows["rank"].append((log_probs > target_lp[:, None]).sum(-1).cpu().numpy())
-                lens_rows["entropy"].append((-(probs * log_probs).nan_to_num().sum(-1)).double().cpu().numpy())
-                values, indices = probs.topk(k, dim=-1)
-                lens_rows["top_ids"].append(indices.cpu().numpy())
-                lens_rows["top_probs"].append(values.double().cpu().numpy())
-                clean_log_probs = log_probs
+            embedded = recording.inputs[0][arange, last]  # (B, d): the lens baseline, p[-1]
+            # One stacked lens over the baseline and every layer: rows (L + 1) * B, layer-major.
+            stacked = torch.cat([embedded[None], answer]).reshape(-1, answer.shape[-1])
+            # The last B rows are the last layer: their distribution is the model's output (B, V).
+            lens, clean_log_probs = lens_rows(adapter, stacked, targets.repeat(n_layers + 1), k, keep_last=size)
             done += size
             report(progress, "lens", done, total_units)
             clock["lens"] += time.perf_counter() - tick
@@ -224,27 +214,31 @@ def trace(
             lengths = [len(prompts[g].encoded.input_ids) for g in batch]
             for pert in perts:
                 js_rows[pert.name] = np.full((size, n_layers), np.nan)
-                for layer in range(n_layers):
-                    if not applicable(pert, adapter, layer):
-                        continue
-                    per_draw = []
+                layers = [layer for layer in range(n_layers) if applicable(pert, adapter, layer)]
+                finals = []  # answer states of every perturbed run: (layers * draws) x (B, d)
+                for layer in layers:
                     for draw in range(pert.draws):
                         hidden = perturbed_output(pert, adapter, recording, layer, draw, ids_list, lengths)
-                        final = replay(adapter, recording, layer + 1, hidden)[arange, last]
-                        log_q = torch.log_softmax(adapter.logits(final).float(), dim=-1)
-                        per_draw.append(js_divergence(clean_log_probs, log_q))
+                        finals.append(replay(adapter, recording, layer + 1, hidden)[arange, last])
                         done += size
                         report(progress, f"sensitivity:{pert.name}", done, total_units)
-                    js_rows[pert.name][:, layer] = torch.stack(per_draw).mean(0).cpu().numpy()
+                if layers:
+                    values = js_to_reference(adapter, torch.cat(finals), clean_log_probs)
+                    per_layer = values.view(len(layers), pert.draws, size).mean(dim=1)  # (layers, B)
+                    js_rows[pert.name][:, layers] = per_layer.T.numpy()
             clock["sensitivity"] += time.perf_counter() - tick
             states = answer.float().cpu()
         # Everything computed: store it (a batch that ran out of memory above stored nothing).
-        baseline_prob[rows] = baseline_lp.exp().double().cpu().numpy()
-        target_prob[rows] = np.stack(lens_rows["prob"], axis=1)
-        target_rank[rows] = np.stack(lens_rows["rank"], axis=1)
-        entropy[rows] = np.stack(lens_rows["entropy"], axis=1)
-        top_ids[rows] = np.stack(lens_rows["top_ids"], axis=1)
-        top_probs[rows] = np.stack(lens_rows["top_probs"], axis=1)
+        def by_layer(values: torch.Tensor) -> np.ndarray:
+            """(L + 1) * B stacked rows -> (B, L + 1, ...) with the baseline in column 0."""
+            return values.view(n_layers + 1, size, *values.shape[1:]).transpose(0, 1).numpy()
+
+        baseline_prob[rows] = by_layer(lens.prob)[:, 0]
+        target_prob[rows] = by_layer(lens.prob)[:, 1:]
+        target_rank[rows] = by_layer(lens.rank)[:, 1:]
+        entropy[rows] = by_layer(lens.entropy)[:, 1:]
+        top_ids[rows] = by_layer(lens.top_ids)[:, 1:]
+        top_probs[rows] = by_layer(lens.top_probs)[:, 1:]
         for name, values in js_rows.items():
             js[name][rows] = values
         if n_layers > 1:

@@ -2,14 +2,16 @@
 
 No model hub is reachable on the machines LayerTracer is developed and tested on, so the product trains
 its own small world: a byte-level BPE tokenizer and a Qwen3 model (8 blocks) trained on documents of
-built-in task facts. That is enough for the tasks to show real task particles and for training trials
-to change something measurable. The folder is cached under a key of the recipe and the data.
+built-in task facts, plus exam-style multiple-choice documents about half of them, so that it answers
+the demo's C-Eval-layout benchmark. That is enough for the tasks to show task particles and for
+training trials to change something measurable. The folder is cached under a key of the recipe and the data.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +21,7 @@ from typing import Callable, Optional
 import torch
 
 from layertracer.demo.corpus import fact_documents
+from layertracer.demo.world import exam_documents, fact_statements, new_domain_facts, old_facts, split_facts
 from layertracer.demo.tokenizer import train_tokenizer
 from layertracer.tasks.sets import BUILTIN_DIR
 
@@ -33,12 +36,13 @@ class DemoRecipe:
     num_kv_heads: int = 2
     intermediate_size: int = 384
     vocab_size: int = 1024
-    block_size: int = 64
+    block_size: int = 256
     steps: int = 300
-    batch_size: int = 32
+    batch_size: int = 8
     lr: float = 3e-3
     warmup_steps: int = 30
     repeats: int = 4
+    exam_repeats: int = 3
     seed: int = 0
 
     def key(self) -> str:
@@ -47,6 +51,16 @@ class DemoRecipe:
         for file in sorted(BUILTIN_DIR.glob("*.jsonl")):
             digest.update(file.read_bytes())
         return digest.hexdigest()[:16]
+
+
+def demo_corpus(recipe: DemoRecipe) -> list[str]:
+    """The demo model's training text: statements of every built-in fact (few-shot style, as the
+    tasks render them) and exam documents about the "format" half of the benchmark facts."""
+    format_half, _ = split_facts(old_facts(), seed=recipe.seed)
+    documents = fact_documents(repeats=recipe.repeats, seed=recipe.seed)
+    documents += exam_documents(format_half, repeats=recipe.exam_repeats, seed=recipe.seed)
+    random.Random(recipe.seed).shuffle(documents)
+    return documents
 
 
 def _config(recipe: DemoRecipe, vocab_size: int):
@@ -104,8 +118,9 @@ def build_demo_model(
     if not force and cached_demo_model(folder, recipe) is not None:
         return folder
     started = time.perf_counter()
-    documents = fact_documents(repeats=recipe.repeats, seed=recipe.seed)
-    tokenizer = train_tokenizer(documents, recipe.vocab_size)
+    documents = demo_corpus(recipe)
+    # The tokenizer also sees the new-domain text, so new facts tokenize like old ones.
+    tokenizer = train_tokenizer(documents + fact_statements(new_domain_facts(seed=recipe.seed + 7)), recipe.vocab_size)
     blocks = pack(tokenizer, documents, recipe.block_size)
     torch.manual_seed(recipe.seed)
     model = AutoModelForCausalLM.from_config(_config(recipe, len(tokenizer)))

@@ -1,0 +1,59 @@
+"""Helpers shared by the CLI's command modules: consoles, one-line failures, the progress bar."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+err = Console(stderr=True)
+out = Console()
+
+
+def fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+class Bar:
+    """A rich progress bar on stderr fed by engine ProgressEvents."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description:<28}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
+        self.task_id: Optional[int] = None
+
+    def __enter__(self) -> Callable:
+        self.progress.__enter__()
+        return self.update
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, event) -> None:
+        if self.task_id is None:
+            self.task_id = self.progress.add_task(event.stage, total=event.total)
+        self.progress.update(self.task_id, completed=event.done, total=event.total, description=event.stage)
+
+
+
+
+def default_data_dir() -> Path:
+    """``$LAYERTRACER_DATA_DIR``, else ``./data``: where demo models and results are kept."""
+    return Path(os.environ.get("LAYERTRACER_DATA_DIR", "data"))
+
+
+def split_list(text: str) -> list[str]:
+    """``a, b,,c`` -> ["a", "b", "c"]."""
+    return [part.strip() for part in text.split(",") if part.strip()]

@@ -1,0 +1,389 @@
+"""Running an experiment: evaluate (and trace) the base model once, then for every allocation x seed
+continue pre-training a fresh copy, evaluate it again, measure weight drift and re-trace; finally
+compare the allocations with seed summaries, paired bootstrap intervals and significance tests.
+
+On disk (``out_dir``)::
+
+    spec.json                      the ExperimentSpec (a re-run with the same folder resumes)
+    baseline/eval-<bench>.json     EvalResult of the base model per benchmark
+    baseline/trace.json            TraceResult of the base model (when trace tasks are given)
+    trials/<slug>/checkpoints/     while a trial trains (removed when it finishes)
+    trials/<slug>/eval-<bench>.json, trace.json, result.json
+    result.json                    the experiment result (written last)
+
+Every JSON file is written atomically; a trial with a result.json is never run again, and a trial with
+checkpoints resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from layertracer import __version__
+from layertracer.errors import LayerTracerError
+from layertracer.experiments.spec import ExperimentSpec, trial_slug
+from layertracer.experiments.statistics import compare_allocations, seed_summary
+from layertracer.models.loading import LoadedModel, load_model
+from layertracer.progress import ProgressCallback, report
+from layertracer.training.allocation import count_parameters, resolve_allocation
+from layertracer.training.corpus import load_corpus
+from layertracer.training.drift import weight_drift, weight_snapshot
+from layertracer.training.loop import StepMetrics, train
+
+BASE = "base"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomic JSON write: temp file, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    temp.replace(path)
+
+
+def bench_slug(spec: str) -> str:
+    """``ceval:/data/old-facts`` -> ``ceval-old-facts``."""
+    kind, _, folder = spec.partition(":")
+    name = Path(folder).name if folder else kind
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", f"{kind}-{name}" if folder else name)
+
+
+def split_blocks(blocks: torch.Tensor, holdout: float, seed: int = 0) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(train, holdout) blocks: a seeded permutation, the last ``holdout`` share held out for eval loss."""
+    count = int(len(blocks) * holdout)
+    if count == 0 or len(blocks) - count < 1:
+        return blocks, None
+    order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))
+    return blocks[order[:-count]], blocks[order[-count:]]
+
+
+def _trace_summary(result) -> dict[str, Any]:
+    sens = result.sensitivity
+    return {
+        "task_particles": {name: task.task_particle for name, task in result.tasks.items()},
+        "mean_target_prob": {name: task.mean_target_prob for name, task in result.tasks.items()},
+        "final_accuracy": {name: task.final_accuracy for name, task in result.tasks.items()},
+        "mean_js": sens.mean_js if sens else None,
+        "vulnerable_layer": result.vulnerable_layer,
+        "freeze_plan": {"train": result.freeze_plan.train_ranges, "freeze": result.freeze_plan.freeze_ranges},
+    }
+
+
+def _retrace_change(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """How particles, sensitivity and the vulnerable layer moved between two trace summaries."""
+    moved = {
+        name: {"before": before["task_particles"].get(name), "after": layer}
+        for name, layer in after["task_particles"].items()
+    }
+    js_change = None
+    if before.get("mean_js") and after.get("mean_js"):
+        js_change = [
+            None if a is None or b is None else a - b for a, b in zip(after["mean_js"], before["mean_js"])
+        ]
+    return {
+        "task_particles": moved,
+        "mean_js_change": js_change,
+        "vulnerable_layer": {"before": before.get("vulnerable_layer"), "after": after.get("vulnerable_layer")},
+    }
+
+
+class ExperimentRunner:
+    """Runs one ExperimentSpec into ``out_dir`` (see the module docstring for the layout)."""
+
+    def __init__(
+        self,
+        spec: ExperimentSpec,
+        out_dir: str | Path,
+        *,
+        progress: Optional[ProgressCallback] = None,
+        on_step: Optional[Callable[[str, StepMetrics], None]] = None,
+        should_stop: Optional[Callable[[], bool]] = None,
+    ) -> None:
+        spec.validate()
+        self.spec = spec
+        self.out = Path(out_dir)
+        self.progress = progress
+        self.on_step = on_step
+        self.should_stop = should_stop
+        self.trials = [(a, s) for a in spec.allocations for s in spec.seeds]
+
+    # -- pieces -------------------------------------------------------------------------------
+    def _load(self) -> LoadedModel:
+        return load_model(self.spec.model, device=self.spec.device, dtype=self.spec.dtype)
+
+    def _evaluate(self, loaded: LoadedModel, stage: str) -> dict[str, Any]:
+        from layertracer.evaluation import evaluate
+
+        results = {}
+        for bench in self.spec.benchmarks:
+            result = evaluate(
+                loaded,
+                bench,
+                mode=self.spec.eval_mode,
+                shots=self.spec.eval_shots,
+                batch_size=self.spec.eval_batch_size,
+                limit=self.spec.eval_limit,
+                progress=lambda e, b=bench: report(self.progress, f"{stage}: eval {bench_slug(b)}", e.done, e.total),
+            )
+            results[bench] = result
+        return results
+
+    def _trace(self, loaded: LoadedModel, stage: str):
+        from layertracer.tasks.sets import load_tasks
+        from layertracer.tracer import TraceOptions, trace
+
+        return trace(
+            loaded,
+            load_tasks(self.spec.trace_tasks, limit=self.spec.trace_limit),
+            perturbations=self.spec.trace_perturbations,
+            options=TraceOptions(batch_size=16, position_view=False, similarity=False),
+            progress=lambda e: report(self.progress, f"{stage}: trace", e.done, e.total),
+        )
+
+    def _check_spec_file(self) -> None:
+        path = self.out / "spec.json"
+        if path.is_file():
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            if stored != self.spec.to_dict():
+                raise LayerTracerError(
+                    f"{self.out} holds another experiment (its spec.json differs); use a new --out folder"
+                )
+        else:
+            write_json(path, self.spec.to_dict())
+
+    # -- the run ------------------------------------------------------------------------------
+    def baseline(self, loaded: LoadedModel) -> dict[str, Any]:
+        """Evaluate and trace the base model once (cached in baseline/)."""
+        folder = self.out / "baseline"
+        folder.mkdir(parents=True, exist_ok=True)
+        from layertracer.evaluation import EvalResult
+
+        evals = {}
+        for bench in self.spec.benchmarks:
+            path = folder / f"eval-{bench_slug(bench)}.json"
+            if path.is_file():
+                evals[bench] = EvalResult.load(path)
+        missing = [b for b in self.spec.benchmarks if b not in evals]
+        if missing:
+            fresh = self._evaluate(loaded, "base")
+            for bench in missing:
+                fresh[bench].to_json(folder / f"eval-{bench_slug(bench)}.json")
+                evals[bench] = fresh[bench]
+        trace_path = folder / "trace.json"
+        trace_summary = None
+        if self.spec.trace_tasks:
+            from layertracer.results import TraceResult
+
+            result = TraceResult.load(trace_path) if trace_path.is_file() else None
+            if result is None:
+                result = self._trace(loaded, "base")
+                folder.mkdir(parents=True, exist_ok=True)
+                result.to_json(trace_path)
+            trace_summary = _trace_summary(result)
+        return {"evals": evals, "trace": trace_summary, "trace_path": str(trace_path) if trace_summary else None}
+
+    def run_trial(self, index: int, allocation_spec: str, seed: int, blocks, holdout, base: dict) -> Optional[dict]:
+        """One trial; returns its result (None when stopped before finishing)."""
+        slug = trial_slug(allocation_spec, seed)
+        folder = self.out / "trials" / slug
+        done_path = folder / "result.json"
+        if done_path.is_file():
+            return json.loads(done_path.read_text(encoding="utf-8"))
+        stage = f"trial {index + 1}/{len(self.trials)} {slug}"
+        loaded = self._load()
+        spec_text = allocation_spec
+        if allocation_spec == "from-trace":
+            spec_text = f"from-trace:{base['trace_path']}"
+        allocation = resolve_allocation(
+            spec_text,
+            loaded.adapter.num_layers,
+            embeddings=self.spec.embeddings,
+            head=self.spec.head,
+            final_norm=self.spec.final_norm,
+            part=self.spec.part,
+        )
+        counts = count_parameters(loaded.model, loaded.adapter, allocation)
+        before = weight_snapshot(loaded.model)
+        config = self.spec.train_config(seed)
+        torch.manual_seed(seed)
+
+        def step(metrics: StepMetrics) -> None:
+            report(self.progress, f"{stage}: train", metrics.step, config.steps)
+            if self.on_step is not None:
+                self.on_step(slug, metrics)
+
+        trained = train(
+            loaded,
+            blocks,
+            allocation,
+            config,
+            eval_blocks=holdout,
+            checkpoint_dir=folder / "checkpoints",
+            on_step=step,
+            should_stop=self.should_stop,
+        )
+        if trained.stopped:
+            return None
+        after_evals = self._evaluate(loaded, stage)
+        evals = {}
+        for bench, result in after_evals.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            result.to_json(folder / f"eval-{bench_slug(bench)}.json")
+            base_result = base["evals"][bench]
+            evals[bench] = {
+                "accuracy": result.overall.accuracy,
+                "macro_accuracy": result.overall.macro_accuracy,
+                "before": base_result.overall.accuracy,
+                "change": result.overall.accuracy - base_result.overall.accuracy,
+                "categories": {k: v.accuracy for k, v in result.categories.items()},
+                "subjects": {k: v.accuracy for k, v in result.subjects.items()},
+                "question_ids": [f"{r.subject}/{r.id}" for r in result.records],
+                "correct": [bool(r.correct) for r in result.records],
+                "settings": result.summary()["settings"],
+            }
+        drift = weight_drift(loaded.adapter, before, loaded.model)
+        retrace = None
+        if self.spec.trace_tasks:
+            trace_result = self._trace(loaded, stage)
+            trace_result.to_json(folder / "trace.json")
+            summary = _trace_summary(trace_result)
+            retrace = {"summary": summary, "change": _retrace_change(base["trace"], summary)}
+        history = trained.history
+        result = {
+            "slug": slug,
+            "allocation_spec": allocation_spec,
+            "allocation": allocation.to_dict(),
+            "seed": seed,
+            "parameters": counts.to_dict(),
+            "training": {
+                "steps": trained.steps_done,
+                "resumed_from": trained.resumed_from,
+                "tokens_seen": trained.steps_done * config.batch_size * config.grad_accum * blocks.shape[1],
+                "seconds": trained.seconds,
+                "first_loss": history[0].loss if history else None,
+                "final_loss": history[-1].loss if history else None,
+                "mean_tokens_per_s": float(np.mean([m.tokens_per_s for m in history])) if history else None,
+                "loss_curve": [[m.step, m.loss] for m in history],
+                "eval_loss": trained.eval_history,
+                "holdout_loss_after": _holdout_loss(loaded, holdout, config.batch_size),
+            },
+            "evals": evals,
+            "drift": drift,
+            "retrace": retrace,
+        }
+        write_json(done_path, result)
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+        del loaded
+        gc.collect()
+        return result
+
+    def run(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._check_spec_file()
+        loaded = self._load()
+        blocks = load_corpus(self.spec.corpus, loaded.tokenizer, self.spec.block_size)
+        train_blocks, holdout = split_blocks(blocks, self.spec.holdout)
+        base = self.baseline(loaded)
+        base_holdout = _holdout_loss(loaded, holdout, self.spec.batch_size)
+        del loaded
+        gc.collect()
+        trials = []
+        for index, (allocation, seed) in enumerate(self.trials):
+            if self.should_stop is not None and self.should_stop():
+                break
+            outcome = self.run_trial(index, allocation, seed, train_blocks, holdout, base)
+            if outcome is None:
+                break
+            trials.append(outcome)
+        complete = len(trials) == len(self.trials)
+        result = {
+            "spec": self.spec.to_dict(),
+            "status": "complete" if complete else "stopped",
+            "version": __version__,
+            "corpus": {"blocks": len(blocks), "train_blocks": len(train_blocks),
+                       "holdout_blocks": 0 if holdout is None else len(holdout), "block_size": self.spec.block_size},
+            "baseline": {
+                "evals": {b: r.summary() for b, r in base["evals"].items()},
+                "trace": base["trace"],
+                "holdout_loss": base_holdout,
+            },
+            "trials": [{k: v for k, v in t.items() if k != "evals"} | {"evals": _strip(t["evals"])} for t in trials],
+            "statistics": self.statistics(trials, base) if trials else {},
+            "table": self.table(trials, base),
+            "seconds": time.perf_counter() - started,
+        }
+        write_json(self.out / "result.json", result)
+        return result
+
+    # -- comparisons --------------------------------------------------------------------------
+    def statistics(self, trials: list[dict], base: dict) -> dict[str, Any]:
+        """Per benchmark: allocations (and the base model) compared question by question."""
+        out = {}
+        for bench in self.spec.benchmarks:
+            per_question: dict[str, np.ndarray] = {
+                BASE: np.array([[r.correct for r in base["evals"][bench].records]], dtype=float)
+            }
+            for allocation in self.spec.allocations:
+                rows = [t["evals"][bench]["correct"] for t in trials if t["allocation_spec"] == allocation]
+                if rows:
+                    per_question[allocation] = np.array(rows, dtype=float)
+            out[bench] = compare_allocations(per_question)
+        return out
+
+    def table(self, trials: list[dict], base: dict) -> list[dict[str, Any]]:
+        """One row per allocation (and the base model): accuracy per benchmark over seeds with a t-interval,
+        its change from the base model, trainable share and compute."""
+        rows = [{
+            "allocation": BASE,
+            "trainable_share": 0.0,
+            "benchmarks": {b: seed_summary([r.overall.accuracy]) for b, r in base["evals"].items()},
+        }]
+        for allocation in self.spec.allocations:
+            mine = [t for t in trials if t["allocation_spec"] == allocation]
+            if not mine:
+                continue
+            row: dict[str, Any] = {
+                "allocation": allocation,
+                "ranges": mine[0]["allocation"]["ranges"],
+                "trainable_share": mine[0]["parameters"]["share"],
+                "trainable_parameters": mine[0]["parameters"]["trainable"],
+                "seeds": [t["seed"] for t in mine],
+                "train_seconds": seed_summary([t["training"]["seconds"] for t in mine]),
+                "tokens_per_s": seed_summary([t["training"]["mean_tokens_per_s"] or 0.0 for t in mine]),
+                "final_loss": seed_summary([t["training"]["final_loss"] for t in mine]),
+                "benchmarks": {},
+                "change": {},
+            }
+            for bench in self.spec.benchmarks:
+                row["benchmarks"][bench] = seed_summary([t["evals"][bench]["accuracy"] for t in mine])
+                row["change"][bench] = seed_summary([t["evals"][bench]["change"] for t in mine])
+            rows.append(row)
+        return rows
+
+
+def _strip(evals: dict[str, Any]) -> dict[str, Any]:
+    """Trial evals without the per-question lists (those stay in the trial's own files)."""
+    return {b: {k: v for k, v in e.items() if k not in ("question_ids", "correct")} for b, e in evals.items()}
+
+
+def _holdout_loss(loaded: LoadedModel, holdout: Optional[torch.Tensor], batch_size: int) -> Optional[float]:
+    from layertracer.training.loop import eval_loss
+
+    if holdout is None:
+        return None
+    return eval_loss(loaded.model, holdout, batch_size=batch_size, max_batches=1 << 30)
+
+
+def run_experiment(spec: ExperimentSpec, out_dir: str | Path, **kwargs) -> dict[str, Any]:
+    """Run (or resume) an experiment into ``out_dir``; returns the result written to result.json."""
+    return ExperimentRunner(spec, out_dir, **kwargs).run()

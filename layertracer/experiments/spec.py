@@ -1,0 +1,111 @@
+"""What an experiment is: a base model, a corpus, allocations x seeds, benchmarks, hyper-parameters.
+
+A trial is one (allocation, seed) of an experiment; ``layertracer trial`` is an experiment with one
+allocation. Specs are plain data (JSON in and out), so the CLI, the worker and the API share them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional
+
+from layertracer.errors import LayerTracerError
+from layertracer.training.loop import TrainConfig
+
+
+@dataclass
+class ExperimentSpec:
+    """Everything needed to run (and re-run) an experiment.
+
+    model: local folder or hub id. corpus: text/JSONL/parquet file or folder (see training.corpus).
+    allocations: presets (``train-shallow``, ``train-deep``, ``full``), ranges (``0-7,12``),
+        ``from-trace:PATH``, or ``from-trace`` alone (trace the base model on ``trace_tasks`` first
+        and use its freeze plan). seeds: one trial per allocation and seed.
+    benchmarks: ``ceval:DIR`` / ``cmmlu:DIR`` specs evaluated before and after training.
+    block_size: tokens per training sequence. holdout: share of corpus blocks kept for eval loss.
+    embeddings / head / final_norm / part: allocation toggles (None: the preset's default).
+    eval_*: evaluation settings (see layertracer.evaluation.evaluate).
+    trace_tasks: tasks for the traces before and after training ("" to skip re-tracing).
+    """
+
+    model: str
+    corpus: str
+    allocations: list[str] = field(default_factory=lambda: ["train-shallow"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    benchmarks: list[str] = field(default_factory=list)
+    steps: int = 100
+    batch_size: int = 8
+    grad_accum: int = 1
+    block_size: int = 256
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 10
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    eval_every: int = 0
+    checkpoint_every: int = 50
+    holdout: float = 0.05
+    embeddings: Optional[bool] = None
+    head: Optional[bool] = None
+    final_norm: Optional[bool] = None
+    part: str = "all"
+    eval_mode: str = "loglikelihood"
+    eval_shots: int = 5
+    eval_limit: Optional[int] = None
+    eval_batch_size: int = 8
+    trace_tasks: str = ""
+    trace_limit: int = 20
+    trace_perturbations: list[str] = field(default_factory=lambda: ["skip"])
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def validate(self) -> None:
+        if not self.allocations:
+            raise LayerTracerError("an experiment needs at least one allocation")
+        if not self.seeds:
+            raise LayerTracerError("an experiment needs at least one seed")
+        if len(set(self.allocations)) != len(self.allocations):
+            raise LayerTracerError("an allocation is listed twice")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise LayerTracerError("a seed is listed twice")
+        if not 0.0 <= self.holdout < 0.5:
+            raise LayerTracerError("holdout must be in [0, 0.5)")
+        if any(a == "from-trace" for a in self.allocations) and not self.trace_tasks:
+            raise LayerTracerError("allocation 'from-trace' needs trace tasks (--trace-tasks) to trace the base model")
+        self.train_config(self.seeds[0]).validate()
+
+    def train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            grad_accum=self.grad_accum,
+            lr=self.lr,
+            min_lr_ratio=self.min_lr_ratio,
+            warmup_steps=self.warmup_steps,
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
+            seed=seed,
+            eval_every=self.eval_every,
+            checkpoint_every=self.checkpoint_every,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ExperimentSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise LayerTracerError(f"unknown experiment field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+def trial_slug(allocation: str, seed: int) -> str:
+    """A folder-safe name for a trial: ``train-shallow-seed1``, ``0-7_12-seed2``."""
+    name = re.sub(r"[^A-Za-z0-9.-]+", "_", allocation.split(":", 1)[0].replace(",", "_")).strip("_") or "allocation"
+    if ":" in allocation:  # from-trace:PATH: tell different paths apart
+        name += "-" + hashlib.sha256(allocation.encode()).hexdigest()[:8]
+    return f"{name}-seed{seed}"
