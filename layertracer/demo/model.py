@@ -2,9 +2,9 @@
 
 No model hub is reachable on the machines LayerTracer is developed and tested on, so the product trains
 its own small world: a byte-level BPE tokenizer and a Qwen3 model (8 blocks) trained on documents of
-built-in task facts, plus exam-style multiple-choice documents about half of them, so that it answers
-the demo's C-Eval-layout benchmark. That is enough for the tasks to show task particles and for
-training trials to change something measurable. The folder is cached under a key of the recipe and the data.
+built-in task facts (optionally with exam-style multiple-choice documents about half of them, see
+``DemoRecipe.exam_repeats``). That is enough for the tasks to show task particles and for training
+trials to change something measurable. The folder is cached under a key of the recipe and the data.
 """
 
 from __future__ import annotations
@@ -36,13 +36,16 @@ class DemoRecipe:
     num_kv_heads: int = 2
     intermediate_size: int = 384
     vocab_size: int = 1024
-    block_size: int = 256
+    block_size: int = 64
     steps: int = 300
-    batch_size: int = 8
+    batch_size: int = 32
     lr: float = 3e-3
     warmup_steps: int = 30
     repeats: int = 4
-    exam_repeats: int = 3
+    # Exam documents teach the multiple-choice format; off until a recipe that learns it within the
+    # 5-minute CPU budget is found (with 3 repeats and 300 steps the model stays at chance on the
+    # demo benchmarks and learns the facts less well).
+    exam_repeats: int = 0
     seed: int = 0
 
     def key(self) -> str:
