@@ -291,6 +291,10 @@ class ExperimentRunner:
         self.out.mkdir(parents=True, exist_ok=True)
         self._check_spec_file()
         loaded = self._load()
+        for allocation in self.spec.allocations:  # fail on a bad allocation before any work
+            if allocation != "from-trace":
+                resolve_allocation(allocation, loaded.adapter.num_layers, embeddings=self.spec.embeddings,
+                                   head=self.spec.head, final_norm=self.spec.final_norm, part=self.spec.part)
         blocks = load_corpus(self.spec.corpus, loaded.tokenizer, self.spec.block_size)
         train_blocks, holdout = split_blocks(blocks, self.spec.holdout)
         base = self.baseline(loaded)
