@@ -27,8 +27,12 @@ def head_log_probs(adapter: ModelAdapter, states: torch.Tensor, rows: int = HEAD
     Each log-probability chunk is (r, V) float32: the model's final norm, head and logit processing,
     then log_softmax.
     """
-    for start in range(0, states.shape[0], rows):
-        chunk = slice(start, min(start + rows, states.shape[0]))
+    total = states.shape[0]
+    # Equal chunks: 72 rows go as 36 + 36, not 64 + 8 (a small chunk still reads the whole head).
+    count = max(1, -(-total // rows))
+    size = -(-total // count)
+    for start in range(0, total, size):
+        chunk = slice(start, min(start + size, total))
         yield chunk, torch.log_softmax(adapter.logits(states[chunk]).float(), dim=-1)
 
 
