@@ -9,7 +9,18 @@ gradients.
 
 Data order is a pure function of (seed, step): the sample for micro-batch m of step s is drawn from a
 per-epoch permutation seeded by (seed, epoch), so a resumed run sees exactly the batches the
-uninterrupted run would have seen.
+uninterrupted run would have seen. The model's key/value cache is switched off while it trains (no
+training forward reads it; it would only cost memory).
+
+Data parallel (several processes, ``torchrun`` / ``accelerate launch``): when a process group is up
+(or ``train(..., distributed=True)`` creates one from the launcher's environment), the model is wrapped
+in DistributedDataParallel. Only the trainable parameters (``requires_grad``) are in its gradient
+buckets. Every process draws the same global micro-batch of ``batch_size`` sequences and takes its
+contiguous ``batch_size / world_size`` share; the gradients are averaged over processes on the last
+micro-batch of a step only (``no_sync`` on the others), so a step equals a single-process step over the
+global batch up to float summation order. Losses are reported as global means, rank 0 alone writes
+checkpoints, every rank resumes from them, and rank 0's ``should_stop`` answer is broadcast. Without a
+group (or with one process) none of this runs: the single-process path is unchanged.
 """
 
 from __future__ import annotations
@@ -19,6 +30,8 @@ import math
 import os
 import shutil
 import time
+import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -29,6 +42,7 @@ from torch import nn
 
 from layertracer.errors import LayerTracerError
 from layertracer.models.loading import LoadedModel
+from layertracer.training import distributed as dist_utils
 from layertracer.training.allocation import Allocation, ParameterCount, apply_allocation, count_parameters
 
 
@@ -82,7 +96,10 @@ class StepMetrics:
 
 @dataclass
 class TrainResult:
-    """What a training run did; ``history`` holds one StepMetrics per step run in this call."""
+    """What a training run did; ``history`` holds one StepMetrics per step run in this call.
+
+    world_size: processes that trained together (1 = single process); tokens are counted over all.
+    """
 
     allocation: dict
     parameters: dict
@@ -94,6 +111,7 @@ class TrainResult:
     tokens_seen: int = 0
     seconds: float = 0.0
     stopped: bool = False
+    world_size: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -206,6 +224,102 @@ class Checkpoints:
         return json.loads((path / "state.json").read_text(encoding="utf-8"))
 
 
+def _disable_kv_cache(model: nn.Module) -> list:
+    """Switch off ``use_cache`` in the model's config (and its text config) for training, as
+    ``transformers.Trainer`` does: a training forward never reads the key/value cache, and building it
+    copies every block's keys and values (memory and time). Returns the configs to switch back on."""
+    configs = []
+    config = getattr(model, "config", None)
+    candidates = [config]
+    if config is not None and hasattr(config, "get_text_config"):
+        candidates.append(config.get_text_config())
+    for candidate in candidates:
+        if getattr(candidate, "use_cache", False) is True and all(candidate is not c for c in configs):
+            candidate.use_cache = False
+            configs.append(candidate)
+    return configs
+
+
+@dataclass(frozen=True)
+class _Ranks:
+    """The data-parallel world of a distributed run."""
+
+    rank: int
+    size: int
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _join_process_group(model: nn.Module, config: TrainConfig, distributed: Optional[bool]) -> Optional[_Ranks]:
+    """The world ``train`` runs in: None for a single process (no group, a group of one, or
+    ``distributed=False``). With ``distributed=True`` a group is created from the launcher's environment
+    when there is none. Checks the batch split and puts a CUDA model on this rank's ``LOCAL_RANK`` GPU."""
+    if distributed is False:
+        return None
+    device = next(model.parameters()).device
+    if distributed:
+        dist_utils.init_from_env(backend=dist_utils.default_backend(device))
+    elif not dist_utils.is_initialized() and dist_utils.env_world_size() > 1:
+        warnings.warn(
+            f"WORLD_SIZE={dist_utils.env_world_size()} but torch.distributed is not initialised: this process "
+            "trains alone on all the data; pass train(..., distributed=True) to train data-parallel",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if not dist_utils.is_initialized() or dist_utils.world_size() == 1:
+        return None
+    ranks = _Ranks(rank=dist_utils.rank(), size=dist_utils.world_size())
+    if config.batch_size % ranks.size:
+        raise LayerTracerError(
+            f"the batch size {config.batch_size} is not a multiple of the {ranks.size} processes: every process "
+            f"takes batch_size / world_size sequences of each micro-batch; use a multiple of {ranks.size}"
+        )
+    backend = torch.distributed.get_backend()
+    if device.type == "cuda":
+        target = torch.device("cuda", dist_utils.local_rank())
+        torch.cuda.set_device(target)
+        if device != target:
+            model.to(target)
+    elif backend == "nccl":
+        raise LayerTracerError(f"the process group uses nccl but the model is on {device}: use gloo on CPU")
+    return ranks
+
+
+def _agreed_latest(store: "Checkpoints", ranks: _Ranks) -> Optional[Path]:
+    """The checkpoint every rank resumes from: rank 0's latest, checked to be visible on every rank."""
+    latest = store.latest() if ranks.main else None
+    step = dist_utils.broadcast_int(int(latest.name.split("-")[1]) if latest is not None else -1)
+    if step < 0:
+        return None
+    path = store.folder / f"step-{step:06d}"
+    if not dist_utils.all_agree((path / "state.json").is_file()):
+        raise LayerTracerError(
+            f"checkpoint {path} is not visible on every process: the checkpoint folder must be on storage "
+            "shared by all ranks"
+        )
+    return path
+
+
+def _eval_loss_sharded(model: nn.Module, blocks: torch.Tensor, *, batch_size: int, max_batches: int,
+                       ranks: _Ranks) -> float:
+    """``eval_loss`` with the batches dealt round-robin over the ranks; the global token-weighted mean."""
+    device = next(model.parameters()).device
+    starts = list(range(0, min(len(blocks), batch_size * max_batches), batch_size))
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0.0
+    with torch.no_grad():
+        for start in starts[ranks.rank :: ranks.size]:
+            batch = blocks[start : start + batch_size].to(device)
+            total += float(model(input_ids=batch, labels=batch).loss) * len(batch)
+            count += len(batch)
+    model.train(was_training)
+    total, count = dist_utils.all_reduce_sum([total, count])
+    return total / max(count, 1.0)
+
+
 def train(
     loaded: LoadedModel,
     blocks: torch.Tensor,
@@ -216,6 +330,8 @@ def train(
     checkpoint_dir: Optional[str | Path] = None,
     on_step: Optional[Callable[[StepMetrics], None]] = None,
     should_stop: Optional[Callable[[], bool]] = None,
+    distributed: Optional[bool] = None,
+    find_unused_parameters: bool = False,
 ) -> TrainResult:
     """Train ``loaded.model`` in place on ``blocks`` (N, T) token ids with ``allocation``.
 
@@ -223,33 +339,83 @@ def train(
     end, and a run finding a checkpoint there resumes from it. ``should_stop`` is polled between steps
     (cancellation): the run checkpoints and returns with ``stopped=True``. The allocation's freezing is
     undone on return or error.
+
+    Data parallel: ``distributed=None`` (default) trains data-parallel when a torch.distributed group
+    of more than one process is already up; ``True`` also creates it from the launcher's environment
+    (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``; gloo on CPU, nccl on
+    CUDA) and leaves it up for later calls; ``False`` never does. Every process calls ``train`` with
+    the same blocks and config; ``config.batch_size`` is the global micro-batch and must be a multiple
+    of the world size. A CUDA model is moved to the rank's ``LOCAL_RANK`` GPU. ``on_step`` runs on every
+    rank with the same (global) metrics; ``should_stop`` is asked on rank 0 only; ``checkpoint_dir``
+    must be shared by all ranks (rank 0 writes, all read). ``find_unused_parameters`` is passed to
+    DistributedDataParallel, for models whose forward leaves some trainable parameter unused.
     """
     config.validate()
     model, adapter = loaded.model, loaded.adapter
     if blocks.ndim != 2 or len(blocks) == 0:
         raise LayerTracerError("the training data must be a non-empty (num_blocks, block_size) tensor")
+    ranks = _join_process_group(model, config, distributed)
     device = next(model.parameters()).device
     use_autocast = device.type == "cuda" and config.autocast in ("auto", "bf16", "true")
     counts: ParameterCount = count_parameters(model, adapter, allocation)
     result = TrainResult(allocation=allocation.to_dict(), parameters=counts.to_dict(), config=asdict(config))
+    result.world_size = ranks.size if ranks is not None else 1
     store = Checkpoints(Path(checkpoint_dir)) if checkpoint_dir else None
     started = time.perf_counter()
     if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
         model.gradient_checkpointing_enable()
+    ddp = None
     with apply_allocation(model, adapter, allocation) as params:
         optimizer = torch.optim.AdamW(
             params, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
         )
+
+        def save(step_done: int) -> None:
+            extra = {"allocation": allocation.to_dict()}
+            if ranks is None:
+                store.save(step_done, model, params, optimizer, extra)
+                return
+            error: Optional[BaseException] = None
+            if ranks.main:
+                try:
+                    store.save(step_done, model, params, optimizer, {**extra, "world_size": ranks.size})
+                except Exception as exc:  # re-raised below, after the other ranks heard of it
+                    error = exc
+            # The barrier: no rank goes on before rank 0 has finished writing, and all learn whether it could.
+            if dist_utils.broadcast_flag(error is not None):
+                if error is not None:
+                    raise error
+                raise LayerTracerError(f"rank 0 could not write the checkpoint of step {step_done} (see its log)")
+
         start_step = 0
-        if store is not None and (latest := store.latest()) is not None:
-            state = store.load(latest, model, params, optimizer)
-            start_step = int(state["step"])
-            result.resumed_from = start_step
+        if store is not None:
+            latest = store.latest() if ranks is None else _agreed_latest(store, ranks)
+            if latest is not None:
+                state = store.load(latest, model, params, optimizer)
+                start_step = int(state["step"])
+                result.resumed_from = start_step
+        forward: nn.Module = model
+        if ranks is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ddp = DistributedDataParallel(
+                model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False,  # no trained buffers in these models; saves a broadcast per forward
+                gradient_as_bucket_view=True,  # gradients live in the buckets: no second copy
+                find_unused_parameters=find_unused_parameters,
+            )
+            forward = ddp
         model.train()
+        cache_configs = _disable_kv_cache(model)
         tokens_per_step = config.batch_size * config.grad_accum * blocks.shape[1]
         try:
             for step in range(start_step, config.steps):
-                if should_stop is not None and should_stop():
+                if ranks is None:
+                    stop = should_stop is not None and should_stop()
+                else:
+                    stop = dist_utils.broadcast_flag(ranks.main and should_stop is not None and bool(should_stop()))
+                if stop:
                     result.stopped = True
                     break
                 tick = time.perf_counter()
@@ -258,11 +424,20 @@ def train(
                     group["lr"] = lr
                 total_loss = 0.0
                 for micro in range(config.grad_accum):
-                    batch = blocks[sample_indices(step, micro, config, len(blocks))].to(device)
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
-                        loss = model(input_ids=batch, labels=batch).loss
-                    (loss / config.grad_accum).backward()
+                    indices = sample_indices(step, micro, config, len(blocks))
+                    if ranks is not None:
+                        indices = dist_utils.shard_indices(indices, ranks.rank, ranks.size)
+                    batch = blocks[indices].to(device)
+                    # DDP averages gradients over ranks on the last micro-batch only.
+                    sync = ddp is None or micro == config.grad_accum - 1
+                    with nullcontext() if sync else ddp.no_sync():
+                        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
+                            loss = forward(input_ids=batch, labels=batch).loss
+                        (loss / config.grad_accum).backward()
                     total_loss += float(loss.detach()) / config.grad_accum
+                    del loss, batch  # the graph's bookkeeping, not kept through the next forward
+                if ranks is not None:
+                    total_loss = dist_utils.all_reduce_mean(total_loss)
                 if config.max_grad_norm > 0:
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
                 else:
@@ -281,9 +456,15 @@ def train(
                     elapsed_s=time.perf_counter() - started,
                 )
                 if eval_blocks is not None and config.eval_every and (step + 1) % config.eval_every == 0:
-                    metrics.eval_loss = eval_loss(
-                        model, eval_blocks, batch_size=config.batch_size, max_batches=config.eval_batches
-                    )
+                    if ranks is None:
+                        metrics.eval_loss = eval_loss(
+                            model, eval_blocks, batch_size=config.batch_size, max_batches=config.eval_batches
+                        )
+                    else:
+                        metrics.eval_loss = _eval_loss_sharded(
+                            model, eval_blocks, batch_size=config.batch_size, max_batches=config.eval_batches,
+                            ranks=ranks,
+                        )
                     result.eval_history.append((step + 1, metrics.eval_loss))
                 result.history.append(metrics)
                 result.tokens_seen += tokens_per_step
@@ -291,11 +472,11 @@ def train(
                 if on_step is not None:
                     on_step(metrics)
                 if store is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-                    store.save(step + 1, model, params, optimizer, {"allocation": allocation.to_dict()})
+                    save(step + 1)
             else:
                 result.steps_done = config.steps
             if store is not None and result.steps_done > start_step:
-                store.save(result.steps_done, model, params, optimizer, {"allocation": allocation.to_dict()})
+                save(result.steps_done)
         except torch.OutOfMemoryError:
             raise LayerTracerError(
                 f"out of memory at batch size {config.batch_size} x {blocks.shape[1]} tokens: lower the batch "
@@ -303,6 +484,9 @@ def train(
                 "gradient checkpointing"
             ) from None
         finally:
+            forward = ddp = None  # frees the DDP wrapper, which removes its gradient hooks from the parameters
+            for cache_config in cache_configs:
+                cache_config.use_cache = True
             model.eval()
             if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_disable"):
                 model.gradient_checkpointing_disable()
