@@ -106,10 +106,10 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module", params=[pytest.param(a, marks=pytest.mark.xdist_group(a)) for a in ARCHS])
+@pytest.fixture(scope="module", params=ARCHS)
 def arch(request) -> str:
     """Every architecture of tiny_models. Module-scoped, so pytest runs the tests of one architecture
-    together (and ``-n 2 --dist loadgroup`` keeps each architecture's models on one worker)."""
+    together."""
     return request.param
 
 
