@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from layertracer import __version__
+from layertracer.batching import pad_token_id, right_pad
 from layertracer.errors import LayerTracerError
 from layertracer.freeze_plan import plan_freeze
 from layertracer.lens import js_to_reference, lens_rows
@@ -97,24 +98,6 @@ def _context_length(model) -> Optional[int]:
     return None
 
 
-def _pad_batch(prompts: Sequence[_Prompt], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids (B, T) and the answer positions (B,)."""
-    length = max(len(p.encoded.input_ids) for p in prompts)
-    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, : len(prompt.encoded.input_ids)] = torch.tensor(prompt.encoded.input_ids)
-    last = torch.tensor([len(p.encoded.input_ids) - 1 for p in prompts])
-    return ids.to(device), last.to(device)
-
-
-def _pad_id(tokenizer) -> int:
-    for name in ("pad_token_id", "eos_token_id", "unk_token_id"):
-        value = getattr(tokenizer, name, None)
-        if isinstance(value, int):
-            return value
-    return 0
-
-
 def trace(
     model: LoadedModel | str,
     tasks: Sequence[Task] | str,
@@ -186,14 +169,14 @@ def trace(
     # Progress in prompt-units, so that a batch split after running out of memory keeps the total.
     total_units = units_per_prompt * n
     clock = {"done": 0, "lens": 0.0, "sensitivity": 0.0}
-    pad_id = _pad_id(tokenizer)
+    pad_id = pad_token_id(tokenizer)
 
     def run_batch(batch: list[int]) -> None:
         """Lens and sensitivity for one batch; writes its rows only after all of it succeeded."""
         rows = np.asarray(batch)
         size = len(batch)
         done = clock["done"]
-        ids, last = _pad_batch([prompts[g] for g in batch], pad_id, device_)
+        ids, last = right_pad([prompts[g].encoded.input_ids for g in batch], pad_id, device_)
         arange = torch.arange(size, device=device_)
         targets = torch.tensor([prompts[g].encoded.target_id for g in batch], device=device_)
         tick = time.perf_counter()

@@ -40,3 +40,21 @@ def saved_model(tmp_path_factory, tokenizer):
         return folders[arch]
 
     return get
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the ``layertracer`` CLI in-process: cli(*args) -> (exit code, stdout, stderr) of that call."""
+    from layertracer.cli import main
+
+    def run(*args: str):
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

@@ -18,7 +18,8 @@ from layertracer.evaluation.benchmarks import LETTERS, Benchmark, load_benchmark
 from layertracer.evaluation.encoding import EncodedQuestion, encode_question
 from layertracer.evaluation.prompts import LOGLIKELIHOOD, PromptTemplate, resolve_template
 from layertracer.evaluation.results import EvalResult, EvalSettings, QuestionRecord, aggregate
-from layertracer.evaluation.scoring import ScoringRequest, pad_token_id, score_requests
+from layertracer.batching import pad_token_id
+from layertracer.evaluation.scoring import ScoringRequest, score_requests
 from layertracer.evaluation.subjects import CATEGORY_ORDER
 from layertracer.models.loading import LoadedModel
 from layertracer.progress import ProgressCallback, report

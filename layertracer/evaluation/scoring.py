@@ -25,6 +25,7 @@ from torch import nn
 from layertracer.errors import LayerTracerError
 from layertracer.models.adapters import ModelAdapter
 from layertracer.progress import ProgressCallback, report
+from layertracer.batching import right_pad
 
 
 @dataclass(frozen=True)
@@ -75,24 +76,11 @@ def final_hidden(model: nn.Module, input_ids: torch.Tensor) -> Optional[torch.Te
     return hidden if hidden is not None else output[0]
 
 
-def pad_token_id(tokenizer) -> int:
-    """The id padding uses: pad, else EOS, else UNK, else 0 (right padding is never read)."""
-    for name in ("pad_token_id", "eos_token_id", "unk_token_id"):
-        value = getattr(tokenizer, name, None)
-        if isinstance(value, int):
-            return value
-    return 0
-
-
 def _run_batch(
     model: nn.Module, adapter: ModelAdapter, rows: Sequence[Row], pad_id: int, device: torch.device
 ) -> list[list[float]]:
     """Log-probs (nats, float32 softmax) of every read of every row in one forward pass."""
-    length = max(len(row.ids) for row in rows)
-    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    for b, row in enumerate(rows):
-        ids[b, : len(row.ids)] = torch.tensor(row.ids, dtype=torch.long)
-    ids = ids.to(device)
+    ids, _ = right_pad([row.ids for row in rows], pad_id, device)
     # Distinct (row, position) pairs: the four single-token choices share one position.
     slots: dict[tuple[int, int], int] = {}
     for b, row in enumerate(rows):

@@ -6,19 +6,6 @@ import sys
 
 import pytest
 
-from layertracer.cli import main
-
-
-def run_cli(capsys, *args):
-    """Run the CLI in-process; returns (exit code, stdout, stderr) of this call only."""
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_trace_writes_the_documented_schema(saved_model, tmp_path):
@@ -67,7 +54,7 @@ def test_trace_writes_the_documented_schema(saved_model, tmp_path):
         (["--dtype", "float8"], "unknown dtype 'float8'"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(saved_model, tmp_path, capsys, args, message):
+def test_bad_input_is_one_line_and_exit_2(saved_model, tmp_path, cli, args, message):
     if "--device" in args:
         import torch
 
@@ -78,54 +65,54 @@ def test_bad_input_is_one_line_and_exit_2(saved_model, tmp_path, capsys, args, m
     merged = {**base, **{k: v for k, v in extra.items() if k in base}}
     argv = ["trace", "--limit", "2"] + [x for kv in merged.items() for x in kv]
     argv += [x for k, v in extra.items() if k not in base for x in (k, v)]
-    code, _, err = run_cli(capsys, *argv)
+    code, _, err = cli(*argv)
     assert code == 2
     assert message in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
 
 
-def test_folder_without_config_is_not_a_model(tmp_path, capsys):
+def test_folder_without_config_is_not_a_model(tmp_path, cli):
     (tmp_path / "empty").mkdir()
-    code, _, err = run_cli(capsys, "trace", "--model", str(tmp_path / "empty"), "--tasks", "antonyms_en",
+    code, _, err = cli("trace", "--model", str(tmp_path / "empty"), "--tasks", "antonyms_en",
                            "--out", str(tmp_path / "o.json"))
     assert code == 2 and "has no config.json" in err
 
 
-def test_model_that_is_not_a_causal_lm(tmp_path, capsys):
+def test_model_that_is_not_a_causal_lm(tmp_path, cli):
     from transformers import ViTConfig
 
     folder = tmp_path / "vit"
     ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16).save_pretrained(folder)
-    code, _, err = run_cli(capsys, "trace", "--model", str(folder), "--tasks", "antonyms_en",
+    code, _, err = cli("trace", "--model", str(folder), "--tasks", "antonyms_en",
                            "--out", str(tmp_path / "o.json"))
     assert code == 2 and "is not a causal language model" in err
 
 
-def test_malformed_task_file_names_file_and_line(saved_model, tmp_path, capsys):
+def test_malformed_task_file_names_file_and_line(saved_model, tmp_path, cli):
     bad = tmp_path / "tasks.jsonl"
     bad.write_text('{"prompt": "a", "target": "b"}\nnot json\n', encoding="utf-8")
-    code, _, err = run_cli(capsys, "trace", "--model", str(saved_model("qwen3")), "--tasks", str(bad),
+    code, _, err = cli("trace", "--model", str(saved_model("qwen3")), "--tasks", str(bad),
                            "--out", str(tmp_path / "o.json"))
     assert code == 2 and f"{bad}:2: invalid JSON" in err
 
 
-def test_plan_recomputes_from_a_trace(saved_model, tmp_path, capsys):
+def test_plan_recomputes_from_a_trace(saved_model, tmp_path, cli):
     out = tmp_path / "t.json"
-    code, _, _ = run_cli(capsys, "trace", "--model", str(saved_model("qwen3")), "--tasks", "antonyms_en",
+    code, _, _ = cli("trace", "--model", str(saved_model("qwen3")), "--tasks", "antonyms_en",
                          "--limit", "3", "--out", str(out), "--no-similarity", "--no-position-view")
     assert code == 0
-    code, stdout, _ = run_cli(capsys, "plan", str(out), "--min-train", "3", "--no-protect-vulnerable")
+    code, stdout, _ = cli("plan", str(out), "--min-train", "3", "--no-protect-vulnerable")
     assert code == 0
     plan = json.loads(stdout)
     assert len(plan["train_layers"]) >= 3
-    code, _, err = run_cli(capsys, "plan", str(tmp_path / "missing.json"))
+    code, _, err = cli("plan", str(tmp_path / "missing.json"))
     assert code == 2 and "does not exist" in err
 
 
-def test_tasks_and_inspect_commands(saved_model, capsys):
-    code, stdout, _ = run_cli(capsys, "tasks")
+def test_tasks_and_inspect_commands(saved_model, cli):
+    code, stdout, _ = cli("tasks")
     assert code == 0 and "country_capital_zh" in stdout
-    code, stdout, _ = run_cli(capsys, "inspect", "--model", str(saved_model("jamba")))
+    code, stdout, _ = cli("inspect", "--model", str(saved_model("jamba")))
     info = json.loads(stdout)
     assert code == 0 and info["block_kinds"] == ["ssm", "attention", "ssm", "attention"]
