@@ -440,8 +440,8 @@ def worker(impl: str, allocation_name: str, cfg: BenchConfig, out_path: str) -> 
     blocks = make_blocks(cfg)
     build_s = time.perf_counter() - built
     allocation = resolve_allocation(allocation_name, cfg.num_layers)
-    trainable_names = {n for n, p in model.named_parameters()
-                       if id(p) in {id(q) for q in trainable_parameters(model, resolve_adapter(model), allocation)}}
+    trainable_ids = {id(q) for q in trainable_parameters(model, resolve_adapter(model), allocation)}
+    trainable_names = {n for n, p in model.named_parameters() if id(p) in trainable_ids}
     before = _checksums(model)
     reset_worked = reset_peak_rss()
     baseline = current_rss_mib()
@@ -577,17 +577,29 @@ def run_all(cfg: BenchConfig) -> dict[tuple[str, str], dict]:
                     w.proc.wait()
 
 
-def paired_ratio(cfg: BenchConfig, slow: dict, fast: dict) -> tuple[float, int]:
-    """Median over the timed rounds of slow's step time / fast's step time in the same round (both ran
-    one step per round, back to back), over the rounds where neither was contended (all rounds when
-    none is clean). A ratio > 1 means ``fast`` is faster. Returns (median, rounds used)."""
+def timed_seconds(cfg: BenchConfig, result: dict) -> list[float]:
+    """The timed steps' seconds: the uncontended ones when there are any, else all."""
     w = cfg.warmup_steps
-    pairs = list(zip(slow["step_seconds"][w:], fast["step_seconds"][w:],
-                     slow["foreign_cores_per_step"][w:], fast["foreign_cores_per_step"][w:]))
-    clean = [(a, b) for a, b, la, lb in pairs
-             if la is not None and lb is not None and la < cfg.idle_threshold and lb < cfg.idle_threshold]
-    used = clean or [(a, b) for a, b, _, _ in pairs]
-    return statistics.median(a / b for a, b in used), len(used)
+    pairs = list(zip(result["step_seconds"][w:], result["foreign_cores_per_step"][w:]))
+    clean = [s for s, load in pairs if load is not None and load < cfg.idle_threshold]
+    return clean or [s for s, _ in pairs]
+
+
+def speed_ratio(cfg: BenchConfig, slow: dict, fast: dict, resamples: int = 2000) -> tuple[float, float, float]:
+    """How many times faster ``fast`` is than ``slow``: the ratio of their median step times, with a 95%
+    percentile-bootstrap interval (each configuration's timed steps resampled independently, seeded).
+    Per-step times on this kind of VM scatter by ~10% even on an idle machine, so the interval is what
+    tells a real difference from noise."""
+    import random
+
+    a, b = timed_seconds(cfg, slow), timed_seconds(cfg, fast)
+    point = statistics.median(a) / statistics.median(b)
+    rng = random.Random(cfg.seed)
+    draws = sorted(
+        statistics.median(rng.choices(a, k=len(a))) / statistics.median(rng.choices(b, k=len(b)))
+        for _ in range(resamples)
+    )
+    return point, draws[int(0.025 * resamples)], draws[int(0.975 * resamples) - 1]
 
 
 def report(cfg: BenchConfig, results: dict, args) -> tuple[dict, bool]:
@@ -617,11 +629,10 @@ def report(cfg: BenchConfig, results: dict, args) -> tuple[dict, bool]:
         for impl in IMPLEMENTATIONS:
             r = results[(impl, name)]
             full = results[(impl, "full")]
-            speedup, rounds = paired_ratio(cfg, full, r)
+            speedup, low, high = speed_ratio(cfg, full, r)
             rows[(impl, name)] = {
                 "speedup": speedup,
-                "speedup_rounds": rounds,
-                "speedup_ratio_of_medians": r["tokens_per_s"] / full["tokens_per_s"],
+                "speedup_ci95": [low, high],
                 "fraction_of_ideal": speedup / ideal[name],
                 "gflops_per_s": flops[name]["per_token"] * r["tokens_per_s"] / 1e9,
             }
@@ -630,9 +641,9 @@ def report(cfg: BenchConfig, results: dict, args) -> tuple[dict, bool]:
                   f"{r['median_step_s']:9.3f}{row['gflops_per_s']:9.1f}{speedup:9.3f}x{row['fraction_of_ideal']:9.1%}"
                   f"{r['peak_rss_mib']:10.0f}{r['peak_minus_baseline_mib']:11.0f}"
                   f"{r['timed_steps_uncontended']:>4}/{cfg.timed_steps}")
-    print("  (step s: median of the timed steps, uncontended ones when there are any; speed-up: median over the "
-          "rounds of full's step time / this one's in the same round; +base: peak RSS above the RSS with model, "
-          f"data and libraries loaded; clean: timed steps with < {cfg.idle_threshold:g} cores used by other processes)")
+    print("  (step s: median of the timed steps, uncontended ones when there are any; speed-up: full's median step "
+          "time / this one's; +base: peak RSS above the RSS with model, data and libraries loaded; clean: timed steps "
+          f"with < {cfg.idle_threshold:g} cores used by other processes)")
 
     verdicts = []
     target = args.target_fraction
@@ -640,22 +651,22 @@ def report(cfg: BenchConfig, results: dict, args) -> tuple[dict, bool]:
         row = rows[("layertracer", name)]
         ok = row["fraction_of_ideal"] >= target
         verdicts.append(ok)
-        print(f"speed-up {name} over full: {row['speedup']:.3f}x (median of {row['speedup_rounds']} paired rounds; "
-              f"ratio of median step times {row['speedup_ratio_of_medians']:.3f}x), ideal {ideal[name]:.3f}x: "
+        low, high = row["speedup_ci95"]
+        print(f"speed-up {name} over full: {row['speedup']:.3f}x (95% CI {low:.3f}-{high:.3f}), ideal {ideal[name]:.3f}x: "
               f"{row['fraction_of_ideal']:.1%} of the ideal (target >= {target:.0%}): {'PASS' if ok else 'FAIL'}")
     tolerance = args.speed_tolerance
     comparisons = {}
     for name in ALLOCATIONS:
         lt, hf = results[("layertracer", name)], results[("trainer", name)]
-        ratio, rounds = paired_ratio(cfg, hf, lt)
-        comparisons[name] = {"speed_ratio": ratio, "rounds": rounds,
-                             "speed_ratio_of_medians": lt["tokens_per_s"] / hf["tokens_per_s"],
+        ratio, low, high = speed_ratio(cfg, hf, lt)
+        comparisons[name] = {"speed_ratio": ratio, "speed_ratio_ci95": [low, high],
                              "memory_ratio": lt["peak_minus_baseline_mib"] / hf["peak_minus_baseline_mib"]}
-        ok = ratio >= 1.0 - tolerance
+        # Not slower: FAIL only when the whole interval lies below 1 - tolerance (measurably slower).
+        ok = high >= 1.0 - tolerance
         verdicts.append(ok)
-        print(f"speed {name}: layertracer {lt['tokens_per_s']:.0f} vs Trainer {hf['tokens_per_s']:.0f} tokens/s; "
-              f"layertracer x{ratio:.3f} as fast (median of {rounds} paired rounds; not slower, {tolerance:.0%} "
-              f"noise allowed): {'PASS' if ok else 'FAIL'}")
+        print(f"speed {name}: layertracer {lt['tokens_per_s']:.0f} vs Trainer {hf['tokens_per_s']:.0f} tokens/s: "
+              f"layertracer x{ratio:.3f} as fast (95% CI {low:.3f}-{high:.3f}); not measurably slower "
+              f"(beyond {tolerance:.0%}): {'PASS' if ok else 'FAIL'}")
     for name in ALLOCATIONS:
         lt, hf = results[("layertracer", name)], results[("trainer", name)]
         ok = lt["peak_minus_baseline_mib"] < hf["peak_minus_baseline_mib"]
@@ -719,7 +730,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="achieved / ideal speed-up required of the partial allocations (default 0.9)")
     parser.add_argument("--speed-tolerance", type=float, default=0.03,
                         help="layertracer may be this much slower than Trainer and still count as not slower "
-                             "(measurement noise; default 0.03)")
+                             "(default 0.03): the speed verdict FAILs when the 95%% interval of the speed ratio lies entirely below "
+                             "1 - tolerance")
     parser.add_argument("--loss-tolerance", type=float, default=1e-3,
                         help="max relative difference of the two trainers' per-step losses (default 1e-3)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any verdict FAILs")
