@@ -7,7 +7,7 @@ not cover) stay exact too.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -29,3 +29,13 @@ def right_pad(sequences: Sequence[Sequence[int]], pad_id: int, device: torch.dev
         ids[row, : len(sequence)] = torch.as_tensor(list(sequence), dtype=torch.long)
     last = torch.tensor([len(s) - 1 for s in sequences])
     return ids.to(device), last.to(device)
+
+
+def context_length(model) -> Optional[int]:
+    """The model's context in tokens from its config, or None when it has no limit (e.g. Mamba)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from layertracer import __version__
-from layertracer.batching import pad_token_id, right_pad
+from layertracer.batching import context_length, pad_token_id, right_pad
 from layertracer.errors import LayerTracerError
 from layertracer.freeze_plan import plan_freeze
 from layertracer.lens import js_to_reference, lens_rows
@@ -89,15 +89,6 @@ class _TokenText:
         return text
 
 
-def _context_length(model) -> Optional[int]:
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def trace(
     model: LoadedModel | str,
     tasks: Sequence[Task] | str,
@@ -139,7 +130,7 @@ def trace(
     net, adapter, tokenizer = loaded.model, loaded.adapter, loaded.tokenizer
     device_ = next(net.parameters()).device
     n_layers = adapter.num_layers
-    context = _context_length(net)
+    context = context_length(net)
     prompts: list[_Prompt] = []
     for t, task in enumerate(task_list):
         if not task.items:

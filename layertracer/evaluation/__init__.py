@@ -16,7 +16,8 @@ JSON) and ``evaluate`` (the entry point).
 from layertracer.evaluation.benchmarks import LAYOUTS, LETTERS, Benchmark, Question, Subject, load_benchmark, parse_spec
 from layertracer.evaluation.encoding import EncodedQuestion, encode_question
 from layertracer.evaluation.errors import BenchmarkError, BenchmarkFormatError, BenchmarkNotFoundError
-from layertracer.evaluation.evaluate import context_length, evaluate
+from layertracer.batching import context_length
+from layertracer.evaluation.evaluate import evaluate
 from layertracer.evaluation.prompts import (
     ANSWER_ONLY,
     LOGLIKELIHOOD,

@@ -18,21 +18,11 @@ from layertracer.evaluation.benchmarks import LETTERS, Benchmark, load_benchmark
 from layertracer.evaluation.encoding import EncodedQuestion, encode_question
 from layertracer.evaluation.prompts import LOGLIKELIHOOD, PromptTemplate, resolve_template
 from layertracer.evaluation.results import EvalResult, EvalSettings, QuestionRecord, aggregate
-from layertracer.batching import pad_token_id
+from layertracer.batching import context_length, pad_token_id
 from layertracer.evaluation.scoring import ScoringRequest, score_requests
 from layertracer.evaluation.subjects import CATEGORY_ORDER
 from layertracer.models.loading import LoadedModel
 from layertracer.progress import ProgressCallback, report
-
-
-def context_length(model) -> Optional[int]:
-    """The model's context in tokens from its config, or None when it has no limit (e.g. Mamba)."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def evaluate(
