@@ -1,0 +1,1 @@
+"""Database: typed SQLAlchemy 2 models (``models``), engines and sessions (``session``), migrations (``migrate``)."""

@@ -1,0 +1,278 @@
+"""Typed ORM models (SQLAlchemy 2). Schema changes go through an Alembic revision in ``migrations/``.
+
+Ids are 32-character hex strings (uuid4) except built-in task sets, whose id is their name. JSON
+columns hold plain JSON (no pickle). Times are UTC.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from backend.db.types import UTCDateTime, utcnow
+
+# Named constraints so Alembic migrations and autogenerate compare the same names on both dialects.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL_STATES = ("succeeded", "failed", "cancelled")
+JOB_KINDS = ("inspect", "trace", "experiment")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Job(Base):
+    """One unit of work for a worker. The database is the source of truth for its state.
+
+    status: queued -> running -> succeeded | failed | cancelled. A running job holds a lease
+    (``worker_id``, ``lease_expires_at``) that its heartbeat extends. ``progress`` is
+    ``{"stage", "done", "total", "percent", "eta_seconds"}``; ``log`` keeps the last
+    ``settings.log_tail_chars`` characters. ``resource_kind``/``resource_id`` name the row the job fills
+    (``model``, ``trace`` or ``experiment``).
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(32))
+    queue: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    idempotency_key: Mapped[Optional[str]] = mapped_column(String(200), unique=True)
+    resource_kind: Mapped[Optional[str]] = mapped_column(String(32))
+    resource_id: Mapped[Optional[str]] = mapped_column(String(64))
+    worker_id: Mapped[Optional[str]] = mapped_column(String(200))
+    lease_expires_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    progress: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    log: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        Index("ix_jobs_resource", "resource_kind", "resource_id"),
+    )
+
+
+class Model(Base):
+    """A registered model: a local folder under the model roots or a hub id.
+
+    info (filled by the ``inspect`` job): ``{"architecture", "num_layers", "block_kinds": [L],
+    "num_parameters", "block_parameters": [L], "hidden_size", "vocab_size", ...}``.
+    fingerprint: the engine's sha256 over config and weight-file heads/tails.
+    """
+
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    source: Mapped[str] = mapped_column(String(1000), unique=True)
+    source_kind: Mapped[str] = mapped_column(String(16))  # "local" | "hub"
+    name: Mapped[str] = mapped_column(String(200))
+    trust_remote_code: Mapped[bool] = mapped_column(Boolean, default=False)
+    fingerprint: Mapped[Optional[str]] = mapped_column(String(128))
+    info: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    job_id: Mapped[Optional[str]] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    job: Mapped[Optional[Job]] = relationship(lazy="joined")
+
+
+class TaskSet(Base):
+    """A set of prompts with targets: built-in (id = name, registered by the worker) or uploaded.
+
+    items: ``[{"prompt", "target", "id"?, "task"?}]`` (uploaded sets only; built-in items live in the
+    engine). tasks: the task names the set yields.
+    """
+
+    __tablename__ = "task_sets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    language: Mapped[Optional[str]] = mapped_column(String(32))
+    description: Mapped[Optional[str]] = mapped_column(Text)
+    tasks: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    num_items: Mapped[int] = mapped_column(Integer, default=0)
+    items: Mapped[Optional[list[Any]]] = mapped_column(JSON)
+    sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Trace(Base):
+    """A trace request and its result.
+
+    spec: ``{"model_id", "task_sets": [...], "perturbations": [...], "options": {...}}``.
+    summary: ``{"num_layers", "block_kinds", "tasks", "particles", "vulnerable_layer", "freeze_plan"}``.
+    result_json: the engine's TraceResult JSON text exactly as stored (served as-is, never re-encoded).
+    provenance: ``{"code_version", "model_source", "model_fingerprint", "seeds", "spec"}``.
+    partial: whatever the worker streams while running (``store_partial``).
+    """
+
+    __tablename__ = "traces"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[Optional[str]] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    name: Mapped[Optional[str]] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    summary: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    position_view: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    result_json: Mapped[Optional[str]] = mapped_column(Text, deferred=True)
+    result_bytes: Mapped[Optional[int]] = mapped_column(Integer)
+    provenance: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    partial: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+    job: Mapped[Optional[Job]] = relationship(lazy="joined")
+    model: Mapped[Model] = relationship(lazy="joined")
+
+
+class TraceLayerMetric(Base):
+    """One (trace, task, layer) aggregate: the heatmap cell. Means over the task's prompts."""
+
+    __tablename__ = "trace_layer_metrics"
+
+    trace_id: Mapped[str] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"), primary_key=True)
+    task: Mapped[str] = mapped_column(String(200), primary_key=True)
+    layer: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mean_prob: Mapped[Optional[float]] = mapped_column(Float)
+    mean_rank: Mapped[Optional[float]] = mapped_column(Float)
+    mean_entropy: Mapped[Optional[float]] = mapped_column(Float)
+
+
+class TraceSensitivity(Base):
+    """One (trace, perturbation, layer) point of a stability curve: mean JS (nats) and its 95% interval."""
+
+    __tablename__ = "trace_sensitivity"
+
+    trace_id: Mapped[str] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"), primary_key=True)
+    perturbation: Mapped[str] = mapped_column(String(200), primary_key=True)
+    layer: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mean_js: Mapped[Optional[float]] = mapped_column(Float)
+    ci_low: Mapped[Optional[float]] = mapped_column(Float)
+    ci_high: Mapped[Optional[float]] = mapped_column(Float)
+
+
+class TraceTaskData(Base):
+    """Per-prompt arrays of one task of a trace, for the drill-down without parsing the whole result.
+
+    prompts/targets: [P] str; target_prob, entropy: [P][L] float|null; target_rank: [P][L] int;
+    prompt_particles: [P] int|null; mean_target_prob: [L]; task_particle: int|null.
+    """
+
+    __tablename__ = "trace_task_data"
+
+    trace_id: Mapped[str] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"), primary_key=True)
+    task: Mapped[str] = mapped_column(String(200), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Experiment(Base):
+    """A trial (kind ``trial``: one allocation) or an experiment (several allocations).
+
+    spec: the engine's ExperimentSpec fields as JSON (``model`` = the model's source, paths resolved).
+    result: the engine runner's result JSON (baseline, trials, statistics, table, drift, retrace).
+    provenance: ``{"code_version", "model_source", "model_fingerprint", "seeds", "spec"}``.
+    """
+
+    __tablename__ = "experiments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(16))  # "trial" | "experiment"
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[Optional[str]] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    name: Mapped[Optional[str]] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, deferred=True)
+    partial: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    provenance: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+    job: Mapped[Optional[Job]] = relationship(lazy="joined")
+    model: Mapped[Model] = relationship(lazy="joined")
+
+
+class TrainMetric(Base):
+    """One optimizer step of one trial: loss (nats/token), lr, tokens/s, grad norm, optional eval loss."""
+
+    __tablename__ = "train_metrics"
+
+    experiment_id: Mapped[str] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True)
+    trial: Mapped[str] = mapped_column(String(200), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    loss: Mapped[Optional[float]] = mapped_column(Float)
+    lr: Mapped[Optional[float]] = mapped_column(Float)
+    tokens_per_s: Mapped[Optional[float]] = mapped_column(Float)
+    grad_norm: Mapped[Optional[float]] = mapped_column(Float)
+    eval_loss: Mapped[Optional[float]] = mapped_column(Float)
+    elapsed_s: Mapped[Optional[float]] = mapped_column(Float)
+
+
+class Share(Base):
+    """A read-only link to one result (``kind`` trace|experiment). Revoked by setting ``revoked_at``."""
+
+    __tablename__ = "shares"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(16))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_shares_resource", "kind", "resource_id"),)
+
+
+class ApiToken(Base):
+    """An API token; only its sha256 (hex) is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+__all__ = [
+    "Base", "Job", "Model", "TaskSet", "Trace", "TraceLayerMetric", "TraceSensitivity", "TraceTaskData",
+    "Experiment", "TrainMetric", "Share", "ApiToken", "JOB_STATES", "TERMINAL_STATES", "JOB_KINDS", "new_id",
+]

@@ -1,0 +1,289 @@
+"""Functions the worker calls to store what a job produced. Each takes a session, changes only the rows
+of one resource, is idempotent (a re-run job may store again) and commits.
+
+- ``store_model_info(session, *, model_id, info, fingerprint=None)`` after an ``inspect`` job;
+- ``store_trace_result(session, *, trace_id, result)`` with the engine's TraceResult JSON dict
+  (``TraceResult.to_dict()`` / the content of OUT.json, README schema);
+- ``store_partial(session, *, kind, resource_id, partial)`` while a job runs (merged, shown by the API);
+- ``append_train_metrics(session, *, experiment_id, trial, rows)`` per few optimizer steps;
+- ``store_experiment_result(session, *, experiment_id, result, ...)`` with the runner's result dict.
+
+They do not change the job's state: call ``backend.jobs.finish_job`` afterwards. NaN and infinities are
+stored as null (JSON has no NaN).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Iterable, Optional
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from backend.db.models import (
+    Experiment,
+    Model,
+    TraceLayerMetric,
+    TraceSensitivity,
+    TraceTaskData,
+    TrainMetric,
+    Trace,
+)
+from backend.db.types import utcnow
+
+
+class ResultError(ValueError):
+    """The resource is unknown or the result does not have the documented shape."""
+
+
+def clean_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (recursively through dicts and lists)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    """Compact strict JSON text (non-finite floats become null)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return json.dumps(clean_json(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _mean_columns(matrix: Optional[list], num_layers: int) -> list[Optional[float]]:
+    """Per-layer mean over prompts of a [P][L] matrix, skipping nulls (None where a layer has none)."""
+    sums = [0.0] * num_layers
+    counts = [0] * num_layers
+    for row in matrix or []:
+        for layer, value in enumerate(row[:num_layers]):
+            if value is None:
+                continue
+            value = float(value)
+            if math.isfinite(value):
+                sums[layer] += value
+                counts[layer] += 1
+    return [sums[i] / counts[i] if counts[i] else None for i in range(num_layers)]
+
+
+def _layer_list(values: Optional[Iterable], num_layers: int) -> list[Optional[float]]:
+    out = list(clean_json(list(values or [])))[:num_layers]
+    return out + [None] * (num_layers - len(out))
+
+
+def trace_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """``{"num_layers", "block_kinds", "tasks": [names], "particles": {task: layer|null},
+    "final_accuracy": {task: float}, "vulnerable_layer", "primary_perturbation", "freeze_plan"}``."""
+    tasks = result.get("tasks") or {}
+    sensitivity = result.get("sensitivity") or {}
+    return {
+        "num_layers": result.get("num_layers"),
+        "block_kinds": result.get("block_kinds") or [],
+        "tasks": list(tasks),
+        "particles": {name: t.get("task_particle") for name, t in tasks.items()},
+        "final_accuracy": {name: t.get("final_accuracy") for name, t in tasks.items()},
+        "vulnerable_layer": result.get("vulnerable_layer"),
+        "primary_perturbation": sensitivity.get("perturbation"),
+        "freeze_plan": result.get("freeze_plan"),
+    }
+
+
+def store_trace_result(session: Session, *, trace_id: str, result: dict[str, Any]) -> Trace:
+    """Store the engine's TraceResult JSON dict for ``trace_id`` and derive the query rows:
+
+    - ``traces.result_json``: the JSON text, served as-is by ``GET /traces/{id}/result``;
+    - ``traces.summary`` (see ``trace_summary``), ``traces.position_view``, ``traces.provenance``
+      (``code_version`` = result["version"], ``model_fingerprint`` = result["model"]["fingerprint"],
+      ``seeds`` = [options.seed], ``spec`` = the trace's request spec);
+    - ``trace_layer_metrics``: one row per (task, layer): mean target prob, mean rank, mean entropy;
+    - ``trace_sensitivity``: one row per (perturbation name, layer): mean JS, ci_low, ci_high;
+    - ``trace_task_data``: per task the [P] / [P][L] arrays for the per-prompt drill-down.
+
+    Also fills the model's fingerprint if it has none. Replaces anything stored before. Raises
+    ResultError for an unknown trace or a result without ``num_layers`` / ``tasks``.
+    """
+    trace = session.get(Trace, trace_id)
+    if trace is None:
+        raise ResultError(f"unknown trace {trace_id!r}")
+    num_layers = result.get("num_layers")
+    if not isinstance(num_layers, int) or num_layers <= 0 or not isinstance(result.get("tasks"), dict):
+        raise ResultError("a trace result needs num_layers (int > 0) and tasks (object)")
+    text = dumps(result)
+
+    layer_rows: list[dict[str, Any]] = []
+    task_rows: list[dict[str, Any]] = []
+    for position, (name, task) in enumerate(result["tasks"].items()):
+        probs = clean_json(task.get("target_prob") or [])
+        ranks = clean_json(task.get("target_rank") or [])
+        entropy = clean_json(task.get("entropy") or [])
+        mean_prob = (_layer_list(task["mean_target_prob"], num_layers) if task.get("mean_target_prob")
+                     else _mean_columns(probs, num_layers))
+        mean_rank = _mean_columns(ranks, num_layers)
+        mean_entropy = _mean_columns(entropy, num_layers)
+        for layer in range(num_layers):
+            layer_rows.append(dict(trace_id=trace_id, task=name, layer=layer, mean_prob=mean_prob[layer],
+                                   mean_rank=mean_rank[layer], mean_entropy=mean_entropy[layer]))
+        task_rows.append(dict(trace_id=trace_id, task=name, position=position, data={
+            "prompts": task.get("prompts") or [],
+            "targets": task.get("targets") or [],
+            "target_tokens": task.get("target_tokens") or [],
+            "target_prob": probs,
+            "target_rank": ranks,
+            "entropy": entropy,
+            "prompt_particles": task.get("prompt_particles") or [],
+            "mean_target_prob": mean_prob,
+            "task_particle": task.get("task_particle"),
+            "final_accuracy": clean_json(task.get("final_accuracy")),
+            "language": task.get("language"),
+        }))
+    sens_rows: list[dict[str, Any]] = []
+    sensitivities = dict(result.get("sensitivities") or {})
+    primary = result.get("sensitivity")
+    if primary and primary.get("perturbation") and primary["perturbation"] not in sensitivities:
+        sensitivities[primary["perturbation"]] = primary
+    for name, sens in sensitivities.items():
+        if not sens:
+            continue
+        mean = _layer_list(sens.get("mean_js"), num_layers)
+        low = _layer_list(sens.get("ci_low"), num_layers)
+        high = _layer_list(sens.get("ci_high"), num_layers)
+        for layer in range(num_layers):
+            sens_rows.append(dict(trace_id=trace_id, perturbation=name, layer=layer, mean_js=mean[layer],
+                                  ci_low=low[layer], ci_high=high[layer]))
+
+    for table in (TraceLayerMetric, TraceSensitivity, TraceTaskData):
+        session.execute(delete(table).where(table.trace_id == trace_id))
+    if layer_rows:
+        session.execute(insert(TraceLayerMetric), layer_rows)
+    if sens_rows:
+        session.execute(insert(TraceSensitivity), sens_rows)
+    if task_rows:
+        session.execute(insert(TraceTaskData), task_rows)
+
+    model_info = result.get("model") or {}
+    options = result.get("options") or {}
+    fingerprint = model_info.get("fingerprint")
+    trace.result_json = text
+    trace.result_bytes = len(text.encode("utf-8"))
+    trace.summary = clean_json(trace_summary(result))
+    trace.position_view = clean_json(result.get("position_view"))
+    trace.provenance = {
+        "code_version": result.get("version"),
+        "schema_version": result.get("schema_version"),
+        "model_source": model_info.get("source") or (trace.model.source if trace.model else None),
+        "model_fingerprint": fingerprint,
+        "seeds": [options["seed"]] if options.get("seed") is not None else [],
+        "options": clean_json(options),
+        "spec": trace.spec,
+    }
+    trace.finished_at = utcnow()
+    if fingerprint and trace.model is not None and not trace.model.fingerprint:
+        trace.model.fingerprint = fingerprint
+    session.commit()
+    return trace
+
+
+def store_model_info(session: Session, *, model_id: str, info: dict[str, Any],
+                     fingerprint: Optional[str] = None) -> Model:
+    """Store what ``inspect`` found: ``info`` = ``{"architecture": str, "num_layers": int, "block_kinds":
+    [L] str, "num_parameters": int, "block_parameters": [L] int, "hidden_size"?, "vocab_size"?,
+    "mixers"?, "mlps"?, ...}`` (the engine's inspect JSON plus per-block parameter counts) and the
+    model's content ``fingerprint`` (sha256 hex). Commits; raises ResultError for an unknown model."""
+    model = session.get(Model, model_id)
+    if model is None:
+        raise ResultError(f"unknown model {model_id!r}")
+    model.info = clean_json(info)
+    if fingerprint:
+        model.fingerprint = fingerprint
+    elif isinstance(info.get("fingerprint"), str):
+        model.fingerprint = info["fingerprint"]
+    session.commit()
+    return model
+
+
+def store_partial(session: Session, *, kind: str, resource_id: str, partial: dict[str, Any]) -> None:
+    """Merge ``partial`` (plain JSON, top-level keys replace) into the running trace's or experiment's
+    ``partial`` (kind ``"trace"`` | ``"experiment"``), e.g. ``{"tasks_done": [...], "baseline": {...},
+    "trials": {slug: {...}}}``; the API shows it as ``partial`` until the result is stored."""
+    table = {"trace": Trace, "experiment": Experiment}.get(kind)
+    if table is None:
+        raise ResultError(f"store_partial: kind must be 'trace' or 'experiment', not {kind!r}")
+    row = session.get(table, resource_id)
+    if row is None:
+        raise ResultError(f"unknown {kind} {resource_id!r}")
+    row.partial = {**(row.partial or {}), **clean_json(partial)}
+    session.commit()
+
+
+def append_train_metrics(session: Session, *, experiment_id: str, trial: str,
+                         rows: list[dict[str, Any]]) -> int:
+    """Add optimizer-step rows of one trial (``trial`` = the engine's trial slug, e.g.
+    ``train-shallow-seed1``). Each row: ``{"step": int, "loss": float, "lr": float, "tokens_per_s":
+    float, "grad_norm": float, "eval_loss": float|None, "elapsed_s": float?}`` (StepMetrics fields).
+    A step stored before (a resumed trial) is overwritten. Commits; returns the number of rows."""
+    if not rows:
+        return 0
+    if session.get(Experiment, experiment_id) is None:
+        raise ResultError(f"unknown experiment {experiment_id!r}")
+    fields = ("loss", "lr", "tokens_per_s", "grad_norm", "eval_loss", "elapsed_s")
+    values = []
+    for row in rows:
+        item = {"experiment_id": experiment_id, "trial": trial, "step": int(row["step"])}
+        for f in fields:
+            v = row.get(f)
+            item[f] = float(v) if v is not None and math.isfinite(float(v)) else None
+        values.append(item)
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    stmt = dialect_insert(TrainMetric)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["experiment_id", "trial", "step"], set_={f: getattr(stmt.excluded, f) for f in fields}
+    )
+    session.execute(stmt, values)
+    session.commit()
+    return len(values)
+
+
+def store_experiment_result(session: Session, *, experiment_id: str, result: dict[str, Any],
+                            code_version: Optional[str] = None,
+                            model_fingerprint: Optional[str] = None) -> Experiment:
+    """Store the engine runner's result dict (``run_experiment(...)`` / OUT/result.json: ``baseline``,
+    ``trials`` (with ``drift``, ``retrace``), ``statistics``, ``table``, ...) for a trial or experiment,
+    with provenance (``code_version``: the engine version; ``model_fingerprint``: sha256). Commits."""
+    experiment = session.get(Experiment, experiment_id)
+    if experiment is None:
+        raise ResultError(f"unknown experiment {experiment_id!r}")
+    experiment.result = clean_json(result)
+    fingerprint = model_fingerprint or (experiment.model.fingerprint if experiment.model else None)
+    experiment.provenance = {
+        "code_version": code_version or result.get("version"),
+        "model_source": experiment.model.source if experiment.model else None,
+        "model_fingerprint": fingerprint,
+        "seeds": list(experiment.spec.get("seeds") or []),
+        "spec": experiment.spec,
+    }
+    experiment.finished_at = utcnow()
+    session.commit()
+    return experiment
+
+
+def train_metrics(session: Session, experiment_id: str) -> dict[str, list[dict[str, Any]]]:
+    """``{trial_slug: [{"step", "loss", "lr", "tokens_per_s", "grad_norm", "eval_loss"?}, ...]}`` by step."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    rows = session.execute(
+        select(TrainMetric).where(TrainMetric.experiment_id == experiment_id).order_by(TrainMetric.trial, TrainMetric.step)
+    ).scalars()
+    for r in rows:
+        item = {"step": r.step, "loss": r.loss, "lr": r.lr, "tokens_per_s": r.tokens_per_s, "grad_norm": r.grad_norm}
+        if r.eval_loss is not None:
+            item["eval_loss"] = r.eval_loss
+        out.setdefault(r.trial, []).append(item)
+    return out

@@ -1,0 +1,101 @@
+"""One typed settings object for the API and the workers (environment prefix ``LAYERTRACER_``).
+
+``get_settings()`` is cached; tests build ``Settings(...)`` directly and pass it to ``create_app``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "change-me-this-is-a-placeholder"
+
+
+def normalize_database_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` -> ``postgresql+psycopg://`` (psycopg 3); others unchanged."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _split_list(value: Any) -> Any:
+    # Environment values arrive as text: a JSON list, or ':'-separated (like PATH); ',' for origins.
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            return json.loads(text)
+        return [part for part in text.replace(",", os.pathsep).split(os.pathsep) if part]
+    return value
+
+
+class Settings(BaseSettings):
+    """Service settings; see docs/service.md for the table of variables."""
+
+    model_config = SettingsConfigDict(env_prefix="LAYERTRACER_", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    database_url: Optional[str] = None
+    broker_url: str = "filesystem://"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    auth: Literal["none", "token"] = "none"
+    secret_key: str = PLACEHOLDER_SECRET
+    model_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    api_url: str = "http://127.0.0.1:8000"
+    max_upload_bytes: int = 10 * 1024 * 1024
+    lease_seconds: int = Field(60, gt=0)
+    heartbeat_seconds: int = Field(10, gt=0)
+    max_attempts: int = Field(3, gt=0)
+    # Origins allowed by CORS; empty = no cross-origin access (the dashboard is same-origin or server-side).
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Log tail kept per job (characters).
+    log_tail_chars: int = 64 * 1024
+
+    @field_validator("model_roots", "cors_origins", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @model_validator(mode="after")
+    def _derive(self) -> "Settings":
+        self.data_dir = Path(self.data_dir).expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'layertracer.db'}"
+        self.database_url = normalize_database_url(self.database_url)
+        if not self.model_roots:
+            self.model_roots = [self.data_dir]
+        self.model_roots = [Path(r).expanduser().resolve() for r in self.model_roots]
+        if self.auth == "token" and (self.secret_key == PLACEHOLDER_SECRET or len(self.secret_key) < 16):
+            raise ValueError(
+                "LAYERTRACER_AUTH=token needs a real LAYERTRACER_SECRET_KEY (at least 16 characters, not the placeholder)"
+            )
+        return self
+
+    @property
+    def broker_dir(self) -> Path:
+        """Folder of the embedded (filesystem) broker: ``<data_dir>/broker``."""
+        return self.data_dir / "broker"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Per-job working folders: ``<data_dir>/jobs/<job_id>/``."""
+        return self.data_dir / "jobs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()

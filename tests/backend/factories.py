@@ -1,0 +1,73 @@
+"""Engine-shaped result dicts (README "OUT.json" schema) built without the engine, deterministically."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+
+def trace_result(num_layers: int = 4, tasks: int = 2, prompts: int = 3, top_k: int = 3,
+                 perturbations: tuple[str, ...] = ("skip", "mask(keep=0.5)"), seed: int = 0) -> dict[str, Any]:
+    """A TraceResult JSON dict with L layers, T tasks of P prompts, top-k tokens and the sensitivities."""
+    rng = random.Random(seed)
+    L = num_layers
+    task_dicts: dict[str, Any] = {}
+    prompt_index = []
+    for t in range(tasks):
+        name = f"task{t}"
+        probs = [[min(1.0, (l + 1) / L * rng.uniform(0.5, 1.0)) for l in range(L)] for _ in range(prompts)]
+        ranks = [[max(0, L - l - rng.randint(0, 2)) for l in range(L)] for _ in range(prompts)]
+        entropy = [[rng.uniform(0.1, 5.0) for _ in range(L)] for _ in range(prompts)]
+        mean = [sum(p[l] for p in probs) / prompts for l in range(L)]
+        task_dicts[name] = {
+            "name": name, "language": "en",
+            "prompts": [f"prompt {t}-{i} text" for i in range(prompts)],
+            "targets": [f" target{i}" for i in range(prompts)],
+            "target_tokens": [f" target{i}" for i in range(prompts)],
+            "target_token_ids": [100 + i for i in range(prompts)],
+            "boundary_merged": [False] * prompts,
+            "target_prob": probs, "target_rank": ranks, "entropy": entropy,
+            "top_tokens": [[[f"tok{j}" for j in range(top_k)] for _ in range(L)] for _ in range(prompts)],
+            "top_probs": [[[round(rng.random(), 6) for _ in range(top_k)] for _ in range(L)] for _ in range(prompts)],
+            "mean_target_prob": mean,
+            "baseline_prob": [0.01] * prompts,
+            "task_particle": (t + 1) % L if t % 3 else None,
+            "prompt_particles": [i % L if i % 4 else None for i in range(prompts)],
+            "particle_counts": {"none": prompts},
+            "final_accuracy": 0.5,
+        }
+        prompt_index.extend([[name, i] for i in range(prompts)])
+    n = len(prompt_index)
+    sens = {}
+    for p in perturbations:
+        js = [[rng.uniform(0, math.log(2)) for _ in range(L)] for _ in range(n)]
+        mean_js = [sum(r[l] for r in js) / n for l in range(L)]
+        sens[p] = {
+            "perturbation": p, "params": {"kind": p.split("(")[0], "draws": 1, "seed": 0},
+            "js": js, "mean_js": mean_js, "ci_low": [m * 0.9 for m in mean_js], "ci_high": [m * 1.1 for m in mean_js],
+            "ci_level": 0.95, "mean_js_by_task": {}, "vulnerable_layer": max(range(L), key=lambda l: mean_js[l]),
+        }
+    primary = sens[perturbations[0]] if perturbations else None
+    vulnerable = primary["vulnerable_layer"] if primary else None
+    boundary = L // 2
+    return {
+        "schema_version": 1, "version": "0.1.0", "num_layers": L,
+        "block_kinds": ["attention"] * L, "normalized_depth": [(l + 1) / L for l in range(L)],
+        "model": {"source": "/models/m", "architecture": "Qwen3ForCausalLM", "num_layers": L, "hidden_size": 32,
+                  "vocab_size": 1000, "num_parameters": 12345, "block_kinds": ["attention"] * L,
+                  "adapter_source": "table", "dtype": "float32", "device": "cpu", "fingerprint": "f" * 64},
+        "options": {"seed": 7, "batch_size": 8, "top_k": top_k, "perturbations": list(perturbations)},
+        "tasks": task_dicts, "prompt_index": prompt_index, "sensitivity": primary, "sensitivities": sens,
+        "vulnerable_layer": vulnerable,
+        "similarity": {"cka": [[1.0] * L for _ in range(L)], "consecutive_cosine": [0.9] * (L - 1), "prompts_used": n},
+        "position_view": {"task": "task0", "prompt_index": 0, "tokens": ["a", "b"], "target_token": " target0",
+                          "target_prob": [[0.1, 0.2]] * L, "top1_tokens": [["x", "y"]] * L, "top1_probs": [[0.5, 0.6]] * L},
+        "freeze_plan": {"train_layers": list(range(boundary)), "freeze_layers": list(range(boundary, L)),
+                        "train_ranges": f"0-{boundary - 1}", "freeze_ranges": f"{boundary}-{L - 1}",
+                        "boundary": boundary, "rule": "median", "parameters": {"min_train": 1},
+                        "evidence": {"task_particles": {}, "earliest_particle": None, "vulnerable_layer": vulnerable,
+                                     "vulnerable_mean_js": None, "fallback": False},
+                        "reasons": ["because"]},
+        "timings": {"trace": 1.0},
+    }

@@ -1,0 +1,180 @@
+"""results.py, tasksets.py, broker.py, settings and migrations against real databases."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend import results, tasksets
+from backend.db.models import Base, Experiment, Model, TaskSet, Trace, TraceLayerMetric, TraceSensitivity, TraceTaskData
+from backend.settings import PLACEHOLDER_SECRET, Settings
+
+from .factories import trace_result
+
+
+def _model_and_trace(s: Session) -> Trace:
+    model = Model(source="/m/x", source_kind="local", name="x")
+    s.add(model)
+    s.flush()
+    trace = Trace(model_id=model.id, spec={"task_sets": ["task0"]})
+    s.add(trace)
+    s.commit()
+    return trace
+
+
+def test_migrations_equal_the_models(engine):
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_store_trace_result_derives_rows(engine):
+    data = trace_result(num_layers=5, tasks=2, prompts=4)
+    data["tasks"]["task0"]["target_prob"][0][1] = float("nan")
+    with Session(engine, expire_on_commit=False) as s:
+        trace = _model_and_trace(s)
+        results.store_trace_result(s, trace_id=trace.id, result=data)
+        results.store_trace_result(s, trace_id=trace.id, result=data)  # idempotent: replaces
+        rows = s.execute(select(TraceLayerMetric).where(TraceLayerMetric.task == "task1")
+                         .order_by(TraceLayerMetric.layer)).scalars().all()
+        assert [r.layer for r in rows] == [0, 1, 2, 3, 4]
+        expected = data["tasks"]["task1"]["mean_target_prob"]
+        assert [r.mean_prob for r in rows] == pytest.approx(expected)
+        ranks = data["tasks"]["task1"]["target_rank"]
+        assert rows[2].mean_rank == pytest.approx(sum(r[2] for r in ranks) / 4)
+        sens = s.execute(select(TraceSensitivity).where(TraceSensitivity.perturbation == "mask(keep=0.5)")
+                         .order_by(TraceSensitivity.layer)).scalars().all()
+        assert [r.mean_js for r in sens] == pytest.approx(data["sensitivities"]["mask(keep=0.5)"]["mean_js"])
+        assert s.query(TraceTaskData).count() == 2
+        stored = s.get(Trace, trace.id)
+        assert json.loads(stored.result_json)["tasks"]["task0"]["target_prob"][0][1] is None
+        assert stored.summary["particles"] == {"task0": None, "task1": 2}
+        assert stored.summary["freeze_plan"]["boundary"] == 2
+        assert stored.provenance["model_fingerprint"] == "f" * 64 and stored.provenance["seeds"] == [7]
+        assert s.get(Model, stored.model_id).fingerprint == "f" * 64
+        with pytest.raises(results.ResultError, match="unknown trace"):
+            results.store_trace_result(s, trace_id="nope", result=data)
+        with pytest.raises(results.ResultError, match="num_layers"):
+            results.store_trace_result(s, trace_id=trace.id, result={"tasks": {}})
+
+
+def test_experiment_metrics_partial_and_result(engine):
+    with Session(engine, expire_on_commit=False) as s:
+        model = Model(source="org/m", source_kind="hub", name="m")
+        s.add(model)
+        s.flush()
+        exp = Experiment(kind="trial", model_id=model.id, spec={"seeds": [1, 2]})
+        s.add(exp)
+        s.commit()
+        rows = [{"step": i, "loss": 3.0 - i * 0.1, "lr": 1e-4, "tokens_per_s": 100.0, "grad_norm": 1.0,
+                 "eval_loss": None if i % 2 else 2.5} for i in range(1, 5)]
+        assert results.append_train_metrics(s, experiment_id=exp.id, trial="full-seed1", rows=rows) == 4
+        # A resumed trial writes step 4 again: overwritten, not duplicated.
+        results.append_train_metrics(s, experiment_id=exp.id, trial="full-seed1",
+                                     rows=[{"step": 4, "loss": float("nan"), "lr": 1e-5, "tokens_per_s": 1, "grad_norm": 1}])
+        metrics = results.train_metrics(s, exp.id)
+        assert [m["step"] for m in metrics["full-seed1"]] == [1, 2, 3, 4]
+        assert metrics["full-seed1"][3]["loss"] is None and metrics["full-seed1"][3]["lr"] == 1e-5
+        assert metrics["full-seed1"][1]["eval_loss"] == 2.5 and "eval_loss" not in metrics["full-seed1"][0]
+        results.store_partial(s, kind="experiment", resource_id=exp.id, partial={"baseline": {"acc": 0.3}})
+        results.store_partial(s, kind="experiment", resource_id=exp.id, partial={"trials": {"a": 1}})
+        assert s.get(Experiment, exp.id).partial == {"baseline": {"acc": 0.3}, "trials": {"a": 1}}
+        results.store_experiment_result(s, experiment_id=exp.id, result={"table": [{"x": math.inf}]}, code_version="0.1.0")
+        stored = s.get(Experiment, exp.id)
+        assert stored.result == {"table": [{"x": None}]}
+        assert stored.provenance["seeds"] == [1, 2] and stored.provenance["code_version"] == "0.1.0"
+        with pytest.raises(results.ResultError):
+            results.store_partial(s, kind="bogus", resource_id=exp.id, partial={})
+
+
+def test_store_model_info(engine):
+    with Session(engine, expire_on_commit=False) as s:
+        model = Model(source="org/m", source_kind="hub", name="m")
+        s.add(model)
+        s.commit()
+        info = {"architecture": "Qwen3ForCausalLM", "num_layers": 2, "block_kinds": ["attention"] * 2,
+                "num_parameters": 10, "block_parameters": [4, 4]}
+        results.store_model_info(s, model_id=model.id, info=info, fingerprint="ab" * 32)
+        stored = s.get(Model, model.id)
+        assert stored.info == info and stored.fingerprint == "ab" * 32
+
+
+def test_builtin_upsert_is_idempotent(engine):
+    with Session(engine) as s:
+        sets = [{"name": "antonyms_en", "language": "en", "description": "English antonyms", "num_items": 73},
+                {"name": "plural_en", "language": "en", "num_items": 60}]
+        assert tasksets.upsert_builtin_task_sets(s, sets) == 2
+        sets[0]["num_items"] = 74
+        tasksets.upsert_builtin_task_sets(s, sets)
+        rows = {r.name: r for r in s.execute(select(TaskSet)).scalars()}
+        assert set(rows) == {"antonyms_en", "plural_en"}
+        assert rows["antonyms_en"].num_items == 74 and rows["antonyms_en"].id == "antonyms_en"
+        placeholders = {p["name"] for p in tasksets.placeholder_builtins(s)}
+        assert "antonyms_en" not in placeholders and "synonyms_en" in placeholders
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("a.jsonl", b'{"prompt": "p", "target": "t"}\n{"prompt": "p"}\n', "line 2: \"target\" must be a non-empty string"),
+        ("a.jsonl", b'{"prompt": "p", "target": "t"}\nnot json\n', "line 2: not valid JSON"),
+        ("a.jsonl", b'{"prompt": "p", "target": "t", "extra": 1}\n', "line 1: unknown field(s) extra"),
+        ("a.jsonl", b"\n\n", "the file has no items"),
+        ("a.csv", b"question,answer\nx,y\n", "line 1: the CSV header needs column(s) prompt, target"),
+        ("a.csv", b"prompt,target\nx,y\nz,\n", "line 3: \"target\" must be a non-empty string"),
+        ("a.txt", b"x", "must be .jsonl or .csv"),
+        ("a.jsonl", b"\xff\xfe", "not UTF-8"),
+    ],
+)
+def test_bad_task_files_name_the_line(name, content, message):
+    with pytest.raises(tasksets.TaskSetError) as info:
+        tasksets.parse_task_file(content, name)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_good_task_files():
+    items = tasksets.parse_task_file('{"prompt": "大的反义词是", "target": "小", "id": 3}\n\n'.encode(), "x.jsonl")
+    assert items == [{"prompt": "大的反义词是", "target": "小", "id": 3}]
+    items = tasksets.parse_task_file(b"\xef\xbb\xbfprompt,target,task\n\"a, b\",c,t1\nd,e,\n", "x.csv")
+    assert items == [{"prompt": "a, b", "target": "c", "task": "t1"}, {"prompt": "d", "target": "e"}]
+
+
+def test_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERTRACER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LAYERTRACER_MODEL_ROOTS", f"{tmp_path}/a:{tmp_path}/b")
+    monkeypatch.setenv("LAYERTRACER_DATABASE_URL", "postgres://u@h/db")
+    s = Settings()
+    assert s.model_roots == [tmp_path / "a", tmp_path / "b"]
+    assert s.database_url == "postgresql+psycopg://u@h/db"
+    assert s.host == "127.0.0.1" and s.auth == "none" and s.cors_origins == []
+    monkeypatch.setenv("LAYERTRACER_MODEL_ROOTS", json.dumps([str(tmp_path)]))
+    monkeypatch.delenv("LAYERTRACER_DATABASE_URL")
+    s = Settings()
+    assert s.model_roots == [tmp_path] and s.database_url == f"sqlite:///{tmp_path}/layertracer.db"
+    with pytest.raises(ValueError, match="SECRET_KEY"):
+        Settings(auth="token", secret_key=PLACEHOLDER_SECRET)
+    assert Settings(auth="token", secret_key="x" * 32).auth == "token"
+
+
+def test_broker_sends_json_to_the_right_queue(tmp_path):
+    import kombu
+
+    from backend.broker import broker_transport_options, send_job
+
+    settings = Settings(data_dir=tmp_path)
+    send_job("job123", "experiment", settings)
+    opts = broker_transport_options(settings)
+    assert opts["data_folder_in"] == opts["data_folder_out"] == str(tmp_path / "broker" / "queue")
+    with kombu.Connection("filesystem://", transport_options=opts) as conn:
+        message = conn.SimpleQueue(kombu.Queue("train", routing_key="train")).get(timeout=5)
+        assert message.headers["task"] == "experiment.run"
+        assert message.content_type == "application/json"
+        assert json.loads(message.body)[0] == ["job123"]
+        message.ack()
