@@ -12,6 +12,10 @@ from rich.table import Table
 from layertracer.cli_common import Bar, err, fail, out, split_list
 
 _BENCH_HELP = "Comma-separated benchmark specs: cmmlu:DIR, ceval:DIR."
+_MODE_HELP = (
+    "loglikelihood (lm-eval compatible: the letters ' A'..' D' scored), answer-only (the official prompts: "
+    "the letters' logits) or cloze (no options shown: each choice's text scored as the answer)."
+)
 
 
 def _seeds(text: str) -> list[int]:
@@ -26,7 +30,7 @@ def eval_command(
     model: str = typer.Option(..., "--model", "-m", help="Local model folder or hub id."),
     benchmark: str = typer.Option(..., "--benchmark", "-b", help=_BENCH_HELP),
     out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the full result JSON here."),
-    mode: str = typer.Option("loglikelihood", help="loglikelihood (lm-eval compatible) or answer-only."),
+    mode: str = typer.Option("loglikelihood", help=_MODE_HELP),
     shots: int = typer.Option(5, help="Few-shot examples from the dev split."),
     limit: Optional[int] = typer.Option(None, help="At most this many questions per subject."),
     subjects: Optional[str] = typer.Option(None, help="Comma-separated subjects (default: all)."),
@@ -68,7 +72,7 @@ def eval_command(
 
 def _experiment_spec(model, corpus, allocations, benchmark, seeds, steps, batch_size, grad_accum, block_size,
                      lr, warmup_steps, eval_shots, eval_limit, trace_tasks, trace_limit, device, dtype,
-                     embeddings, head, final_norm, part):
+                     embeddings, head, final_norm, part, eval_mode="loglikelihood"):
     from layertracer.experiments.spec import ExperimentSpec
 
     return ExperimentSpec(
@@ -76,7 +80,7 @@ def _experiment_spec(model, corpus, allocations, benchmark, seeds, steps, batch_
         benchmarks=split_list(benchmark), steps=steps, batch_size=batch_size, grad_accum=grad_accum,
         block_size=block_size, lr=lr, warmup_steps=warmup_steps, eval_shots=eval_shots, eval_limit=eval_limit,
         trace_tasks=trace_tasks, trace_limit=trace_limit, device=device, dtype=dtype,
-        embeddings=embeddings, head=head, final_norm=final_norm, part=part,
+        embeddings=embeddings, head=head, final_norm=final_norm, part=part, eval_mode=eval_mode,
     )
 
 
@@ -131,6 +135,7 @@ def print_experiment_table(result: dict) -> None:
 
 
 _MODEL = typer.Option(..., "--model", "-m", help="Base model folder or hub id.")
+_EVAL_MODE = typer.Option("loglikelihood", help=_MODE_HELP)
 _CORPUS = typer.Option(..., "--corpus", "-c", help="Text/JSONL/parquet file or a folder of them.")
 
 
@@ -147,6 +152,7 @@ def trial_command(
     lr: float = typer.Option(1e-4),
     warmup_steps: int = typer.Option(10),
     eval_shots: int = typer.Option(5),
+    eval_mode: str = _EVAL_MODE,
     eval_limit: Optional[int] = typer.Option(None, help="At most this many questions per subject."),
     trace_tasks: str = typer.Option("", help="Tasks to trace before and after training ('' to skip)."),
     trace_limit: int = typer.Option(20),
@@ -161,7 +167,7 @@ def trial_command(
     """Continue pre-training with one allocation over seeds; evaluate before and after."""
     spec = _experiment_spec(model, corpus, [allocation], benchmark, seeds, steps, batch_size, grad_accum,
                             block_size, lr, warmup_steps, eval_shots, eval_limit, trace_tasks, trace_limit,
-                            device, dtype, embeddings, head, final_norm, part)
+                            device, dtype, embeddings, head, final_norm, part, eval_mode)
     _run_and_report(spec, out_dir)
 
 
@@ -178,6 +184,7 @@ def experiment_command(
     lr: float = typer.Option(1e-4),
     warmup_steps: int = typer.Option(10),
     eval_shots: int = typer.Option(5),
+    eval_mode: str = _EVAL_MODE,
     eval_limit: Optional[int] = typer.Option(None),
     trace_tasks: str = typer.Option("", help="Tasks to trace before and after training ('' to skip)."),
     trace_limit: int = typer.Option(20),
@@ -193,7 +200,7 @@ def experiment_command(
     names = [a.replace(";", ",") for a in split_list(allocations)]
     spec = _experiment_spec(model, corpus, names, benchmark, seeds, steps, batch_size, grad_accum, block_size,
                             lr, warmup_steps, eval_shots, eval_limit, trace_tasks, trace_limit, device, dtype,
-                            embeddings, head, final_norm, part)
+                            embeddings, head, final_norm, part, eval_mode)
     _run_and_report(spec, out_dir)
 
 

@@ -20,9 +20,11 @@ from layertracer.batching import context_length
 from layertracer.evaluation.evaluate import evaluate
 from layertracer.evaluation.prompts import (
     ANSWER_ONLY,
+    CLOZE,
     LOGLIKELIHOOD,
     MODES,
     TEMPLATES,
+    ClozeTemplate,
     PromptTemplate,
     fewshot_examples,
     resolve_template,
@@ -33,6 +35,8 @@ from layertracer.evaluation.subjects import CATEGORY_ORDER, CEVAL_CATEGORIES, CM
 
 __all__ = [
     "ANSWER_ONLY",
+    "CLOZE",
+    "ClozeTemplate",
     "Accuracy",
     "Benchmark",
     "BenchmarkError",

@@ -66,7 +66,7 @@ def encode_question(
     ``max_length`` tokens. Raises PromptError (naming the file and line) when the question alone does
     not fit, or when a continuation tokenizes to nothing or answer-only letters share a first token."""
     examples = fewshot_examples(benchmark, subject, question, shots)
-    continuations = template.continuations()
+    continuations = template.continuations(question)
     for kept in range(len(examples), -1, -1):
         prompt = template.render(subject, question, examples[len(examples) - kept:])
         context_ids, conts = _encode(tokenizer, prompt, continuations, add_special_tokens)

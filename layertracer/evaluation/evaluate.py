@@ -16,7 +16,7 @@ import layertracer
 from layertracer.errors import LayerTracerError
 from layertracer.evaluation.benchmarks import LETTERS, Benchmark, load_benchmark
 from layertracer.evaluation.encoding import EncodedQuestion, encode_question
-from layertracer.evaluation.prompts import LOGLIKELIHOOD, PromptTemplate, resolve_template
+from layertracer.evaluation.prompts import CLOZE, LOGLIKELIHOOD, PromptTemplate, resolve_template
 from layertracer.evaluation.results import EvalResult, EvalSettings, QuestionRecord, aggregate
 from layertracer.batching import context_length, pad_token_id
 from layertracer.evaluation.scoring import ScoringRequest, score_requests
@@ -46,7 +46,9 @@ def evaluate(
         (per subject) select questions when it is a spec.
     mode: ``loglikelihood`` (default; lm-eval's ``ceval-valid`` / ``cmmlu``: the choice whose
         continuation " A".." D" has the highest log-likelihood) or ``answer-only`` (the official C-Eval /
-        CMMLU answer-only prompts; argmax over the letters' logits at the answer position).
+        CMMLU answer-only prompts; argmax over the letters' logits at the answer position) or ``cloze``
+        (no options shown; each choice's own text scored as the continuation of the question, see
+        ``ClozeTemplate``).
     shots: few-shot examples per prompt, the first ones of the dev split. The default 5 follows the
         C-Eval and CMMLU papers; lm-eval runs these tasks 0-shot unless ``--num_fewshot`` is given, so
         pass ``shots=0`` to compare with its defaults. Examples are dropped (earliest first) when a
@@ -133,7 +135,7 @@ def evaluate(
         template=chosen.name,
         template_source=chosen.source,
         shots=shots,
-        continuations=list(chosen.continuations()),
+        continuations=["<choice text>"] * 4 if mode == CLOZE else list(chosen.continuations()),
         subjects=list(benchmark.subject_filter) if benchmark.subject_filter is not None else None,
         limit=benchmark.limit,
         seed=seed,

@@ -24,7 +24,8 @@ from layertracer.errors import LayerTracerError
 
 LOGLIKELIHOOD = "loglikelihood"
 ANSWER_ONLY = "answer-only"
-MODES = (LOGLIKELIHOOD, ANSWER_ONLY)
+CLOZE = "cloze"
+MODES = (LOGLIKELIHOOD, ANSWER_ONLY, CLOZE)
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,8 @@ class PromptTemplate:
         """The full prompt text: description, the shots in order, then the question's body."""
         return self.header(subject) + "".join(self.example(s) for s in shots) + self.body(question)
 
-    def continuations(self) -> tuple[str, ...]:
-        """The four scored continuations, e.g. (" A", " B", " C", " D")."""
+    def continuations(self, question: Question | None = None) -> tuple[str, ...]:
+        """The four scored continuations, e.g. (" A", " B", " C", " D") (the same for every question)."""
         return tuple(self.target_delimiter + letter for letter in LETTERS)
 
     def to_dict(self) -> dict:
@@ -111,8 +112,65 @@ CMMLU_ANSWER_ONLY = PromptTemplate(
     target_delimiter="",
 )
 
+
+
+@dataclass(frozen=True)
+class ClozeTemplate(PromptTemplate):
+    """Cloze scoring: each choice's own text is scored as the continuation of the question stem.
+
+    No options and no letters are shown, so a model that knows the fact but has never seen the
+    multiple-choice format (a small model, or one early in pre-training) can still show it; the
+    same idea as lm-eval's ``*_continuation`` variants and its ARC tasks. The score of a choice is the
+    summed log-likelihood of its tokens (lm-eval's ``acc``), so long choices are not favoured.
+
+    Stem: a question ending in a blank (``____``) is cut before the blank ("The capital of X is ____"
+    gives "The capital of X is"); any other question becomes ``question_prefix + question + "\n" +
+    answer_cue``. A space joins stem and choice only where both sides are ASCII letters or digits, as
+    text is written ("is Paris", but "首都是北京").
+    """
+
+    blank: str = "____"
+
+    def stem(self, question: Question) -> str:
+        text = question.question.strip()
+        if text.endswith(self.blank):
+            return text[: -len(self.blank)].rstrip()
+        return f"{self.question_prefix}{text}\n{self.answer_cue}"
+
+    @staticmethod
+    def joiner(stem: str, choice: str) -> str:
+        left, right = stem[-1:], choice[:1]
+        return " " if left.isascii() and left.isalnum() and right.isascii() and right.isalnum() else ""
+
+    def body(self, question: Question) -> str:
+        return self.stem(question)
+
+    def example(self, question: Question) -> str:
+        stem = self.stem(question)
+        choice = question.choices[LETTERS.index(question.answer)]
+        return stem + self.joiner(stem, choice) + choice + self.fewshot_delimiter
+
+    def continuations(self, question: Question | None = None) -> tuple[str, ...]:
+        """The four choices' texts as continuations of ``question``'s stem (so a question is needed)."""
+        if question is None:
+            raise LayerTracerError("cloze continuations depend on the question")
+        stem = self.stem(question)
+        return tuple(self.joiner(stem, choice) + choice for choice in question.choices)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "blank": self.blank}
+
+
+CLOZE_TEMPLATE = ClozeTemplate(
+    name="cloze",
+    source="LayerTracer (continuation scoring as in lm-eval's ARC and *_continuation tasks)",
+    description="",
+    answer_cue="答案：",
+    fewshot_delimiter="\n",
+)
+
 TEMPLATES: dict[str, PromptTemplate] = {
-    t.name: t for t in (LM_EVAL_CEVAL, LM_EVAL_CMMLU, CEVAL_ANSWER_ONLY, CMMLU_ANSWER_ONLY)
+    t.name: t for t in (LM_EVAL_CEVAL, LM_EVAL_CMMLU, CEVAL_ANSWER_ONLY, CMMLU_ANSWER_ONLY, CLOZE_TEMPLATE)
 }
 
 _DEFAULTS = {
@@ -120,6 +178,8 @@ _DEFAULTS = {
     ("cmmlu", LOGLIKELIHOOD): LM_EVAL_CMMLU,
     ("ceval", ANSWER_ONLY): CEVAL_ANSWER_ONLY,
     ("cmmlu", ANSWER_ONLY): CMMLU_ANSWER_ONLY,
+    ("ceval", CLOZE): CLOZE_TEMPLATE,
+    ("cmmlu", CLOZE): CLOZE_TEMPLATE,
 }
 
 

@@ -44,6 +44,7 @@ from layertracer.errors import LayerTracerError
 from layertracer.models.loading import LoadedModel
 from layertracer.training import distributed as dist_utils
 from layertracer.training.allocation import Allocation, ParameterCount, apply_allocation, count_parameters
+from layertracer.training.fused_loss import fused_loss_module
 
 
 @dataclass
@@ -55,6 +56,9 @@ class TrainConfig:
     ``warmup_steps`` linear warmup, then cosine to ``lr * min_lr_ratio`` at ``steps``.
     max_grad_norm: clipping (0 = off). eval_every / checkpoint_every: in steps (0 = never).
     autocast: bf16 autocast on CUDA ("auto": on when the device is CUDA).
+    fused_loss: compute the head and the loss in chunks, never holding the (B, T, V) logits (see
+        ``training.fused_loss``; the same loss and gradients, less peak memory). Models with
+        soft-capped logits always use the standard forward.
     """
 
     steps: int = 100
@@ -73,6 +77,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     autocast: str = "auto"
     gradient_checkpointing: bool = False
+    fused_loss: bool = True
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
@@ -99,6 +104,7 @@ class TrainResult:
     """What a training run did; ``history`` holds one StepMetrics per step run in this call.
 
     world_size: processes that trained together (1 = single process); tokens are counted over all.
+    fused_loss: whether the chunked head + loss ran (False: the model's own forward computed the loss).
     """
 
     allocation: dict
@@ -112,6 +118,7 @@ class TrainResult:
     seconds: float = 0.0
     stopped: bool = False
     world_size: int = 1
+    fused_loss: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -394,12 +401,14 @@ def train(
                 state = store.load(latest, model, params, optimizer)
                 start_step = int(state["step"])
                 result.resumed_from = start_step
-        forward: nn.Module = model
+        fused = fused_loss_module(model, adapter) if config.fused_loss else None
+        result.fused_loss = fused is not None
+        forward: nn.Module = fused if fused is not None else model
         if ranks is not None:
             from torch.nn.parallel import DistributedDataParallel
 
             ddp = DistributedDataParallel(
-                model,
+                forward,
                 device_ids=[device.index] if device.type == "cuda" else None,
                 broadcast_buffers=False,  # no trained buffers in these models; saves a broadcast per forward
                 gradient_as_bucket_view=True,  # gradients live in the buckets: no second copy
@@ -432,7 +441,7 @@ def train(
                     sync = ddp is None or micro == config.grad_accum - 1
                     with nullcontext() if sync else ddp.no_sync():
                         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
-                            loss = forward(input_ids=batch, labels=batch).loss
+                            loss = forward(batch) if fused is not None else forward(input_ids=batch, labels=batch).loss
                         (loss / config.grad_accum).backward()
                     total_loss += float(loss.detach()) / config.grad_accum
                     del loss, batch  # the graph's bookkeeping, not kept through the next forward

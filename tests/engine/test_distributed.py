@@ -73,7 +73,7 @@ def _worker(folder: Path) -> None:
 
     def fresh():
         model = tiny_models.build_model("qwen3")
-        model.register_forward_pre_hook(record, with_kwargs=True)
+        model.base_model.register_forward_pre_hook(record, with_kwargs=True)  # fused loss or not
         return wrap_model(model, None)
 
     report: dict = {"rank": rank}

@@ -60,6 +60,7 @@ def short_tokenizer(fixture_bench):
     texts = [
         template.render(subject, question, subject.fewshot[:2])
         for template in TEMPLATES.values()
+        if template.name != "cloze"  # its prompts have no letters: " A".." D" must stay frequent
         for subject in fixture_bench.subjects
         for question in subject.questions + subject.fewshot
     ]
@@ -499,3 +500,36 @@ def test_bad_options_are_one_line_errors(tiny, fixture_bench, short_tokenizer):
         evaluate(loaded, fixture_bench, template="mmlu")
     with pytest.raises(LayerTracerError, match="without its dev split"):
         evaluate(loaded, load_benchmark(f"ceval:{FIXTURE}", with_fewshot=False), shots=5)
+
+
+def test_cloze_stems_and_joiners_are_written_as_text_is():
+    from layertracer.evaluation import Question
+
+    template = TEMPLATES["cloze"]
+    english = Question("1", "capitals", "The capital of France is ____", ("Rome", "Paris", "Oslo", "Bern"), "B")
+    chinese = Question("2", "capitals", "法国的首都是 ____", ("罗马", "巴黎", "奥斯陆", "伯尔尼"), "B")
+    plain = Question("3", "physics", "光速约为多少？", ("3e8 m/s", "1 m/s", "340 m/s", "10 m/s"), "A")
+    assert template.continuations(english) == (" Rome", " Paris", " Oslo", " Bern")
+    assert template.continuations(chinese) == ("罗马", "巴黎", "奥斯陆", "伯尔尼")
+    assert template.body(plain) == "光速约为多少？\n答案：" and template.continuations(plain)[0] == "3e8 m/s"
+    assert template.example(english) == "The capital of France is Paris\n"
+    with pytest.raises(LayerTracerError, match="depend on the question"):
+        template.continuations()
+
+
+def test_cloze_mode_scores_each_choice_text_after_the_question(tiny, fixture_bench, short_tokenizer):
+    """Prompts written out by hand (shots: stem + gold text + newline; no options, no letters), each
+    choice's text scored by a full forward per choice."""
+    loaded = tiny("llama", short_tokenizer)
+    result = evaluate(loaded, fixture_bench, mode="cloze", shots=2, batch_size=4)
+    assert result.settings.template == "cloze"
+    for record in result.records:
+        subject = fixture_bench.subject(record.subject)
+        question = next(q for q in subject.questions if q.id == record.id)
+        shots = "".join(
+            f"{s.question.strip()}\n答案：{s.choices['ABCD'.index(s.answer)]}\n" for s in subject.fewshot[:2]
+        )
+        prompt = f"{shots}{question.question.strip()}\n答案："
+        expected = naive_choice_logprobs(loaded.model, short_tokenizer, prompt, list(question.choices))
+        assert record.logprobs == pytest.approx(expected, abs=1e-5)
+        assert record.predicted == LETTERS[max(range(4), key=lambda c: expected[c])]
