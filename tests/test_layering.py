@@ -44,3 +44,10 @@ def test_engine_source_names_no_web_package():
     files = sorted((REPO / "layertracer").rglob("*.py"))
     offenders = {str(f.relative_to(REPO)): sorted(_imported_roots(f) & set(WEB_PACKAGES)) for f in files}
     assert {f: bad for f, bad in offenders.items() if bad} == {}
+
+
+def test_worker_imports_no_frontend():
+    files = sorted((REPO / "worker").rglob("*.py"))
+    assert files
+    offenders = {str(f.relative_to(REPO)) for f in files if "frontend" in _imported_roots(f)}
+    assert offenders == set()

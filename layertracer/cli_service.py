@@ -1,0 +1,227 @@
+"""``layertracer up | api | worker | dashboard``: run the service, whole or in parts.
+
+These commands only start processes (``python -m uvicorn ...``, ``python -m celery ...``): the engine
+never imports the web stack (tests/test_layering.py checks it), and each part runs as it would in a
+team deployment.
+
+``up`` is the one-person, one-machine mode: migrations, then one worker and one uvicorn process serving
+the API at ``/api/v1`` and the dashboard at ``/`` on one port bound to 127.0.0.1, with everything
+(SQLite file, embedded broker, job folders) under the data folder. With ``LAYERTRACER_DATABASE_URL``
+(Postgres) and ``LAYERTRACER_BROKER_URL`` (Redis) in the environment the same command uses those.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from layertracer.cli_common import err, fail, out
+
+DEFAULT_QUEUES = "trace,train"
+# How long `up` waits for the API to answer, and for children to stop after Ctrl-C.
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 20.0
+
+
+def _data_dir(value: Optional[Path]) -> Path:
+    folder = (value or Path(os.environ.get("LAYERTRACER_DATA_DIR", "data"))).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound now (the check behind the one-line 'port taken' error)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # No SO_REUSEADDR: a listening socket must make the bind fail, as it will for uvicorn.
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def service_env(data_dir: Path, **values: object) -> dict[str, str]:
+    """The environment of the children: ours, plus ``LAYERTRACER_*`` values (None values are left out)."""
+    env = dict(os.environ)
+    env["LAYERTRACER_DATA_DIR"] = str(data_dir)
+    for key, value in values.items():
+        if value is not None:
+            env[f"LAYERTRACER_{key.upper()}"] = str(value)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def worker_command(queues: str = DEFAULT_QUEUES, *, name: Optional[str] = None, loglevel: str = "INFO") -> list[str]:
+    """The Celery worker command line: solo pool, one job at a time, no broadcast chatter.
+
+    gossip/mingle/heartbeat are worker-to-worker events LayerTracer does not use (the database holds the
+    state); mingle alone would delay every start by a second waiting for replies.
+    """
+    command = [
+        sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+        "-Q", queues, "--pool", "solo", "--concurrency", "1", "--prefetch-multiplier", "1",
+        "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", loglevel,
+    ]
+    if name:
+        command += ["-n", name]
+    return command
+
+
+def uvicorn_command(target: str, host: str, port: int, *, factory: bool = True, loglevel: str = "warning") -> list[str]:
+    command = [sys.executable, "-m", "uvicorn", target, "--host", host, "--port", str(port), "--log-level", loglevel]
+    if factory:
+        command.insert(4, "--factory")
+    return command
+
+
+def _wait_for_http(url: str, processes: list[subprocess.Popen], timeout: float) -> Optional[str]:
+    """Poll ``url`` until it answers 200; returns None, or why it did not (a child exited, timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                return f"{' '.join(process.args[1:4])} exited with code {process.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return None
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    return f"{url} did not answer within {timeout:.0f} s"
+
+
+def stop_processes(processes: list[subprocess.Popen], timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM every child (a worker stops its job at the next progress event), wait, SIGKILL stragglers."""
+    for process in processes:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                process.terminate()
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                process.kill()
+            process.wait()
+
+
+def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    # A session of its own: the terminal's Ctrl-C reaches `up` only, which then stops the children in order.
+    return subprocess.Popen(command, env=env, start_new_session=True)
+
+
+def up(
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default: $LAYERTRACER_DATA_DIR or ./data)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; the default keeps the service on this machine."),
+    port: int = typer.Option(int(os.environ.get("LAYERTRACER_PORT", 8000)), help="Port of the API and dashboard."),
+    queues: str = typer.Option(DEFAULT_QUEUES, help="Queues the worker takes jobs from."),
+    no_worker: bool = typer.Option(False, "--no-worker", help="Start no worker (jobs wait for one started elsewhere)."),
+) -> None:
+    """Start everything on one machine: migrations, a worker, the API and the dashboard on one port."""
+    folder = _data_dir(data_dir)
+    if not port_free(host, port):
+        fail(f"port {port} on {host} is already in use; stop what uses it or pick another with --port")
+    base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    env = service_env(folder, host=host, port=port, api_url=base_url)
+    migrate = subprocess.run([sys.executable, "-m", "worker.migrate"], env=env, capture_output=True, text=True)
+    if migrate.returncode != 0:
+        lines = (migrate.stderr or migrate.stdout).strip().splitlines() or ["unknown error"]
+        fail(f"database migration failed: {lines[-1]}")
+    processes: list[subprocess.Popen] = []
+
+    def on_term(_signum, _frame):  # SIGTERM to `up` stops the children like Ctrl-C does
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        if not no_worker:
+            processes.append(_spawn(worker_command(queues, name=f"up-{os.getpid()}@%h"), env))
+        processes.append(_spawn(uvicorn_command("backend.combined:create_app", host, port), env))
+        problem = _wait_for_http(f"{base_url}/api/v1/health", processes, START_TIMEOUT_S)
+        if problem:
+            stop_processes(processes)
+            fail(f"the service did not start: {problem}")
+        out.print(f"LayerTracer is running at {base_url}/  (API {base_url}/api/v1, docs {base_url}/docs)", highlight=False)
+        err.print(f"data in {folder}; Ctrl-C stops it", highlight=False)
+        while True:
+            for process in processes:
+                if process.poll() is not None:
+                    stop_processes(processes)
+                    fail(f"{' '.join(process.args[1:4])} exited with code {process.returncode}; stopped the rest")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        err.print("stopping…", highlight=False)
+        stop_processes(processes)
+        err.print("stopped", highlight=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exec(command: list[str], env: dict[str, str]) -> None:
+    """Become the child process (signals such as Ctrl-C then reach it directly)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(command[0], command, env)
+
+
+def api(
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default: $LAYERTRACER_DATA_DIR or ./data)."),
+    host: str = typer.Option(os.environ.get("LAYERTRACER_HOST", "127.0.0.1"), help="Address to bind."),
+    port: int = typer.Option(int(os.environ.get("LAYERTRACER_PORT", 8000)), help="Port."),
+) -> None:
+    """Run the API alone (uvicorn; migrations at start). Jobs need `layertracer worker` somewhere."""
+    folder = _data_dir(data_dir)
+    if not port_free(host, port):
+        fail(f"port {port} on {host} is already in use; stop what uses it or pick another with --port")
+    _exec(uvicorn_command("backend.combined:create_api_app", host, port, loglevel="info"),
+          service_env(folder, host=host, port=port))
+
+
+def worker(
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default: $LAYERTRACER_DATA_DIR or ./data)."),
+    queues: str = typer.Option(DEFAULT_QUEUES, help="Comma-separated queues: trace, train."),
+    name: Optional[str] = typer.Option(None, help="Worker node name (default: celery@HOST)."),
+    loglevel: str = typer.Option("INFO", help="Celery log level."),
+) -> None:
+    """Run one worker process (one job at a time; start one per GPU)."""
+    unknown = sorted(set(q.strip() for q in queues.split(",") if q.strip()) - {"trace", "train"})
+    if unknown or not queues.strip():
+        fail(f"--queues takes trace and/or train, not {queues!r}")
+    folder = _data_dir(data_dir)
+    _exec(worker_command(queues, name=name, loglevel=loglevel), service_env(folder))
+
+
+def dashboard(
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(8050, help="Port."),
+    api_url: str = typer.Option(
+        os.environ.get("LAYERTRACER_API_URL", "http://127.0.0.1:8000"), help="Where the dashboard finds the API."
+    ),
+) -> None:
+    """Run the dashboard alone; it talks to the API at --api-url over HTTP."""
+    if not port_free(host, port):
+        fail(f"port {port} on {host} is already in use; stop what uses it or pick another with --port")
+    env = dict(os.environ, LAYERTRACER_API_URL=api_url, PYTHONUNBUFFERED="1")
+    _exec(uvicorn_command("backend.combined:create_dashboard_app", host, port, loglevel="info"), env)
+
+
+COMMANDS = {"up": up, "api": api, "worker": worker, "dashboard": dashboard}

@@ -1,0 +1,283 @@
+"""What runs beside a job in a worker process: the heartbeat thread (lease, progress, cancel), the
+reaper thread (re-queues jobs whose worker died) and the start-up chores (migrations, task sets).
+
+Threads, not processes: the job runs in the worker's main thread (solo pool); these threads only talk
+to the database and the broker, which release the GIL while they wait.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from sqlalchemy import Engine
+
+from backend import jobs as job_fns
+from backend.db.session import make_engine, session_scope
+from backend.settings import Settings
+
+log = logging.getLogger("layertracer.worker")
+
+
+@lru_cache(maxsize=4)
+def engine_for(url: str) -> Engine:
+    """One SQLAlchemy engine per process and database URL (connection pools are per process)."""
+    return make_engine(url)
+
+
+@lru_cache(maxsize=1)
+def worker_id() -> str:
+    """This process's identity in leases: ``host:pid:random`` (a restarted worker is a new identity)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def one_line(exc: BaseException) -> str:
+    """A one-line reason for a failed job: the message's first line (type name for a bare exception)."""
+    from layertracer.errors import LayerTracerError
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, LayerTracerError) and text:
+        return text[:500]
+    return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
+
+
+# -- progress ----------------------------------------------------------------------------------------
+class ProgressState:
+    """The latest progress of the running job, written by the engine thread, read by the heartbeat.
+
+    ``fraction(stage, done, total)`` maps one engine event to the job's overall fraction in [0, 1]
+    (None: keep the previous); the ETA is the elapsed time scaled by the remaining fraction.
+    """
+
+    def __init__(self, fraction: Optional[Callable[[str, int, int], Optional[float]]] = None) -> None:
+        self.fraction_of = fraction or (lambda stage, done, total: done / total if total else None)
+        self.started = time.monotonic()
+        self.lock = threading.Lock()
+        self.value: dict[str, Any] = {"stage": "starting", "done": 0, "total": 0, "percent": 0.0, "eta_seconds": None}
+        self.stage = "starting"
+        self.fraction = 0.0
+
+    def update(self, stage: str, done: int, total: int) -> bool:
+        """Record an event; returns whether the stage changed (worth a log line)."""
+        fraction = self.fraction_of(stage, done, total)
+        with self.lock:
+            if fraction is not None:
+                self.fraction = max(0.0, min(1.0, fraction))
+            elapsed = time.monotonic() - self.started
+            eta = elapsed * (1.0 - self.fraction) / self.fraction if self.fraction > 0.001 else None
+            changed = stage != self.stage
+            self.stage = stage
+            self.value = {
+                "stage": stage,
+                "done": int(done),
+                "total": int(total),
+                "percent": round(100.0 * self.fraction, 2),
+                "eta_seconds": None if eta is None else round(eta, 1),
+            }
+            return changed
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return dict(self.value)
+
+
+# -- the heartbeat -----------------------------------------------------------------------------------
+class JobControl:
+    """Heartbeat thread of one running job, and the flags the job's progress sink checks.
+
+    Every ``settings.heartbeat_seconds`` it extends the lease, stores the latest progress, appends the
+    pending log lines and hands buffered training metrics and partial results to ``flush`` (called
+    with a session, inside the same transaction scope). ``cancelled`` / ``lost`` are set when the
+    heartbeat says stop (a cancel request / the lease is no longer ours).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        job_id: str,
+        worker: str,
+        progress: ProgressState,
+        flush: Optional[Callable[[Any], None]] = None,
+    ) -> None:
+        self.settings, self.engine, self.job_id, self.worker = settings, engine, job_id, worker
+        self.progress = progress
+        self.flush = flush
+        self.cancelled = threading.Event()
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._lines: deque[str] = deque()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{job_id}", daemon=True)
+
+    def log(self, line: str) -> None:
+        """Queue a line for the job's log tail (timestamped, written at the next beat)."""
+        stamp = time.strftime("%H:%M:%S", time.gmtime())
+        self._lines.append(f"{stamp} {line.rstrip()}\n")
+
+    def start(self) -> "JobControl":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread after one last beat (progress, log lines and metrics written)."""
+        self._stop.set()
+        self._thread.join(timeout=max(30.0, 3 * self.settings.heartbeat_seconds))
+
+    def beat(self) -> bool:
+        """One heartbeat now; returns True when the job must stop (cancel requested or lease lost)."""
+        lines = []
+        while self._lines:
+            lines.append(self._lines.popleft())
+        with session_scope(self.engine) as session:
+            if self.flush is not None:
+                self.flush(session)
+                session.commit()
+            stop = job_fns.heartbeat(
+                session,
+                job_id=self.job_id,
+                worker_id=self.worker,
+                progress=self.progress.snapshot(),
+                log="".join(lines) or None,
+                lease_seconds=self.settings.lease_seconds,
+                log_limit=self.settings.log_tail_chars,
+            )
+            if stop:
+                if job_fns.lease_held(session, job_id=self.job_id, worker_id=self.worker):
+                    self.cancelled.set()
+                else:
+                    self.lost.set()
+        return stop
+
+    def _loop(self) -> None:
+        interval = float(self.settings.heartbeat_seconds)
+        while True:
+            stopping = self._stop.wait(interval)
+            try:
+                self.beat()
+            except Exception as exc:  # a database hiccup must not kill the job; the next beat retries
+                log.warning("heartbeat of job %s failed: %s", self.job_id, one_line(exc))
+            if stopping or self.lost.is_set():
+                return
+
+
+# -- run log -----------------------------------------------------------------------------------------
+def append_run_log(settings: Settings, job_id: str, event: str, **fields: Any) -> None:
+    """One JSON line in ``<data_dir>/jobs/<job_id>/runs.jsonl`` per start and end of a run (wall-clock
+    seconds since the epoch), so an operator (and the tests) can see every attempt and that no two
+    overlapped."""
+    folder = Path(settings.jobs_dir) / job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"event": event, "time": time.time(), "pid": os.getpid(), **fields}
+    with open(folder / "runs.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+# -- the reaper --------------------------------------------------------------------------------------
+def reap(settings: Settings, engine: Optional[Engine] = None, send: Optional[Callable[[str, str], None]] = None) -> list[str]:
+    """Re-queue jobs whose lease expired (their worker died) and re-send them; returns their ids.
+
+    Jobs at their attempt cap fail with the reason instead (``backend.jobs.reap_expired``). Jobs left
+    queued for long without a claim (a lost message, e.g. a broker restart) are re-sent too. Safe from
+    several workers at once: each job changes state in one UPDATE, and a duplicate delivery is dropped
+    by ``claim_job``.
+    """
+    from backend.broker import send_job
+    from backend.db.models import Job
+
+    engine = engine or engine_for(settings.database_url)
+    send = send or (lambda job_id, kind: send_job(job_id, kind, settings))
+    with session_scope(engine) as session:
+        requeued = job_fns.reap_expired(session)
+        # A queued job whose message got lost waits forever; one lease of silence is enough to re-send.
+        stale = job_fns.stale_queued(session, older_than_seconds=max(10.0 * settings.lease_seconds, 60.0))
+        ids = list(dict.fromkeys(requeued + stale))
+        kinds = dict(session.query(Job.id, Job.kind).filter(Job.id.in_(ids)).all()) if ids else {}
+    for job_id in ids:
+        send(job_id, kinds[job_id])
+        if job_id in requeued:
+            log.warning("job %s: lease expired, re-queued", job_id)
+    return ids
+
+
+class Reaper:
+    """A daemon thread calling ``reap`` every ``interval`` seconds (default: the heartbeat period)."""
+
+    def __init__(self, settings: Settings, interval: Optional[float] = None) -> None:
+        self.settings = settings
+        self.interval = float(interval or settings.heartbeat_seconds)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="reaper", daemon=True)
+
+    def start(self) -> "Reaper":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                reap(self.settings)
+            except Exception as exc:  # keep reaping after a transient database or broker error
+                log.warning("reaper: %s", one_line(exc))
+
+
+# -- start-up ----------------------------------------------------------------------------------------
+def builtin_task_sets(examples: int = 3) -> list[dict[str, Any]]:
+    """The engine's built-in task sets as plain rows: name, language, description, num_items and a few
+    (prompt, target) examples (zero-shot prompts, so the example is readable)."""
+    from layertracer.tasks.sets import BUILTIN_TASKS, builtin_facts, builtin_task
+
+    rows = []
+    for name, spec in BUILTIN_TASKS.items():
+        task = builtin_task(name, shots=0, limit=examples)
+        rows.append(
+            {
+                "name": name,
+                "language": spec.language,
+                "description": spec.description,
+                "num_items": len(builtin_facts(name)),
+                "examples": [{"prompt": item.prompt, "target": item.target} for item in task.items],
+                "example": {"prompt": task.items[0].prompt, "target": task.items[0].target},
+            }
+        )
+    return rows
+
+
+_services_lock = threading.Lock()
+_reaper: Optional[Reaper] = None
+
+
+def start_worker_services(settings: Settings, *, reaper: bool = True) -> None:
+    """Worker start: migrate the database, upsert the built-in task sets, start the reaper thread."""
+    from backend.db.migrate import upgrade
+
+    global _reaper
+    with _services_lock:
+        upgrade(settings.database_url)
+        upsert_builtin_task_sets(settings)
+        if reaper and _reaper is None:
+            _reaper = Reaper(settings).start()
+
+
+def upsert_builtin_task_sets(settings: Settings) -> int:
+    """Write the built-in task sets into the database (backend.tasksets); returns how many."""
+    from backend import tasksets
+
+    rows = builtin_task_sets()
+    with session_scope(engine_for(settings.database_url)) as session:
+        tasksets.upsert_builtin_task_sets(session, rows)
+    return len(rows)

@@ -1,0 +1,398 @@
+"""Job runners: a job's spec (a JSON dict) -> the engine call -> a JSON-able result dict.
+
+Plain functions with no database, broker or Celery in them, so they are testable on their own and the
+Celery tasks (``worker.tasks``) stay thin. The only side channels are callbacks:
+
+- ``progress(ProgressEvent)``: the engine's progress; a sink may raise :class:`Cancelled` (or any
+  :class:`Interrupted`) to stop the computation between units of work;
+- ``on_step(trial_slug, StepMetrics)``: per optimizer step of an experiment's trials;
+- ``should_stop()``: polled between training steps (a trial then checkpoints before it returns).
+
+Every local path a spec names (model folder, corpus, benchmark folders, task files) must lie under the
+configured roots (``layertracer.models.confine_path``: no ``..`` traversal, no symlink escape).
+Remote code from a model folder runs only when the spec asks for it (``trust_remote_code``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+from layertracer.errors import LayerTracerError, ModelLoadError
+from layertracer.progress import ProgressCallback
+
+# A task-set name -> its items [{"prompt", "target", "task"?}] or a task file (None: no such set).
+TaskSetResolver = Callable[[str], Optional[Any]]
+
+
+class Interrupted(Exception):
+    """Raised by a progress sink to stop a running job between units of work."""
+
+
+class Cancelled(Interrupted):
+    """A user asked to cancel the job: the job ends as ``cancelled``."""
+
+
+class LeaseLost(Interrupted):
+    """This worker no longer holds the job's lease (another worker may run it): stop, write nothing."""
+
+
+class Shutdown(Interrupted):
+    """The worker process is shutting down: stop; the lease expires and the reaper re-queues the job."""
+
+
+# -- paths -------------------------------------------------------------------------------------------
+def looks_local(source: str) -> bool:
+    """Whether a model source names a local folder rather than a hub id (``org/name``).
+
+    Absolute, ``./``, ``../`` and ``~`` paths, and anything that exists, are local; a hub id has exactly
+    one ``/`` and does not exist on disk.
+    """
+    return (
+        os.path.isabs(source)
+        or source.startswith((".", "~"))
+        or Path(source).expanduser().exists()
+        or source.count("/") > 1
+    )
+
+
+def confine(path: str | os.PathLike, roots: Sequence[str | os.PathLike], what: str = "path") -> Path:
+    """``path`` resolved (symlinks too) if inside one of ``roots``, else a one-line LayerTracerError.
+
+    A relative path is taken relative to each root in turn (the first that exists wins), so an API user
+    can name ``models/tiny`` under the data folder without knowing where the server keeps it.
+    """
+    from layertracer.models.loading import confine_path
+
+    if not roots:
+        raise LayerTracerError(f"no roots are configured for local {what}s")
+    candidate = Path(path).expanduser()
+    if not candidate.is_absolute():
+        for root in roots:
+            if (Path(root) / candidate).exists():
+                candidate = Path(root) / candidate
+                break
+        else:
+            candidate = Path(roots[0]) / candidate
+    try:
+        return confine_path(candidate, roots)
+    except ModelLoadError:
+        raise LayerTracerError(f"{what} {str(path)!r} is outside the allowed roots") from None
+
+
+def model_source(source: str, roots: Sequence[str | os.PathLike]) -> str:
+    """The source to load: a confined absolute folder for a local path, the id itself for a hub id."""
+    if not isinstance(source, str) or not source.strip():
+        raise LayerTracerError("the spec names no model source")
+    source = source.strip()
+    if looks_local(source) or any((Path(r) / source).exists() for r in roots):
+        folder = confine(source, roots, "model path")
+        if not folder.is_dir():
+            raise ModelLoadError(f"model path {source!r} does not exist")
+        return str(folder)
+    return source
+
+
+def _spec_model(spec: Mapping[str, Any]) -> tuple[str, bool]:
+    """(source, trust_remote_code) from a spec: ``model`` as a string or as {"source": ...}."""
+    model = spec.get("model")
+    if isinstance(model, Mapping):
+        source = model.get("source") or model.get("path")
+        trust = bool(model.get("trust_remote_code", spec.get("trust_remote_code", False)))
+    else:
+        source = model or spec.get("model_source") or spec.get("source")
+        trust = bool(spec.get("trust_remote_code", False))
+    return str(source or ""), trust
+
+
+def _allowed_roots(roots: Sequence[str | os.PathLike]) -> list[str]:
+    return [str(Path(r).expanduser().resolve()) for r in roots]
+
+
+# -- inspect -----------------------------------------------------------------------------------------
+def _count(params: Iterable[Any], seen: Optional[set[int]] = None) -> int:
+    """Elements of distinct parameters (a tied tensor is counted once, also across calls with ``seen``)."""
+    seen = set() if seen is None else seen
+    total = 0
+    for param in params:
+        if id(param) not in seen:
+            seen.add(id(param))
+            total += param.numel()
+    return total
+
+
+def describe_loaded(loaded) -> dict[str, Any]:
+    """Architecture and parameter counts of a LoadedModel as plain JSON data.
+
+    Keys: everything of ``ModelInfo`` (``source``, ``architecture``, ``num_layers``, ``hidden_size``,
+    ``vocab_size``, ``num_parameters``, ``block_kinds`` [L], ``adapter_source``, ``dtype``, ``device``,
+    ``fingerprint``), plus ``mixers`` / ``mlps`` [L] (child names or None), ``block_parameters`` [L]
+    (elements per block), ``embedding_parameters``, ``head_parameters``, ``final_norm_parameters``,
+    ``other_parameters`` (e.g. learned position embeddings) and ``tied_embeddings`` (the head shares the
+    input embedding's weight; its count is then also in ``embedding_parameters``). Counts are numbers of
+    elements; ``num_parameters`` counts a tied tensor once, so the parts (with the head as 0 when tied)
+    add up to it.
+    """
+    model, adapter = loaded.model, loaded.adapter
+    info = loaded.info.to_dict()
+    embedding = model.get_input_embeddings()
+    head_weight = getattr(adapter.head, "weight", None)
+    tied = embedding is not None and head_weight is not None and head_weight is getattr(embedding, "weight", None)
+    block_params = [_count(block.parameters()) for block in adapter.blocks]
+    seen: set[int] = set()
+    for block in adapter.blocks:
+        _count(block.parameters(), seen)
+    embedding_params = _count(embedding.parameters(), seen) if embedding is not None else 0
+    head_params = _count(adapter.head.parameters(), seen)
+    norm_params = _count((p for m in adapter.final_modules for p in m.parameters()), seen)
+    total = _count(model.parameters())
+    info.update(
+        mixers=list(adapter.mixer_names),
+        mlps=list(adapter.mlp_names),
+        block_parameters=block_params,
+        embedding_parameters=embedding_params,
+        head_parameters=sum(p.numel() for p in adapter.head.parameters()) if tied else head_params,
+        final_norm_parameters=norm_params,
+        other_parameters=total - sum(block_params) - embedding_params - head_params - norm_params,
+        tied_embeddings=bool(tied),
+        num_parameters=total,
+    )
+    return info
+
+
+def run_inspect(
+    spec: Mapping[str, Any], *, roots: Sequence[str | os.PathLike], progress: Optional[ProgressCallback] = None
+) -> dict[str, Any]:
+    """Introspect a model: ``spec`` = {"model" or "source": path or hub id, "trust_remote_code"?: bool}.
+
+    The weights are loaded on the CPU in bfloat16 unless the spec's ``dtype`` says otherwise (half the
+    memory of fp32; the counts do not depend on it); returns ``describe_loaded``'s dict.
+    """
+    from layertracer.models.loading import load_model
+    from layertracer.progress import report
+
+    source, trust = _spec_model(spec)
+    source = model_source(source, roots)
+    report(progress, "load", 0, 1)
+    loaded = load_model(
+        source, device="cpu", dtype=str(spec.get("dtype") or "bfloat16"), trust_remote_code=trust,
+        allowed_roots=_allowed_roots(roots) if looks_local(source) else None,
+    )
+    report(progress, "load", 1, 1)
+    return describe_loaded(loaded)
+
+
+# -- trace -------------------------------------------------------------------------------------------
+def trace_options(values: Mapping[str, Any]):
+    """TraceOptions from a dict; an unknown key is a one-line error (a typo must not be ignored)."""
+    from layertracer.tracer import TraceOptions
+
+    known = {f.name for f in dataclasses.fields(TraceOptions)}
+    aliases = {"boundary": "plan_boundary", "min_train": "min_train_layers"}
+    cleaned = {}
+    for key, value in values.items():
+        key = aliases.get(key, key)
+        if key not in known:
+            raise LayerTracerError(f"unknown trace option {key!r}")
+        cleaned[key] = value
+    return TraceOptions(**cleaned)
+
+
+def task_names(value: Any) -> list[str]:
+    """A task spec as a list of names: "a,b" or ["a", "b"] (or [{"name": "a"}, ...])."""
+    if isinstance(value, str):
+        names = [part.strip() for part in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        names = [str(v.get("name") if isinstance(v, Mapping) else v).strip() for v in value]
+    else:
+        names = []
+    names = [n for n in names if n]
+    if not names:
+        raise LayerTracerError("the spec names no tasks")
+    return names
+
+
+def tasks_from_items(name: str, items: Sequence[Mapping[str, Any]], *, limit: Optional[int] = None):
+    """Task objects from an uploaded set's items ``[{"prompt", "target", "task"?}]``: grouped by their
+    ``task`` (items without one form the task ``name``), at most ``limit`` items per task."""
+    from layertracer.tasks.sets import Task, TaskItem
+
+    tasks: dict[str, Task] = {}
+    for item in items:
+        task_name = str(item.get("task") or name)
+        task = tasks.setdefault(task_name, Task(name=task_name, items=[], source=f"upload:{name}"))
+        if limit is None or len(task.items) < limit:
+            task.items.append(TaskItem(prompt=str(item["prompt"]), target=str(item["target"])))
+    if not tasks:
+        raise LayerTracerError(f"task set {name!r} has no items")
+    return list(tasks.values())
+
+
+def resolve_tasks(
+    names: Sequence[str],
+    *,
+    shots: int = 3,
+    limit: Optional[int] = None,
+    task_set: Optional[TaskSetResolver] = None,
+    roots: Sequence[str | os.PathLike] = (),
+):
+    """Task objects for names: built-in names, ``all``, or uploaded task sets.
+
+    ``task_set(name)`` returns an uploaded set's items (a list of {"prompt", "target", "task"?}), the
+    Path of a task file (which must lie under ``roots``), or None when there is no such set. A name that
+    is neither built in nor uploaded is a one-line error.
+    """
+    from layertracer.tasks.sets import BUILTIN_TASKS, builtin_task, load_task_file
+
+    tasks = []
+    for name in names:
+        if name == "all":
+            tasks.extend(builtin_task(n, shots=shots, limit=limit) for n in BUILTIN_TASKS)
+        elif name in BUILTIN_TASKS:
+            tasks.append(builtin_task(name, shots=shots, limit=limit))
+        else:
+            found = task_set(name) if task_set is not None else None
+            if found is None:
+                raise LayerTracerError(f"unknown task set {name!r}: neither built in nor uploaded")
+            if isinstance(found, (str, os.PathLike)):
+                path = confine(found, roots, "task file") if roots else Path(found)
+                tasks.extend(load_task_file(path, limit=limit))
+            else:
+                tasks.extend(tasks_from_items(name, found, limit=limit))
+    seen = [t.name for t in tasks]
+    duplicates = sorted({n for n in seen if seen.count(n) > 1})
+    if duplicates:
+        raise LayerTracerError(f"task given twice: {', '.join(duplicates)}")
+    return tasks
+
+
+def run_trace(
+    spec: Mapping[str, Any],
+    *,
+    roots: Sequence[str | os.PathLike],
+    task_set: Optional[TaskSetResolver] = None,
+    progress: Optional[ProgressCallback] = None,
+) -> dict[str, Any]:
+    """Trace a model; returns the engine's result JSON (the README's OUT.json schema) as a dict.
+
+    spec: {"model": source (or {"source", "trust_remote_code"}), "tasks": names (list or "a,b"),
+    "perturbations"?: ["skip", ...], "options"?: TraceOptions fields, "limit"?, "shots"?, "device"?,
+    "dtype"?, "trust_remote_code"?}. ``progress`` receives the engine's events (stage, done, total in
+    prompt-units over the whole trace) and may raise :class:`Interrupted` to stop.
+    """
+    from layertracer.models.loading import load_model
+    from layertracer.progress import report
+    from layertracer.tracer import trace
+
+    source, trust = _spec_model(spec)
+    source = model_source(source, roots)
+    options = trace_options(spec.get("options") or {})
+    perturbations = spec.get("perturbations", ["skip"])
+    if isinstance(perturbations, str):
+        perturbations = [p.strip() for p in perturbations.split(",") if p.strip()]
+    limit = spec.get("limit")
+    tasks = resolve_tasks(
+        task_names(spec.get("tasks")),
+        shots=int(spec.get("shots", 3)),
+        limit=None if limit is None else int(limit),
+        task_set=task_set,
+        roots=roots,
+    )
+    report(progress, "load", 0, 1)
+    loaded = load_model(
+        source,
+        device=str(spec.get("device") or "auto"),
+        dtype=str(spec.get("dtype") or "auto"),
+        trust_remote_code=trust,
+        allowed_roots=_allowed_roots(roots) if looks_local(source) else None,
+    )
+    report(progress, "load", 1, 1)
+    result = trace(loaded, tasks, perturbations=list(perturbations), options=options, progress=progress)
+    return result.to_dict()
+
+
+# -- experiments and trials --------------------------------------------------------------------------
+def experiment_spec(spec: Mapping[str, Any], *, roots: Sequence[str | os.PathLike]):
+    """An ExperimentSpec from a job spec, with every local path confined to ``roots``.
+
+    Accepts the ExperimentSpec fields; ``allocation`` (one) stands for ``allocations`` (a trial);
+    ``model`` may be {"source", ...}. Keys the service adds for itself (``name``, ``kind``) are ignored.
+    """
+    from layertracer.experiments.spec import ExperimentSpec
+
+    data = {k: v for k, v in spec.items() if k not in ("name", "kind", "trust_remote_code", "model_id")}
+    source, trust = _spec_model(spec)
+    if trust:
+        raise LayerTracerError("trials do not run a model folder's own code (trust_remote_code)")
+    data["model"] = model_source(source, roots)
+    if "allocation" in data:
+        data["allocations"] = [data.pop("allocation")]
+    if isinstance(data.get("allocations"), str):
+        data["allocations"] = [a.strip() for a in data["allocations"].split(",") if a.strip()]
+    if isinstance(data.get("seeds"), int):
+        data["seeds"] = [data["seeds"]]
+    if isinstance(data.get("benchmarks"), str):
+        data["benchmarks"] = [b.strip() for b in data["benchmarks"].split(",") if b.strip()]
+    if isinstance(data.get("trace_tasks"), (list, tuple)):
+        data["trace_tasks"] = ",".join(task_names(data["trace_tasks"]))
+    if not data.get("corpus"):
+        raise LayerTracerError("the spec names no corpus")
+    data["corpus"] = str(confine(data["corpus"], roots, "corpus"))
+    benchmarks = []
+    for bench in data.get("benchmarks") or []:
+        kind, sep, folder = str(bench).partition(":")
+        benchmarks.append(f"{kind}:{confine(folder, roots, 'benchmark folder')}" if sep else bench)
+    data["benchmarks"] = benchmarks
+    for allocation in data.get("allocations") or []:
+        if str(allocation).startswith("from-trace:"):
+            confine(str(allocation).split(":", 1)[1], roots, "trace file")
+    if data.get("trace_tasks"):
+        for name in task_names(data["trace_tasks"]):
+            from layertracer.tasks.sets import BUILTIN_TASKS
+
+            if name != "all" and name not in BUILTIN_TASKS:
+                raise LayerTracerError(f"trace task {name!r} is not a built-in task (uploaded sets: trace them)")
+    spec_obj = ExperimentSpec.from_dict(data)
+    spec_obj.validate()
+    return spec_obj
+
+
+def run_experiment(
+    spec: Mapping[str, Any],
+    *,
+    out_dir: str | os.PathLike,
+    roots: Sequence[str | os.PathLike],
+    progress: Optional[ProgressCallback] = None,
+    on_step: Optional[Callable[[str, Any], None]] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
+) -> dict[str, Any]:
+    """Run (or resume) an experiment or trial in ``out_dir``; returns the runner's result.json dict.
+
+    ``out_dir`` keeps the baseline, each trial's checkpoints and results: a job run again in the same
+    folder skips finished trials and resumes a started one from its last checkpoint. When
+    ``should_stop`` stops it early, the result has ``"status": "stopped"``.
+    """
+    from layertracer.experiments.runner import ExperimentRunner
+
+    spec_obj = experiment_spec(spec, roots=roots)
+    runner = ExperimentRunner(spec_obj, out_dir, progress=progress, on_step=on_step, should_stop=should_stop)
+    return runner.run()
+
+
+def experiment_progress_fraction(stage: str, done: int, total: int) -> Optional[float]:
+    """Overall progress in [0, 1] of an experiment from one of the runner's events, or None.
+
+    The runner's stages are ``base: ...`` (the baseline) and ``trial i/n <slug>: train|eval ...|trace``;
+    a trial's training counts for most of its time, so trial i at training fraction f is (i - 1 + f) / n
+    (its evaluation and re-trace after training are folded into its end).
+    """
+    import re
+
+    match = re.match(r"trial (\d+)/(\d+)", stage)
+    if match is None:
+        return 0.0 if stage.startswith("base") else None
+    index, count = int(match.group(1)), int(match.group(2))
+    fraction = done / total if total and stage.endswith(": train") else 1.0
+    return min(1.0, (index - 1 + 0.98 * min(fraction, 1.0)) / max(count, 1))

@@ -1,0 +1,311 @@
+"""The Celery tasks ``inspect.run``, ``trace.run`` and ``experiment.run``: each takes a job id.
+
+One run of a job (``execute``):
+
+1. claim the job in the database with a lease (``backend.jobs.claim_job``). If the claim fails (another
+   worker holds a live lease, or the job is finished or cancelled) the task returns at once, so a
+   re-delivered message never runs a job twice at the same time;
+2. a heartbeat thread extends the lease every ``heartbeat_seconds`` and stores progress (percent, stage,
+   ETA), log lines, training metrics and partial results; it learns about cancel requests;
+3. the engine runs (``worker.runners``) with a progress sink that raises ``Cancelled`` once a cancel
+   was requested (``LeaseLost`` when the lease went to someone else, ``Shutdown`` when the worker
+   stops); a trial polls the same flags between optimizer steps and checkpoints before it stops;
+4. the result goes through ``backend.results``, then ``finish_job`` marks the job succeeded; an error
+   marks it failed with a one-line reason; a cancel marks it cancelled.
+
+Experiments run in ``<data_dir>/jobs/<job_id>/``: a re-queued job (its worker died) resumes from the
+trials' checkpoints there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Optional
+
+from backend import jobs as job_fns
+from backend import results as result_fns
+from backend.db.session import session_scope
+from backend.settings import Settings, get_settings
+from worker import runners
+from worker.app import app, shutting_down
+from worker.control import JobControl, ProgressState, append_run_log, engine_for, one_line, worker_id
+from worker.runners import Cancelled, Interrupted, LeaseLost, Shutdown
+
+log = logging.getLogger("layertracer.worker")
+
+
+@app.task(name="inspect.run", ignore_result=True)
+def inspect_run(job_id: str) -> dict[str, Any]:
+    """Introspect a registered model (architecture, blocks, parameter counts, fingerprint)."""
+    return execute(job_id)
+
+
+@app.task(name="trace.run", ignore_result=True)
+def trace_run(job_id: str) -> dict[str, Any]:
+    """Trace a model on task sets and store the result."""
+    return execute(job_id)
+
+
+@app.task(name="experiment.run", ignore_result=True)
+def experiment_run(job_id: str) -> dict[str, Any]:
+    """Run (or resume) a trial or an experiment and store the result."""
+    return execute(job_id)
+
+
+# -- one job -----------------------------------------------------------------------------------------
+class Sink:
+    """The engine's progress callback for one job: records progress, logs stage changes, and raises
+    when the job must stop. ``raise_in_training=False`` leaves training steps to ``should_stop``, so a
+    trial checkpoints before it stops instead of losing the steps since the last checkpoint."""
+
+    def __init__(self, control: JobControl, *, raise_in_training: bool = True) -> None:
+        self.control = control
+        self.raise_in_training = raise_in_training
+
+    def stop_reason(self) -> Optional[Interrupted]:
+        if self.control.lost.is_set():
+            return LeaseLost("the lease went to another worker")
+        if self.control.cancelled.is_set():
+            return Cancelled("cancelled")
+        if shutting_down.is_set():
+            return Shutdown("the worker is shutting down")
+        return None
+
+    def should_stop(self) -> bool:
+        return self.stop_reason() is not None
+
+    def __call__(self, event) -> None:
+        if self.control.progress.update(event.stage, event.done, event.total):
+            self.control.log(f"stage {event.stage}")
+        if not self.raise_in_training and event.stage.endswith(": train"):
+            return
+        reason = self.stop_reason()
+        if reason is not None:
+            raise reason
+
+
+def _model_of(session, job) -> dict[str, Any]:
+    """{"source", "trust_remote_code", "id"} of the model a job's resource points at (or {})."""
+    from backend.db.models import Experiment, Model, Trace
+
+    kind, resource = job.resource_kind, job.resource_id
+    model = None
+    if kind == "model" and resource:
+        model = session.get(Model, resource)
+    elif kind == "trace" and resource:
+        row = session.get(Trace, resource)
+        model = row.model if row is not None else None
+    elif kind in ("experiment", "trial") and resource:
+        row = session.get(Experiment, resource)
+        model = row.model if row is not None else None
+    if model is None:
+        return {}
+    return {"id": model.id, "source": model.source, "trust_remote_code": bool(model.trust_remote_code)}
+
+
+def runner_spec(spec: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """The job's stored spec with the model resolved to {"source", "trust_remote_code"}: the API stores
+    a model id in the spec, the model row holds the source (the worker re-confines it to the roots)."""
+    out = dict(spec)
+    if model:
+        out["model"] = {"source": model["source"], "trust_remote_code": model["trust_remote_code"]}
+    elif isinstance(out.get("model"), str) and not out.get("model"):
+        out.pop("model")
+    out.pop("model_id", None)
+    return out
+
+
+def _task_set_resolver(settings: Settings) -> Callable[[str], Optional[Any]]:
+    """Name or id -> an uploaded set's items (each with its ``task``; the set's name by default)."""
+    from backend.tasksets import find_task_set
+
+    def resolve(ref: str) -> Optional[list[dict[str, Any]]]:
+        with session_scope(engine_for(settings.database_url)) as session:
+            row = find_task_set(session, ref)
+            if row is None or row.builtin or not row.items:
+                return None
+            return [{**item, "task": item.get("task") or row.name} for item in row.items]
+
+    return resolve
+
+
+class _Buffer:
+    """Training metrics and partial results collected by the engine thread, written by the heartbeat."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.metrics: dict[str, list[dict[str, Any]]] = {}
+        self.partial: dict[str, Any] = {}
+
+    def add_step(self, trial: str, metrics) -> None:
+        row = {
+            "step": metrics.step, "loss": metrics.loss, "lr": metrics.lr, "tokens_per_s": metrics.tokens_per_s,
+            "grad_norm": metrics.grad_norm, "eval_loss": metrics.eval_loss, "elapsed_s": metrics.elapsed_s,
+        }
+        with self.lock:
+            self.metrics.setdefault(trial, []).append(row)
+
+    def add_partial(self, **values: Any) -> None:
+        with self.lock:
+            self.partial.update(values)
+
+    def flush(self, session, *, kind: str, resource_id: Optional[str]) -> None:
+        with self.lock:
+            metrics, self.metrics = self.metrics, {}
+            partial, self.partial = self.partial, {}
+        if not resource_id:
+            return
+        try:
+            for trial, rows in metrics.items():
+                result_fns.append_train_metrics(session, experiment_id=resource_id, trial=trial, rows=rows)
+            if partial:
+                result_fns.store_partial(session, kind=kind, resource_id=resource_id, partial=partial)
+        except Exception:
+            # Put them back: the next beat (or the final flush) tries again.
+            with self.lock:
+                for trial, rows in metrics.items():
+                    self.metrics[trial] = rows + self.metrics.get(trial, [])
+                self.partial = {**partial, **self.partial}
+            raise
+
+
+def execute(job_id: str, settings: Optional[Settings] = None) -> dict[str, Any]:
+    """Claim and run one job; returns {"job_id", "status"} (status "skipped" when not claimed)."""
+    settings = settings or get_settings()
+    engine = engine_for(settings.database_url)
+    me = worker_id()
+    with session_scope(engine) as session:
+        job = job_fns.claim_job(session, job_id=job_id, worker_id=me, lease_seconds=settings.lease_seconds)
+        if job is None:
+            log.info("job %s not claimed (running elsewhere, finished or cancelled)", job_id)
+            return {"job_id": job_id, "status": "skipped"}
+        kind, attempt = job.kind, job.attempts
+        resource_kind, resource_id = job.resource_kind, job.resource_id
+        spec = runner_spec(dict(job.spec or {}), _model_of(session, job))
+    append_run_log(settings, job_id, "start", worker=me, attempt=attempt, kind=kind)
+    buffer = _Buffer()
+    partial_kind = "experiment" if kind == "experiment" else "trace"
+    fraction = (lambda stage, done, total: runners.experiment_progress_fraction(stage, done, total)) \
+        if kind == "experiment" else None
+    control = JobControl(
+        settings, engine, job_id, me, ProgressState(fraction),
+        flush=lambda s: buffer.flush(s, kind=partial_kind, resource_id=resource_id),
+    )
+    control.log(f"attempt {attempt} started on {me}")
+    control.start()
+    status, error, outcome = "failed", None, None
+    try:
+        outcome = _run(kind, spec, settings, job_id, control, buffer)
+        status = "succeeded"
+    except LeaseLost:
+        status = "lost"
+    except Shutdown:
+        status = "interrupted"
+    except Cancelled:
+        status = "cancelled"
+    except Exception as exc:  # any failure ends the job with its reason; the worker lives on
+        error = one_line(exc)
+        log.warning("job %s failed: %s", job_id, error)
+        if not isinstance(exc, runners.LayerTracerError):
+            log.exception("job %s: unexpected error", job_id)
+    finally:
+        control.log(f"attempt {attempt}: {status}" + (f" ({error})" if error else ""))
+        control.stop()
+    final = _finish(settings, engine, job_id, me, kind, resource_id, status, error, outcome, buffer, control)
+    append_run_log(settings, job_id, "end", worker=me, attempt=attempt, status=final)
+    return {"job_id": job_id, "status": final}
+
+
+def _run(kind: str, spec: dict[str, Any], settings: Settings, job_id: str, control: JobControl, buffer: _Buffer):
+    roots = [str(r) for r in settings.model_roots] + [str(settings.data_dir)]
+    if kind == "inspect":
+        return runners.run_inspect(spec, roots=roots, progress=Sink(control))
+    if kind == "trace":
+        return runners.run_trace(spec, roots=roots, task_set=_task_set_resolver(settings), progress=Sink(control))
+    if kind == "experiment":
+        sink = Sink(control, raise_in_training=False)
+        trials_done: dict[str, Any] = {}
+
+        def on_step(trial: str, metrics) -> None:
+            buffer.add_step(trial, metrics)
+
+        def progress(event) -> None:
+            # A trial that finished has written its result.json; show it while the rest runs.
+            sink(event)
+            trials_done_now = _finished_trials(settings, job_id)
+            if len(trials_done_now) != len(trials_done):
+                trials_done.update(trials_done_now)
+                buffer.add_partial(trials=dict(trials_done))
+
+        result = runners.run_experiment(
+            spec, out_dir=settings.jobs_dir / job_id, roots=roots, progress=progress, on_step=on_step,
+            should_stop=sink.should_stop,
+        )
+        if result.get("status") == "stopped":
+            reason = sink.stop_reason()
+            raise reason if reason is not None else Cancelled("stopped")
+        return result
+    raise runners.LayerTracerError(f"unknown job kind {kind!r}")
+
+
+def _finished_trials(settings: Settings, job_id: str) -> dict[str, Any]:
+    """{slug: short summary} of the trials with a result.json in the job's folder."""
+    import json
+
+    folder = settings.jobs_dir / job_id / "trials"
+    out: dict[str, Any] = {}
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*/result.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        training = data.get("training") or {}
+        out[path.parent.name] = {
+            "allocation": data.get("allocation_spec"), "seed": data.get("seed"),
+            "final_loss": training.get("final_loss"), "steps": training.get("steps"),
+            "evals": {b: {"accuracy": e.get("accuracy"), "change": e.get("change")}
+                      for b, e in (data.get("evals") or {}).items()},
+        }
+    return out
+
+
+def _finish(settings, engine, job_id, me, kind, resource_id, status, error, outcome, buffer, control) -> str:
+    """Store the outcome and end the job; returns the final status (or why nothing was written)."""
+    if status in ("lost", "interrupted"):
+        # Lost: the job is someone else's now. Interrupted: the lease lapses and the reaper re-queues it.
+        return status
+    with session_scope(engine) as session:
+        if not job_fns.lease_held(session, job_id=job_id, worker_id=me):
+            return "lost"
+        try:
+            buffer.flush(session, kind="experiment" if kind == "experiment" else "trace", resource_id=resource_id)
+        except Exception as exc:  # metrics are nice to have; the result and the state matter more
+            log.warning("job %s: could not store the last metrics: %s", job_id, one_line(exc))
+            session.rollback()
+        if status == "succeeded":
+            try:
+                _store(session, kind, resource_id, outcome)
+            except Exception as exc:
+                session.rollback()
+                status, error = "failed", f"storing the result failed: {one_line(exc)}"
+        log_line = f"finished: {status}" + (f" ({error})" if error else "")
+        job_fns.heartbeat(session, job_id=job_id, worker_id=me, log=log_line + "\n",
+                          lease_seconds=settings.lease_seconds, log_limit=settings.log_tail_chars)
+        if not job_fns.finish_job(session, job_id=job_id, worker_id=me, status=status, error=error):
+            return "lost"
+    return status
+
+
+def _store(session, kind: str, resource_id: Optional[str], outcome: dict[str, Any]) -> None:
+    if not resource_id:
+        return
+    if kind == "inspect":
+        result_fns.store_model_info(session, model_id=resource_id, info=outcome, fingerprint=outcome.get("fingerprint"))
+    elif kind == "trace":
+        result_fns.store_trace_result(session, trace_id=resource_id, result=outcome)
+    elif kind == "experiment":
+        result_fns.store_experiment_result(session, experiment_id=resource_id, result=outcome,
+                                           code_version=outcome.get("version"))
