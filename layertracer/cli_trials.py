@@ -85,12 +85,19 @@ def _experiment_spec(model, corpus, allocations, benchmark, seeds, steps, batch_
 
 
 def _run_and_report(spec, out_dir: Path) -> None:
+    """Run (or resume) the experiment. Under a launcher (torchrun / accelerate launch: WORLD_SIZE > 1)
+    every process trains data-parallel and rank 0 alone shows progress, evaluates and writes."""
+    import os
+    from contextlib import nullcontext
+
     from layertracer.experiments.runner import run_experiment
 
-    with Bar() as progress:
+    main_rank = os.environ.get("RANK", "0") == "0"
+    with Bar() if main_rank else nullcontext() as progress:
         result = run_experiment(spec, out_dir, progress=progress)
-    print_experiment_table(result)
-    err.print(f"wrote {out_dir / 'result.json'}", highlight=False)
+    if main_rank:
+        print_experiment_table(result)
+        err.print(f"wrote {out_dir / 'result.json'}", highlight=False)
 
 
 def print_experiment_table(result: dict) -> None:

@@ -22,6 +22,7 @@ import json
 import re
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -34,6 +35,7 @@ from layertracer.experiments.spec import ExperimentSpec, trial_slug
 from layertracer.experiments.statistics import compare_allocations, seed_summary
 from layertracer.models.loading import LoadedModel, load_model
 from layertracer.progress import ProgressCallback, report
+from layertracer.training import distributed as dist_utils
 from layertracer.training.allocation import count_parameters, resolve_allocation
 from layertracer.training.corpus import load_corpus
 from layertracer.training.drift import weight_drift, weight_snapshot
@@ -107,9 +109,17 @@ class ExperimentRunner:
         progress: Optional[ProgressCallback] = None,
         on_step: Optional[Callable[[str, StepMetrics], None]] = None,
         should_stop: Optional[Callable[[], bool]] = None,
+        distributed: Optional[bool] = None,
     ) -> None:
         spec.validate()
         self.spec = spec
+        # Data-parallel training across the processes of a launcher (torchrun, accelerate launch):
+        # every rank trains; rank 0 alone evaluates, traces and writes, the others wait at barriers
+        # and read its files (out_dir must be shared). None: on when WORLD_SIZE > 1.
+        self.distributed = dist_utils.env_world_size() > 1 if distributed is None else distributed
+        if self.distributed:
+            dist_utils.init_from_env(timeout=timedelta(hours=6))  # rank 0 evaluates while the others wait
+        self.main = dist_utils.is_main()
         self.out = Path(out_dir)
         self.progress = progress
         self.on_step = on_step
@@ -149,6 +159,11 @@ class ExperimentRunner:
             progress=lambda e: report(self.progress, f"{stage}: trace", e.done, e.total),
         )
 
+    def _stop_requested(self) -> bool:
+        """``should_stop`` asked on rank 0, its answer shared with every rank."""
+        asked = self.main and self.should_stop is not None and bool(self.should_stop())
+        return dist_utils.broadcast_flag(asked) if self.distributed else asked
+
     def _check_spec_file(self) -> None:
         path = self.out / "spec.json"
         if path.is_file():
@@ -162,7 +177,15 @@ class ExperimentRunner:
 
     # -- the run ------------------------------------------------------------------------------
     def baseline(self, loaded: LoadedModel) -> dict[str, Any]:
-        """Evaluate and trace the base model once (cached in baseline/)."""
+        """Evaluate and trace the base model once (cached in baseline/; with several ranks rank 0 does
+        it and the others read its files)."""
+        if self.distributed:
+            if self.main:
+                self._baseline(loaded)
+            dist_utils.barrier()
+        return self._baseline(loaded)
+
+    def _baseline(self, loaded: LoadedModel) -> dict[str, Any]:
         folder = self.out / "baseline"
         folder.mkdir(parents=True, exist_ok=True)
         from layertracer.evaluation import EvalResult
@@ -230,9 +253,23 @@ class ExperimentRunner:
             checkpoint_dir=folder / "checkpoints",
             on_step=step,
             should_stop=self.should_stop,
+            distributed=self.distributed,
         )
         if trained.stopped:
             return None
+        if not self.main:  # rank 0 evaluates and writes the trial's result; read it when it is there
+            dist_utils.barrier()
+            return json.loads(done_path.read_text(encoding="utf-8"))
+        result = self._finish_trial(loaded, slug, stage, folder, allocation_spec, allocation, seed, counts,
+                                    before, config, trained, blocks, holdout, base)
+        if self.distributed:
+            dist_utils.barrier()
+        return result
+
+    def _finish_trial(self, loaded, slug, stage, folder, allocation_spec, allocation, seed, counts, before,
+                      config, trained, blocks, holdout, base) -> dict:
+        """Evaluate, measure drift, re-trace and write the trial's result.json (rank 0)."""
+        done_path = folder / "result.json"
         after_evals = self._evaluate(loaded, stage)
         evals = {}
         for bench, result in after_evals.items():
@@ -288,8 +325,11 @@ class ExperimentRunner:
 
     def run(self) -> dict[str, Any]:
         started = time.perf_counter()
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._check_spec_file()
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._check_spec_file()
+        if self.distributed:
+            dist_utils.barrier()
         loaded = self._load()
         for allocation in self.spec.allocations:  # fail on a bad allocation before any work
             if allocation != "from-trace":
@@ -298,12 +338,12 @@ class ExperimentRunner:
         blocks = load_corpus(self.spec.corpus, loaded.tokenizer, self.spec.block_size)
         train_blocks, holdout = split_blocks(blocks, self.spec.holdout)
         base = self.baseline(loaded)
-        base_holdout = _holdout_loss(loaded, holdout, self.spec.batch_size)
+        base_holdout = _holdout_loss(loaded, holdout, self.spec.batch_size) if self.main else None
         del loaded
         gc.collect()
         trials = []
         for index, (allocation, seed) in enumerate(self.trials):
-            if self.should_stop is not None and self.should_stop():
+            if self._stop_requested():
                 break
             outcome = self.run_trial(index, allocation, seed, train_blocks, holdout, base)
             if outcome is None:
@@ -326,7 +366,14 @@ class ExperimentRunner:
             "table": self.table(trials, base),
             "seconds": time.perf_counter() - started,
         }
-        write_json(self.out / "result.json", result)
+        if self.distributed:
+            result["world_size"] = dist_utils.world_size()
+        if self.main:
+            write_json(self.out / "result.json", result)
+        if self.distributed:
+            dist_utils.barrier()
+            if not self.main:  # rank 0's result (its baseline holdout loss and timings)
+                return json.loads((self.out / "result.json").read_text(encoding="utf-8"))
         return result
 
     # -- comparisons --------------------------------------------------------------------------

@@ -150,3 +150,43 @@ def test_experiment_end_to_end_and_resume(saved_model, world, tmp_path):
     # A different spec in the same folder is refused.
     with pytest.raises(LayerTracerError, match="holds another experiment"):
         run_experiment(ExperimentSpec(**{**spec.to_dict(), "steps": 4}), tmp_path)
+
+
+def test_experiment_under_a_launcher_matches_one_process(saved_model, world, tmp_path):
+    """``layertracer experiment`` in two gloo processes with torchrun's environment: rank 0 alone
+    evaluates and writes, and the trials equal a one-process run (same global batch)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    args = [
+        "experiment", "--model", str(saved_model("qwen3")), "--corpus", str(world.new_corpus),
+        "-a", "train-shallow,full", "--seeds", "1", "--steps", "3", "--batch-size", "4", "--block-size", "32",
+        "--lr", "1e-2", "--warmup-steps", "1", "--eval-shots", "1", "--eval-limit", "3",
+        "--benchmark", ",".join(world.benchmarks), "--device", "cpu", "--dtype", "float32",
+    ]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port), OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+        procs.append(subprocess.Popen([sys.executable, "-m", "layertracer", *args, "--out", str(tmp_path / "two")],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert "Experiment" in outputs[0] and "Experiment" not in outputs[1]  # rank 0 alone reports
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    single = subprocess.run([sys.executable, "-m", "layertracer", *args, "--out", str(tmp_path / "one")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    two = json.loads((tmp_path / "two" / "result.json").read_text())
+    one = json.loads((tmp_path / "one" / "result.json").read_text())
+    assert two["world_size"] == 2 and "world_size" not in one
+    for a, b in zip(two["trials"], one["trials"]):
+        assert a["slug"] == b["slug"]
+        assert [l for _, l in a["training"]["loss_curve"]] == pytest.approx([l for _, l in b["training"]["loss_curve"]], abs=1e-5)
+        for bench in world.benchmarks:
+            assert a["evals"][bench]["accuracy"] == b["evals"][bench]["accuracy"]
