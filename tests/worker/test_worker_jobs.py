@@ -1,0 +1,196 @@
+"""worker.tasks / worker.control in-process against a real SQLite database and the embedded
+(filesystem) broker: claim, heartbeat, cancel and lost-lease flags, result storage, failure reasons,
+the reaper and its attempt cap, start-up (migrations, built-in task sets)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from backend import jobs
+from backend.db.migrate import upgrade
+from backend.db.models import Job, Model, TaskSet, Trace
+from backend.db.session import session_scope
+from backend.db.types import utcnow
+from backend.settings import Settings
+from worker import control, tasks
+
+
+@pytest.fixture
+def settings(tmp_path, saved_model):
+    folder = saved_model("qwen3")
+    s = Settings(data_dir=tmp_path / "data", lease_seconds=3, heartbeat_seconds=1, max_attempts=2,
+                 model_roots=[str(folder.parent)])
+    upgrade(s.database_url)
+    return s
+
+
+@pytest.fixture
+def engine(settings):
+    return control.engine_for(settings.database_url)
+
+
+def _trace_job(engine, source: str, spec: dict | None = None) -> tuple[str, str]:
+    """A model row, a trace row and its queued job; returns (job id, trace id)."""
+    with session_scope(engine) as s:
+        model = s.execute(select(Model).where(Model.source == source)).scalar_one_or_none()
+        if model is None:
+            model = Model(source=source, source_kind="local", name="tiny")
+            s.add(model)
+            s.flush()
+        trace = Trace(model_id=model.id, spec={})
+        s.add(trace)
+        s.flush()
+        job = jobs.submit_job(
+            s, kind="trace", resource_kind="trace", resource_id=trace.id, commit=False, max_attempts=2,
+            spec=spec or {"tasks": ["antonyms_en"], "limit": 2,
+                          "options": {"similarity": False, "bootstrap_resamples": 20}},
+        )
+        trace.job_id = job.id
+        return job.id, trace.id
+
+
+def _job(engine, job_id):
+    with session_scope(engine) as s:
+        return jobs.get_job(s, job_id)
+
+
+def _runs(settings, job_id):
+    path = settings.jobs_dir / job_id / "runs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_trace_job_runs_and_stores_its_result(settings, engine, saved_model):
+    job_id, trace_id = _trace_job(engine, str(saved_model("qwen3")))
+    assert tasks.execute(job_id, settings) == {"job_id": job_id, "status": "succeeded"}
+    job = _job(engine, job_id)
+    assert job.status == "succeeded" and job.attempts == 1 and job.error is None
+    assert job.progress["percent"] == 100.0 and job.progress["stage"] == "sensitivity:skip"
+    assert "attempt 1 started" in job.log and "finished: succeeded" in job.log
+    with session_scope(engine) as s:
+        trace = s.get(Trace, trace_id)
+        result = json.loads(trace.result_json)
+        assert list(result["tasks"]) == ["antonyms_en"] and trace.summary["num_layers"] == 4
+    assert [r["event"] for r in _runs(settings, job_id)] == ["start", "end"]
+    # A redelivered message for a finished job runs nothing.
+    assert tasks.execute(job_id, settings)["status"] == "skipped"
+    assert len(_runs(settings, job_id)) == 2
+
+
+def test_a_job_held_by_a_live_lease_is_not_run_again(settings, engine, saved_model):
+    job_id, _ = _trace_job(engine, str(saved_model("qwen3")))
+    with session_scope(engine) as s:
+        assert jobs.claim_job(s, job_id=job_id, worker_id="someone-else", lease_seconds=60) is not None
+    assert tasks.execute(job_id, settings)["status"] == "skipped"
+    job = _job(engine, job_id)
+    assert job.status == "running" and job.worker_id == "someone-else" and job.attempts == 1
+    assert _runs(settings, job_id) == []
+
+
+def test_a_failing_job_ends_failed_with_a_one_line_reason(settings, engine, tmp_path):
+    outside = "/usr"  # exists, and lies outside the roots (the models' folder and the data folder)
+    job_id, _ = _trace_job(engine, outside)
+    assert tasks.execute(job_id, settings)["status"] == "failed"
+    job = _job(engine, job_id)
+    assert job.status == "failed"
+    assert job.error == f"model path {outside!r} is outside the allowed roots"
+    bad_id, _ = _trace_job(engine, str(tmp_path / "data"), spec={"tasks": ["nope"]})
+    tasks.execute(bad_id, settings)
+    assert _job(engine, bad_id).error == "unknown task set 'nope': neither built in nor uploaded"
+
+
+def test_uploaded_task_sets_are_traced_under_their_name(settings, engine, saved_model):
+    from backend.tasksets import create_task_set
+
+    with session_scope(engine) as s:
+        create_task_set(s, name="colours", content=b"x", items=[
+            {"prompt": "Grass is", "target": " green"}, {"prompt": "The sky is", "target": " blue"}])
+    job_id, trace_id = _trace_job(engine, str(saved_model("qwen3")), spec={
+        "tasks": ["colours"], "options": {"similarity": False, "position_view": False}})
+    assert tasks.execute(job_id, settings)["status"] == "succeeded"
+    with session_scope(engine) as s:
+        result = json.loads(s.get(Trace, trace_id).result_json)
+    assert result["tasks"]["colours"]["targets"] == [" green", " blue"]
+
+
+def test_heartbeat_reports_cancel_and_lost_lease(settings, engine, saved_model):
+    job_id, _ = _trace_job(engine, str(saved_model("qwen3")))
+    with session_scope(engine) as s:
+        jobs.claim_job(s, job_id=job_id, worker_id="w1", lease_seconds=3)
+    state = control.ProgressState()
+    state.update("lens", 5, 10)
+    beat = control.JobControl(settings, engine, job_id, "w1", state)
+    beat.log("hello")
+    assert beat.beat() is False and not beat.cancelled.is_set()
+    job = _job(engine, job_id)
+    assert job.progress["percent"] == 50.0 and job.progress["stage"] == "lens" and "hello" in job.log
+    with session_scope(engine) as s:
+        jobs.request_cancel(s, job_id=job_id)
+    assert beat.beat() is True and beat.cancelled.is_set() and not beat.lost.is_set()
+
+    other_id, _ = _trace_job(engine, str(saved_model("qwen3")))
+    with session_scope(engine) as s:
+        jobs.claim_job(s, job_id=other_id, worker_id="w1", lease_seconds=3)
+        # The lease lapses (worker stalled) and another worker claims the job.
+        s.execute(update(Job).where(Job.id == other_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        s.commit()
+        assert jobs.claim_job(s, job_id=other_id, worker_id="w2", lease_seconds=3) is not None
+    lost = control.JobControl(settings, engine, other_id, "w1", control.ProgressState())
+    assert lost.beat() is True and lost.lost.is_set() and not lost.cancelled.is_set()
+
+
+def test_progress_percent_and_eta():
+    state = control.ProgressState()
+    state.started -= 10.0  # ten seconds in
+    state.update("lens", 1, 4)
+    value = state.snapshot()
+    assert value["percent"] == 25.0 and value["eta_seconds"] == pytest.approx(30.0, abs=0.5)
+    state.update("sensitivity:skip", 4, 4)
+    assert state.snapshot()["percent"] == 100.0 and state.snapshot()["eta_seconds"] == pytest.approx(0.0, abs=0.1)
+
+
+def _broker_messages(settings) -> list[dict]:
+    folder = settings.broker_dir / "queue"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.msg"))] if folder.exists() else []
+
+
+def test_reaper_requeues_and_resends_then_fails_at_the_attempt_cap(settings, engine, saved_model):
+    job_id, _ = _trace_job(engine, str(saved_model("qwen3")))
+    expired = utcnow() - timedelta(seconds=1)
+    for attempt in (1, 2):
+        with session_scope(engine) as s:
+            assert jobs.claim_job(s, job_id=job_id, worker_id=f"dead-{attempt}", lease_seconds=3) is not None
+            s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=expired))
+            s.commit()
+        before = len(_broker_messages(settings))
+        reaped = control.reap(settings)
+        job = _job(engine, job_id)
+        if attempt == 1:
+            assert reaped == [job_id] and job.status == "queued"
+            messages = _broker_messages(settings)
+            assert len(messages) == before + 1
+            headers = messages[-1]["headers"]
+            assert headers["task"] == "trace.run" and headers["argsrepr"] == repr([job_id])
+            assert messages[-1]["content-type"] == "application/json"
+        else:  # max_attempts = 2: the second death is the last
+            assert reaped == [] and job.status == "failed"
+            assert job.error == "lease expired on attempt 2 of 2: the worker died or stopped responding; giving up"
+            assert len(_broker_messages(settings)) == before
+
+
+def test_worker_start_migrates_and_registers_the_builtin_task_sets(tmp_path):
+    from layertracer.tasks.sets import BUILTIN_TASKS, builtin_facts
+
+    s = Settings(data_dir=tmp_path / "fresh")
+    control.start_worker_services(s, reaper=False)
+    control.start_worker_services(s, reaper=False)  # idempotent
+    with session_scope(control.engine_for(s.database_url)) as session:
+        rows = {r.name: r for r in session.execute(select(TaskSet)).scalars()}
+    assert set(rows) == set(BUILTIN_TASKS)
+    assert all(r.builtin for r in rows.values())
+    assert rows["antonyms_en"].num_items == len(builtin_facts("antonyms_en")) >= 60
+    assert rows["arithmetic_zh"].language == "zh" and rows["antonyms_en"].description == "English antonyms"
