@@ -72,3 +72,48 @@ def engine(db_url):
     engine = make_engine(db_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> Path:
+    """A model root with a model folder, a corpus, a benchmark folder and a trace file in it."""
+    root = tmp_path / "roots"
+    (root / "models" / "tiny").mkdir(parents=True)
+    (root / "models" / "tiny" / "config.json").write_text("{}")
+    (root / "corpus.txt").write_text("some text\n")
+    (root / "bench" / "cmmlu").mkdir(parents=True)
+    (root / "trace.json").write_text("{}")
+    outside = tmp_path / "outside"
+    (outside / "model").mkdir(parents=True)
+    (outside / "model" / "config.json").write_text("{}")
+    (root / "escape").symlink_to(outside / "model", target_is_directory=True)
+    return root
+
+
+@pytest.fixture
+def make_client(db_url, tmp_path: Path, roots: Path):
+    """make_client(**settings) -> a TestClient over create_app with a real database and broker folder."""
+    from fastapi.testclient import TestClient
+
+    from backend.api import create_app
+    from backend.settings import Settings
+
+    clients = []
+
+    def make(**overrides):
+        values = dict(data_dir=tmp_path / "data", database_url=db_url, model_roots=[roots])
+        values.update(overrides)
+        app = create_app(Settings(**values))
+        client = TestClient(app)
+        clients.append((client, app))
+        return client
+
+    yield make
+    for client, app in clients:
+        client.close()
+        app.state.engine.dispose()
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()

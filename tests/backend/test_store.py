@@ -15,7 +15,7 @@ from backend import results, tasksets
 from backend.db.models import Base, Experiment, Model, TaskSet, Trace, TraceLayerMetric, TraceSensitivity, TraceTaskData
 from backend.settings import PLACEHOLDER_SECRET, Settings
 
-from .factories import trace_result
+from backend_factories import trace_result
 
 
 def _model_and_trace(s: Session) -> Trace:

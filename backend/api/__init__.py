@@ -1,0 +1,131 @@
+"""The FastAPI app: ``create_app(settings)`` -> routes under ``/api/v1``, OpenAPI docs at ``/docs``.
+
+Errors are ``{"detail": "one line"}`` with a 4xx (validation errors included); an unexpected error is a
+500 with a generic line (details go to the log, not to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backend import __version__
+from backend.api.deps import API_PREFIX, authorize
+from backend.api.routes import experiments, health, jobs, models, shares, tasksets, traces
+from backend.db.migrate import upgrade
+from backend.db.session import make_engine, make_sessionmaker
+from backend.settings import Settings, get_settings
+
+log = logging.getLogger("layertracer.api")
+
+
+def _one_line(exc: RequestValidationError) -> str:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body",)) or "request"
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return " ".join(f"{where}: {message}{more}".split())
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, by Content-Length or while streaming."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        # Multipart framing adds a little to the file itself; allow 64 KiB of it.
+        limit = self.limit + 64 * 1024
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > limit
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    return await _send_413(send, self.limit)
+        received = 0
+        rejected = False
+
+        async def limited_receive():
+            nonlocal received, rejected
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    rejected = True
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await _send_413(send, self.limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_413(send, limit: int) -> None:
+    body = ('{"detail":"the request body is larger than %d bytes"}' % limit).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Optional[Settings] = None, *, migrate: bool = True) -> FastAPI:
+    """The API app for ``settings`` (default: from the environment); applies migrations first."""
+    settings = settings or get_settings()
+    if migrate:
+        upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    app = FastAPI(
+        title="LayerTracer API", version=__version__,
+        description="Layer diagnostics for causal LMs: traces, freeze plans, trials and experiments.",
+        docs_url="/docs", openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": _one_line(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return JSONResponse({"detail": " ".join(detail.split())}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error (see the API log)"}, status_code=500)
+
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(health.router)
+    protected = APIRouter(dependencies=[Depends(authorize)])
+    for module in (models, tasksets, traces, experiments, jobs, shares):
+        protected.include_router(module.router)
+    api.include_router(protected)
+    app.include_router(api)
+
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=[str(o) for o in settings.cors_origins],
+                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "X-Share-Token", "Idempotency-Key"])
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    return app

@@ -1,0 +1,61 @@
+"""Helpers shared by the routers: ORM rows -> response dicts, broker sends that never fail a request."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from fastapi import HTTPException
+from sqlalchemy.orm import Session
+
+from backend import broker
+from backend.db.models import Job, Model
+from backend.settings import Settings
+
+log = logging.getLogger("layertracer.api")
+
+
+def not_found(what: str, ident: str) -> HTTPException:
+    return HTTPException(404, f"unknown {what} {ident!r}")
+
+
+def job_brief(job: Optional[Job]) -> Optional[dict[str, Any]]:
+    if job is None:
+        return None
+    return {"id": job.id, "status": job.status, "progress": job.progress, "error": job.error,
+            "attempts": job.attempts}
+
+
+def job_public(job: Job) -> dict[str, Any]:
+    resource = {"kind": job.resource_kind, "id": job.resource_id} if job.resource_kind and job.resource_id else None
+    return {
+        "id": job.id, "kind": job.kind, "queue": job.queue, "status": job.status, "progress": job.progress,
+        "attempts": job.attempts, "max_attempts": job.max_attempts, "cancel_requested": job.cancel_requested,
+        "error": job.error, "created_at": job.created_at, "started_at": job.started_at,
+        "finished_at": job.finished_at, "resource": resource,
+    }
+
+
+def model_brief(model: Model) -> dict[str, Any]:
+    return {"id": model.id, "source": model.source, "name": model.name, "fingerprint": model.fingerprint,
+            "info": model.info}
+
+
+def status_of(job: Optional[Job]) -> str:
+    return job.status if job is not None else "unknown"
+
+
+def send(settings: Settings, job: Job) -> None:
+    """Deliver a job id to the workers. A broker outage must not lose the job or fail the request: the
+    job stays queued in the database and the workers' sweep re-sends stale queued jobs."""
+    try:
+        broker.send_job(job.id, job.kind, settings)
+    except Exception as exc:  # noqa: BLE001 - any broker failure is logged, the DB row is the truth
+        log.warning("could not send job %s to the broker (%s); it stays queued", job.id, exc)
+
+
+def get_model_or_404(session: Session, model_id: str) -> Model:
+    model = session.get(Model, model_id)
+    if model is None:
+        raise HTTPException(404, f"unknown model {model_id!r}")
+    return model

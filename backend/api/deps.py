@@ -1,0 +1,91 @@
+"""Request dependencies: settings, a database session per request, authorisation, paging."""
+
+from __future__ import annotations
+
+from typing import Annotated, Iterator, Optional
+
+from fastapi import Depends, HTTPException, Query, Request
+from sqlalchemy.orm import Session
+
+from backend import security
+from backend.db.models import Share
+from backend.settings import Settings
+
+API_PREFIX = "/api/v1"
+SHARE_HEADER = "X-Share-Token"
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request; the routes commit their own writes."""
+    session = request.app.state.sessionmaker()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+class Paging:
+    def __init__(
+        self,
+        limit: Annotated[int, Query(ge=1, le=500, description="rows per page")] = 50,
+        offset: Annotated[int, Query(ge=0, le=10_000_000, description="rows to skip")] = 0,
+        status: Annotated[Optional[str], Query(max_length=20, description="job status filter")] = None,
+        q: Annotated[Optional[str], Query(max_length=200, description="text in the name or model")] = None,
+    ) -> None:
+        self.limit, self.offset, self.status, self.q = limit, offset, status or None, q or None
+
+
+PagingDep = Annotated[Paging, Depends()]
+
+
+def _api_path(request: Request) -> str:
+    path = request.scope.get("path", "")
+    index = path.find(API_PREFIX + "/")
+    return path[index + len(API_PREFIX):] if index >= 0 else path
+
+
+def _share_grants(share: Share, method: str, path: str) -> bool:
+    base = f"/{share.kind}s/{share.resource_id}"
+    return path == base or path.startswith(base + "/")
+
+
+def authorize(request: Request, session: SessionDep, settings: SettingsDep) -> None:
+    """In token mode: a live API token (``Authorization: Bearer``) allows everything; a share token
+    (``?share=`` or ``X-Share-Token``) allows GET of its one resource and its sub-resources only."""
+    if settings.auth != "token":
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() == "bearer" and credential.strip():
+        if security.check_token(session, credential.strip()):
+            request.state.principal = "token"
+            return
+        raise HTTPException(401, "invalid or revoked API token", headers={"WWW-Authenticate": "Bearer"})
+    share_text = request.query_params.get("share") or request.headers.get(SHARE_HEADER)
+    if share_text:
+        share_id = security.share_id_from_token(settings.secret_key, share_text)
+        share = session.get(Share, share_id) if share_id else None
+        if share is None:
+            raise HTTPException(401, "invalid share link")
+        if share.revoked_at is not None:
+            raise HTTPException(403, "this share link has been revoked")
+        if share.expires_at is not None and share.expires_at <= security.now():
+            raise HTTPException(403, "this share link has expired")
+        if request.method not in ("GET", "HEAD"):
+            raise HTTPException(403, "a share link is read-only")
+        if not _share_grants(share, request.method, _api_path(request)):
+            raise HTTPException(403, "this share link does not grant access to this resource")
+        request.state.principal = f"share:{share.id}"
+        return
+    raise HTTPException(
+        401, "authentication required: send 'Authorization: Bearer <token>' or a share link",
+        headers={"WWW-Authenticate": "Bearer"},
+    )

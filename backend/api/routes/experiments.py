@@ -1,0 +1,147 @@
+"""Trials and experiments: create (allocations, corpus, benchmarks, seeds, steps, hyper-parameters) and
+read the results: training curves, before/after scores, statistics, weight drift, re-traces."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional, Union
+
+from fastapi import APIRouter, Header, HTTPException, Response
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, undefer
+
+from backend import jobs, results
+from backend.api.common import get_model_or_404, job_brief, model_brief, send, status_of
+from backend.api.deps import PagingDep, SessionDep, SettingsDep
+from backend.api.schemas import (
+    ExperimentCreate,
+    ExperimentMetrics,
+    ExperimentPublic,
+    ExperimentsPublic,
+    TrialCreate,
+)
+from backend.db.models import Experiment, Job, Model, new_id
+from backend.security import PathError, confine_path
+from backend.settings import Settings
+from backend.tasksets import BUILTIN_TASK_NAMES
+
+router = APIRouter(tags=["experiments"])
+
+
+def experiment_summary(result: Optional[dict]) -> Optional[dict]:
+    """The parts of the runner's result a list or header needs: the results table and the status."""
+    if not result:
+        return None
+    return {"table": result.get("table"), "status": result.get("status", "finished")}
+
+
+def experiment_public(row: Experiment, with_result: bool = True) -> dict:
+    result = row.result if with_result else None
+    return {
+        "id": row.id, "kind": row.kind, "name": row.name, "status": status_of(row.job), "job": job_brief(row.job),
+        "model": model_brief(row.model), "spec": row.spec, "summary": experiment_summary(result), "result": result,
+        "partial": row.partial, "provenance": row.provenance, "created_at": row.created_at,
+        "finished_at": row.finished_at,
+    }
+
+
+def _confined(settings: Settings, path: str, what: str, kind: Optional[str] = None) -> str:
+    try:
+        return str(confine_path(path, settings.model_roots, what, kind=kind))
+    except PathError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+def _create(kind: str, body: Union[ExperimentCreate, TrialCreate], session: Session, settings: Settings,
+            response: Response, idempotency_key: Optional[str]) -> dict:
+    model = get_model_or_404(session, body.model_id)
+    if model.trust_remote_code:
+        raise HTTPException(422, "trials do not run a model folder's own code (trust_remote_code models)")
+    fields = body.model_dump()
+    allocations = [fields.pop("allocation")] if kind == "trial" else fields.pop("allocations")
+    fields["corpus"] = _confined(settings, body.corpus, "corpus")
+    benchmarks = []
+    for bench in body.benchmarks:
+        name, _, folder = bench.partition(":")
+        benchmarks.append(f"{name}:{_confined(settings, folder, 'benchmark folder', 'dir')}")
+    fields["benchmarks"] = benchmarks
+    resolved = []
+    for allocation in allocations:
+        if allocation.startswith("from-trace:"):
+            allocation = "from-trace:" + _confined(settings, allocation.split(":", 1)[1], "trace file", "file")
+        resolved.append(allocation)
+    unknown = [t for t in body.trace_tasks.split(",") if t and t != "all" and t not in BUILTIN_TASK_NAMES]
+    if unknown:
+        raise HTTPException(422, f"trace task {unknown[0]!r} is not a built-in task")
+    experiment_id = new_id()
+    spec = {**fields, "allocations": resolved, "model_id": model.id, "kind": kind}
+    job = jobs.submit_job(
+        session, kind="experiment", spec=spec,
+        idempotency_key=f"experiment:{idempotency_key}" if idempotency_key else None,
+        resource_kind="experiment", resource_id=experiment_id, max_attempts=settings.max_attempts, commit=False,
+    )
+    if job.resource_id != experiment_id:
+        session.rollback()
+        existing = session.get(Experiment, job.resource_id)
+        if existing is None:
+            raise HTTPException(409, "an experiment with this Idempotency-Key is being created; try again")
+        response.status_code = 200
+        return experiment_public(existing)
+    row = Experiment(id=experiment_id, kind=kind, model_id=model.id, job_id=job.id, name=body.name, spec=spec)
+    session.add(row)
+    session.commit()
+    send(settings, job)
+    return experiment_public(session.get(Experiment, experiment_id))
+
+
+@router.post("/experiments", response_model=ExperimentPublic, status_code=201)
+def create_experiment(body: ExperimentCreate, session: SessionDep, settings: SettingsDep, response: Response,
+                      idempotency_key: Annotated[Optional[str], Header(max_length=200)] = None):
+    """Queue an experiment: every allocation x every seed, evaluated before and after, compared."""
+    return _create("experiment", body, session, settings, response, idempotency_key)
+
+
+@router.post("/trials", response_model=ExperimentPublic, status_code=201)
+def create_trial(body: TrialCreate, session: SessionDep, settings: SettingsDep, response: Response,
+                 idempotency_key: Annotated[Optional[str], Header(max_length=200)] = None):
+    """Queue a trial: one allocation, continued pre-training with each seed, evaluated before and after."""
+    return _create("trial", body, session, settings, response, idempotency_key)
+
+
+@router.get("/experiments", response_model=ExperimentsPublic)
+def list_experiments(session: SessionDep, paging: PagingDep):
+    """Trials and experiments, newest first (filters: status, q in the name or the model)."""
+    query = select(Experiment).join(Model, Experiment.model_id == Model.id).outerjoin(Job, Experiment.job_id == Job.id)
+    if paging.status:
+        query = query.where(Job.status == paging.status)
+    if paging.q:
+        like = f"%{paging.q}%"
+        query = query.where(or_(Experiment.name.ilike(like), Model.name.ilike(like), Model.source.ilike(like)))
+    count = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    rows = session.execute(
+        query.order_by(Experiment.created_at.desc(), Experiment.id).limit(paging.limit).offset(paging.offset)
+    ).unique().scalars()
+    data = [{
+        "id": e.id, "kind": e.kind, "name": e.name, "status": status_of(e.job), "model": model_brief(e.model),
+        "allocations": list(e.spec.get("allocations") or []), "seeds": list(e.spec.get("seeds") or []),
+        "created_at": e.created_at, "finished_at": e.finished_at, "job_id": e.job_id,
+    } for e in rows]
+    return {"data": data, "count": count}
+
+
+@router.get("/experiments/{experiment_id}", response_model=ExperimentPublic)
+def get_experiment(experiment_id: str, session: SessionDep):
+    """A trial or experiment with its job, spec, result (table, statistics, drift, re-trace) and provenance."""
+    row = session.execute(
+        select(Experiment).options(undefer(Experiment.result)).where(Experiment.id == experiment_id)
+    ).unique().scalar_one_or_none()
+    if row is None:
+        raise HTTPException(404, f"unknown experiment {experiment_id!r}")
+    return experiment_public(row)
+
+
+@router.get("/experiments/{experiment_id}/metrics", response_model=ExperimentMetrics)
+def get_metrics(experiment_id: str, session: SessionDep):
+    """Training curves: per trial slug, one point per optimizer step (loss, lr, tokens/s, grad norm)."""
+    if session.get(Experiment, experiment_id) is None:
+        raise HTTPException(404, f"unknown experiment {experiment_id!r}")
+    return {"trials": results.train_metrics(session, experiment_id)}

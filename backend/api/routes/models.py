@@ -1,0 +1,86 @@
+"""Models: register a local folder (under the model roots) or a hub id; an ``inspect`` job fills in
+architecture, layers, block kinds and parameter counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Response
+from sqlalchemy import func, or_, select
+
+from backend import jobs
+from backend.api.common import get_model_or_404, job_brief, send
+from backend.api.deps import PagingDep, SessionDep, SettingsDep
+from backend.api.schemas import ModelCreate, ModelPublic, ModelsPublic
+from backend.db.models import Job, Model, new_id
+from backend.security import HUB_ID_RE, PathError, confine_path, looks_local
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+def model_public(model: Model) -> dict:
+    return {
+        "id": model.id, "source": model.source, "source_kind": model.source_kind, "name": model.name,
+        "trust_remote_code": model.trust_remote_code, "fingerprint": model.fingerprint, "info": model.info,
+        "status": model.job.status if model.job else None, "job": job_brief(model.job),
+        "created_at": model.created_at,
+    }
+
+
+@router.post("", response_model=ModelPublic, status_code=201)
+def create_model(body: ModelCreate, session: SessionDep, settings: SettingsDep, response: Response):
+    """Register a model source and queue its inspection (the same source again returns the existing one)."""
+    source = body.source.strip()
+    if looks_local(source, settings.model_roots):
+        try:
+            folder = confine_path(source, settings.model_roots, "model path", kind="dir")
+        except PathError as exc:
+            raise HTTPException(400, str(exc)) from None
+        source, source_kind, default_name = str(folder), "local", folder.name
+    elif HUB_ID_RE.match(source) and ".." not in source:
+        source_kind, default_name = "hub", source.rsplit("/", 1)[-1]
+    else:
+        raise HTTPException(422, f"model source {body.source!r} is neither a folder under the model roots nor a hub id (org/name)")
+    existing = session.execute(select(Model).where(Model.source == source)).scalar_one_or_none()
+    if existing is not None:
+        response.status_code = 200
+        return model_public(existing)
+    model_id = new_id()
+    job = jobs.submit_job(
+        session, kind="inspect", spec={"model_id": model_id}, idempotency_key=f"model:{source}",
+        resource_kind="model", resource_id=model_id, max_attempts=settings.max_attempts, commit=False,
+    )
+    if job.resource_id != model_id:  # a concurrent request registered the same source first
+        session.rollback()
+        existing = session.execute(select(Model).where(Model.source == source)).scalar_one_or_none()
+        if existing is None:
+            raise HTTPException(409, "the model is being registered by another request; try again")
+        response.status_code = 200
+        return model_public(existing)
+    model = Model(id=model_id, source=source, source_kind=source_kind, name=(body.name or default_name)[:200],
+                  trust_remote_code=body.trust_remote_code, job_id=job.id)
+    session.add(model)
+    session.commit()
+    send(settings, job)
+    session.refresh(model)
+    return model_public(model)
+
+
+@router.get("", response_model=ModelsPublic)
+def list_models(session: SessionDep, paging: PagingDep):
+    """Registered models, newest first (filters: status of the inspect job, q in name or source)."""
+    query = select(Model).outerjoin(Job, Model.job_id == Job.id)
+    if paging.status:
+        query = query.where(Job.status == paging.status)
+    if paging.q:
+        like = f"%{paging.q}%"
+        query = query.where(or_(Model.name.ilike(like), Model.source.ilike(like)))
+    count = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    rows = session.execute(query.order_by(Model.created_at.desc(), Model.id).limit(paging.limit).offset(paging.offset)).unique().scalars()
+    return {"data": [model_public(m) for m in rows], "count": count}
+
+
+@router.get("/{model_id}", response_model=ModelPublic)
+def get_model(model_id: str, session: SessionDep):
+    """One model with its inspection (info: architecture, num_layers, block_kinds, parameters)."""
+    return model_public(get_model_or_404(session, model_id))

@@ -1,0 +1,261 @@
+"""Traces: create (model, task sets, perturbations, options) and read the results: summary, the engine
+JSON, heatmap aggregates, per-prompt drill-down, sensitivity curves, per-position view, freeze plan, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Literal, Optional
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from backend import jobs, tasksets
+from backend.api.common import get_model_or_404, job_brief, model_brief, send, status_of
+from backend.api.deps import PagingDep, SessionDep, SettingsDep
+from backend.api.schemas import (
+    Heatmap,
+    PromptsView,
+    SensitivityView,
+    TraceCreate,
+    TracePublic,
+    TracesPublic,
+)
+from backend.db.models import Job, Model, Trace, TraceLayerMetric, TraceSensitivity, TraceTaskData, new_id
+
+router = APIRouter(prefix="/traces", tags=["traces"])
+
+Metric = Literal["prob", "rank", "entropy"]
+LAYER_COLUMN = {"prob": TraceLayerMetric.mean_prob, "rank": TraceLayerMetric.mean_rank,
+                "entropy": TraceLayerMetric.mean_entropy}
+PROMPT_KEY = {"prob": "target_prob", "rank": "target_rank", "entropy": "entropy"}
+
+
+def trace_public(trace: Trace) -> dict:
+    return {
+        "id": trace.id, "name": trace.name, "status": status_of(trace.job), "job": job_brief(trace.job),
+        "model": model_brief(trace.model), "spec": trace.spec, "created_at": trace.created_at,
+        "finished_at": trace.finished_at, "summary": trace.summary,
+        "partial": trace.partial if trace.summary is None else None, "provenance": trace.provenance,
+    }
+
+
+def _trace_or_404(session: Session, trace_id: str) -> Trace:
+    trace = session.get(Trace, trace_id)
+    if trace is None:
+        raise HTTPException(404, f"unknown trace {trace_id!r}")
+    return trace
+
+
+def _finished_or_409(trace: Trace) -> dict:
+    if trace.summary is None:
+        raise HTTPException(409, f"trace {trace.id!r} has no result yet (status: {status_of(trace.job)})")
+    return trace.summary
+
+
+def _resolve_task_sets(session: Session, refs: list[str]) -> tuple[list[str], list[str]]:
+    """(names for the worker, task names they yield); 404 for an unknown set."""
+    names, task_names = [], []
+    for ref in refs:
+        if ref == "all":
+            names.append("all")
+            task_names.extend(tasksets.BUILTIN_TASK_NAMES)
+            continue
+        row = tasksets.find_task_set(session, ref)
+        if row is not None:
+            names.append(row.name)
+            task_names.extend(row.tasks or [row.name])
+        elif ref in tasksets.BUILTIN_TASK_NAMES:
+            names.append(ref)
+            task_names.append(ref)
+        else:
+            raise HTTPException(404, f"unknown task set {ref!r}")
+    duplicates = sorted({t for t in task_names if task_names.count(t) > 1})
+    if duplicates:
+        raise HTTPException(422, f"task given twice: {', '.join(duplicates)}")
+    return names, task_names
+
+
+@router.post("", response_model=TracePublic, status_code=201)
+def create_trace(
+    body: TraceCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: Annotated[Optional[str], Header(max_length=200)] = None,
+):
+    """Queue a trace; with an Idempotency-Key header seen before, return that trace instead (200)."""
+    model = get_model_or_404(session, body.model_id)
+    names, task_names = _resolve_task_sets(session, body.task_sets)
+    options = body.options.model_dump()
+    if options["position_task"] is not None and options["position_task"] not in task_names:
+        raise HTTPException(422, f"position_task {options['position_task']!r} is not one of the traced tasks")
+    limit, shots = options.pop("limit"), options.pop("shots")
+    if options["position_task"] is None:
+        options.pop("position_task")
+    trace_id = new_id()
+    job_spec = {"model_id": model.id, "tasks": names, "perturbations": body.perturbations, "options": options,
+                "limit": limit, "shots": shots}
+    job = jobs.submit_job(
+        session, kind="trace", spec=job_spec, idempotency_key=f"trace:{idempotency_key}" if idempotency_key else None,
+        resource_kind="trace", resource_id=trace_id, max_attempts=settings.max_attempts, commit=False,
+    )
+    if job.resource_id != trace_id:
+        session.rollback()
+        existing = session.get(Trace, job.resource_id)
+        if existing is None:
+            raise HTTPException(409, "a trace with this Idempotency-Key is being created; try again")
+        response.status_code = 200
+        return trace_public(existing)
+    trace = Trace(id=trace_id, model_id=model.id, job_id=job.id, name=body.name, spec=body.model_dump())
+    session.add(trace)
+    session.commit()
+    send(settings, job)
+    return trace_public(_trace_or_404(session, trace_id))
+
+
+@router.get("", response_model=TracesPublic)
+def list_traces(session: SessionDep, paging: PagingDep):
+    """Traces, newest first (filters: status, q in the trace name or the model's name/source)."""
+    query = select(Trace).join(Model, Trace.model_id == Model.id).outerjoin(Job, Trace.job_id == Job.id)
+    if paging.status:
+        query = query.where(Job.status == paging.status)
+    if paging.q:
+        like = f"%{paging.q}%"
+        query = query.where(or_(Trace.name.ilike(like), Model.name.ilike(like), Model.source.ilike(like)))
+    count = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    rows = session.execute(
+        query.order_by(Trace.created_at.desc(), Trace.id).limit(paging.limit).offset(paging.offset)
+    ).unique().scalars()
+    data = [{
+        "id": t.id, "name": t.name, "status": status_of(t.job), "model": model_brief(t.model),
+        "tasks": (t.summary or {}).get("tasks") or list(t.spec.get("task_sets") or []),
+        "vulnerable_layer": (t.summary or {}).get("vulnerable_layer"), "created_at": t.created_at,
+        "finished_at": t.finished_at, "job_id": t.job_id,
+    } for t in rows]
+    return {"data": data, "count": count}
+
+
+@router.get("/{trace_id}", response_model=TracePublic)
+def get_trace(trace_id: str, session: SessionDep):
+    """Status, job progress, model, spec, summary (particles, vulnerable layer, freeze plan), provenance."""
+    return trace_public(_trace_or_404(session, trace_id))
+
+
+def _result_text(session: Session, trace_id: str) -> str:
+    row = session.execute(
+        select(Trace.result_json, Job.status).outerjoin(Job, Trace.job_id == Job.id).where(Trace.id == trace_id)
+    ).one_or_none()
+    if row is None:
+        raise HTTPException(404, f"unknown trace {trace_id!r}")
+    if row.result_json is None:
+        raise HTTPException(409, f"trace {trace_id!r} has no result yet (status: {row.status or 'unknown'})")
+    return row.result_json
+
+
+@router.get("/{trace_id}/result", responses={200: {"content": {"application/json": {}},
+                                                   "description": "the engine's TraceResult JSON (README schema)"}})
+def get_result(trace_id: str, session: SessionDep):
+    """The engine's TraceResult JSON exactly as stored (README "OUT.json" schema)."""
+    # Served as stored text: re-encoding tens of MB of JSON per request would dominate the latency.
+    return Response(content=_result_text(session, trace_id), media_type="application/json")
+
+
+@router.get("/{trace_id}/export.json", responses={200: {"content": {"application/json": {}}}})
+def export_json(trace_id: str, session: SessionDep):
+    """The engine's TraceResult JSON as a download."""
+    return Response(content=_result_text(session, trace_id), media_type="application/json",
+                    headers={"Content-Disposition": f'attachment; filename="trace-{trace_id}.json"'})
+
+
+@router.get("/{trace_id}/heatmap", response_model=Heatmap)
+def heatmap(trace_id: str, session: SessionDep, metric: Annotated[Metric, Query()] = "prob"):
+    """Layers x tasks: each task's mean target probability, rank or entropy per layer."""
+    summary = _finished_or_409(_trace_or_404(session, trace_id))
+    num_layers = int(summary["num_layers"])
+    tasks = list(summary.get("tasks") or [])
+    values = {t: [None] * num_layers for t in tasks}
+    column = LAYER_COLUMN[metric]
+    for task, layer, value in session.execute(
+        select(TraceLayerMetric.task, TraceLayerMetric.layer, column).where(TraceLayerMetric.trace_id == trace_id)
+    ):
+        if task in values and 0 <= layer < num_layers:
+            values[task][layer] = value
+    return {"metric": metric, "layers": list(range(num_layers)), "tasks": tasks,
+            "values": [values[t] for t in tasks], "particles": summary.get("particles") or {}}
+
+
+@router.get("/{trace_id}/tasks/{task}/prompts", response_model=PromptsView)
+def prompts(trace_id: str, task: str, session: SessionDep, metric: Annotated[Metric, Query()] = "prob"):
+    """Layers x prompts of one task: each prompt's metric per layer and its particle."""
+    summary = _finished_or_409(_trace_or_404(session, trace_id))
+    data = session.execute(
+        select(TraceTaskData.data).where(TraceTaskData.trace_id == trace_id, TraceTaskData.task == task)
+    ).scalar_one_or_none()
+    if data is None:
+        raise HTTPException(404, f"trace {trace_id!r} has no task {task!r}")
+    num_layers = int(summary["num_layers"])
+    return {"metric": metric, "task": task, "layers": list(range(num_layers)), "prompts": data.get("prompts") or [],
+            "targets": data.get("targets") or [], "values": data.get(PROMPT_KEY[metric]) or [],
+            "particles": data.get("prompt_particles") or [], "task_particle": data.get("task_particle")}
+
+
+@router.get("/{trace_id}/sensitivity", response_model=SensitivityView)
+def sensitivity(trace_id: str, session: SessionDep):
+    """Per perturbation: mean JS divergence (nats) per layer with its 95% interval; the vulnerable layer."""
+    summary = _finished_or_409(_trace_or_404(session, trace_id))
+    num_layers = int(summary["num_layers"])
+    curves: dict[str, dict[str, list]] = {}
+    for row in session.execute(
+        select(TraceSensitivity).where(TraceSensitivity.trace_id == trace_id)
+    ).scalars():
+        curve = curves.setdefault(row.perturbation, {k: [None] * num_layers for k in ("mean", "lo", "hi")})
+        if 0 <= row.layer < num_layers:
+            curve["mean"][row.layer], curve["lo"][row.layer], curve["hi"][row.layer] = row.mean_js, row.ci_low, row.ci_high
+    return {"layers": list(range(num_layers)), "perturbations": curves, "primary": summary.get("primary_perturbation"),
+            "vulnerable_layer": summary.get("vulnerable_layer")}
+
+
+@router.get("/{trace_id}/position")
+def position_view(trace_id: str, session: SessionDep) -> Optional[dict]:
+    """The per-position view (one prompt: target probability and top-1 token per layer x position), or null."""
+    trace = _trace_or_404(session, trace_id)
+    _finished_or_409(trace)
+    return trace.position_view
+
+
+@router.get("/{trace_id}/freeze-plan")
+def freeze_plan(trace_id: str, session: SessionDep) -> dict:
+    """The freeze plan: train/freeze layers and ranges, boundary, rule, evidence and reasons."""
+    summary = _finished_or_409(_trace_or_404(session, trace_id))
+    return summary.get("freeze_plan") or {}
+
+
+@router.get("/{trace_id}/export.csv", responses={200: {"content": {"text/csv": {}}}})
+def export_csv(trace_id: str, session: SessionDep):
+    """One row per task x layer: mean prob, rank, entropy, whether it is the particle, primary mean JS."""
+    summary = _finished_or_409(_trace_or_404(session, trace_id))
+    num_layers = int(summary["num_layers"])
+    particles = summary.get("particles") or {}
+    primary = summary.get("primary_perturbation")
+    js = {}
+    if primary:
+        js = dict(session.execute(select(TraceSensitivity.layer, TraceSensitivity.mean_js).where(
+            TraceSensitivity.trace_id == trace_id, TraceSensitivity.perturbation == primary)).all())
+    order = {t: i for i, t in enumerate(summary.get("tasks") or [])}
+    rows = session.execute(select(TraceLayerMetric).where(TraceLayerMetric.trace_id == trace_id)).scalars().all()
+    rows.sort(key=lambda r: (order.get(r.task, len(order)), r.task, r.layer))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["task", "layer", "normalized_depth", "mean_prob", "mean_rank", "mean_entropy", "is_particle",
+                     f"mean_js_{primary}" if primary else "mean_js"])
+    for r in rows:
+        writer.writerow([r.task, r.layer, f"{(r.layer + 1) / num_layers:.6g}", _num(r.mean_prob), _num(r.mean_rank),
+                         _num(r.mean_entropy), int(particles.get(r.task) == r.layer), _num(js.get(r.layer))])
+    return Response(content=out.getvalue(), media_type="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="trace-{trace_id}.csv"'})
+
+
+def _num(value) -> str:
+    return "" if value is None else repr(float(value))

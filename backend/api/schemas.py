@@ -1,0 +1,526 @@
+"""Request and response schemas, one family per resource (``XCreate`` / ``XPublic`` / ``XsPublic``).
+
+Request bodies forbid unknown fields (a typo is a 422, not silently ignored).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from typing import Any, Generic, Literal, Optional, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+T = TypeVar("T")
+
+PERTURBATION_KINDS = ("skip", "zero-attn", "zero-mlp", "noise", "mask")
+ALLOCATION_PRESETS = ("train-shallow", "train-deep", "full")
+RANGES_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+SEED_MAX = 2**31 - 1
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListOf(BaseModel, Generic[T]):
+    data: list[T]
+    count: int
+
+
+def check_perturbation(text: str) -> str:
+    """Validate ``skip|zero-attn|zero-mlp|noise[:scale=S][,draws=N]|mask[:keep=R][,draws=N]``; returns it
+    stripped. Raises ValueError with a one-line reason (mirrors the engine's Perturbation.parse)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("a perturbation is an empty string")
+    text = text.strip()
+    kind, _, rest = text.partition(":")
+    if kind not in PERTURBATION_KINDS:
+        raise ValueError(f"unknown perturbation {kind!r}; use one of {', '.join(PERTURBATION_KINDS)}")
+    allowed = {"noise": {"scale", "draws"}, "mask": {"keep", "draws"}}.get(kind, set())
+    seen = set()
+    for part in filter(None, (p.strip() for p in rest.replace(";", ",").split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in allowed:
+            hint = ", ".join(f"{k}=" for k in sorted(allowed)) or "no options"
+            raise ValueError(f"bad option {part!r} in perturbation {text!r} ({kind} takes {hint})")
+        if key in seen:
+            raise ValueError(f"option {key!r} given twice in perturbation {text!r}")
+        seen.add(key)
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"bad option {part!r} in perturbation {text!r}: {value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"bad option {part!r} in perturbation {text!r}: not a finite number")
+        if key == "keep" and not 0.0 <= number <= 1.0:
+            raise ValueError(f"mask keep must be in [0, 1], got {value} in {text!r}")
+        if key == "scale" and not 0.0 < number <= 100.0:
+            raise ValueError(f"noise scale must be in (0, 100], got {value} in {text!r}")
+        if key == "draws" and (number != int(number) or not 1 <= number <= 100):
+            raise ValueError(f"draws must be an integer in [1, 100], got {value} in {text!r}")
+    if not rest and ":" in text:
+        raise ValueError(f"perturbation {text!r} ends with ':'")
+    return text
+
+
+def check_allocation(text: str) -> str:
+    """Validate an allocation: a preset, ``from-trace``, ``from-trace:PATH`` (path checked by the
+    route), or layer ranges ``0-7,12`` (start <= end)."""
+    text = (text or "").strip()
+    if text in ALLOCATION_PRESETS or text == "from-trace" or text.startswith("from-trace:"):
+        if text == "from-trace:":
+            raise ValueError("allocation 'from-trace:' needs a path")
+        return text
+    if not RANGES_RE.match(text):
+        raise ValueError(
+            f"bad allocation {text!r}: use {', '.join(ALLOCATION_PRESETS)}, from-trace[:PATH] or ranges like 0-7,12"
+        )
+    for part in text.split(","):
+        start, _, end = part.partition("-")
+        if end and int(start) > int(end):
+            raise ValueError(f"bad allocation {text!r}: range {part} runs backwards")
+        if int(end or start) > 100_000:
+            raise ValueError(f"bad allocation {text!r}: layer {end or start} is out of range")
+    return text
+
+
+# -- jobs --------------------------------------------------------------------------------------------
+class Progress(BaseModel):
+    """Progress of a running job: stage name, units done of total, percent (0-100), ETA in seconds."""
+
+    model_config = ConfigDict(extra="allow")
+    stage: Optional[str] = None
+    done: Optional[float] = None
+    total: Optional[float] = None
+    percent: Optional[float] = None
+    eta_seconds: Optional[float] = None
+
+
+class ResourceRef(BaseModel):
+    kind: str
+    id: str
+
+
+class JobBrief(BaseModel):
+    id: str
+    status: str
+    progress: Optional[Progress] = None
+    error: Optional[str] = None
+    attempts: int
+
+
+class JobPublic(BaseModel):
+    id: str
+    kind: str
+    queue: str
+    status: str
+    progress: Optional[Progress] = None
+    attempts: int
+    max_attempts: int
+    cancel_requested: bool
+    error: Optional[str] = None
+    created_at: datetime
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+    resource: Optional[ResourceRef] = None
+
+
+class JobsPublic(ListOf[JobPublic]):
+    pass
+
+
+class JobLog(BaseModel):
+    """The tail of a job's log: ``lines`` (at most ``tail``) and the text they came from."""
+
+    id: str
+    status: str
+    lines: list[str]
+    text: str
+
+
+# -- models ------------------------------------------------------------------------------------------
+class ModelCreate(Request):
+    """A model to register: a local folder under the model roots (absolute, or relative to a root) or a
+    hub id (``org/name``)."""
+
+    source: str = Field(min_length=1, max_length=1000)
+    name: Optional[str] = Field(default=None, max_length=200)
+    trust_remote_code: bool = False
+
+
+class ModelBrief(BaseModel):
+    id: str
+    source: str
+    name: str
+    fingerprint: Optional[str] = None
+    info: Optional[dict[str, Any]] = None
+
+
+class ModelPublic(BaseModel):
+    id: str
+    source: str
+    source_kind: Literal["local", "hub"]
+    name: str
+    trust_remote_code: bool
+    fingerprint: Optional[str] = None
+    info: Optional[dict[str, Any]] = None
+    status: Optional[str] = None
+    job: Optional[JobBrief] = None
+    created_at: datetime
+
+
+class ModelsPublic(ListOf[ModelPublic]):
+    pass
+
+
+# -- task sets ---------------------------------------------------------------------------------------
+class TaskSetPublic(BaseModel):
+    id: str
+    name: str
+    builtin: bool
+    language: Optional[str] = None
+    description: Optional[str] = None
+    tasks: list[str]
+    num_items: int
+    registered: bool = True
+    created_at: Optional[datetime] = None
+
+
+class TaskSetDetail(TaskSetPublic):
+    items: Optional[list[dict[str, Any]]] = None
+
+
+class TaskSetsPublic(ListOf[TaskSetPublic]):
+    pass
+
+
+# -- traces ------------------------------------------------------------------------------------------
+class TraceOptions(Request):
+    """Trace options (the engine's TraceOptions plus ``limit`` and ``shots``)."""
+
+    limit: Optional[int] = Field(default=None, ge=1, le=100_000, description="at most this many prompts per task")
+    shots: int = Field(default=3, ge=0, le=16, description="few-shot examples in built-in prompts")
+    batch_size: int = Field(default=8, ge=1, le=1024)
+    top_k: int = Field(default=10, ge=1, le=100)
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
+    draws: int = Field(default=3, ge=1, le=100)
+    particle_delta: float = Field(default=0.1, ge=0.0, le=1.0)
+    particle_floor: float = Field(default=0.1, ge=0.0, le=1.0)
+    plan_boundary: Literal["median", "min"] = "median"
+    min_train_layers: int = Field(default=1, ge=0, le=100_000)
+    position_task: Optional[str] = Field(default=None, max_length=200)
+    position_prompt: int = Field(default=0, ge=0, le=1_000_000)
+    similarity: bool = True
+    position_view: bool = True
+
+
+class TraceCreate(Request):
+    """A trace: a registered model, task sets (ids or names; ``all`` = every built-in one),
+    perturbations (the first is the primary) and options."""
+
+    model_id: str = Field(min_length=1, max_length=64)
+    task_sets: list[str] = Field(min_length=1, max_length=50)
+    perturbations: list[str] = Field(default_factory=lambda: ["skip"], min_length=1, max_length=10)
+    options: TraceOptions = Field(default_factory=TraceOptions)
+    name: Optional[str] = Field(default=None, max_length=200)
+
+    @field_validator("perturbations")
+    @classmethod
+    def _perturbations(cls, values: list[str]) -> list[str]:
+        out = [check_perturbation(v) for v in values]
+        if len(set(out)) != len(out):
+            raise ValueError("a perturbation is listed twice")
+        return out
+
+    @field_validator("task_sets")
+    @classmethod
+    def _task_sets(cls, values: list[str]) -> list[str]:
+        out = [v.strip() for v in values]
+        if any(not v or len(v) > 200 for v in out):
+            raise ValueError("task set references must be 1-200 characters")
+        if len(set(out)) != len(out):
+            raise ValueError("a task set is listed twice")
+        return out
+
+
+class TraceSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    num_layers: int
+    block_kinds: list[str]
+    tasks: list[str]
+    particles: dict[str, Optional[int]]
+    vulnerable_layer: Optional[int] = None
+    freeze_plan: Optional[dict[str, Any]] = None
+
+
+class Provenance(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    code_version: Optional[str] = None
+    model_fingerprint: Optional[str] = None
+    seeds: list[int] = Field(default_factory=list)
+
+
+class TracePublic(BaseModel):
+    id: str
+    name: Optional[str] = None
+    status: str
+    job: Optional[JobBrief] = None
+    model: ModelBrief
+    spec: dict[str, Any]
+    created_at: datetime
+    finished_at: Optional[datetime] = None
+    summary: Optional[TraceSummary] = None
+    partial: Optional[dict[str, Any]] = None
+    provenance: Optional[Provenance] = None
+
+
+class TraceListItem(BaseModel):
+    id: str
+    name: Optional[str] = None
+    status: str
+    model: ModelBrief
+    tasks: list[str]
+    vulnerable_layer: Optional[int] = None
+    created_at: datetime
+    finished_at: Optional[datetime] = None
+    job_id: Optional[str] = None
+
+
+class TracesPublic(ListOf[TraceListItem]):
+    pass
+
+
+class Heatmap(BaseModel):
+    """values[t][l]: the task's mean metric at layer l (null where no prompt had a value)."""
+
+    metric: str
+    layers: list[int]
+    tasks: list[str]
+    values: list[list[Optional[float]]]
+    particles: dict[str, Optional[int]]
+
+
+class PromptsView(BaseModel):
+    """values[p][l]: prompt p's metric at layer l; particles[p]: prompt p's particle layer."""
+
+    metric: str
+    task: str
+    layers: list[int]
+    prompts: list[str]
+    targets: list[str]
+    values: list[list[Optional[float]]]
+    particles: list[Optional[int]]
+    task_particle: Optional[int] = None
+
+
+class Curve(BaseModel):
+    mean: list[Optional[float]]
+    lo: list[Optional[float]]
+    hi: list[Optional[float]]
+
+
+class SensitivityView(BaseModel):
+    """Per perturbation: mean JS (nats) per layer with its 95% bootstrap interval."""
+
+    layers: list[int]
+    perturbations: dict[str, Curve]
+    primary: Optional[str] = None
+    vulnerable_layer: Optional[int] = None
+
+
+# -- experiments -------------------------------------------------------------------------------------
+class _TrainingFields(Request):
+    """Fields shared by trials and experiments (the engine's ExperimentSpec)."""
+
+    model_id: str = Field(min_length=1, max_length=64)
+    name: Optional[str] = Field(default=None, max_length=200)
+    corpus: str = Field(min_length=1, max_length=1000, description="text/JSONL/parquet file or folder under the roots")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=50)
+    benchmarks: list[str] = Field(default_factory=list, max_length=10, description="ceval:DIR or cmmlu:DIR")
+    steps: int = Field(default=100, ge=1, le=10_000_000)
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    grad_accum: int = Field(default=1, ge=1, le=4096)
+    block_size: int = Field(default=256, ge=8, le=131_072)
+    lr: float = Field(default=1e-4, gt=0.0, le=1.0)
+    min_lr_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
+    warmup_steps: int = Field(default=10, ge=0, le=10_000_000)
+    weight_decay: float = Field(default=0.01, ge=0.0, le=10.0)
+    max_grad_norm: float = Field(default=1.0, ge=0.0, le=1e6)
+    eval_every: int = Field(default=0, ge=0, le=10_000_000)
+    checkpoint_every: int = Field(default=50, ge=0, le=10_000_000)
+    holdout: float = Field(default=0.05, ge=0.0, lt=0.5)
+    embeddings: Optional[bool] = None
+    head: Optional[bool] = None
+    final_norm: Optional[bool] = None
+    part: Literal["all", "mixer", "mlp"] = "all"
+    eval_mode: Literal["loglikelihood", "answer-only"] = "loglikelihood"
+    eval_shots: int = Field(default=5, ge=0, le=16)
+    eval_limit: Optional[int] = Field(default=None, ge=1, le=10_000_000)
+    eval_batch_size: int = Field(default=8, ge=1, le=1024)
+    trace_tasks: str = Field(default="", max_length=2000, description="built-in task names, comma-separated, or all")
+    trace_limit: int = Field(default=20, ge=1, le=100_000)
+    trace_perturbations: list[str] = Field(default_factory=lambda: ["skip"], min_length=1, max_length=10)
+    device: str = Field(default="auto", max_length=20)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, values: list[int]) -> list[int]:
+        if any(not 0 <= v <= SEED_MAX for v in values):
+            raise ValueError(f"seeds must be in [0, {SEED_MAX}]")
+        if len(set(values)) != len(values):
+            raise ValueError("a seed is listed twice")
+        return values
+
+    @field_validator("trace_perturbations")
+    @classmethod
+    def _trace_perturbations(cls, values: list[str]) -> list[str]:
+        return [check_perturbation(v) for v in values]
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _benchmarks(cls, values: list[str]) -> list[str]:
+        for v in values:
+            kind, sep, folder = v.partition(":")
+            if kind not in ("ceval", "cmmlu") or not sep or not folder.strip():
+                raise ValueError(f"bad benchmark {v!r}: use ceval:DIR or cmmlu:DIR")
+        return values
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not DEVICE_RE.match(value):
+            raise ValueError(f"bad device {value!r}: use auto, cpu, mps, cuda or cuda:N")
+        return value
+
+    @field_validator("trace_tasks")
+    @classmethod
+    def _trace_tasks(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        if any(not re.match(r"^[A-Za-z0-9_.-]+$", n) for n in names):
+            raise ValueError("trace_tasks: comma-separated task names")
+        return ",".join(names)
+
+
+class ExperimentCreate(_TrainingFields):
+    """An experiment: every allocation x every seed on the same data, compared with statistics."""
+
+    allocations: list[str] = Field(min_length=1, max_length=10)
+
+    @field_validator("allocations")
+    @classmethod
+    def _allocations(cls, values: list[str]) -> list[str]:
+        out = [check_allocation(v) for v in values]
+        if len(set(out)) != len(out):
+            raise ValueError("an allocation is listed twice")
+        return out
+
+    @model_validator(mode="after")
+    def _from_trace(self) -> "ExperimentCreate":
+        if "from-trace" in self.allocations and not self.trace_tasks:
+            raise ValueError("allocation 'from-trace' needs trace_tasks to trace the base model")
+        return self
+
+
+class TrialCreate(_TrainingFields):
+    """A trial: one allocation (trained with each seed)."""
+
+    allocation: str = Field(min_length=1, max_length=1000)
+
+    @field_validator("allocation")
+    @classmethod
+    def _allocation(cls, value: str) -> str:
+        return check_allocation(value)
+
+    @model_validator(mode="after")
+    def _from_trace(self) -> "TrialCreate":
+        if self.allocation == "from-trace" and not self.trace_tasks:
+            raise ValueError("allocation 'from-trace' needs trace_tasks to trace the base model")
+        return self
+
+
+class ExperimentPublic(BaseModel):
+    id: str
+    kind: Literal["trial", "experiment"]
+    name: Optional[str] = None
+    status: str
+    job: Optional[JobBrief] = None
+    model: ModelBrief
+    spec: dict[str, Any]
+    summary: Optional[dict[str, Any]] = None
+    result: Optional[dict[str, Any]] = None
+    partial: Optional[dict[str, Any]] = None
+    provenance: Optional[Provenance] = None
+    created_at: datetime
+    finished_at: Optional[datetime] = None
+
+
+class ExperimentListItem(BaseModel):
+    id: str
+    kind: Literal["trial", "experiment"]
+    name: Optional[str] = None
+    status: str
+    model: ModelBrief
+    allocations: list[str]
+    seeds: list[int]
+    created_at: datetime
+    finished_at: Optional[datetime] = None
+    job_id: Optional[str] = None
+
+
+class ExperimentsPublic(ListOf[ExperimentListItem]):
+    pass
+
+
+class MetricPoint(BaseModel):
+    step: int
+    loss: Optional[float] = None
+    lr: Optional[float] = None
+    tokens_per_s: Optional[float] = None
+    grad_norm: Optional[float] = None
+    eval_loss: Optional[float] = None
+
+
+class ExperimentMetrics(BaseModel):
+    """Training curves per trial slug, ordered by step."""
+
+    trials: dict[str, list[MetricPoint]]
+
+
+# -- shares ------------------------------------------------------------------------------------------
+class ShareCreate(Request):
+    """A read-only link to one trace or experiment, optionally expiring after ``expires_in_seconds``."""
+
+    kind: Literal["trace", "experiment"]
+    id: str = Field(min_length=1, max_length=64)
+    expires_in_seconds: Optional[int] = Field(default=None, ge=1, le=10 * 365 * 24 * 3600)
+
+
+class SharePublic(BaseModel):
+    """token: send as ``?share=<token>`` or the ``X-Share-Token`` header. url: the API resource;
+    dashboard_path: the dashboard page, both with the token."""
+
+    id: str
+    kind: str
+    resource_id: str
+    token: str
+    url: str
+    dashboard_path: str
+    created_at: datetime
+    expires_at: Optional[datetime] = None
+    revoked: bool
+    expired: bool
+
+
+class SharesPublic(ListOf[SharePublic]):
+    pass
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    database: str
+    auth: str

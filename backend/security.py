@@ -1,0 +1,138 @@
+"""Path confinement, API tokens (sha256 hashes, constant-time compare) and signed share tokens.
+
+No request state here: plain functions the API and the admin CLI share.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Optional, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.db.models import ApiToken, new_id
+from backend.db.types import utcnow
+
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+
+
+class PathError(ValueError):
+    """A path the service will not touch; the message is one line."""
+
+
+def looks_local(source: str, roots: Sequence[Path] = ()) -> bool:
+    """Whether a model source names a local folder (the worker uses the same rule): absolute, ``.``/``~``
+    prefixed, more than one ``/``, or existing (as given or under a root). Otherwise a hub id."""
+    return (
+        os.path.isabs(source)
+        or source.startswith((".", "~"))
+        or source.count("/") > 1
+        or Path(source).expanduser().exists()
+        or any((Path(r) / source).exists() for r in roots)
+    )
+
+
+def confine_path(path: str, roots: Sequence[Path], what: str = "path", *, must_exist: bool = True,
+                 kind: Optional[str] = None) -> Path:
+    """``path`` resolved (symlinks followed) if it lies inside one of ``roots``; else PathError.
+
+    A relative path is taken under each root in turn (the first where it exists wins; else the first
+    root). ``kind``: ``"dir"`` or ``"file"`` to require one. The check runs on the fully resolved path,
+    so ``..`` segments and symlinks pointing out of the roots are refused.
+    """
+    if not isinstance(path, str) or not path.strip() or "\x00" in path:
+        raise PathError(f"{what} is empty or not a valid path")
+    if not roots:
+        raise PathError(f"no roots are configured for local {what}s")
+    candidate = Path(path.strip()).expanduser()
+    if not candidate.is_absolute():
+        for root in roots:
+            if (Path(root) / candidate).exists():
+                candidate = Path(root) / candidate
+                break
+        else:
+            candidate = Path(roots[0]) / candidate
+    try:
+        resolved = candidate.resolve(strict=False)
+    except (OSError, RuntimeError):
+        raise PathError(f"{what} {path!r} cannot be resolved") from None
+    resolved_roots = [Path(r).resolve() for r in roots]
+    if not any(resolved == r or resolved.is_relative_to(r) for r in resolved_roots):
+        raise PathError(f"{what} {path!r} is outside the allowed roots")
+    if must_exist and not resolved.exists():
+        raise PathError(f"{what} {path!r} does not exist")
+    if kind == "dir" and resolved.exists() and not resolved.is_dir():
+        raise PathError(f"{what} {path!r} is not a folder")
+    if kind == "file" and resolved.exists() and not resolved.is_file():
+        raise PathError(f"{what} {path!r} is not a file")
+    return resolved
+
+
+# -- API tokens --------------------------------------------------------------------------------------
+def hash_token(token: str) -> str:
+    """sha256 hex of a token (what the database keeps)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(session: Session, name: str) -> str:
+    """Create an API token called ``name``; returns the token text (shown once, only its hash is kept)."""
+    if not name or len(name) > 200:
+        raise ValueError("a token needs a name of 1-200 characters")
+    if session.execute(select(ApiToken.id).where(ApiToken.name == name)).first():
+        raise ValueError(f"a token named {name!r} exists already (revoke it first)")
+    token = "lt_" + secrets.token_urlsafe(32)
+    session.add(ApiToken(id=new_id(), name=name, token_hash=hash_token(token)))
+    session.commit()
+    return token
+
+
+def revoke_token(session: Session, name: str) -> bool:
+    """Revoke (delete) the token called ``name``; False if there is none."""
+    row = session.execute(select(ApiToken).where(ApiToken.name == name)).scalar_one_or_none()
+    if row is None:
+        return False
+    session.delete(row)
+    session.commit()
+    return True
+
+
+def check_token(session: Session, token: str) -> bool:
+    """Whether ``token`` is a live API token. Hashes are compared with hmac.compare_digest against every
+    live token, so timing says nothing about how much of a guess matched."""
+    wanted = hash_token(token)
+    found = False
+    for stored in session.execute(select(ApiToken.token_hash).where(ApiToken.revoked_at.is_(None))).scalars():
+        found |= hmac.compare_digest(stored, wanted)
+    return found
+
+
+# -- share tokens ------------------------------------------------------------------------------------
+def _signature(secret_key: str, share_id: str) -> str:
+    digest = hmac.new(secret_key.encode("utf-8"), f"share:{share_id}".encode("ascii"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def share_token(secret_key: str, share_id: str) -> str:
+    """``<share_id>.<base64url HMAC-SHA256(secret_key, share_id)>``: unforgeable without the secret."""
+    return f"{share_id}.{_signature(secret_key, share_id)}"
+
+
+def share_id_from_token(secret_key: str, token: str) -> Optional[str]:
+    """The share id of a correctly signed token, else None (the row still decides revocation/expiry)."""
+    share_id, sep, signature = (token or "").partition(".")
+    if not sep or not re.fullmatch(r"[0-9a-f]{32}", share_id):
+        return None
+    if not hmac.compare_digest(signature, _signature(secret_key, share_id)):
+        return None
+    return share_id
+
+
+def now():
+    return utcnow()
