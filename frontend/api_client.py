@@ -1,0 +1,219 @@
+"""The dashboard's only way to the data: HTTP calls to the LayerTracer API (``/api/v1``).
+
+``ApiClient(base_url, token=None, share=None)`` wraps httpx. Every call returns parsed JSON or raises
+:class:`ApiError` with one line a person can read: the API's ``{"detail": ...}`` for a 4xx/5xx, or a
+sentence saying the API could not be reached. Pages show that line as it is.
+
+Finished trace results never change, so their JSON is memoised per (API, path, credentials) in a small
+bounded cache (the memoisation pattern Dash recommends for sharing data between callbacks): the
+callbacks of one trace page then fetch the result once, not once per figure. Nothing else is cached.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Optional
+
+import httpx
+
+API_PREFIX = "/api/v1"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+class ApiError(Exception):
+    """A failed API call: ``message`` is one line for the page; ``status`` the HTTP status (None if unreachable)."""
+
+    def __init__(self, message: str, status: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class _ResultCache:
+    """A thread-safe LRU of immutable JSON documents (finished trace results)."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._data: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Any:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        return None
+
+    def put(self, key: tuple, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+RESULT_CACHE = _ResultCache()
+
+_CLIENTS: dict[str, httpx.Client] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _http(base_url: str) -> httpx.Client:
+    """One pooled httpx client per API base URL (connection reuse; httpx clients are thread-safe)."""
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(base_url)
+        if client is None:
+            client = httpx.Client(base_url=base_url, timeout=DEFAULT_TIMEOUT)
+            _CLIENTS[base_url] = client
+        return client
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):  # FastAPI validation errors: a list of {loc, msg}
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(x) for x in item.get("loc", []) if x != "body")
+                parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
+            else:
+                parts.append(str(item))
+        detail = "; ".join(parts)
+    if not detail:
+        text = response.text.strip().splitlines()
+        detail = text[0][:200] if text else response.reason_phrase
+    return f"{detail} (HTTP {response.status_code})"
+
+
+class ApiClient:
+    """Calls to ``{base_url}/api/v1``.
+
+    token: an API token, sent as ``Authorization: Bearer``. share: a share-link token, sent as the
+    ``share`` query parameter on reads (it grants read access to one resource).
+    """
+
+    def __init__(self, base_url: str, token: Optional[str] = None, share: Optional[str] = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token or None
+        self.share = share or None
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def _params(self, params: Optional[dict], read: bool) -> dict:
+        clean = {k: v for k, v in (params or {}).items() if v is not None and v != ""}
+        if read and self.share:
+            clean["share"] = self.share
+        return clean
+
+    def request(self, method: str, path: str, *, params: Optional[dict] = None, json: Any = None,
+                files: Any = None, data: Any = None) -> Any:
+        read = method.upper() == "GET"
+        try:
+            response = _http(self.base_url).request(
+                method, API_PREFIX + path, params=self._params(params, read), json=json, files=files, data=data,
+                headers=self._headers(),
+            )
+        except httpx.HTTPError as exc:
+            raise ApiError(f"The API at {self.base_url} could not be reached ({type(exc).__name__}: {exc}).") from None
+        if response.status_code >= 400:
+            raise ApiError(_detail(response), response.status_code)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(f"The API answered {path} with something that is not JSON.", response.status_code) from None
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.request("POST", path, json=body)
+
+    # -- resources ------------------------------------------------------------------------------
+    def traces(self, *, status: str = "", q: str = "", limit: int = 50, offset: int = 0) -> dict:
+        return self.get("/traces", status=status, q=q, limit=limit, offset=offset)
+
+    def experiments(self, *, status: str = "", q: str = "", limit: int = 50, offset: int = 0) -> dict:
+        return self.get("/experiments", status=status, q=q, limit=limit, offset=offset)
+
+    def trace(self, trace_id: str) -> dict:
+        return self.get(f"/traces/{trace_id}")
+
+    def trace_result(self, trace_id: str) -> dict:
+        """The engine's TraceResult JSON of a finished trace (memoised: it never changes)."""
+        key = (self.base_url, trace_id, self.token, self.share)
+        cached = RESULT_CACHE.get(key)
+        if cached is not None:
+            return cached
+        result = self.get(f"/traces/{trace_id}/result")
+        RESULT_CACHE.put(key, result)
+        return result
+
+    def heatmap(self, trace_id: str, metric: str = "prob") -> dict:
+        return self.get(f"/traces/{trace_id}/heatmap", metric=metric)
+
+    def prompts(self, trace_id: str, task: str, metric: str = "prob") -> dict:
+        return self.get(f"/traces/{trace_id}/tasks/{task}/prompts", metric=metric)
+
+    def sensitivity(self, trace_id: str) -> dict:
+        return self.get(f"/traces/{trace_id}/sensitivity")
+
+    def models(self) -> dict:
+        return self.get("/models")
+
+    def model(self, model_id: str) -> dict:
+        return self.get(f"/models/{model_id}")
+
+    def add_model(self, source: str, name: Optional[str] = None) -> dict:
+        body: dict[str, Any] = {"source": source}
+        if name:
+            body["name"] = name
+        return self.post("/models", body)
+
+    def task_sets(self) -> dict:
+        return self.get("/task-sets")
+
+    def upload_task_set(self, filename: str, content: bytes, name: str) -> dict:
+        return self.request("POST", "/task-sets", files={"file": (filename, content)}, data={"name": name})
+
+    def create_trace(self, body: dict) -> dict:
+        return self.post("/traces", body)
+
+    def create_trial(self, body: dict) -> dict:
+        return self.post("/trials", body)
+
+    def create_experiment(self, body: dict) -> dict:
+        return self.post("/experiments", body)
+
+    def experiment(self, experiment_id: str) -> dict:
+        return self.get(f"/experiments/{experiment_id}")
+
+    def experiment_metrics(self, experiment_id: str) -> dict:
+        return self.get(f"/experiments/{experiment_id}/metrics")
+
+    def job(self, job_id: str) -> dict:
+        return self.get(f"/jobs/{job_id}")
+
+    def cancel_job(self, job_id: str) -> dict:
+        return self.post(f"/jobs/{job_id}/cancel")
+
+    def create_share(self, kind: str, resource_id: str, expires_in_seconds: Optional[int] = None) -> dict:
+        body: dict[str, Any] = {"kind": kind, "id": resource_id}
+        if expires_in_seconds:
+            body["expires_in_seconds"] = expires_in_seconds
+        return self.post("/shares", body)

@@ -1,0 +1,110 @@
+"""Compare (``/compare?traces=a,b&task=``): two or more traces on the normalised depth axis."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import dash
+from dash import ALL, Input, Output, State, ctx, dcc, html
+
+from frontend.api_client import ApiError
+from frontend.components import (build_search, client, empty_box, error_box, figure_card, make_share, share_bar, table,
+                                 to_csv, to_json)
+from frontend.viz import compare as cv
+
+dash.register_page(__name__, path="/compare", name="Compare", title="Compare · LayerTracer", order=4)
+
+P = "compare"
+
+
+def _ids(text: Optional[str]) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def load(ids: list[str], token: Optional[str], share: Optional[str]) -> tuple[dict, list[str]]:
+    """{trace id: result} of the finished traces, and one message per trace that could not be loaded."""
+    results, problems = {}, []
+    api = client(token, share)
+    for trace_id in ids:
+        try:
+            results[trace_id] = api.trace_result(trace_id)
+        except ApiError as exc:
+            problems.append(f"{trace_id}: {exc.message}")
+    return results, problems
+
+
+def layout(token: Optional[str] = None, traces: str = "", task: str = "", **query: Any) -> html.Div:
+    share = query.get("share")
+    ids = _ids(traces)
+    results, problems = load(ids, token, share)
+    tasks = cv.shared_tasks(results)
+    task = task if task in tasks else ""
+    return html.Div([
+        dcc.Store(id=f"{P}-share", data=share),
+        dcc.Location(id=f"{P}-url", refresh=False),
+        dcc.Location(id=f"{P}-go", refresh="callback-nav"),
+        dcc.Download(id=f"{P}-download"),
+        html.Div([html.H1("Compare traces"), share_bar(P)], className="lt-page-head"),
+        html.Div([
+            html.Div([html.Label("Trace ids (comma-separated)", htmlFor=f"{P}-ids"),
+                      dcc.Input(id=f"{P}-ids", type="text", value=",".join(ids), className="lt-input lt-wide",
+                                placeholder="e.g. 3f2a…,9b1c…")], className="lt-field"),
+            html.Button("Compare", id=f"{P}-apply", type="button", className="lt-button lt-primary"),
+            html.Div([html.Label("Task", htmlFor=f"{P}-task"),
+                      dcc.Dropdown(id=f"{P}-task", options=[{"label": "every shared task", "value": ""}] +
+                                   [{"label": t, "value": t} for t in tasks], value=task, clearable=False)],
+                     className="lt-field lt-w-task"),
+        ], className="lt-controls"),
+        *[error_box(p, title="Not loaded") for p in problems],
+        empty_box("Give two or more trace ids to compare them by normalised depth.") if len(results) < 1 else html.Div(),
+        figure_card(f"{P}-curves", cv.curves_figure(results, task or None), page=P, what="curves", data_formats=("json",)),
+        figure_card(f"{P}-stability", cv.stability_compare_figure(results), page=P, what="stability", data_formats=("json",)),
+        html.Div(table(*cv.summary_rows(results), id=f"{P}-summary"), className="lt-card lt-scroll"),
+    ])
+
+
+def apply(n_clicks, ids, share):
+    if not n_clicks:
+        return dash.no_update
+    return build_search({"traces": ",".join(_ids(ids)), "share": share})
+
+
+def choose_task(task, ids, share, token):
+    results, _ = load(_ids(ids), token, share)
+    return cv.curves_figure(results, task or None), build_search({"traces": ",".join(_ids(ids)), "task": task, "share": share})
+
+
+def download(n_clicks, ids, share, token):
+    trigger = ctx.triggered_id
+    if not trigger or not any(n_clicks or []):
+        return dash.no_update
+    results, _ = load(_ids(ids), token, share)
+    if trigger["what"] == "curves":
+        data = {tid: {n: {"mean_target_prob": t["mean_target_prob"], "task_particle": t.get("task_particle")}
+                      for n, t in r["tasks"].items()} | {"num_layers": r["num_layers"]} for tid, r in results.items()}
+    else:
+        data = {tid: {"sensitivity": r.get("sensitivity"), "vulnerable_layer": r.get("vulnerable_layer"),
+                      "num_layers": r["num_layers"]} for tid, r in results.items()}
+    return dict(content=to_json(data), filename=f"compare-{trigger['what']}.json", type="application/json")
+
+
+def share(n_clicks, href, pathname, search, ids, token):
+    if not n_clicks:
+        return dash.no_update, dash.no_update
+    first = (_ids(ids) or [""])[0]
+    return make_share("trace", first, href, pathname, search, token) if len(_ids(ids)) == 1 else \
+        make_share("trace", first, href, pathname, search, None)
+
+
+def register_callbacks(app: dash.Dash) -> None:
+    auth = State("auth-token", "data")
+    # A new list of traces reloads the page through the router (the layout loads the results).
+    app.callback(Output(f"{P}-go", "search"), Input(f"{P}-apply", "n_clicks"), State(f"{P}-ids", "value"),
+                 State(f"{P}-share", "data"), prevent_initial_call=True)(apply)
+    app.callback(Output(f"{P}-curves", "figure"), Output(f"{P}-url", "search"), Input(f"{P}-task", "value"),
+                 State(f"{P}-ids", "value"), State(f"{P}-share", "data"), auth, prevent_initial_call=True)(choose_task)
+    app.callback(Output(f"{P}-download", "data"), Input({"type": f"{P}-dl", "what": ALL, "fmt": ALL}, "n_clicks"),
+                 State(f"{P}-ids", "value"), State(f"{P}-share", "data"), auth, prevent_initial_call=True)(download)
+    app.callback(Output(f"{P}-share-url", "value"), Output(f"{P}-share-msg", "children"),
+                 Input(f"{P}-share-btn", "n_clicks"), State(f"{P}-url", "href"), State(f"{P}-url", "pathname"),
+                 State(f"{P}-url", "search"), State(f"{P}-ids", "value"), auth, prevent_initial_call=True)(share)

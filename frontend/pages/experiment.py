@@ -1,0 +1,231 @@
+"""Trial / experiment page (``/experiments/<experiment_id>?bench=``): live progress and loss curves
+while it trains; then before/after scores per allocation with intervals and significance, the results
+table, per-subject accuracy, weight drift per layer, the re-trace comparison and the provenance of every
+number."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import dash
+from dash import ALL, Input, Output, State, ctx, dcc, html
+
+from frontend.api_client import ApiError
+from frontend.components import (
+    build_search,
+    client,
+    empty_box,
+    error_box,
+    figure_card,
+    make_share,
+    parse_search,
+    progress_bar,
+    share_bar,
+    table,
+    to_csv,
+    to_json,
+)
+from frontend.viz import experiment as ev
+
+dash.register_page(__name__, path_template="/experiments/<experiment_id>", name="Experiment",
+                   title="Experiment · LayerTracer")
+
+P = "exp"
+POLL_MS = 2000
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def layout(experiment_id: Optional[str] = None, token: Optional[str] = None, **query: Any) -> html.Div:
+    share = query.get("share")
+    head = [
+        dcc.Store(id=f"{P}-id", data=experiment_id),
+        dcc.Store(id=f"{P}-share", data=share),
+        dcc.Location(id=f"{P}-url", refresh=False),
+        dcc.Download(id=f"{P}-download"),
+    ]
+    if not experiment_id or experiment_id == "none":
+        return html.Div(head + [error_box("No experiment id in the address.", title="Not found")])
+    try:
+        exp = client(token, share).experiment(experiment_id)
+    except ApiError as exc:
+        return html.Div(head + [html.H1(f"Experiment {experiment_id}"),
+                                error_box(exc.message, title="The experiment could not be loaded")])
+    metrics = _metrics(experiment_id, token, share)
+    finished = exp.get("status") in FINISHED
+    return html.Div(head + [
+        html.Div([
+            html.H1(f"{(exp.get('kind') or 'experiment').capitalize()} {exp.get('id')}"),
+            html.P(f"model {(exp.get('model') or {}).get('name') or (exp.get('model') or {}).get('source') or '?'}"
+                   f" · created {exp.get('created_at') or '?'}", className="lt-muted"),
+            share_bar(P),
+        ], className="lt-page-head"),
+        dcc.Interval(id=f"{P}-interval", interval=POLL_MS, disabled=finished),
+        html.Div(status_view(exp), id=f"{P}-status"),
+        figure_card(f"{P}-loss", ev.loss_figure(metrics, exp.get("result")), page=P, what="loss"),
+        html.Div(results_view(exp, query.get("bench")), id=f"{P}-results"),
+    ])
+
+
+def _metrics(experiment_id, token, share) -> Optional[dict]:
+    try:
+        return client(token, share).experiment_metrics(experiment_id)
+    except ApiError:
+        return None
+
+
+def status_view(exp: dict) -> list:
+    job = exp.get("job") or {"status": exp.get("status")}
+    parts = [progress_bar(job, id=f"{P}-progress")]
+    if exp.get("status") in ("queued", "running"):
+        parts.append(html.Button("Cancel", id={"type": f"{P}-cancel", "job": str(job.get("id"))},
+                                 className="lt-button lt-secondary"))
+    return parts
+
+
+def results_view(exp: dict, bench: Optional[str] = None) -> list:
+    """Everything that needs the finished result (a 'not yet' box until then)."""
+    result = exp.get("result")
+    if not result:
+        if exp.get("status") in ("failed", "cancelled"):
+            return [empty_box(f"This {exp.get('kind', 'experiment')} {exp.get('status')}; it has no results.")]
+        return [empty_box("Scores, drift and the re-trace appear here when the training finishes.")]
+    benches = ev.benchmarks(result)
+    bench = bench if bench in benches else (benches[0] if benches else None)
+    header, rows = ev.results_table(result)
+    parts = [
+        html.H2("Results"),
+        figure_card(f"{P}-scores", ev.scores_figure(result), page=P, what="scores"),
+        html.Div([table(header, rows, id=f"{P}-table",
+                        caption="One row per allocation: accuracy mean over seeds [Student-t 95% interval], change from the base model"),
+                  html.Div([html.Button("CSV", id={"type": f"{P}-dl", "what": "table", "fmt": "csv"}, className="lt-small"),
+                            html.Button("JSON", id={"type": f"{P}-dl", "what": "result", "fmt": "json"}, className="lt-small")],
+                           className="lt-export")], className="lt-card lt-scroll"),
+    ]
+    if benches:
+        s_header, s_rows = ev.significance_table(result, bench)
+        j_header, j_rows = ev.subject_table(result, bench)
+        parts += [
+            html.Div([html.Label("Benchmark", htmlFor=f"{P}-bench"),
+                      dcc.Dropdown(id=f"{P}-bench", options=[{"label": ev.bench_label(b), "value": b} for b in benches],
+                                   value=bench, clearable=False)], className="lt-field lt-w-task"),
+            html.Div([
+                html.H3("Significance (pairwise, same questions)"),
+                html.P("Difference of accuracy a − b with a paired bootstrap interval over questions; p-values of the "
+                       "bootstrap, McNemar and sign-flip permutation tests, Holm-adjusted across pairs in brackets.",
+                       className="lt-note"),
+                html.Div(table(s_header, s_rows), id=f"{P}-significance"),
+                html.H3("Accuracy per subject"),
+                html.Div(table(j_header, j_rows), id=f"{P}-subjects"),
+            ], className="lt-card lt-scroll"),
+        ]
+    c_header, c_rows = ev.particle_change_table(result)
+    parts += [
+        figure_card(f"{P}-drift", ev.drift_figure(result), page=P, what="drift"),
+        figure_card(f"{P}-retrace", ev.retrace_figure(result), page=P, what="retrace"),
+        html.Div([html.H3("Task particles and vulnerable layer before → after"),
+                  table(c_header, c_rows) if c_rows else empty_box("No re-trace in this run.")], className="lt-card"),
+        html.Div([html.H2("Provenance"), table(["what", "value"], ev.provenance_rows(exp), id=f"{P}-provenance"),
+                  html.Details([html.Summary("Full spec (JSON)"), html.Pre(to_json(exp.get("spec") or result.get("spec")))])],
+                 className="lt-card"),
+    ]
+    return parts
+
+
+# -- callbacks -------------------------------------------------------------------------------------------
+
+def poll(n_intervals, experiment_id, share, token, search):
+    """Progress, loss curves and (once finished) the results; stops polling when the run has finished."""
+    bench = parse_search(search).get("bench")
+    api = client(token, share)
+    try:
+        exp = api.experiment(experiment_id)
+    except ApiError as exc:
+        return [error_box(exc.message, title="The experiment could not be loaded")], dash.no_update, dash.no_update, False
+    metrics = _metrics(experiment_id, token, share)
+    finished = exp.get("status") in FINISHED
+    results = results_view(exp, bench) if finished else dash.no_update
+    return status_view(exp), ev.loss_figure(metrics, exp.get("result")), results, finished
+
+
+def choose_bench(bench, experiment_id, share, token):
+    """A benchmark choice -> its significance and subject tables, and the URL."""
+    exp = client(token, share).experiment(experiment_id)
+    result = exp.get("result") or {}
+    s_header, s_rows = ev.significance_table(result, bench)
+    j_header, j_rows = ev.subject_table(result, bench)
+    return table(s_header, s_rows), table(j_header, j_rows), build_search({"bench": bench, "share": share})
+
+
+def export(exp: dict, metrics: Optional[dict], what: str, fmt: str) -> dict:
+    result = exp.get("result") or {}
+    name = f"experiment-{exp.get('id')}-{what}"
+    if what == "table" and fmt == "csv":
+        header, rows = ev.results_table(result)
+        return dict(content=to_csv(header, rows), filename=f"{name}.csv", type="text/csv")
+    if what == "loss" and fmt == "csv":
+        rows = [[slug, r.get("step"), r.get("loss"), r.get("lr"), r.get("tokens_per_s"), r.get("grad_norm"), r.get("eval_loss")]
+                for slug, rs in ((metrics or {}).get("trials") or {}).items() for r in rs]
+        return dict(content=to_csv(["trial", "step", "loss", "lr", "tokens_per_s", "grad_norm", "eval_loss"], rows),
+                    filename=f"{name}.csv", type="text/csv")
+    if what == "drift" and fmt == "csv":
+        rows = [[t["slug"], t["allocation_spec"], t["seed"], l, v] for t in result.get("trials") or []
+                for l, v in enumerate((t.get("drift") or {}).get("blocks") or [])]
+        return dict(content=to_csv(["trial", "allocation", "seed", "layer", "relative_drift"], rows),
+                    filename=f"{name}.csv", type="text/csv")
+    if what == "retrace" and fmt == "csv":
+        rows = [[t["slug"], l, v] for t in result.get("trials") or []
+                for l, v in enumerate((((t.get("retrace") or {}).get("change") or {}).get("mean_js_change") or []))]
+        return dict(content=to_csv(["trial", "layer", "mean_js_change_nats"], rows), filename=f"{name}.csv", type="text/csv")
+    if what == "scores" and fmt == "csv":
+        rows = [[r["allocation"], b, s.get("mean"), s.get("ci_low"), s.get("ci_high"), s.get("n")]
+                for r in result.get("table") or [] for b, s in (r.get("benchmarks") or {}).items()]
+        return dict(content=to_csv(["allocation", "benchmark", "mean", "ci_low", "ci_high", "seeds"], rows),
+                    filename=f"{name}.csv", type="text/csv")
+    data = {"loss": metrics, "drift": [t.get("drift") for t in result.get("trials") or []],
+            "retrace": [t.get("retrace") for t in result.get("trials") or []],
+            "scores": {"table": result.get("table"), "statistics": result.get("statistics")}}.get(what, exp)
+    return dict(content=to_json(data), filename=f"{name}.json", type="application/json")
+
+
+def download(n_clicks, experiment_id, share, token):
+    trigger = ctx.triggered_id
+    if not trigger or not any(n_clicks or []):
+        return dash.no_update
+    api = client(token, share)
+    exp = api.experiment(experiment_id)
+    metrics = _metrics(experiment_id, token, share) if trigger["what"] == "loss" else None
+    return export(exp, metrics, trigger["what"], trigger["fmt"])
+
+
+def share(n_clicks, href, pathname, search, experiment_id, token):
+    if not n_clicks:
+        return dash.no_update, dash.no_update
+    return make_share("experiment", experiment_id, href, pathname, search, token)
+
+
+def cancel(n_clicks, token):
+    if not any(n_clicks or []):
+        return [dash.no_update] * len(n_clicks or [])
+    job_id = ctx.triggered_id["job"]
+    try:
+        client(token).cancel_job(job_id)
+    except ApiError as exc:
+        return [f"Could not cancel: {exc}"] * len(n_clicks)
+    return ["Cancel requested"] * len(n_clicks)
+
+
+def register_callbacks(app: dash.Dash) -> None:
+    auth = State("auth-token", "data")
+    ident = [State(f"{P}-id", "data"), State(f"{P}-share", "data"), auth]
+    app.callback(Output(f"{P}-status", "children"), Output(f"{P}-loss", "figure"), Output(f"{P}-results", "children"),
+                 Output(f"{P}-interval", "disabled"), Input(f"{P}-interval", "n_intervals"), *ident,
+                 State(f"{P}-url", "search"), prevent_initial_call=True)(poll)
+    app.callback(Output(f"{P}-significance", "children"), Output(f"{P}-subjects", "children"), Output(f"{P}-url", "search"),
+                 Input(f"{P}-bench", "value"), *ident, prevent_initial_call=True)(choose_bench)
+    app.callback(Output(f"{P}-download", "data"), Input({"type": f"{P}-dl", "what": ALL, "fmt": ALL}, "n_clicks"),
+                 *ident, prevent_initial_call=True)(download)
+    app.callback(Output(f"{P}-share-url", "value"), Output(f"{P}-share-msg", "children"),
+                 Input(f"{P}-share-btn", "n_clicks"), State(f"{P}-url", "href"), State(f"{P}-url", "pathname"),
+                 State(f"{P}-url", "search"), State(f"{P}-id", "data"), auth, prevent_initial_call=True)(share)
+    app.callback(Output({"type": f"{P}-cancel", "job": ALL}, "children"),
+                 Input({"type": f"{P}-cancel", "job": ALL}, "n_clicks"), auth, prevent_initial_call=True)(cancel)

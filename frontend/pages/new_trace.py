@@ -1,0 +1,233 @@
+"""New trace (``/new/trace?model=``): model, task sets (built-in or uploaded), perturbations, options;
+checked before anything is sent, then ``POST /api/v1/traces`` and on to the trace's page."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Optional
+
+import dash
+from dash import Input, Output, State, dcc, html
+
+from frontend.api_client import ApiError
+from frontend.components import client, error_box, notice, rel
+
+dash.register_page(__name__, path="/new/trace", name="New trace", title="New trace · LayerTracer", order=1)
+
+P = "newtrace"
+PERTURBATIONS = [
+    ("skip", "skip — remove the block from the residual stream"),
+    ("zero-attn", "zero-attn — the block's mixer (attention / SSM) outputs zeros"),
+    ("zero-mlp", "zero-mlp — the block's MLP outputs zeros"),
+    ("noise", "noise — add scaled Gaussian noise to the block's output"),
+    ("mask", "mask — keep each hidden unit of the block's update with probability keep"),
+]
+NUMBER_FIELDS = [  # (id, label, default, min, max, integer)
+    ("limit", "Prompts per task (empty: all)", None, 1, 100000, True),
+    ("batch_size", "Batch size (prompts per forward pass)", 8, 1, 4096, True),
+    ("top_k", "Top-k tokens kept per layer", 10, 1, 100, True),
+    ("seed", "Seed (noise / mask draws, bootstrap)", 0, 0, 2**31 - 1, True),
+    ("draws", "Draws averaged for noise and mask", 3, 1, 100, True),
+]
+
+
+def _model_options(models: list[dict]) -> list[dict]:
+    options = []
+    for m in models:
+        info = m.get("info") or {}
+        layers = info.get("num_layers")
+        label = f"{m.get('name') or m.get('source')}" + (f" · {info.get('architecture')} · {layers} layers" if layers else "")
+        if m.get("status") and m.get("status") not in ("ready", "succeeded"):
+            label += f" ({m['status']})"
+        options.append({"label": label, "value": m["id"]})
+    return options
+
+
+def _task_options(task_sets: list[dict]) -> list[dict]:
+    options = []
+    for t in task_sets:
+        builtin = t.get("builtin", t.get("kind") != "uploaded")
+        extra = f" · {t.get('language')}" if t.get("language") else ""
+        count = t.get("num_items", t.get("count", "?"))
+        options.append({"label": f"{t['name']} ({'built-in' if builtin else 'uploaded'}{extra}, {count} items)",
+                        "value": t["id"]})
+    return options
+
+
+def layout(token: Optional[str] = None, model: Optional[str] = None, **query: Any) -> html.Div:
+    api = client(token)
+    problems = []
+    try:
+        models = api.models().get("data") or []
+    except ApiError as exc:
+        models, problems = [], problems + [error_box(exc.message, title="Models could not be loaded")]
+    try:
+        task_sets = api.task_sets().get("data") or []
+    except ApiError as exc:
+        task_sets, problems = [], problems + [error_box(exc.message, title="Task sets could not be loaded")]
+    model_ids = {m["id"] for m in models}
+    fields = []
+    for key, label, default, lo, hi, _ in NUMBER_FIELDS:
+        fields.append(html.Div([html.Label(label, htmlFor=f"{P}-{key}"),
+                                dcc.Input(id=f"{P}-{key}", type="number", min=lo, max=hi, step=1, value=default,
+                                          className="lt-input")], className="lt-field"))
+    return html.Div([
+        dcc.Location(id=f"{P}-go", refresh="callback-nav"),
+        html.H1("New trace"),
+        *problems,
+        html.Form([
+            html.Fieldset([
+                html.Legend("Model"),
+                dcc.Dropdown(id=f"{P}-model", options=_model_options(models), value=model if model in model_ids else None,
+                             placeholder="choose a registered model", searchable=True),
+                html.Details([
+                    html.Summary("Register another model"),
+                    html.Label("Local folder (under the server's model roots) or hub id", htmlFor=f"{P}-model-source"),
+                    dcc.Input(id=f"{P}-model-source", type="text", className="lt-input lt-wide"),
+                    html.Button("Register", id=f"{P}-model-add", type="button", className="lt-button"),
+                    html.Div(id=f"{P}-model-msg"),
+                ]),
+            ]),
+            html.Fieldset([
+                html.Legend("Tasks"),
+                dcc.Checklist(id=f"{P}-tasks", options=_task_options(task_sets), value=[], className="lt-checks"),
+                html.Details([
+                    html.Summary("Upload a task file (JSONL or CSV with prompt and target)"),
+                    html.Label("Name of the task set", htmlFor=f"{P}-upload-name"),
+                    dcc.Input(id=f"{P}-upload-name", type="text", className="lt-input"),
+                    dcc.Upload(id=f"{P}-upload", children=html.Div(["Drop a file here or ", html.A("choose one")]),
+                               className="lt-upload", multiple=False),
+                    html.Div(id=f"{P}-upload-msg"),
+                ]),
+            ]),
+            html.Fieldset([
+                html.Legend("Perturbations (the first checked is the primary one: vulnerable layer and plan)"),
+                dcc.Checklist(id=f"{P}-perts", options=[{"label": label, "value": v} for v, label in PERTURBATIONS],
+                              value=["skip"], className="lt-checks"),
+                html.Div([
+                    html.Div([html.Label("mask: keep probability", htmlFor=f"{P}-keep"),
+                              dcc.Input(id=f"{P}-keep", type="number", min=0, max=1, step=0.05, value=0.5, className="lt-input")],
+                             className="lt-field"),
+                    html.Div([html.Label("noise: scale (× RMS of the output)", htmlFor=f"{P}-scale"),
+                              dcc.Input(id=f"{P}-scale", type="number", min=0, step=0.1, value=1.0, className="lt-input")],
+                             className="lt-field"),
+                ], className="lt-row"),
+            ]),
+            html.Fieldset([html.Legend("Options"), html.Div(fields, className="lt-row")]),
+            html.Div(id=f"{P}-errors", role="alert"),
+            html.Button("Start the trace", id=f"{P}-submit", type="button", className="lt-button lt-primary"),
+        ], className="lt-form", **{"aria-label": "new trace"}),
+    ])
+
+
+def perturbation_specs(kinds: list[str], keep: Any, scale: Any) -> list[str]:
+    """Checked kinds -> engine perturbation specs (``mask:keep=0.5``, ``noise:scale=1.0``)."""
+    specs = []
+    for kind in kinds or []:
+        if kind == "mask":
+            specs.append(f"mask:keep={keep}")
+        elif kind == "noise":
+            specs.append(f"noise:scale={scale}")
+        else:
+            specs.append(kind)
+    return specs
+
+
+def validate(model: Optional[str], tasks: Optional[list], perts: Optional[list], keep: Any, scale: Any,
+             numbers: dict[str, Any]) -> tuple[Optional[dict], list[str]]:
+    """The form -> (the POST /traces body, []) or (None, messages saying what to fix)."""
+    errors = []
+    if not model:
+        errors.append("Choose a model.")
+    if not tasks:
+        errors.append("Choose at least one task set.")
+    if not perts:
+        errors.append("Choose at least one perturbation (skip is the usual one).")
+    if "mask" in (perts or []) and (keep is None or not 0 <= float(keep) <= 1):
+        errors.append("The mask keep probability must be between 0 and 1.")
+    if "noise" in (perts or []) and (scale is None or float(scale) < 0):
+        errors.append("The noise scale must be 0 or more.")
+    options: dict[str, Any] = {}
+    for key, label, default, lo, hi, integer in NUMBER_FIELDS:
+        value = numbers.get(key)
+        if value is None or value == "":
+            if default is not None:
+                errors.append(f"{label}: give a number.")
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            errors.append(f"{label}: {value!r} is not a number.")
+            continue
+        if integer and number != int(number):
+            errors.append(f"{label}: must be a whole number.")
+        elif not lo <= number <= hi:
+            errors.append(f"{label}: must be between {lo} and {hi}.")
+        else:
+            options[key] = int(number) if integer else number
+    if errors:
+        return None, errors
+    return {"model_id": model, "task_sets": list(tasks), "perturbations": perturbation_specs(perts, keep, scale),
+            "options": options}, []
+
+
+def submit(n_clicks, model, tasks, perts, keep, scale, limit, batch_size, top_k, seed, draws, token):
+    """Validate, POST /traces, and go to the new trace's page (or show what is wrong)."""
+    if not n_clicks:
+        return dash.no_update, dash.no_update
+    body, errors = validate(model, tasks, perts, keep, scale,
+                            {"limit": limit, "batch_size": batch_size, "top_k": top_k, "seed": seed, "draws": draws})
+    if errors:
+        return html.Ul([html.Li(e) for e in errors], className="lt-error"), dash.no_update
+    try:
+        trace = client(token).create_trace(body)
+    except ApiError as exc:
+        return error_box(exc.message, title="The API refused the trace"), dash.no_update
+    return notice(f"Trace {trace['id']} queued."), rel(f"/traces/{trace['id']}")
+
+
+def add_model(n_clicks, source, token):
+    if not n_clicks:
+        return dash.no_update, dash.no_update, dash.no_update
+    if not (source or "").strip():
+        return error_box("Give a folder or a hub id.", title="Nothing to register"), dash.no_update, dash.no_update
+    api = client(token)
+    try:
+        model = api.add_model(source.strip())
+        models = api.models().get("data") or []
+    except ApiError as exc:
+        return error_box(exc.message, title="The model could not be registered"), dash.no_update, dash.no_update
+    return notice(f"Registered {model.get('name') or model.get('source')}."), _model_options(models), model["id"]
+
+
+def upload(contents, filename, name, selected, token):
+    if not contents:
+        return dash.no_update, dash.no_update, dash.no_update
+    try:
+        raw = base64.b64decode(contents.split(",", 1)[1])
+    except (IndexError, ValueError):
+        return error_box("The file could not be read.", title="Upload failed"), dash.no_update, dash.no_update
+    set_name = (name or "").strip() or (filename or "tasks").rsplit(".", 1)[0]
+    api = client(token)
+    try:
+        created = api.upload_task_set(filename or "tasks.jsonl", raw, set_name)
+        task_sets = api.task_sets().get("data") or []
+    except ApiError as exc:
+        return error_box(exc.message, title="The task file was refused"), dash.no_update, dash.no_update
+    chosen = list(selected or []) + [created["id"]]
+    count = created.get("num_items", created.get("count", "?"))
+    return notice(f"Uploaded {created.get('name', set_name)} ({count} items)."), _task_options(task_sets), chosen
+
+
+def register_callbacks(app: dash.Dash) -> None:
+    auth = State("auth-token", "data")
+    app.callback(Output(f"{P}-errors", "children"), Output(f"{P}-go", "pathname"),
+                 Input(f"{P}-submit", "n_clicks"), State(f"{P}-model", "value"), State(f"{P}-tasks", "value"),
+                 State(f"{P}-perts", "value"), State(f"{P}-keep", "value"), State(f"{P}-scale", "value"),
+                 *[State(f"{P}-{key}", "value") for key, *_ in NUMBER_FIELDS], auth, prevent_initial_call=True)(submit)
+    app.callback(Output(f"{P}-model-msg", "children"), Output(f"{P}-model", "options"), Output(f"{P}-model", "value"),
+                 Input(f"{P}-model-add", "n_clicks"), State(f"{P}-model-source", "value"), auth,
+                 prevent_initial_call=True)(add_model)
+    app.callback(Output(f"{P}-upload-msg", "children"), Output(f"{P}-tasks", "options"), Output(f"{P}-tasks", "value"),
+                 Input(f"{P}-upload", "contents"), State(f"{P}-upload", "filename"), State(f"{P}-upload-name", "value"),
+                 State(f"{P}-tasks", "value"), auth, prevent_initial_call=True)(upload)

@@ -1,0 +1,291 @@
+"""Trace page: ``/traces/<trace_id>?task=&metric=&pert=&layers=&norm=`` — the URL is the view.
+
+Heatmaps (layers x tasks, layers x prompts of one task), the logit-lens grid of one prompt, the
+stability curve, the CKA matrix and the freeze plan with a button that opens the trial form with the
+plan's ranges. While the trace runs, a progress bar polls the job; when it finishes, the figures appear.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import dash
+from dash import ALL, Input, Output, State, ctx, dcc, html
+
+from frontend.api_client import ApiError
+from frontend.components import (
+    build_search,
+    client,
+    empty_box,
+    error_box,
+    figure_card,
+    make_share,
+    parse_window,
+    progress_bar,
+    rel,
+    share_bar,
+    to_csv,
+    to_json,
+    truthy,
+)
+from frontend.viz import export as tx
+from frontend.viz import trace as tv
+from frontend.viz.common import METRICS, kinds_caption
+
+dash.register_page(__name__, path_template="/traces/<trace_id>", name="Trace", title="Trace · LayerTracer")
+
+P = "trace"
+POLL_MS = 1500
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+# -- view state ---------------------------------------------------------------------------------------
+
+def view_from_query(result: dict, query: dict) -> dict[str, Any]:
+    """The view state from the URL query, made valid for this result (unknown values fall back)."""
+    L = tv.num_layers(result)
+    tasks = tv.task_names(result)
+    perts = tv.perturbation_names(result)
+    task = query.get("task") if query.get("task") in tasks else (tasks[0] if tasks else None)
+    metric = query.get("metric") if query.get("metric") in METRICS else "prob"
+    chosen = [p for p in str(query.get("pert") or "").split(",") if p in perts] if query.get("pert") else perts
+    window = parse_window(query.get("layers"), L) or [0, L - 1]
+    return {"task": task, "metric": metric, "pert": chosen, "layers": window, "norm": truthy(query.get("norm"))}
+
+
+def view_search(task: Optional[str], metric: Optional[str], pert: Optional[list], window: Optional[list],
+                norm: Optional[list], num_layers: int, all_perts: list[str], share: Optional[str]) -> str:
+    """The URL query of a view; defaults are left out so links stay short."""
+    params: dict[str, Any] = {"task": task, "metric": metric if metric and metric != "prob" else None}
+    if pert is not None and sorted(pert) != sorted(all_perts):
+        params["pert"] = ",".join(pert) if pert else "none"
+    if window and (window[0] != 0 or window[1] != num_layers - 1):
+        params["layers"] = f"{window[0]}-{window[1]}"
+    params["norm"] = bool(norm)
+    params["share"] = share
+    return build_search(params)
+
+
+# -- the page -------------------------------------------------------------------------------------------
+
+def layout(trace_id: Optional[str] = None, token: Optional[str] = None, **query: Any) -> html.Div:
+    share = query.get("share")
+    head = [
+        dcc.Store(id=f"{P}-id", data=trace_id),
+        dcc.Store(id=f"{P}-share", data=share),
+        dcc.Store(id=f"{P}-query", data={k: v for k, v in query.items() if isinstance(v, str)}),
+        dcc.Location(id=f"{P}-url", refresh=False),
+        dcc.Download(id=f"{P}-download"),
+    ]
+    if not trace_id or trace_id == "none":
+        return html.Div(head + [error_box("No trace id in the address.", title="Not found")])
+    api = client(token, share)
+    try:
+        meta = api.trace(trace_id)
+    except ApiError as exc:
+        return html.Div(head + [html.H1(f"Trace {trace_id}"), error_box(exc.message, title="The trace could not be loaded")])
+    finished = meta.get("status") in FINISHED
+    body = body_for(meta, query, token, share)
+    return html.Div(head + [
+        header(meta),
+        dcc.Interval(id=f"{P}-interval", interval=POLL_MS, disabled=finished),
+        html.Div(body, id=f"{P}-body"),
+    ])
+
+
+def header(meta: dict) -> html.Div:
+    model = meta.get("model") or {}
+    return html.Div([
+        html.H1([f"Trace {meta.get('id')}"]),
+        html.P([
+            html.Span(f"model {model.get('name') or model.get('source') or '?'}"),
+            html.Span(f" · created {meta.get('created_at') or '?'}"),
+            html.Span(f" · finished {meta['finished_at']}" if meta.get("finished_at") else ""),
+        ], className="lt-muted"),
+        share_bar(P),
+    ], className="lt-page-head")
+
+
+def body_for(meta: dict, query: dict, token: Optional[str], share: Optional[str]) -> list:
+    """The page body for a trace in any state: progress while it runs, the error when it failed, the
+    figures when it succeeded."""
+    status = meta.get("status")
+    job = meta.get("job") or {"status": status}
+    if status != "succeeded":
+        parts = [progress_bar(job, id=f"{P}-progress")]
+        if status in ("queued", "running"):
+            parts.append(html.Button("Cancel the trace", id=f"{P}-cancel", className="lt-button lt-secondary"))
+            parts.append(html.Span(id=f"{P}-cancel-msg", className="lt-muted"))
+            parts.append(empty_box("The figures appear here when the trace finishes."))
+        elif status == "cancelled":
+            parts.append(empty_box("This trace was cancelled; there is nothing to show."))
+        return parts
+    try:
+        result = client(token, share).trace_result(meta["id"])
+    except ApiError as exc:
+        return [error_box(exc.message, title="The result could not be loaded")]
+    return figures_view(meta, result, view_from_query(result, query))
+
+
+def _option(value: str) -> dict:
+    return {"label": value, "value": value}
+
+
+def figures_view(meta: dict, result: dict, view: dict) -> list:
+    L = tv.num_layers(result)
+    tasks = tv.task_names(result)
+    perts = tv.perturbation_names(result)
+    plan = result.get("freeze_plan") or {}
+    model = meta.get("model") or {}
+    marks_step = max(1, L // 12)
+    controls = html.Div([
+        html.Div([html.Label("Task", htmlFor=f"{P}-task"),
+                  dcc.Dropdown(id=f"{P}-task", options=[_option(t) for t in tasks], value=view["task"], clearable=False)],
+                 className="lt-field lt-w-task"),
+        html.Div([html.Label("Metric", id=f"{P}-metric-label"),
+                  dcc.RadioItems(id=f"{P}-metric", options=[{"label": METRICS[m][0], "value": m} for m in METRICS],
+                                 value=view["metric"], inline=True)], className="lt-field"),
+        html.Div([html.Label("Perturbations shown", id=f"{P}-pert-label"),
+                  dcc.Checklist(id=f"{P}-pert", options=[_option(p) for p in perts], value=view["pert"], inline=True)],
+                 className="lt-field"),
+        html.Div([html.Label("Depth axis", id=f"{P}-norm-label"),
+                  dcc.Checklist(id=f"{P}-norm", options=[{"label": "normalised depth (l+1)/L", "value": "norm"}],
+                                value=["norm"] if view["norm"] else [], inline=True)], className="lt-field"),
+        html.Div([html.Label("Layer window", id=f"{P}-window-label"),
+                  dcc.RangeSlider(id=f"{P}-window", min=0, max=L - 1, step=1, value=view["layers"],
+                                  marks={l: str(l) for l in range(0, L, marks_step)}, allowCross=False,
+                                  tooltip={"placement": "bottom"})], className="lt-field lt-w-window"),
+    ], className="lt-controls", role="group", **{"aria-label": "view settings"})
+    norm, window = view["norm"], view["layers"]
+    trial_href = rel("/new/trial") + build_search({
+        "model": model.get("id"), "ranges": plan.get("train_ranges"), "trace": meta.get("id"),
+    })
+    summary = html.Div([
+        html.P([html.Strong("Model: "), f"{result['model'].get('architecture', '?')} · {L} blocks "
+                f"({kinds_caption(result.get('block_kinds') or [])}) · fingerprint {str(result['model'].get('fingerprint', '?'))[:12]}…"]),
+        html.P([html.Strong("Vulnerable layer: "), str(result.get("vulnerable_layer")),
+                html.Strong(" · Task particles: "),
+                ", ".join(f"{n}: {t.get('task_particle') if t.get('task_particle') is not None else 'none'}"
+                          for n, t in result["tasks"].items())]),
+        html.P(tv.particle_legend(result), className="lt-legend", id=f"{P}-legend"),
+    ], className="lt-summary")
+    plan_card = html.Div([
+        figure_card(f"{P}-plan", tv.plan_figure(result, normalized=norm, window=window), page=P, what="plan",
+                    data_formats=("csv", "json")),
+        html.Ul([html.Li(r) for r in plan.get("reasons") or []], className="lt-reasons"),
+        dcc.Link("Launch a trial with this plan →", href=trial_href, id=f"{P}-launch", className="lt-button lt-primary"),
+    ], className="lt-card")
+    return [
+        summary,
+        controls,
+        plan_card,
+        figure_card(f"{P}-tasks", tv.task_heatmap(result, view["metric"], normalized=norm, window=window), page=P,
+                    what="tasks"),
+        figure_card(f"{P}-prompts", tv.prompt_heatmap(result, view["task"], view["metric"], normalized=norm, window=window),
+                    page=P, what="prompts", note="Hover a cell for the prompt, its target and the top lens tokens."),
+        figure_card(f"{P}-stability", tv.stability_figure(result, view["pert"], normalized=norm, window=window), page=P,
+                    what="stability"),
+        figure_card(f"{P}-position", tv.position_grid(result, normalized=norm), page=P, what="position"),
+        figure_card(f"{P}-similarity", tv.similarity_figure(result, normalized=norm, window=window), page=P,
+                    what="similarity"),
+    ]
+
+
+# -- callbacks (plain functions; attached by register_callbacks) -----------------------------------------
+
+def poll(n_intervals, trace_id, query, share, token):
+    """While the trace runs: refresh the progress; when it has finished, swap in the figures."""
+    try:
+        meta = client(token, share).trace(trace_id)
+    except ApiError as exc:
+        return [error_box(exc.message, title="The trace could not be loaded")], False
+    finished = meta.get("status") in FINISHED
+    return body_for(meta, query or {}, token, share), finished
+
+
+def _result(trace_id, share, token) -> dict:
+    return client(token, share).trace_result(trace_id)
+
+
+def update_figures(metric, pert, window, norm, trace_id, share, token):
+    """Metric / perturbations / window / normalisation -> the figures that depend on them."""
+    result = _result(trace_id, share, token)
+    normalized = bool(norm)
+    return (
+        tv.task_heatmap(result, metric or "prob", normalized=normalized, window=window),
+        tv.stability_figure(result, pert or [], normalized=normalized, window=window),
+        tv.similarity_figure(result, normalized=normalized, window=window),
+        tv.plan_figure(result, normalized=normalized, window=window),
+        tv.position_grid(result, normalized=normalized),
+    )
+
+
+def update_prompts(task, metric, window, norm, trace_id, share, token):
+    result = _result(trace_id, share, token)
+    return tv.prompt_heatmap(result, task, metric or "prob", normalized=bool(norm), window=window)
+
+
+def sync_url(task, metric, pert, window, norm, trace_id, share, token):
+    """The view state -> the address bar's query (without reloading the page)."""
+    result = _result(trace_id, share, token)
+    return view_search(task, metric, pert, window, norm, tv.num_layers(result), tv.perturbation_names(result), share)
+
+
+def download(n_clicks, task, metric, trace_id, share, token):
+    trigger = ctx.triggered_id
+    if not trigger or not any(n_clicks or []):
+        return dash.no_update
+    return export(_result(trace_id, share, token), trigger["what"], trigger["fmt"], task=task, metric=metric or "prob",
+                  trace_id=trace_id)
+
+
+def export(result: dict, what: str, fmt: str, *, task: Optional[str], metric: str, trace_id: str) -> dict:
+    """dcc.Download data for one figure's data as CSV or JSON."""
+    name = f"trace-{trace_id}-{what}" + (f"-{task}" if what == "prompts" and task else "")
+    if fmt == "csv":
+        header, rows = tx.rows_for(result, what, metric=metric, task=task)
+        return dict(content=to_csv(header, rows), filename=f"{name}.csv", type="text/csv")
+    return dict(content=to_json(tx.json_for(result, what, task=task)), filename=f"{name}.json", type="application/json")
+
+
+def share(n_clicks, href, pathname, search, trace_id, token):
+    if not n_clicks:
+        return dash.no_update, dash.no_update
+    return make_share("trace", trace_id, href, pathname, search, token)
+
+
+def cancel(n_clicks, trace_id, share_token, token):
+    if not n_clicks:
+        return dash.no_update
+    try:
+        meta = client(token, share_token).trace(trace_id)
+        client(token).cancel_job(meta["job"]["id"])
+    except (ApiError, KeyError, TypeError) as exc:
+        return f"Could not cancel: {exc}"
+    return "Cancel requested."
+
+
+def register_callbacks(app: dash.Dash) -> None:
+    auth = State("auth-token", "data")
+    ident = [State(f"{P}-id", "data"), State(f"{P}-share", "data"), auth]
+    app.callback(Output(f"{P}-body", "children"), Output(f"{P}-interval", "disabled"),
+                 Input(f"{P}-interval", "n_intervals"), State(f"{P}-id", "data"), State(f"{P}-query", "data"),
+                 State(f"{P}-share", "data"), auth, prevent_initial_call=True)(poll)
+    app.callback(Output(f"{P}-tasks", "figure"), Output(f"{P}-stability", "figure"), Output(f"{P}-similarity", "figure"),
+                 Output(f"{P}-plan", "figure"), Output(f"{P}-position", "figure"),
+                 Input(f"{P}-metric", "value"), Input(f"{P}-pert", "value"), Input(f"{P}-window", "value"),
+                 Input(f"{P}-norm", "value"), *ident, prevent_initial_call=True)(update_figures)
+    app.callback(Output(f"{P}-prompts", "figure"),
+                 Input(f"{P}-task", "value"), Input(f"{P}-metric", "value"), Input(f"{P}-window", "value"),
+                 Input(f"{P}-norm", "value"), *ident, prevent_initial_call=True)(update_prompts)
+    app.callback(Output(f"{P}-url", "search"),
+                 Input(f"{P}-task", "value"), Input(f"{P}-metric", "value"), Input(f"{P}-pert", "value"),
+                 Input(f"{P}-window", "value"), Input(f"{P}-norm", "value"), *ident, prevent_initial_call=True)(sync_url)
+    app.callback(Output(f"{P}-download", "data"),
+                 Input({"type": f"{P}-dl", "what": ALL, "fmt": ALL}, "n_clicks"),
+                 State(f"{P}-task", "value"), State(f"{P}-metric", "value"), *ident, prevent_initial_call=True)(download)
+    app.callback(Output(f"{P}-share-url", "value"), Output(f"{P}-share-msg", "children"),
+                 Input(f"{P}-share-btn", "n_clicks"), State(f"{P}-url", "href"), State(f"{P}-url", "pathname"),
+                 State(f"{P}-url", "search"), State(f"{P}-id", "data"), auth, prevent_initial_call=True)(share)
+    app.callback(Output(f"{P}-cancel-msg", "children"), Input(f"{P}-cancel", "n_clicks"),
+                 *ident, prevent_initial_call=True)(cancel)

@@ -1,0 +1,469 @@
+"""The form behind New trial and New experiment: a layer-range picker over the model's layers (typed
+ranges, clicks on the layer strip, presets train-shallow / train-deep / full / from-trace), the trainable
+parameter count and share updated live from the model's per-block parameter counts, and the training
+settings; every field is checked before anything is sent."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+import dash
+import plotly.graph_objects as go
+from dash import ALL, Input, Output, State, ctx, dcc, html
+
+from frontend.api_client import ApiError
+from frontend.components import client, error_box, notice, rel
+from frontend.viz.common import FREEZE_COLOUR, KIND_NAME, TRAIN_COLOUR, base_layout, depth_axis, empty_figure, graph_config
+
+PRESETS = ("train-shallow", "train-deep", "full", "from-trace")
+TOGGLES = [("embeddings", "embeddings"), ("head", "output head"), ("final_norm", "final norm")]
+BENCH_RE = re.compile(r"^(ceval|cmmlu):\S+$")
+
+
+# -- ranges -----------------------------------------------------------------------------------------------
+
+def parse_ranges(text: Optional[str], num_layers: int) -> tuple[list[int], Optional[str]]:
+    """``"0-3,8"`` -> ([0, 1, 2, 3, 8], None), or ([], message) when malformed or out of 0..L-1."""
+    layers: set[int] = set()
+    text = (text or "").strip()
+    if not text:
+        return [], None
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = re.fullmatch(r"(\d+)\s*(?:-\s*(\d+))?", part)
+        if not m:
+            return [], f"{part!r} is not a layer or a range like 0-7"
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if lo > hi:
+            return [], f"the range {part} runs backwards"
+        if hi >= num_layers:
+            return [], f"layer {hi} does not exist (the model has layers 0-{num_layers - 1})"
+        layers.update(range(lo, hi + 1))
+    return sorted(layers), None
+
+
+def format_ranges(layers) -> str:
+    """[0, 1, 2, 3, 8] -> ``"0-3,8"``."""
+    out, run = [], []
+    for l in sorted(set(layers)):
+        if run and l == run[-1] + 1:
+            run.append(l)
+        else:
+            if run:
+                out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = [l]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
+
+
+def preset_layers(preset: str, num_layers: int) -> list[int]:
+    """The engine's presets: train-shallow [0, L/2), train-deep [L/2, L), full every block."""
+    half = num_layers // 2
+    if preset == "train-shallow":
+        return list(range(0, max(half, 1)))
+    if preset == "train-deep":
+        return list(range(half, num_layers))
+    return list(range(num_layers))
+
+
+def allocation_label(layers: list[int], toggles: list[str], num_layers: int) -> str:
+    """A preset name when the selection is exactly a preset (with its toggles), else the ranges."""
+    on = set(toggles or [])
+    if set(layers) == set(range(num_layers)) and on == {"embeddings", "head", "final_norm"}:
+        return "full"
+    if not on:
+        for name in ("train-shallow", "train-deep"):
+            if layers == preset_layers(name, num_layers):
+                return name
+    return format_ranges(layers)
+
+
+def count_trainable(info: dict, layers: list[int], toggles: list[str]) -> tuple[int, int]:
+    """(trainable, total) parameters from the model's per-block counts and the toggles."""
+    blocks = info.get("block_parameters") or []
+    trainable = sum(int(blocks[l]) for l in layers if l < len(blocks))
+    on = set(toggles or [])
+    if "embeddings" in on:
+        trainable += int(info.get("embedding_parameters") or 0)
+    if "head" in on:
+        trainable += int(info.get("head_parameters") or 0)
+    if "final_norm" in on:
+        trainable += int(info.get("final_norm_parameters") or 0)
+    total = int(info.get("num_parameters") or 0) or (sum(int(b) for b in blocks) + int(info.get("embedding_parameters") or 0)
+                                                     + int(info.get("head_parameters") or 0) + int(info.get("final_norm_parameters") or 0))
+    return trainable, total
+
+
+def count_text(info: Optional[dict], ranges: Optional[str], toggles: Optional[list]) -> tuple[str, Optional[str]]:
+    """(the live count line, an error about the ranges or None)."""
+    if not info or not info.get("num_layers"):
+        return "Choose a model to see how many parameters this trains.", None
+    L = int(info["num_layers"])
+    layers, problem = parse_ranges(ranges, L)
+    if problem:
+        return "—", problem
+    trainable, total = count_trainable(info, layers, toggles or [])
+    share = 100.0 * trainable / total if total else 0.0
+    blocks = f"{len(layers)} of {L} blocks" + (f" ({format_ranges(layers)})" if layers else "")
+    return f"Trainable: {trainable:,} of {total:,} parameters ({share:.1f}%) · {blocks}", None
+
+
+def strip_figure(info: Optional[dict], ranges: Optional[str], toggles: Optional[list] = None) -> go.Figure:
+    """The layer strip of the picker: one bar per block, blue = trained, grey = frozen; click to toggle."""
+    if not info or not info.get("num_layers"):
+        return empty_figure("Choose a model: its layers appear here.", height=160)
+    L = int(info["num_layers"])
+    layers, _ = parse_ranges(ranges, L)
+    chosen = set(layers)
+    kinds = info.get("block_kinds") or ["attention"] * L
+    blocks = info.get("block_parameters") or [0] * L
+    fig = go.Figure(go.Bar(
+        x=list(range(L)), y=[1] * L, width=0.9,
+        marker=dict(color=[TRAIN_COLOUR if l in chosen else FREEZE_COLOUR for l in range(L)]),
+        hovertext=[f"layer {l} · {KIND_NAME.get(kinds[l], kinds[l]) if l < len(kinds) else ''} · "
+                   f"{int(blocks[l]) if l < len(blocks) else 0:,} parameters · {'train' if l in chosen else 'freeze'}"
+                   f" (click to toggle)" for l in range(L)],
+        hoverinfo="text",
+    ))
+    base_layout(fig, title="Layers to train (blue) and freeze (grey) — click a layer to toggle it", height=170)
+    depth_axis(fig, L, kinds, False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(margin=dict(l=30, r=20, t=40, b=50), bargap=0)
+    return fig
+
+
+def toggle_layer(ranges: Optional[str], layer: int, num_layers: int) -> str:
+    layers, problem = parse_ranges(ranges, num_layers)
+    if problem:
+        layers = []
+    chosen = set(layers) ^ {int(layer)}
+    return format_ranges(chosen)
+
+
+# -- validation ------------------------------------------------------------------------------------------
+
+def _parse_seeds(text: Optional[str]) -> tuple[list[int], Optional[str]]:
+    seeds = []
+    for part in re.split(r"[,\s]+", (text or "").strip()):
+        if not part:
+            continue
+        if not re.fullmatch(r"\d+", part):
+            return [], f"seed {part!r} is not a whole number"
+        seeds.append(int(part))
+    if not seeds:
+        return [], "give at least one seed"
+    if len(set(seeds)) != len(seeds):
+        return [], "a seed is listed twice"
+    return seeds, None
+
+
+def validate(kind: str, *, model: Optional[str], info: Optional[dict], allocations: list[str], toggles: list[str],
+             corpus: Optional[str], benchmarks: Optional[str], seeds: Optional[str], steps: Any, lr: Any,
+             batch_size: Any, block_size: Any, trace_tasks: Optional[str]) -> tuple[Optional[dict], list[str]]:
+    """The form -> (the POST /trials or /experiments body, []) or (None, what to fix)."""
+    errors = []
+    if not model:
+        errors.append("Choose a model.")
+    L = int((info or {}).get("num_layers") or 0)
+    allocations = [a.strip() for a in allocations if a and a.strip()]
+    if not allocations:
+        errors.append("Choose the layers to train (a preset, ranges, or clicks on the layer strip).")
+    for a in allocations:
+        if a in PRESETS:
+            if a == "from-trace" and not (trace_tasks or "").strip():
+                errors.append("from-trace needs trace tasks to trace the base model first.")
+            continue
+        if L:
+            layers, problem = parse_ranges(a, L)
+            if problem:
+                errors.append(f"Allocation {a}: {problem}.")
+            elif not layers and not toggles:
+                errors.append(f"Allocation {a!r} trains nothing.")
+    if len(set(allocations)) != len(allocations):
+        errors.append("An allocation is listed twice.")
+    if kind == "trial" and len(allocations) > 1:
+        errors.append("A trial has one allocation; use New experiment to compare several.")
+    if not (corpus or "").strip():
+        errors.append("Give the training corpus (a text, JSONL or parquet file or folder on the server).")
+    bench_list = [b.strip() for b in re.split(r"[,\n]+", benchmarks or "") if b.strip()]
+    for b in bench_list:
+        if not BENCH_RE.match(b):
+            errors.append(f"Benchmark {b!r}: write ceval:FOLDER or cmmlu:FOLDER.")
+    seed_list, problem = _parse_seeds(seeds)
+    if problem:
+        errors.append(f"Seeds: {problem}.")
+
+    def number(value, name, lo, hi, integer):
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            errors.append(f"{name}: give a number.")
+            return None
+        if integer and x != int(x):
+            errors.append(f"{name}: must be a whole number.")
+            return None
+        if not lo <= x <= hi:
+            errors.append(f"{name}: must be between {lo:g} and {hi:g}.")
+            return None
+        return int(x) if integer else x
+
+    steps_v = number(steps, "Steps", 1, 10_000_000, True)
+    lr_v = number(lr, "Learning rate", 1e-9, 1.0, False)
+    batch_v = number(batch_size, "Batch size", 1, 65536, True)
+    block_v = number(block_size, "Block size", 8, 1_000_000, True)
+    if errors:
+        return None, errors
+    body: dict[str, Any] = {
+        "model_id": model, "corpus": corpus.strip(), "seeds": seed_list, "benchmarks": bench_list,
+        "steps": steps_v, "lr": lr_v, "batch_size": batch_v, "block_size": block_v,
+        "trace_tasks": (trace_tasks or "").strip(),
+    }
+    if not any(a == "full" for a in allocations):
+        on = set(toggles or [])
+        body.update({key: key in on for key, _ in TOGGLES})
+    if kind == "trial":
+        body["allocation"] = allocations[0]
+    else:
+        body["allocations"] = allocations
+    return body, []
+
+
+# -- layout --------------------------------------------------------------------------------------------
+
+def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Div:
+    api = client(token)
+    problems = []
+    try:
+        models = api.models().get("data") or []
+    except ApiError as exc:
+        models, problems = [], [error_box(exc.message, title="Models could not be loaded")]
+    ids = {m["id"] for m in models}
+    model = query.get("model") if query.get("model") in ids else (models[0]["id"] if len(models) == 1 else None)
+    info = _model_info(models, model, token)
+    ranges = query.get("ranges") or ""
+    from_trace = query.get("trace")
+    title = "New trial" if kind == "trial" else "New experiment"
+    intro = ("A trial continues pre-training the model with one allocation (which layers train) over one or more seeds, "
+             "and evaluates it before and after." if kind == "trial" else
+             "An experiment runs several allocations x seeds on the same data and compares them with intervals and "
+             "significance tests.")
+    count, problem = count_text(info, ranges, [])
+    allocation_block = []
+    if kind == "experiment":
+        allocation_block = [
+            html.Button("Add this selection to the allocations", id=f"{p}-add", type="button", className="lt-button"),
+            html.Label("Allocations compared (one per line: a preset or ranges)", htmlFor=f"{p}-allocations"),
+            dcc.Textarea(id=f"{p}-allocations", value="\n".join(a for a in [query.get("allocations", "").replace(",", "\n")] if a)
+                         or "train-shallow\ntrain-deep\nfull", className="lt-input lt-textarea"),
+        ]
+    return html.Div([
+        dcc.Location(id=f"{p}-go", refresh="callback-nav"),
+        dcc.Store(id=f"{p}-info", data=info),
+        html.H1(title),
+        html.P(intro, className="lt-muted"),
+        *problems,
+        notice(f"Ranges taken from the freeze plan of trace {from_trace}.") if from_trace and ranges else html.Div(),
+        html.Form([
+            html.Fieldset([
+                html.Legend("Model"),
+                dcc.Dropdown(id=f"{p}-model", options=[{"label": m.get("name") or m.get("source"), "value": m["id"]} for m in models],
+                             value=model, placeholder="choose a registered model"),
+            ]),
+            html.Fieldset([
+                html.Legend("Layers to train"),
+                html.Div([html.Span("Presets: ", className="lt-muted")] + [
+                    html.Button(name, id={"type": f"{p}-preset", "preset": name}, type="button", className="lt-button lt-small")
+                    for name in PRESETS[:3]
+                ] + [
+                    dcc.Dropdown(id=f"{p}-trace", options=_trace_options(model, token), value=from_trace,
+                                 placeholder="from-trace: a finished trace of this model", className="lt-inline-dd"),
+                ], className="lt-row"),
+                html.Label("Ranges of trained blocks (0-based, e.g. 0-7,12)", htmlFor=f"{p}-ranges"),
+                dcc.Input(id=f"{p}-ranges", type="text", value=ranges, debounce=False, className="lt-input lt-wide",
+                          placeholder="0-7,12"),
+                html.Div(problem or "", id=f"{p}-ranges-error", className="lt-field-error", role="alert"),
+                dcc.Graph(id=f"{p}-strip", figure=strip_figure(info, ranges), config={"displayModeBar": False}),
+                dcc.Checklist(id=f"{p}-toggles", options=[{"label": f"also train the {label}", "value": key} for key, label in TOGGLES],
+                              value=[], inline=True),
+                html.Div(count, id=f"{p}-count", className="lt-count", **{"aria-live": "polite"}),
+                *allocation_block,
+            ]),
+            html.Fieldset([
+                html.Legend("Data and evaluation"),
+                _text(p, "corpus", "Corpus on the server (text, JSONL with text, parquet, or a folder)", query.get("corpus", "")),
+                _text(p, "benchmarks", "Benchmarks (comma-separated ceval:FOLDER or cmmlu:FOLDER)", query.get("benchmarks", "")),
+                _text(p, "trace_tasks", "Trace tasks before and after (empty: no re-trace)", query.get("trace_tasks", "")),
+            ]),
+            html.Fieldset([
+                html.Legend("Training"),
+                html.Div([
+                    _text(p, "seeds", "Seeds (comma-separated)", query.get("seeds", "1,2,3" if kind == "experiment" else "1")),
+                    _number(p, "steps", "Steps", query.get("steps", 100), 1),
+                    _number(p, "lr", "Learning rate", query.get("lr", 1e-4), "any"),
+                    _number(p, "batch_size", "Batch size (sequences)", query.get("batch_size", 8), 1),
+                    _number(p, "block_size", "Block size (tokens per sequence)", query.get("block_size", 256), 1),
+                ], className="lt-row"),
+            ]),
+            html.Div(id=f"{p}-errors", role="alert"),
+            html.Button(f"Start the {kind}", id=f"{p}-submit", type="button", className="lt-button lt-primary"),
+        ], className="lt-form"),
+    ])
+
+
+def _text(p, key, label, value):
+    return html.Div([html.Label(label, htmlFor=f"{p}-{key}"),
+                     dcc.Input(id=f"{p}-{key}", type="text", value=value, className="lt-input lt-wide")], className="lt-field")
+
+
+def _number(p, key, label, value, step):
+    return html.Div([html.Label(label, htmlFor=f"{p}-{key}"),
+                     dcc.Input(id=f"{p}-{key}", type="number", value=value, step=step, className="lt-input")], className="lt-field")
+
+
+def _model_info(models: list[dict], model_id: Optional[str], token: Optional[str]) -> Optional[dict]:
+    if not model_id:
+        return None
+    for m in models:
+        if m["id"] == model_id and (m.get("info") or {}).get("block_parameters"):
+            return m["info"]
+    try:
+        return client(token).model(model_id).get("info")
+    except ApiError:
+        return None
+
+
+def _trace_options(model_id: Optional[str], token: Optional[str]) -> list[dict]:
+    if not model_id:
+        return []
+    try:
+        traces = client(token).traces(status="succeeded", limit=100).get("data") or []
+    except ApiError:
+        return []
+    options = []
+    for t in traces:
+        if (t.get("model") or {}).get("id") not in (None, model_id):
+            continue
+        plan = ((t.get("summary") or {}).get("freeze_plan") or {})
+        ranges = plan.get("train_ranges") if isinstance(plan, dict) else None
+        options.append({"label": f"{t['id']}" + (f" · plan trains {ranges}" if ranges else ""), "value": t["id"]})
+    return options
+
+
+# -- callbacks -------------------------------------------------------------------------------------------
+
+def model_changed(model, token):
+    """A model choice -> its info (layers, per-block parameters) and its finished traces."""
+    if not model:
+        return None, []
+    try:
+        info = client(token).model(model).get("info")
+    except ApiError:
+        info = None
+    return info, _trace_options(model, token)
+
+
+def trace_plan_ranges(trace_id: str, token: Optional[str]) -> Optional[str]:
+    meta = client(token).trace(trace_id)
+    plan = (meta.get("summary") or {}).get("freeze_plan") or {}
+    if isinstance(plan, dict) and plan.get("train_ranges") is not None:
+        return plan["train_ranges"]
+    return (client(token).trace_result(trace_id).get("freeze_plan") or {}).get("train_ranges")
+
+
+def pick(preset_clicks, click, trace_id, ranges, toggles, info, token):
+    """Presets, a from-trace choice or a click on the strip -> (ranges text, toggles)."""
+    trigger = ctx.triggered_id
+    L = int((info or {}).get("num_layers") or 0)
+    if not L or trigger is None:
+        return dash.no_update, dash.no_update
+    if isinstance(trigger, dict):
+        if not any(preset_clicks or []):
+            return dash.no_update, dash.no_update
+        preset = trigger["preset"]
+        on = ["embeddings", "head", "final_norm"] if preset == "full" else []
+        return format_ranges(preset_layers(preset, L)), on
+    if trigger.endswith("-strip"):
+        if not click or not click.get("points"):
+            return dash.no_update, dash.no_update
+        return toggle_layer(ranges, int(round(click["points"][0]["x"])), L), dash.no_update
+    if trigger.endswith("-trace") and trace_id:
+        try:
+            found = trace_plan_ranges(trace_id, token)
+        except ApiError:
+            return dash.no_update, dash.no_update
+        return (found if found is not None else dash.no_update), []
+    return dash.no_update, dash.no_update
+
+
+def live_count(ranges, toggles, info):
+    text, problem = count_text(info, ranges, toggles)
+    return text, problem or "", strip_figure(info, ranges, toggles)
+
+
+def add_allocation(n_clicks, ranges, toggles, current, info):
+    if not n_clicks:
+        return dash.no_update
+    L = int((info or {}).get("num_layers") or 0)
+    layers, problem = parse_ranges(ranges, L) if L else ([], "no model")
+    if problem or not layers:
+        return dash.no_update
+    label = allocation_label(layers, toggles or [], L)
+    lines = [line.strip() for line in (current or "").splitlines() if line.strip()]
+    if label not in lines:
+        lines.append(label)
+    return "\n".join(lines)
+
+
+def make_submit(kind: str):
+    def submit(n_clicks, model, info, ranges, toggles, allocations_text, corpus, benchmarks, trace_tasks, seeds, steps, lr,
+               batch_size, block_size, token):
+        if not n_clicks:
+            return dash.no_update, dash.no_update
+        L = int((info or {}).get("num_layers") or 0)
+        if kind == "trial":
+            layers, problem = parse_ranges(ranges, L) if L else ([], None)
+            allocations = [allocation_label(layers, toggles or [], L)] if layers and not problem else (
+                [ranges] if (ranges or "").strip() else [])
+        else:
+            allocations = [line for line in (allocations_text or "").splitlines() if line.strip()]
+        body, errors = validate(kind, model=model, info=info, allocations=allocations, toggles=toggles or [], corpus=corpus,
+                                benchmarks=benchmarks, seeds=seeds, steps=steps, lr=lr, batch_size=batch_size,
+                                block_size=block_size, trace_tasks=trace_tasks)
+        if errors:
+            return html.Ul([html.Li(e) for e in errors], className="lt-error"), dash.no_update
+        api = client(token)
+        try:
+            created = api.create_trial(body) if kind == "trial" else api.create_experiment(body)
+        except ApiError as exc:
+            return error_box(exc.message, title=f"The API refused the {kind}"), dash.no_update
+        return notice(f"{kind.capitalize()} {created['id']} queued."), rel(f"/experiments/{created['id']}")
+
+    return submit
+
+
+def register(app: dash.Dash, p: str, kind: str) -> None:
+    auth = State("auth-token", "data")
+    app.callback(Output(f"{p}-info", "data"), Output(f"{p}-trace", "options"),
+                 Input(f"{p}-model", "value"), auth, prevent_initial_call=True)(model_changed)
+    app.callback(Output(f"{p}-ranges", "value"), Output(f"{p}-toggles", "value"),
+                 Input({"type": f"{p}-preset", "preset": ALL}, "n_clicks"), Input(f"{p}-strip", "clickData"),
+                 Input(f"{p}-trace", "value"), State(f"{p}-ranges", "value"), State(f"{p}-toggles", "value"),
+                 State(f"{p}-info", "data"), auth, prevent_initial_call=True)(pick)
+    app.callback(Output(f"{p}-count", "children"), Output(f"{p}-ranges-error", "children"), Output(f"{p}-strip", "figure"),
+                 Input(f"{p}-ranges", "value"), Input(f"{p}-toggles", "value"), Input(f"{p}-info", "data"),
+                 prevent_initial_call=True)(live_count)
+    allocations_state = State(f"{p}-allocations", "value") if kind == "experiment" else State(f"{p}-ranges", "id")
+    if kind == "experiment":
+        app.callback(Output(f"{p}-allocations", "value"), Input(f"{p}-add", "n_clicks"), State(f"{p}-ranges", "value"),
+                     State(f"{p}-toggles", "value"), State(f"{p}-allocations", "value"), State(f"{p}-info", "data"),
+                     prevent_initial_call=True)(add_allocation)
+    app.callback(Output(f"{p}-errors", "children"), Output(f"{p}-go", "pathname"),
+                 Input(f"{p}-submit", "n_clicks"), State(f"{p}-model", "value"), State(f"{p}-info", "data"),
+                 State(f"{p}-ranges", "value"), State(f"{p}-toggles", "value"), allocations_state,
+                 *[State(f"{p}-{k}", "value") for k in ("corpus", "benchmarks", "trace_tasks", "seeds", "steps", "lr",
+                                                         "batch_size", "block_size")],
+                 auth, prevent_initial_call=True)(make_submit(kind))

@@ -1,0 +1,129 @@
+"""Shared pieces of the figures: colour-blind-safe colours, the depth axis, export settings."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import plotly.graph_objects as go
+
+# Okabe & Ito (2008): eight colours distinguishable under the common colour-vision deficiencies.
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+SEQUENTIAL = "Viridis"  # perceptually uniform, colour-blind safe
+SIMILARITY = "Cividis"  # designed for colour-vision deficiencies
+DIVERGING = "RdBu"
+TRAIN_COLOUR = "#0072B2"
+FREEZE_COLOUR = "#BBBBBB"
+VULNERABLE_COLOUR = "#D55E00"
+PARTICLE_COLOUR = "#FFFFFF"
+KIND_LETTER = {"attention": "A", "linear-attention": "L", "ssm": "S"}
+KIND_NAME = {"attention": "attention", "linear-attention": "linear attention", "ssm": "SSM"}
+
+METRICS = {
+    "prob": ("target probability", "probability of the answer's first token under the logit lens (0-1)"),
+    "rank": ("target rank", "rank of the answer's first token (0 = top-1)"),
+    "entropy": ("entropy (nats)", "entropy of the lens distribution, in nats"),
+}
+
+FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, 'Noto Sans', 'Noto Sans CJK SC', sans-serif", size=13)
+
+
+def graph_config(filename: str) -> dict:
+    """dcc.Graph config: a PNG export in the modebar (SVG/CSV/JSON have their own buttons on the page)."""
+    return {
+        "displaylogo": False,
+        "responsive": True,
+        "toImageButtonOptions": {"format": "png", "filename": filename, "scale": 2},
+        "modeBarButtonsToRemove": ["lasso2d", "select2d"],
+    }
+
+
+def base_layout(fig: go.Figure, *, title: str, height: int = 420) -> go.Figure:
+    fig.update_layout(
+        title=dict(text=title, x=0.0, xanchor="left", font=dict(size=15)),
+        template="plotly_white",
+        font=FONT,
+        height=height,
+        margin=dict(l=70, r=20, t=60, b=60),
+        hoverlabel=dict(font=dict(family=FONT["family"], size=12)),
+    )
+    return fig
+
+
+def layer_positions(num_layers: int, normalized: bool) -> list[float]:
+    """x positions of layers 0..L-1: the index, or the normalised depth (l + 1) / L."""
+    if normalized:
+        return [(l + 1) / num_layers for l in range(num_layers)]
+    return [float(l) for l in range(num_layers)]
+
+
+def layer_position(layer: Optional[int], num_layers: int, normalized: bool) -> Optional[float]:
+    if layer is None:
+        return None
+    return (layer + 1) / num_layers if normalized else float(layer)
+
+
+def depth_title(normalized: bool) -> str:
+    return "normalised depth (layer + 1) / L" if normalized else "layer (block index, 0-based)"
+
+
+def layer_window(num_layers: int, window: Optional[Sequence[int]]) -> tuple[int, int]:
+    """A valid inclusive (first, last) layer window; the whole depth when ``window`` is None or invalid."""
+    if not window or len(window) != 2:
+        return 0, num_layers - 1
+    lo, hi = int(window[0]), int(window[1])
+    lo, hi = max(0, min(lo, num_layers - 1)), max(0, min(hi, num_layers - 1))
+    if lo > hi:
+        lo, hi = hi, lo
+    return lo, hi
+
+
+def depth_axis(fig: go.Figure, num_layers: int, block_kinds: Sequence[str], normalized: bool,
+               window: Optional[Sequence[int]] = None, *, row=None, col=None, title: bool = True) -> None:
+    """Layer axis: title with units, ticks with the block kind (A / L / S) when the model mixes kinds,
+    the range limited to the layer window."""
+    lo, hi = layer_window(num_layers, window)
+    xs = layer_positions(num_layers, normalized)
+    mixed = len(set(block_kinds or [])) > 1
+    step = max(1, (hi - lo + 1) // 18)
+    ticks = list(range(lo, hi + 1, step))
+    text = []
+    for l in ticks:
+        label = f"{xs[l]:.2f}" if normalized else str(l)
+        if mixed and l < len(block_kinds):
+            label += f"<br>{KIND_LETTER.get(block_kinds[l], '?')}"
+        text.append(label)
+    half = (0.5 / num_layers) if normalized else 0.5
+    axis_title = depth_title(normalized)
+    if mixed:
+        axis_title += " · A attention, L linear attention, S SSM"
+    fig.update_xaxes(
+        tickmode="array", tickvals=[xs[l] for l in ticks], ticktext=text,
+        range=[xs[lo] - half, xs[hi] + half], title_text=axis_title if title else None,
+        row=row, col=col,
+    )
+
+
+def kinds_caption(block_kinds: Sequence[str]) -> str:
+    counts: dict[str, int] = {}
+    for kind in block_kinds:
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{n} {KIND_NAME.get(k, k)}" for k, n in counts.items())
+
+
+def empty_figure(message: str, *, height: int = 300) -> go.Figure:
+    """A figure that says why it is empty (never a blank box)."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font=dict(size=14, color="#555"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(template="plotly_white", height=height, font=FONT, margin=dict(l=20, r=20, t=20, b=20))
+    return fig
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)

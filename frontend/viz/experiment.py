@@ -1,0 +1,276 @@
+"""Figures and tables of a trial or experiment, built from the engine runner's result JSON
+(``layertracer.experiments.runner``: ``table``, ``statistics``, ``trials``, ``baseline``) and the API's
+training metrics (``{"trials": {slug: [{step, loss, lr, tokens_per_s, grad_norm, eval_loss?}]}}``).
+Pure functions: data in, a plotly Figure or plain rows out."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import plotly.graph_objects as go
+
+from frontend.viz.common import OKABE_ITO, base_layout, empty_figure, layer_positions, depth_title
+
+Result = dict[str, Any]
+
+
+def bench_label(spec: str) -> str:
+    """``ceval:/data/old-facts`` -> ``ceval old-facts``."""
+    kind, _, folder = spec.partition(":")
+    return f"{kind} {folder.rstrip('/').rsplit('/', 1)[-1]}" if folder else kind
+
+
+def benchmarks(result: Result) -> list[str]:
+    return list((result.get("spec") or {}).get("benchmarks") or [])
+
+
+def allocations(result: Result) -> list[str]:
+    return list((result.get("spec") or {}).get("allocations") or [])
+
+
+def _colour(index: int) -> str:
+    return OKABE_ITO[index % len(OKABE_ITO)]
+
+
+def loss_figure(metrics: Optional[dict], result: Optional[Result] = None) -> go.Figure:
+    """Training loss per step, one line per trial (allocation x seed); held-out loss as markers.
+    Uses the live metrics when there are any, else the loss curves stored in the result."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    evals: dict[str, list[tuple[int, float]]] = {}
+    for slug, rows in ((metrics or {}).get("trials") or {}).items():
+        series[slug] = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
+        evals[slug] = [(r["step"], r["eval_loss"]) for r in rows if r.get("eval_loss") is not None]
+    if not any(series.values()) and result:
+        for trial in result.get("trials") or []:
+            curve = (trial.get("training") or {}).get("loss_curve") or []
+            series[trial["slug"]] = [(s, l) for s, l in curve]
+    if not any(series.values()):
+        return empty_figure("No training steps yet.")
+    allocation_of = {t["slug"]: t["allocation_spec"] for t in (result or {}).get("trials") or []}
+    order = sorted(series)
+    groups = sorted({allocation_of.get(s, s.rsplit("-seed", 1)[0]) for s in order})
+    fig = go.Figure()
+    for slug in order:
+        group = allocation_of.get(slug, slug.rsplit("-seed", 1)[0])
+        colour = _colour(groups.index(group))
+        pts = series[slug]
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", name=slug,
+                                 legendgroup=group, line=dict(color=colour, width=2),
+                                 hovertemplate=f"{slug}<br>step %{{x}}<br>loss %{{y:.4f}}<extra></extra>"))
+        if evals.get(slug):
+            pts = evals[slug]
+            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers",
+                                     name=f"{slug} held-out", legendgroup=group,
+                                     marker=dict(color=colour, symbol="circle-open", size=9)))
+    base_layout(fig, title="Training loss (causal-LM cross-entropy) per step", height=380)
+    fig.update_xaxes(title_text="optimizer step")
+    fig.update_yaxes(title_text="loss (nats per token)")
+    return fig
+
+
+def _summary_error(summary: dict) -> tuple[float, Optional[float], Optional[float]]:
+    mean = summary.get("mean")
+    lo, hi = summary.get("ci_low"), summary.get("ci_high")
+    return mean, (None if lo is None else mean - lo), (None if hi is None else hi - mean)
+
+
+def scores_figure(result: Result) -> go.Figure:
+    """Accuracy per allocation and benchmark: the base model and each allocation's mean over seeds with
+    its Student-t 95% interval (no interval with one seed)."""
+    rows = result.get("table") or []
+    benches = benchmarks(result)
+    if not rows or not benches:
+        return empty_figure("No benchmark scores yet.")
+    fig = go.Figure()
+    names = [r["allocation"] for r in rows]
+    for index, bench in enumerate(benches):
+        means, plus, minus, text = [], [], [], []
+        for r in rows:
+            summary = (r.get("benchmarks") or {}).get(bench)
+            if not summary:
+                means.append(None), plus.append(None), minus.append(None), text.append("")
+                continue
+            mean, down, up = _summary_error(summary)
+            means.append(mean)
+            minus.append(down or 0.0)
+            plus.append(up or 0.0)
+            n = summary.get("n", 1)
+            text.append(f"n={n} seed{'s' if n != 1 else ''}")
+        fig.add_trace(go.Bar(
+            x=names, y=means, name=bench_label(bench), marker_color=_colour(index), text=text,
+            error_y=dict(type="data", array=plus, arrayminus=minus, visible=True, color="#333"),
+            hovertemplate=f"{bench_label(bench)}<br>%{{x}}: %{{y:.3f}}<br>%{{text}}<extra></extra>",
+        ))
+    base_layout(fig, title="Benchmark accuracy before (base) and after training, mean over seeds with 95% t-interval",
+                height=400)
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.2, x=0))
+    fig.update_yaxes(title_text="accuracy (share of questions correct)", range=[0, 1])
+    fig.update_xaxes(title_text="allocation (trained layers)")
+    return fig
+
+
+def drift_figure(result: Result, *, normalized: bool = False) -> go.Figure:
+    """Weight drift per block: relative Frobenius change ||W_after − W_before|| / ||W_before||, one line
+    per trial."""
+    trials = [t for t in result.get("trials") or [] if t.get("drift")]
+    if not trials:
+        return empty_figure("No weight drift yet (it is measured when a trial finishes).")
+    groups = sorted({t["allocation_spec"] for t in trials})
+    fig = go.Figure()
+    for t in trials:
+        blocks = t["drift"]["blocks"]
+        xs = layer_positions(len(blocks), normalized)
+        fig.add_trace(go.Scatter(
+            x=xs, y=blocks, mode="lines+markers", name=t["slug"], legendgroup=t["allocation_spec"],
+            line=dict(color=_colour(groups.index(t["allocation_spec"]))),
+            hovertemplate=f"{t['slug']}<br>layer %{{x}}<br>drift %{{y:.4g}}<extra></extra>",
+        ))
+    base_layout(fig, title="Weight drift per layer (relative Frobenius change of the block's weights)", height=380)
+    fig.update_xaxes(title_text=depth_title(normalized))
+    fig.update_yaxes(title_text="relative change (unitless; 0.01 = 1% of the block's norm)", rangemode="tozero")
+    return fig
+
+
+def retrace_figure(result: Result) -> go.Figure:
+    """Re-trace comparison: the change of the stability curve (mean JS after − before, nats) per layer,
+    one line per trial; the base model's curve for scale."""
+    trials = [t for t in result.get("trials") or [] if t.get("retrace")]
+    base = ((result.get("baseline") or {}).get("trace") or {})
+    if not trials:
+        return empty_figure("No re-trace (the experiment was run without trace tasks, or no trial has finished).")
+    groups = sorted({t["allocation_spec"] for t in trials})
+    fig = go.Figure()
+    if base.get("mean_js"):
+        fig.add_trace(go.Scatter(x=list(range(len(base["mean_js"]))), y=base["mean_js"], mode="lines",
+                                 name="base model mean JS", line=dict(color="#777", dash="dot")))
+    for t in trials:
+        change = (t["retrace"].get("change") or {}).get("mean_js_change")
+        if not change:
+            continue
+        fig.add_trace(go.Scatter(
+            x=list(range(len(change))), y=change, mode="lines+markers", name=f"{t['slug']} change",
+            line=dict(color=_colour(groups.index(t["allocation_spec"]))),
+            hovertemplate=f"{t['slug']}<br>layer %{{x}}<br>Δ mean JS %{{y:.4g}} nats<extra></extra>",
+        ))
+    fig.add_hline(y=0, line=dict(color="#000", width=1))
+    base_layout(fig, title="Re-trace: change of layer sensitivity after training (after − before)", height=380)
+    fig.update_xaxes(title_text=depth_title(False))
+    fig.update_yaxes(title_text="Δ mean JS divergence (nats)")
+    return fig
+
+
+# -- tables ------------------------------------------------------------------------------------------
+
+
+def _ci(summary: Optional[dict]) -> str:
+    if not summary or summary.get("mean") is None:
+        return "—"
+    text = f"{summary['mean']:.3f}"
+    if summary.get("ci_low") is not None:
+        text += f" [{summary['ci_low']:.3f}, {summary['ci_high']:.3f}]"
+    return text
+
+
+def results_table(result: Result) -> tuple[list[str], list[list[str]]]:
+    """The papers' results table: one row per allocation (and the base model)."""
+    benches = benchmarks(result)
+    header = ["allocation", "trained layers", "trainable share", "seeds"]
+    for b in benches:
+        header += [f"{bench_label(b)} accuracy [95% CI]", f"{bench_label(b)} change"]
+    header += ["final loss", "tokens/s"]
+    rows = []
+    for r in result.get("table") or []:
+        row = [r["allocation"], r.get("ranges", "—" if r["allocation"] == "base" else ""),
+               f"{100 * r.get('trainable_share', 0.0):.1f}%", ",".join(str(s) for s in r.get("seeds", [])) or "—"]
+        for b in benches:
+            row += [_ci((r.get("benchmarks") or {}).get(b)), _ci((r.get("change") or {}).get(b))]
+        row += [_ci(r.get("final_loss")), _ci(r.get("tokens_per_s")).split(" ")[0]]
+        rows.append(row)
+    return header, rows
+
+
+def significance_table(result: Result, bench: str) -> tuple[list[str], list[list[str]]]:
+    """Pairwise comparisons on one benchmark: difference with paired-bootstrap CI, and the p-values
+    (raw / Holm-adjusted) of the bootstrap, McNemar and sign-flip permutation tests."""
+    stats = (result.get("statistics") or {}).get(bench) or {}
+    header = ["a", "b", "accuracy a − b", "95% CI (paired bootstrap)", "bootstrap p (Holm)", "McNemar p (Holm)",
+              "permutation p (Holm)", "significant at 0.05 (Holm, all three)"]
+    rows = []
+    for c in stats.get("comparisons") or []:
+        def p(test: str) -> str:
+            t = c.get(test) or {}
+            return f"{t.get('p_value', float('nan')):.3g} ({t.get('p_adjusted', float('nan')):.3g})"
+
+        significant = all((c.get(t) or {}).get("p_adjusted", 1.0) < 0.05 for t in ("bootstrap", "mcnemar", "permutation"))
+        rows.append([c["a"], c["b"], f"{c['diff']:+.3f}", f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]",
+                     p("bootstrap"), p("mcnemar"), p("permutation"), "yes" if significant else "no"])
+    return header, rows
+
+
+def subject_table(result: Result, bench: str) -> tuple[list[str], list[list[str]]]:
+    """Accuracy per subject: the base model, then each allocation's mean over its seeds."""
+    base = (((result.get("baseline") or {}).get("evals") or {}).get(bench) or {}).get("subjects") or {}
+    per_alloc: dict[str, dict[str, list[float]]] = {}
+    for t in result.get("trials") or []:
+        subjects = ((t.get("evals") or {}).get(bench) or {}).get("subjects") or {}
+        for name, acc in subjects.items():
+            per_alloc.setdefault(t["allocation_spec"], {}).setdefault(name, []).append(acc)
+    allocs = [a for a in allocations(result) if a in per_alloc]
+    names = sorted(set(base) | {n for d in per_alloc.values() for n in d})
+    header = ["subject", "base"] + allocs
+    rows = []
+    for name in names:
+        b = base.get(name)
+        b_acc = b.get("accuracy") if isinstance(b, dict) else b
+        row = [name, "—" if b_acc is None else f"{b_acc:.3f}"]
+        for a in allocs:
+            values = per_alloc[a].get(name)
+            row.append("—" if not values else f"{sum(values) / len(values):.3f}")
+        rows.append(row)
+    return header, rows
+
+
+def particle_change_table(result: Result) -> tuple[list[str], list[list[str]]]:
+    """Task particles and the vulnerable layer before and after each trial's training."""
+    header = ["trial", "task", "particle before", "particle after", "vulnerable layer before → after"]
+    rows = []
+    for t in result.get("trials") or []:
+        change = (t.get("retrace") or {}).get("change") or {}
+        vul = change.get("vulnerable_layer") or {}
+        for task, moved in (change.get("task_particles") or {}).items():
+            rows.append([t["slug"], task, _layer(moved.get("before")), _layer(moved.get("after")),
+                         f"{_layer(vul.get('before'))} → {_layer(vul.get('after'))}"])
+    return header, rows
+
+
+def _layer(value) -> str:
+    return "none" if value is None else str(value)
+
+
+def provenance_rows(experiment: dict) -> list[tuple[str, str]]:
+    """(what, value) pairs behind every number of an experiment page: model hash, spec, seeds, prompt
+    settings, code version."""
+    result = experiment.get("result") or {}
+    spec = experiment.get("spec") or result.get("spec") or {}
+    prov = experiment.get("provenance") or {}
+    model = experiment.get("model") or {}
+    rows = [
+        ("model", f"{model.get('name') or model.get('source') or spec.get('model', '?')}"),
+        ("model fingerprint (sha256)", str(prov.get("model_fingerprint") or model.get("fingerprint") or "—")),
+        ("code version", str(prov.get("code_version") or result.get("version") or "—")),
+        ("seeds", ", ".join(str(s) for s in (prov.get("seeds") or spec.get("seeds") or [])) or "—"),
+        ("allocations", ", ".join(spec.get("allocations") or []) or "—"),
+        ("corpus", f"{spec.get('corpus', '—')} (block size {spec.get('block_size', '?')} tokens)"),
+        ("training", f"{spec.get('steps', '?')} steps, lr {spec.get('lr', '?')}, batch {spec.get('batch_size', '?')} x "
+                     f"accumulation {spec.get('grad_accum', 1)}, warmup {spec.get('warmup_steps', '?')}"),
+        ("evaluation", f"mode {spec.get('eval_mode', '?')}, {spec.get('eval_shots', '?')} shots, "
+                       f"limit {spec.get('eval_limit') or 'none'}"),
+        ("re-trace", f"tasks {spec.get('trace_tasks') or 'none'}, {spec.get('trace_limit', '?')} prompts each, "
+                     f"perturbations {', '.join(spec.get('trace_perturbations') or [])}"),
+    ]
+    for bench, evals in ((result.get("baseline") or {}).get("evals") or {}).items():
+        s = evals.get("settings") or {}
+        rows.append((f"prompt settings: {bench_label(bench)}",
+                     f"{s.get('template', '?')}, split {s.get('split', '?')}, few-shot {s.get('fewshot_split', '?')} "
+                     f"({s.get('fewshot_sampler', '?')}), continuations {s.get('continuations')}"))
+    return rows

@@ -1,0 +1,361 @@
+"""Figures of one trace, built from the engine's TraceResult JSON (``result.to_dict()`` or
+``GET /api/v1/traces/{id}/result``; the schema is in the README, "OUT.json"). Pure functions: data in,
+a plotly Figure out, usable from a notebook::
+
+    from frontend.viz import trace as tv
+    tv.task_heatmap(result.to_dict(), metric="prob").show()
+
+Shapes: L layers, T tasks, P prompts of a task, k top tokens.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Optional, Sequence
+
+import plotly.graph_objects as go
+
+from frontend.viz.common import (
+    OKABE_ITO,
+    PARTICLE_COLOUR,
+    SEQUENTIAL,
+    SIMILARITY,
+    TRAIN_COLOUR,
+    FREEZE_COLOUR,
+    VULNERABLE_COLOUR,
+    METRICS,
+    KIND_NAME,
+    base_layout,
+    depth_axis,
+    depth_title,
+    empty_figure,
+    layer_position,
+    layer_positions,
+    layer_window,
+)
+
+Result = dict[str, Any]
+PROMPT_HOVER_TOP = 5
+
+
+def num_layers(result: Result) -> int:
+    return int(result["num_layers"])
+
+
+def task_names(result: Result) -> list[str]:
+    return list(result.get("tasks", {}))
+
+
+def perturbation_names(result: Result) -> list[str]:
+    return list(result.get("sensitivities") or {})
+
+
+def _mean_columns(rows: Sequence[Sequence[Optional[float]]], width: int) -> list[Optional[float]]:
+    """Column means of a [P][L] matrix, skipping nulls: (L,)."""
+    sums = [0.0] * width
+    counts = [0] * width
+    for row in rows:
+        for l, v in enumerate(row):
+            if v is not None:
+                sums[l] += v
+                counts[l] += 1
+    return [sums[l] / counts[l] if counts[l] else None for l in range(width)]
+
+
+def task_metric_curve(task: dict, metric: str, L: int) -> list[Optional[float]]:
+    """(L,) the task's curve: mean target probability, mean target rank or mean entropy over prompts."""
+    if metric == "prob":
+        return list(task["mean_target_prob"])
+    key = {"rank": "target_rank", "entropy": "entropy"}[metric]
+    return _mean_columns(task[key], L)
+
+
+def prompt_matrix(task: dict, metric: str) -> list[list[Optional[float]]]:
+    """[P][L] the metric per prompt per layer."""
+    key = {"prob": "target_prob", "rank": "target_rank", "entropy": "entropy"}[metric]
+    return task[key]
+
+
+def _top1_summary(task: dict, L: int, limit: int = 3) -> list[str]:
+    """(L,) hover text: the most frequent top-1 lens tokens over the task's prompts at each layer."""
+    out = []
+    tops = task.get("top_tokens") or []
+    total = len(tops) or 1
+    for l in range(L):
+        counts = Counter(row[l][0] for row in tops if row and len(row) > l and row[l])
+        parts = [f"{tok!r} {100 * n / total:.0f}%" for tok, n in counts.most_common(limit)]
+        out.append(", ".join(parts) if parts else "—")
+    return out
+
+
+def _colour_axis(metric: str) -> dict:
+    # Bright = "the model knows the answer" for every metric: low rank and low entropy are bright.
+    label, _ = METRICS[metric]
+    colour = dict(colorscale=SEQUENTIAL, reversescale=metric in ("rank", "entropy"),
+                  colorbar=dict(title=dict(text=label, side="right"), thickness=14))
+    if metric == "prob":
+        colour.update(zmin=0.0, zmax=1.0)
+    return colour
+
+
+def task_heatmap(result: Result, metric: str = "prob", *, normalized: bool = False,
+                 window: Optional[Sequence[int]] = None) -> go.Figure:
+    """Layers x tasks heatmap of the task's mean curve (target probability by default), with each task's
+    particle marked (◆) and the most frequent top-1 lens tokens on hover."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; use prob, rank or entropy")
+    L = num_layers(result)
+    names = task_names(result)
+    if not names:
+        return empty_figure("This trace has no tasks.")
+    xs = layer_positions(L, normalized)
+    z, hover = [], []
+    for name in names:
+        task = result["tasks"][name]
+        z.append(task_metric_curve(task, metric, L))
+        hover.append(_top1_summary(task, L))
+    label, _ = METRICS[metric]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=xs, y=names, customdata=hover, **_colour_axis(metric),
+        hovertemplate="task %{y}<br>" + ("depth %{x:.2f}" if normalized else "layer %{x}")
+        + f"<br>{label} %{{z:.3f}}<br>top-1 tokens: %{{customdata}}<extra></extra>",
+    ))
+    px, py, ptext = [], [], []
+    for name in names:
+        layer = result["tasks"][name].get("task_particle")
+        if layer is not None:
+            px.append(layer_position(layer, L, normalized))
+            py.append(name)
+            ptext.append(f"task particle of {name}: layer {layer}")
+    fig.add_trace(go.Scatter(
+        x=px, y=py, mode="markers", name="task particle", text=ptext, hovertemplate="%{text}<extra></extra>",
+        marker=dict(symbol="diamond", size=13, color=PARTICLE_COLOUR, line=dict(color="#000", width=2)),
+    ))
+    base_layout(fig, title=f"Mean {label} per task and layer", height=max(300, 110 + 34 * len(names)))
+    depth_axis(fig, L, result.get("block_kinds") or [], normalized, window)
+    fig.update_yaxes(title_text="task", autorange="reversed", type="category")
+    fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+    return fig
+
+
+def _short(text: str, width: int = 48) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+def prompt_heatmap(result: Result, task: str, metric: str = "prob", *, normalized: bool = False,
+                   window: Optional[Sequence[int]] = None) -> go.Figure:
+    """Layers x prompts heatmap for one task, each prompt's particle marked, the top-k lens tokens with
+    their probabilities on hover."""
+    if task not in result.get("tasks", {}):
+        return empty_figure(f"No task named {task!r} in this trace.")
+    L = num_layers(result)
+    data = result["tasks"][task]
+    matrix = prompt_matrix(data, metric)
+    P = len(matrix)
+    if P == 0:
+        return empty_figure(f"Task {task} has no prompts.")
+    xs = layer_positions(L, normalized)
+    labels = [f"#{i} → {_short(t, 16)}" for i, t in enumerate(data["targets"])]
+    tops, probs = data.get("top_tokens") or [], data.get("top_probs") or []
+    hover = []
+    for i in range(P):
+        row_tokens = tops[i] if i < len(tops) else []
+        row_probs = probs[i] if i < len(probs) else []
+        head = f"{_short(data['prompts'][i])}<br>target {data['target_tokens'][i]!r}"
+        cells = []
+        for l in range(L):
+            toks = row_tokens[l][:PROMPT_HOVER_TOP] if l < len(row_tokens) else []
+            ps = row_probs[l][:PROMPT_HOVER_TOP] if l < len(row_probs) else []
+            cells.append(head + "<br>top: " + ", ".join(f"{t!r} {p:.2f}" for t, p in zip(toks, ps)))
+        hover.append(cells)
+    label, _ = METRICS[metric]
+    fig = go.Figure(go.Heatmap(
+        z=matrix, x=xs, y=labels, customdata=hover, **_colour_axis(metric),
+        hovertemplate=("depth %{x:.2f}" if normalized else "layer %{x}") + f" · {label} %{{z:.3f}}<br>%{{customdata}}<extra></extra>",
+    ))
+    particles = data.get("prompt_particles") or []
+    px = [layer_position(p, L, normalized) for p in particles if p is not None]
+    py = [labels[i] for i, p in enumerate(particles) if p is not None]
+    fig.add_trace(go.Scatter(
+        x=px, y=py, mode="markers", name="prompt particle", hovertemplate="particle: %{x}<extra></extra>",
+        marker=dict(symbol="diamond", size=8 if P > 60 else 10, color=PARTICLE_COLOUR, line=dict(color="#000", width=1.5)),
+    ))
+    base_layout(fig, title=f"{label} per prompt and layer — task {task} ({P} prompts)",
+                height=max(320, min(900, 110 + 14 * P)))
+    depth_axis(fig, L, result.get("block_kinds") or [], normalized, window)
+    fig.update_yaxes(title_text="prompt (# → target)", autorange="reversed", type="category",
+                     showticklabels=P <= 60)
+    fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+    return fig
+
+
+def position_grid(result: Result, *, normalized: bool = False, last: int = 24, colour: str = "top1") -> go.Figure:
+    """The logit lens of one prompt: layers x token positions, coloured by the top-1 probability (or
+    the target's probability with ``colour="target"``), each cell annotated with its top-1 token.
+    Shows the last ``last`` positions (the answer position is the last one)."""
+    view = result.get("position_view")
+    if not view:
+        return empty_figure("This trace has no per-position view (it was run with --no-position-view).")
+    L = num_layers(result)
+    tokens = view["tokens"]
+    T = len(tokens)
+    start = max(0, T - last)
+    cols = list(range(start, T))
+    xlabels = [f"{i}: {tokens[i]!r}" for i in cols]
+    ys = layer_positions(L, normalized)
+    key = "top1_probs" if colour == "top1" else "target_prob"
+    z = [[view[key][l][i] for i in cols] for l in range(L)]
+    text = [[view["top1_tokens"][l][i] for i in cols] for l in range(L)]
+    target = [[view["target_prob"][l][i] for i in cols] for l in range(L)]
+    what = "top-1 probability" if colour == "top1" else f"probability of {view.get('target_token')!r}"
+    fig = go.Figure(go.Heatmap(
+        z=z, x=xlabels, y=ys, text=text, customdata=target, texttemplate="%{text}",
+        textfont=dict(size=10), colorscale=SEQUENTIAL, zmin=0, zmax=1,
+        colorbar=dict(title=dict(text=what, side="right"), thickness=14),
+        hovertemplate="position %{x}<br>" + ("depth %{y:.2f}" if normalized else "layer %{y}")
+        + "<br>top-1 %{text}<br>" + what + " %{z:.3f}<br>target prob %{customdata:.3f}<extra></extra>",
+    ))
+    task = view.get("task")
+    base_layout(fig, title=f"Logit lens by position — {task} prompt #{view.get('prompt_index')}, "
+                f"target {view.get('target_token')!r}" + (f" (last {len(cols)} of {T} tokens)" if start else ""),
+                height=max(360, 120 + 22 * L))
+    fig.update_xaxes(title_text="token position: token", tickangle=-45, type="category")
+    fig.update_yaxes(title_text=depth_title(normalized))
+    return fig
+
+
+def stability_figure(result: Result, perturbations: Optional[Sequence[str]] = None, *, normalized: bool = False,
+                     window: Optional[Sequence[int]] = None) -> go.Figure:
+    """The stability curve: mean Jensen–Shannon divergence (nats) of the output when one layer alone is
+    perturbed, with its 95% bootstrap band, one line per perturbation kind, the vulnerable layer marked."""
+    sens = result.get("sensitivities") or {}
+    names = [n for n in (perturbations or list(sens)) if n in sens]
+    if not names:
+        return empty_figure("No sensitivity scan in this trace (it was run without perturbations).")
+    L = num_layers(result)
+    xs = layer_positions(L, normalized)
+    fig = go.Figure()
+    for index, name in enumerate(names):
+        s = sens[name]
+        colour = OKABE_ITO[index % len(OKABE_ITO)]
+        level = int(round(100 * float(s.get("ci_level", 0.95))))
+        lo, hi = s.get("ci_low") or [], s.get("ci_high") or []
+        if lo and hi:
+            fig.add_trace(go.Scatter(x=xs, y=hi, mode="lines", line=dict(width=0), showlegend=False,
+                                     hoverinfo="skip", legendgroup=name))
+            fig.add_trace(go.Scatter(x=xs, y=lo, mode="lines", line=dict(width=0), fill="tonexty",
+                                     fillcolor=_rgba(colour, 0.18), name=f"{level}% interval", showlegend=index == 0,
+                                     hoverinfo="skip", legendgroup=name))
+        fig.add_trace(go.Scatter(
+            x=xs, y=s["mean_js"], mode="lines+markers", name=name, line=dict(color=colour, width=2.5),
+            marker=dict(size=6), legendgroup=name, customdata=list(zip(lo or [None] * L, hi or [None] * L)),
+            hovertemplate=f"{name}<br>" + ("depth %{x:.2f}" if normalized else "layer %{x}")
+            + "<br>mean JS %{y:.4f} nats<br>interval %{customdata[0]:.4f}–%{customdata[1]:.4f}<extra></extra>",
+        ))
+    vulnerable = result.get("vulnerable_layer")
+    if vulnerable is not None:
+        x = layer_position(vulnerable, L, normalized)
+        fig.add_vline(x=x, line=dict(color=VULNERABLE_COLOUR, width=2, dash="dash"))
+        fig.add_annotation(x=x, y=1.0, yref="paper", text=f"vulnerable layer {vulnerable}", showarrow=False,
+                           font=dict(color=VULNERABLE_COLOUR), yanchor="bottom", bgcolor="rgba(255,255,255,0.8)")
+    base_layout(fig, title="Layer sensitivity: how far the output moves when one layer is perturbed", height=400)
+    depth_axis(fig, L, result.get("block_kinds") or [], normalized, window)
+    fig.update_yaxes(title_text="mean JS divergence (nats, max ln 2 ≈ 0.693)", rangemode="tozero")
+    fig.update_layout(legend=dict(orientation="h", y=-0.25, x=0))
+    return fig
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    h = hex_colour.lstrip("#")
+    r, g, b = int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def similarity_figure(result: Result, *, normalized: bool = False, window: Optional[Sequence[int]] = None) -> go.Figure:
+    """Linear CKA between the answer-position states of every pair of layers (1 = the same representation
+    up to rotation and scale)."""
+    sim = result.get("similarity")
+    if not sim or not sim.get("cka"):
+        return empty_figure("No similarity matrix in this trace (it was run with --no-similarity).")
+    L = num_layers(result)
+    lo, hi = layer_window(L, window)
+    xs = layer_positions(L, normalized)
+    idx = list(range(lo, hi + 1))
+    z = [[sim["cka"][i][j] for j in idx] for i in idx]
+    axis = [xs[i] for i in idx]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=axis, y=axis, colorscale=SIMILARITY, zmin=0, zmax=1,
+        colorbar=dict(title=dict(text="linear CKA (0-1)", side="right"), thickness=14),
+        hovertemplate="layers %{y} and %{x}<br>CKA %{z:.3f}<extra></extra>",
+    ))
+    base_layout(fig, title=f"Representation similarity between layers (linear CKA over {sim.get('prompts_used', '?')} prompts)",
+                height=460)
+    fig.update_xaxes(title_text=depth_title(normalized), constrain="domain")
+    fig.update_yaxes(title_text=depth_title(normalized), scaleanchor="x", autorange="reversed", constrain="domain")
+    return fig
+
+
+def plan_figure(result: Result, *, normalized: bool = False, window: Optional[Sequence[int]] = None) -> go.Figure:
+    """The freeze plan on the depth axis: trained layers (blue) and frozen layers (grey), the boundary,
+    every task's particle (◆) and the vulnerable layer (▼)."""
+    plan = result.get("freeze_plan")
+    if not plan:
+        return empty_figure("This trace has no freeze plan.")
+    L = num_layers(result)
+    xs = layer_positions(L, normalized)
+    kinds = result.get("block_kinds") or ["attention"] * L
+    train = set(plan.get("train_layers", []))
+    colours = [TRAIN_COLOUR if l in train else FREEZE_COLOUR for l in range(L)]
+    hover = [f"layer {l} · {KIND_NAME.get(kinds[l], kinds[l]) if l < len(kinds) else ''} · "
+             f"{'train' if l in train else 'freeze'}" for l in range(L)]
+    width = (1.0 / L if normalized else 1.0) * 0.92
+    fig = go.Figure(go.Bar(x=xs, y=[1] * L, width=width, marker=dict(color=colours, line=dict(width=0)),
+                           hovertext=hover, hoverinfo="text", showlegend=False))
+    # Legend entries for the two colours.
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="train",
+                             marker=dict(symbol="square", size=12, color=TRAIN_COLOUR)))
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="freeze",
+                             marker=dict(symbol="square", size=12, color=FREEZE_COLOUR)))
+    evidence = plan.get("evidence") or {}
+    particles = evidence.get("task_particles") or {}
+    by_layer: dict[int, list[str]] = {}
+    for name, layer in particles.items():
+        if layer is not None:
+            by_layer.setdefault(int(layer), []).append(name)
+    if by_layer:
+        fig.add_trace(go.Scatter(
+            x=[layer_position(l, L, normalized) for l in by_layer], y=[1.25] * len(by_layer), mode="markers",
+            name="task particle", text=[f"particle of {', '.join(v)} at layer {l}" for l, v in by_layer.items()],
+            hovertemplate="%{text}<extra></extra>",
+            marker=dict(symbol="diamond", size=13, color=PARTICLE_COLOUR, line=dict(color="#000", width=2)),
+        ))
+    vulnerable = evidence.get("vulnerable_layer", result.get("vulnerable_layer"))
+    if vulnerable is not None:
+        fig.add_trace(go.Scatter(
+            x=[layer_position(vulnerable, L, normalized)], y=[1.25], mode="markers", name="vulnerable layer",
+            text=[f"vulnerable layer {vulnerable}"], hovertemplate="%{text}<extra></extra>",
+            marker=dict(symbol="triangle-down", size=14, color=VULNERABLE_COLOUR),
+        ))
+    boundary = plan.get("boundary")
+    if boundary is not None and 0 < boundary < L:
+        bx = (boundary / L) if normalized else boundary - 0.5
+        fig.add_vline(x=bx, line=dict(color="#000", width=2, dash="dot"))
+        fig.add_annotation(x=bx, y=1.5, text=f"boundary b = {boundary}", showarrow=False, xanchor="left",
+                           font=dict(size=12))
+    base_layout(fig, title=f"Freeze plan: train {plan.get('train_ranges') or 'nothing'} · freeze {plan.get('freeze_ranges') or 'nothing'}",
+                height=250)
+    depth_axis(fig, L, kinds, normalized, window)
+    fig.update_yaxes(visible=False, range=[0, 1.6])
+    fig.update_layout(legend=dict(orientation="h", y=-0.45, x=0), margin=dict(l=40, r=20, t=50, b=80), bargap=0)
+    return fig
+
+
+def particle_legend(result: Result) -> str:
+    """One line explaining the marks, with this trace's rule parameters."""
+    options = result.get("options") or {}
+    delta = options.get("particle_delta", 0.1)
+    floor = options.get("particle_floor", 0.1)
+    return (f"◆ Task particle: the first layer where the answer's probability rises by at least {delta} and reaches "
+            f"{floor} — where the model starts doing the task. ▼ / dashed line: vulnerable layer, the block whose "
+            "perturbation moves the output distribution most (largest mean Jensen–Shannon divergence).")
