@@ -356,7 +356,7 @@ class _TrainingFields(Request):
     head: Optional[bool] = None
     final_norm: Optional[bool] = None
     part: Literal["all", "mixer", "mlp"] = "all"
-    eval_mode: Literal["loglikelihood", "answer-only"] = "loglikelihood"
+    eval_mode: Literal["loglikelihood", "answer-only", "cloze"] = "loglikelihood"
     eval_shots: int = Field(default=5, ge=0, le=16)
     eval_limit: Optional[int] = Field(default=None, ge=1, le=10_000_000)
     eval_batch_size: int = Field(default=8, ge=1, le=1024)
