@@ -15,7 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from layertracer import cli_service, cli_trials
+from layertracer import cli_demo, cli_service, cli_trials
 from layertracer.cli_common import Bar, default_data_dir, err, fail, out
 from layertracer.errors import LayerTracerError
 
@@ -209,6 +209,7 @@ for _name, _command in cli_trials.COMMANDS.items():
     app.command(_name)(_command)
 for _name, _command in cli_service.COMMANDS.items():
     app.command(_name)(_command)
+app.command("demo")(cli_demo.demo)
 
 
 def _quiet_transformers() -> None:
