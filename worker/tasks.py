@@ -62,6 +62,7 @@ class Sink:
     def __init__(self, control: JobControl, *, raise_in_training: bool = True) -> None:
         self.control = control
         self.raise_in_training = raise_in_training
+        self.logged: set[str] = set()
 
     def stop_reason(self) -> Optional[Interrupted]:
         if self.control.lost.is_set():
@@ -76,7 +77,9 @@ class Sink:
         return self.stop_reason() is not None
 
     def __call__(self, event) -> None:
-        if self.control.progress.update(event.stage, event.done, event.total):
+        self.control.progress.update(event.stage, event.done, event.total)
+        if event.stage not in self.logged:  # a trace alternates stages per batch: log each one once
+            self.logged.add(event.stage)
             self.control.log(f"stage {event.stage}")
         if not self.raise_in_training and event.stage.endswith(": train"):
             return
@@ -138,11 +141,15 @@ class _Buffer:
         self.metrics: dict[str, list[dict[str, Any]]] = {}
         self.partial: dict[str, Any] = {}
 
-    def add_step(self, trial: str, metrics) -> None:
+    def add_step(self, trial: str, metrics) -> dict[str, Any]:
         row = {
             "step": metrics.step, "loss": metrics.loss, "lr": metrics.lr, "tokens_per_s": metrics.tokens_per_s,
             "grad_norm": metrics.grad_norm, "eval_loss": metrics.eval_loss, "elapsed_s": metrics.elapsed_s,
         }
+        self.add_row(trial, row)
+        return row
+
+    def add_row(self, trial: str, row: dict[str, Any]) -> None:
         with self.lock:
             self.metrics.setdefault(trial, []).append(row)
 
@@ -168,6 +175,40 @@ class _Buffer:
                     self.metrics[trial] = rows + self.metrics.get(trial, [])
                 self.partial = {**partial, **self.partial}
             raise
+
+
+class MetricsJournal:
+    """Every optimizer step's metrics, appended to a JSON-lines file in the job's folder as they come.
+
+    The database gets them once per heartbeat; a worker killed between two beats would lose the steps
+    in between, and its successor resumes from the last checkpoint, after them. The successor replays
+    this file first, so every step ever trained has its row (a step trained twice keeps the later one:
+    rows are upserted by step, and the file is in time order).
+    """
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def read(self) -> list[tuple[str, dict[str, Any]]]:
+        import json
+
+        if not self.path.is_file():
+            return []
+        rows = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+                rows.append((record["trial"], record["row"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by the kill
+        return rows
+
+    def append(self, trial: str, row: dict[str, Any]) -> None:
+        import json
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"trial": trial, "row": row}) + "\n")
 
 
 def execute(job_id: str, settings: Optional[Settings] = None) -> dict[str, Any]:
@@ -226,9 +267,13 @@ def _run(kind: str, spec: dict[str, Any], settings: Settings, job_id: str, contr
     if kind == "experiment":
         sink = Sink(control, raise_in_training=False)
         trials_done: dict[str, Any] = {}
+        journal = MetricsJournal(settings.jobs_dir / job_id / "metrics.jsonl")
+        # Steps an earlier (killed) run trained but never flushed to the database: store them too.
+        for trial, row in journal.read():
+            buffer.add_row(trial, row)
 
         def on_step(trial: str, metrics) -> None:
-            buffer.add_step(trial, metrics)
+            journal.append(trial, buffer.add_step(trial, metrics))
 
         def progress(event) -> None:
             # A trial that finished has written its result.json; show it while the rest runs.
