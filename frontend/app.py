@@ -89,6 +89,9 @@ def create_dash(api_url: Optional[str] = None, requests_pathname_prefix: str = "
     app.layertracer_api_url = (api_url or os.environ.get("LAYERTRACER_API_URL") or DEFAULT_API_URL).rstrip("/")
     for name in PAGE_MODULES:
         module = importlib.import_module(name)
+        page = dash.page_registry.get(name)
+        if page is not None and not page.get("layout"):
+            page["layout"] = module.layout  # pages_folder="": Dash does not look the layout up itself
         module.register_callbacks(app)
     app.layout = shell(requests_pathname_prefix)
     app.callback(Output("auth-token", "data"), Output("auth-token-msg", "children"),

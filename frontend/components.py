@@ -192,8 +192,9 @@ def share_bar(prefix: str) -> html.Div:
     return html.Div([
         html.Button("Share", id=f"{prefix}-share-btn", className="lt-button",
                     title="Make a link to exactly this view (read-only when the API uses tokens)"),
+        html.Label("Link to this view", htmlFor=f"{prefix}-share-url", className="lt-sr-only"),
         dcc.Input(id=f"{prefix}-share-url", readOnly=True, value="", className="lt-share-url",
-                  placeholder="the link to this view appears here", **{"aria-label": "link to this view"}),
+                  placeholder="the link to this view appears here"),
         dcc.Clipboard(target_id=f"{prefix}-share-url", title="Copy the link", className="lt-clip"),
         html.Span(id=f"{prefix}-share-msg", className="lt-muted"),
     ], className="lt-share")

@@ -259,9 +259,10 @@ def stability_figure(result: Result, perturbations: Optional[Sequence[str]] = No
         fig.add_vline(x=x, line=dict(color=VULNERABLE_COLOUR, width=2, dash="dash"))
         fig.add_annotation(x=x, y=1.0, yref="paper", text=f"vulnerable layer {vulnerable}", showarrow=False,
                            font=dict(color=VULNERABLE_COLOUR), yanchor="bottom", bgcolor="rgba(255,255,255,0.8)")
-    base_layout(fig, title="Layer sensitivity: how far the output moves when one layer is perturbed", height=400)
+    base_layout(fig, title="Layer sensitivity: how far the output moves when one layer alone is perturbed "
+                "(JS divergence, at most ln 2 ≈ 0.693 nats)", height=400)
     depth_axis(fig, L, result.get("block_kinds") or [], normalized, window)
-    fig.update_yaxes(title_text="mean JS divergence (nats, max ln 2 ≈ 0.693)", rangemode="tozero")
+    fig.update_yaxes(title_text="mean JS divergence (nats)", rangemode="tozero", tickformat=".2~g")
     fig.update_layout(legend=dict(orientation="h", y=-0.25, x=0))
     return fig
 
@@ -291,8 +292,12 @@ def similarity_figure(result: Result, *, normalized: bool = False, window: Optio
     ))
     base_layout(fig, title=f"Representation similarity between layers (linear CKA over {sim.get('prompts_used', '?')} prompts)",
                 height=460)
-    fig.update_xaxes(title_text=depth_title(normalized), constrain="domain")
-    fig.update_yaxes(title_text=depth_title(normalized), scaleanchor="x", autorange="reversed", constrain="domain")
+    step = max(1, len(idx) // 12)
+    ticks = [axis[i] for i in range(0, len(idx), step)]
+    text = [f"{t:.2f}" if normalized else str(int(t)) for t in ticks]
+    fig.update_xaxes(title_text=depth_title(normalized), constrain="domain", tickmode="array", tickvals=ticks, ticktext=text)
+    fig.update_yaxes(title_text=depth_title(normalized), scaleanchor="x", autorange="reversed", constrain="domain",
+                     tickmode="array", tickvals=ticks, ticktext=text)
     return fig
 
 

@@ -65,6 +65,25 @@ def test_create_dash_registers_every_page_and_callback(dash_app):
         assert output in outputs
 
 
+def test_the_app_serves_its_shell_and_routes_every_page(dash_app):
+    http = dash_app.server.test_client()
+    response = http.get("/")
+    assert response.status_code == 200 and b"LayerTracer" in response.data
+    for page in dash.page_registry.values():
+        assert callable(page["layout"]), page["module"]
+    # The pages router: what the browser asks for when it opens /compare.
+    body = {"output": ".._pages_content.children..._pages_store.data..",
+            "outputs": [{"id": "_pages_content", "property": "children"}, {"id": "_pages_store", "property": "data"}],
+            "inputs": [{"id": "_pages_location", "property": "pathname", "value": "/new/trial"},
+                       {"id": "_pages_location", "property": "search", "value": "?ranges=0-1"}],
+            "state": [{"id": "auth-token", "property": "data", "value": None}],
+            "changedPropIds": ["_pages_location.pathname"]}
+    response = http.post("/_dash-update-component", json=body)
+    assert response.status_code == 200, response.data[:500]
+    assert b"New trial" in response.data and b"0-1" in response.data
+    assert b"could not be reached" in response.data  # the API is down: said plainly
+
+
 def test_a_second_app_in_the_same_process_gets_the_callbacks_too(dash_app):
     from frontend.app import create_dash
 
@@ -115,7 +134,8 @@ def test_trace_figures_view_has_every_figure_and_the_launch_link(trace_result):
 
     meta = {"id": "t1", "status": "succeeded", "model": {"id": "m1", "name": "tiny"}}
     view = page.view_from_query(trace_result, {"task": "plural_en", "norm": "1"})
-    body = dash.html.Div(page.figures_view(meta, trace_result, view))
+    body = dash.html.Div([page.header(meta)] + page.figures_view(meta, trace_result, view))
+    assert find(body, "trace-share-btn") is not None and find(body, "trace-share-url") is not None
     for gid in ("trace-plan", "trace-tasks", "trace-prompts", "trace-stability", "trace-position", "trace-similarity"):
         graph = find(body, gid)
         assert graph is not None and graph.figure.data, gid
