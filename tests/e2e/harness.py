@@ -80,6 +80,7 @@ class Service:
         if broker_url:
             env["LAYERTRACER_BROKER_URL"] = broker_url
         self.env = env
+        self.database_url = database_url or f"sqlite:///{self.data_dir / 'layertracer.db'}"
         self.api: Optional[subprocess.Popen] = None
         self.workers: list[subprocess.Popen] = []
         self._count = 0
