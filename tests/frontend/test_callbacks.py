@@ -88,7 +88,10 @@ def test_a_second_app_in_the_same_process_gets_the_callbacks_too(dash_app):
     from frontend.app import create_dash
 
     other = create_dash(api_url="http://127.0.0.1:10/", requests_pathname_prefix="/")
-    assert set(other.callback_map) == set(dash_app.callback_map)
+    def ours(app):  # the pages router adds its own callbacks on an app's first request
+        return {k for k in app.callback_map if "_pages" not in k}
+
+    assert ours(other) == ours(dash_app) and len(ours(other)) > 20
     assert other.layertracer_api_url == "http://127.0.0.1:10"
 
 
