@@ -1,0 +1,91 @@
+"""``layertracer up``: one command starts migrations, a worker, the API and the dashboard on one port
+bound to 127.0.0.1; a model registered through it is inspected by its worker; Ctrl-C stops every child."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness import REPO, free_port, quiet_env, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _processes_with(data_dir: Path) -> list[int]:
+    """Pids of live processes whose environment names ``data_dir`` as LAYERTRACER_DATA_DIR."""
+    needle = f"LAYERTRACER_DATA_DIR={data_dir}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                status = (entry / "status").read_text()
+                if "\nState:\tZ" not in status:  # a zombie has already exited
+                    pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.parametrize("mode", ["embedded", "served"])
+def test_up_serves_api_and_dashboard_on_one_port_and_stops_cleanly(mode, tmp_path, model_root, request):
+    data = tmp_path / "data"
+    shutil.copytree(model_root / "tiny", data / "models" / "tiny")
+    port = free_port()
+    env = quiet_env()
+    env.pop("LAYERTRACER_DATA_DIR", None)
+    env.update(LAYERTRACER_LEASE_SECONDS="3", LAYERTRACER_HEARTBEAT_SECONDS="1")
+    if mode == "served":
+        env["LAYERTRACER_DATABASE_URL"] = request.getfixturevalue("pg_url")
+        env["LAYERTRACER_BROKER_URL"] = request.getfixturevalue("redis_url")
+    else:
+        env.pop("LAYERTRACER_DATABASE_URL", None)
+        env.pop("LAYERTRACER_BROKER_URL", None)
+    out, err = tmp_path / "up.out", tmp_path / "up.err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        up = subprocess.Popen([sys.executable, "-m", "layertracer", "up", "--data-dir", str(data), "--port", str(port)],
+                              cwd=REPO, env=env, stdout=stdout, stderr=stderr)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: f"LayerTracer is running at {base}/" in out.read_text() or up.poll() is not None, 120,
+                 "`up` to print its URL", interval=0.1)
+        assert up.poll() is None, err.read_text()
+        with httpx.Client(base_url=base, timeout=30) as client:
+            assert client.get("/api/v1/health").status_code == 200
+            page = client.get("/")
+            assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+            assert "_dash-config" in page.text  # the Dash app, on the same port
+            assert client.get("/docs").status_code == 200
+            missing = client.get("/api/v1/no-such-thing")
+            assert missing.status_code == 404 and "detail" in missing.json()  # API 404s, not a dashboard page
+            model = client.post("/api/v1/models", json={"source": "models/tiny"})
+            assert model.status_code == 201, model.text
+            job_id = model.json()["job"]["id"]
+            job = wait_for(lambda: (j := client.get(f"/api/v1/jobs/{job_id}").json())["status"] in
+                           ("succeeded", "failed") and j, 90, "the inspect job", interval=0.2)
+            assert job["status"] == "succeeded", job
+        if mode == "embedded":
+            assert (data / "layertracer.db").is_file() and (data / "broker" / "queue").is_dir()
+        # Loopback only: the port does not answer on another address of this machine.
+        address = socket.gethostbyname(socket.gethostname())
+        if not address.startswith("127."):
+            with socket.socket() as probe, pytest.raises(OSError):
+                probe.settimeout(2)
+                probe.connect((address, port))
+        children = _processes_with(data)
+        assert len(children) >= 2  # the worker and uvicorn (plus `up` itself)
+    finally:
+        up.send_signal(signal.SIGINT)  # Ctrl-C
+        code = up.wait(timeout=60)
+    assert code == 0, err.read_text()
+    assert "stopped" in err.read_text()
+    wait_for(lambda: not _processes_with(data), 10, "every child of `up` to exit", interval=0.1)
