@@ -75,6 +75,8 @@ def _check_item(item: Any, where: str) -> dict[str, Any]:
         value = item.get(key)
         if not isinstance(value, str) or not value.strip():
             raise TaskSetError(f"{where}: \"{key}\" must be a non-empty string")
+        if "\x00" in value:
+            raise TaskSetError(f"{where}: \"{key}\" contains a NUL character")
         if len(value) > MAX_TEXT:
             raise TaskSetError(f"{where}: \"{key}\" is longer than {MAX_TEXT} characters")
         out[key] = value
@@ -99,6 +101,9 @@ def parse_task_file(content: bytes, filename: str) -> list[dict[str, Any]]:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise TaskSetError(f"the file is not UTF-8 text (byte {exc.start})") from None
+    if "\x00" in text:
+        # Postgres text cannot hold NUL, and no prompt needs one.
+        raise TaskSetError(f"line {text[:text.index(chr(0))].count(chr(10)) + 1}: NUL character")
     lower = (filename or "").lower()
     items: list[dict[str, Any]] = []
     if lower.endswith(".jsonl") or lower.endswith(".json"):

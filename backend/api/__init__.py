@@ -6,6 +6,7 @@ Errors are ``{"detail": "one line"}`` with a 4xx (validation errors included); a
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Optional
 
@@ -37,7 +38,8 @@ def _one_line(exc: RequestValidationError) -> str:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, by Content-Length or while streaming."""
+    """Refuse request bodies over ``limit`` bytes with 413 (by Content-Length or while streaming) and URLs
+    with NUL characters with 400."""
 
     def __init__(self, app, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -45,6 +47,12 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        # Postgres text cannot hold NUL: refuse it in the path and query string before any handler.
+        raw = scope.get("raw_path") or scope.get("path", "").encode()
+        query = scope.get("query_string", b"")
+        if b"%00" in raw.lower() or b"\x00" in raw or b"%00" in query or b"\x00" in query \
+                or "\x00" in scope.get("path", ""):
+            return await _send_error(send, 400, "NUL characters are not allowed in the URL")
         # Multipart framing adds a little to the file itself; allow 64 KiB of it.
         limit = self.limit + 64 * 1024
         for name, value in scope.get("headers", []):
@@ -54,7 +62,7 @@ class BodyLimit:
                 except ValueError:
                     too_big = False
                 if too_big:
-                    return await _send_413(send, self.limit)
+                    return await _send_error(send, 413, f"the request body is larger than {self.limit} bytes")
         received = 0
         rejected = False
 
@@ -71,16 +79,16 @@ class BodyLimit:
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
-            await _send_413(send, self.limit)
+            await _send_error(send, 413, f"the request body is larger than {self.limit} bytes")
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _send_413(send, limit: int) -> None:
-    body = ('{"detail":"the request body is larger than %d bytes"}' % limit).encode()
-    await send({"type": "http.response.start", "status": 413,
+async def _send_error(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 

@@ -410,3 +410,17 @@ def test_cors_closed_by_default(client, make_client):
     assert ok.headers["access-control-allow-origin"] == "https://team.example"
     bad = open_client.get(f"{API}/health", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in bad.headers
+
+
+def test_nul_characters_are_refused_everywhere(client):
+    response = client.get(f"{API}/traces", params={"q": "a\x00b"})
+    assert response.status_code == 400 and "NUL" in one_line(response)
+    assert client.get(f"{API}/traces/ab%00cd").status_code == 400
+    response = client.post(f"{API}/models", json={"source": "org/x", "name": "a\x00"})
+    assert response.status_code == 422 and "NUL" in one_line(response)
+    upload = client.post(f"{API}/task-sets", files={"file": ("a.jsonl", b'{"prompt": "a\\u0000", "target": "b"}\n')},
+                         data={"name": "nul"})
+    assert upload.status_code == 422 and "line 1: \"prompt\" contains a NUL character" in one_line(upload)
+    raw = client.post(f"{API}/task-sets", files={"file": ("a.jsonl", b'{"prompt": "a", "target": "b"}\n\x00')},
+                      data={"name": "nul2"})
+    assert raw.status_code == 422 and "line 2: NUL character" in one_line(raw)

@@ -48,6 +48,8 @@ async def upload_task_set(
     description: Annotated[Optional[str], Form(max_length=2000)] = None,
 ):
     """Upload a task file; it is validated line by line (the error names the line)."""
+    if description and "\x00" in description:
+        raise HTTPException(422, "description must not contain NUL characters")
     content = await file.read(settings.max_upload_bytes + 1)
     if len(content) > settings.max_upload_bytes:
         raise HTTPException(413, f"the file is larger than {settings.max_upload_bytes} bytes")
