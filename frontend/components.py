@@ -88,6 +88,15 @@ def error_box(message: str, *, title: str = "Something went wrong", id: Optional
     return html.Div([html.Strong(title + ": "), html.Span(message)], className="lt-error", role="alert", **kwargs)
 
 
+def api_error_box(exc, *, title: str = "Something went wrong") -> html.Div:
+    """An API error as the page shows it: the API's own line, and for 401/403 where a token goes."""
+    box = error_box(exc.message, title=title)
+    if getattr(exc, "status", None) in (401, 403):
+        box.children.append(html.Div("Paste an API token under “API token” (top right), or open a share link.",
+                                     className="lt-hint"))
+    return box
+
+
 def empty_box(message: str) -> html.Div:
     return html.Div(message, className="lt-empty")
 
@@ -111,7 +120,7 @@ def progress_bar(job: Optional[dict], *, id: Optional[str] = None) -> html.Div:
     percent = progress.get("percent")
     if percent is None and progress.get("total"):
         percent = 100.0 * (progress.get("done") or 0) / progress["total"]
-    percent = float(percent or (100.0 if job.get("status") == "succeeded" else 0.0))
+    percent = 100.0 if job.get("status") == "succeeded" else float(percent or 0.0)
     eta = progress.get("eta_seconds")
     parts = [status_badge(job.get("status"))]
     if progress.get("stage"):
@@ -121,7 +130,7 @@ def progress_bar(job: Optional[dict], *, id: Optional[str] = None) -> html.Div:
                                                               "aria-valuemin": "0", "aria-valuemax": "100"})
     text = f"{percent:.0f}%"
     if progress.get("total"):
-        text += f" ({progress.get('done', 0)}/{progress['total']})"
+        text += f" ({_count(progress.get('done') or 0)}/{_count(progress['total'])})"
     if eta is not None and job.get("status") == "running":
         text += f" · about {_duration(eta)} left"
     kwargs = {"id": id} if id else {}
@@ -129,6 +138,11 @@ def progress_bar(job: Optional[dict], *, id: Optional[str] = None) -> html.Div:
     if job.get("error"):
         children.append(error_box(str(job["error"]), title="Job failed"))
     return html.Div(children, className="lt-progress", **kwargs)
+
+
+def _count(value) -> str:
+    value = float(value)
+    return str(int(value)) if value == int(value) else f"{value:.1f}"
 
 
 def _duration(seconds: float) -> str:

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, ctx, dcc, html
 
 from frontend.api_client import ApiError
-from frontend.components import client, error_box, notice, rel
+from frontend.components import api_error_box, client, error_box, notice, rel
 from frontend.viz.common import FREEZE_COLOUR, KIND_NAME, TRAIN_COLOUR, base_layout, depth_axis, empty_figure, graph_config
 
 PRESETS = ("train-shallow", "train-deep", "full", "from-trace")
@@ -131,8 +131,9 @@ def strip_figure(info: Optional[dict], ranges: Optional[str], toggles: Optional[
     ))
     base_layout(fig, title="Layers to train (blue) and freeze (grey) — click a layer to toggle it", height=170)
     depth_axis(fig, L, kinds, False)
-    fig.update_yaxes(visible=False)
-    fig.update_layout(margin=dict(l=30, r=20, t=40, b=50), bargap=0)
+    fig.update_yaxes(visible=False, fixedrange=True)
+    fig.update_xaxes(fixedrange=True)
+    fig.update_layout(margin=dict(l=30, r=20, t=40, b=50), bargap=0, dragmode=False)
     return fig
 
 
@@ -240,7 +241,7 @@ def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Di
     try:
         models = api.models().get("data") or []
     except ApiError as exc:
-        models, problems = [], [error_box(exc.message, title="Models could not be loaded")]
+        models, problems = [], [api_error_box(exc, title="Models could not be loaded")]
     ids = {m["id"] for m in models}
     model = query.get("model") if query.get("model") in ids else (models[0]["id"] if len(models) == 1 else None)
     info = _model_info(models, model, token)
@@ -282,10 +283,12 @@ def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Di
                     dcc.Dropdown(id=f"{p}-trace", options=_trace_options(model, token), value=from_trace,
                                  placeholder="from-trace: a finished trace of this model", className="lt-inline-dd"),
                 ], className="lt-row"),
-                html.Label("Ranges of trained blocks (0-based, e.g. 0-7,12)", htmlFor=f"{p}-ranges"),
-                dcc.Input(id=f"{p}-ranges", type="text", value=ranges, debounce=False, className="lt-input lt-wide",
-                          placeholder="0-7,12"),
-                html.Div(problem or "", id=f"{p}-ranges-error", className="lt-field-error", role="alert"),
+                html.Div([
+                    html.Label("Ranges of trained blocks (0-based, e.g. 0-7,12)", htmlFor=f"{p}-ranges"),
+                    dcc.Input(id=f"{p}-ranges", type="text", value=ranges, debounce=False, className="lt-input lt-wide",
+                              placeholder="0-7,12"),
+                    html.Div(problem or "", id=f"{p}-ranges-error", className="lt-field-error", role="alert"),
+                ], className="lt-field"),
                 dcc.Graph(id=f"{p}-strip", figure=strip_figure(info, ranges), config={"displayModeBar": False}),
                 dcc.Checklist(id=f"{p}-toggles", options=[{"label": f"also train the {label}", "value": key} for key, label in TOGGLES],
                               value=[], inline=True),
@@ -349,7 +352,9 @@ def _trace_options(model_id: Optional[str], token: Optional[str]) -> list[dict]:
             continue
         plan = ((t.get("summary") or {}).get("freeze_plan") or {})
         ranges = plan.get("train_ranges") if isinstance(plan, dict) else None
-        options.append({"label": f"{t['id']}" + (f" · plan trains {ranges}" if ranges else ""), "value": t["id"]})
+        tasks = ", ".join(t.get("tasks") or [])
+        label = f"from trace {t['id'][:8]}… ({tasks})" if tasks else f"from trace {t['id'][:8]}…"
+        options.append({"label": label + (f" · plan trains {ranges}" if ranges else ""), "value": t["id"]})
     return options
 
 
@@ -439,7 +444,7 @@ def make_submit(kind: str):
         try:
             created = api.create_trial(body) if kind == "trial" else api.create_experiment(body)
         except ApiError as exc:
-            return error_box(exc.message, title=f"The API refused the {kind}"), dash.no_update
+            return api_error_box(exc, title=f"The API refused the {kind}"), dash.no_update
         return notice(f"{kind.capitalize()} {created['id']} queued."), rel(f"/experiments/{created['id']}")
 
     return submit

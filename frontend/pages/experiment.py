@@ -12,6 +12,7 @@ from dash import ALL, Input, Output, State, ctx, dcc, html
 
 from frontend.api_client import ApiError
 from frontend.components import (
+    api_error_box,
     build_search,
     client,
     empty_box,
@@ -49,7 +50,7 @@ def layout(experiment_id: Optional[str] = None, token: Optional[str] = None, **q
         exp = client(token, share).experiment(experiment_id)
     except ApiError as exc:
         return html.Div(head + [html.H1(f"Experiment {experiment_id}"),
-                                error_box(exc.message, title="The experiment could not be loaded")])
+                                api_error_box(exc, title="The experiment could not be loaded")])
     metrics = _metrics(experiment_id, token, share)
     finished = exp.get("status") in FINISHED
     return html.Div(head + [
@@ -121,9 +122,10 @@ def results_view(exp: dict, bench: Optional[str] = None) -> list:
     c_header, c_rows = ev.particle_change_table(result)
     parts += [
         figure_card(f"{P}-drift", ev.drift_figure(result), page=P, what="drift"),
-        figure_card(f"{P}-retrace", ev.retrace_figure(result), page=P, what="retrace"),
-        html.Div([html.H3("Task particles and vulnerable layer before → after"),
-                  table(c_header, c_rows) if c_rows else empty_box("No re-trace in this run.")], className="lt-card"),
+        *([figure_card(f"{P}-retrace", ev.retrace_figure(result), page=P, what="retrace"),
+           html.Div([html.H3("Task particles and vulnerable layer before → after"), table(c_header, c_rows)],
+                    className="lt-card")] if c_rows else
+          [empty_box("No re-trace: this run had no trace tasks, so particles and sensitivity were not measured again.")]),
         html.Div([html.H2("Provenance"), table(["what", "value"], ev.provenance_rows(exp), id=f"{P}-provenance"),
                   html.Details([html.Summary("Full spec (JSON)"), html.Pre(to_json(exp.get("spec") or result.get("spec")))])],
                  className="lt-card"),
@@ -140,7 +142,7 @@ def poll(n_intervals, experiment_id, share, token, search):
     try:
         exp = api.experiment(experiment_id)
     except ApiError as exc:
-        return [error_box(exc.message, title="The experiment could not be loaded")], dash.no_update, dash.no_update, False
+        return [api_error_box(exc, title="The experiment could not be loaded")], dash.no_update, dash.no_update, False
     metrics = _metrics(experiment_id, token, share)
     finished = exp.get("status") in FINISHED
     results = results_view(exp, bench) if finished else dash.no_update

@@ -10,7 +10,7 @@ import dash
 from dash import Input, Output, State, dcc, html
 
 from frontend.api_client import ApiError
-from frontend.components import client, error_box, notice, rel
+from frontend.components import api_error_box, client, error_box, notice, rel
 
 dash.register_page(__name__, path="/new/trace", name="New trace", title="New trace · LayerTracer", order=1)
 
@@ -60,11 +60,11 @@ def layout(token: Optional[str] = None, model: Optional[str] = None, **query: An
     try:
         models = api.models().get("data") or []
     except ApiError as exc:
-        models, problems = [], problems + [error_box(exc.message, title="Models could not be loaded")]
+        models, problems = [], problems + [api_error_box(exc, title="Models could not be loaded")]
     try:
         task_sets = api.task_sets().get("data") or []
     except ApiError as exc:
-        task_sets, problems = [], problems + [error_box(exc.message, title="Task sets could not be loaded")]
+        task_sets, problems = [], problems + [api_error_box(exc, title="Task sets could not be loaded")]
     model_ids = {m["id"] for m in models}
     fields = []
     for key, label, default, lo, hi, _ in NUMBER_FIELDS:
@@ -182,7 +182,7 @@ def submit(n_clicks, model, tasks, perts, keep, scale, limit, batch_size, top_k,
     try:
         trace = client(token).create_trace(body)
     except ApiError as exc:
-        return error_box(exc.message, title="The API refused the trace"), dash.no_update
+        return api_error_box(exc, title="The API refused the trace"), dash.no_update
     return notice(f"Trace {trace['id']} queued."), rel(f"/traces/{trace['id']}")
 
 
@@ -196,7 +196,7 @@ def add_model(n_clicks, source, token):
         model = api.add_model(source.strip())
         models = api.models().get("data") or []
     except ApiError as exc:
-        return error_box(exc.message, title="The model could not be registered"), dash.no_update, dash.no_update
+        return api_error_box(exc, title="The model could not be registered"), dash.no_update, dash.no_update
     return notice(f"Registered {model.get('name') or model.get('source')}."), _model_options(models), model["id"]
 
 
@@ -213,7 +213,7 @@ def upload(contents, filename, name, selected, token):
         created = api.upload_task_set(filename or "tasks.jsonl", raw, set_name)
         task_sets = api.task_sets().get("data") or []
     except ApiError as exc:
-        return error_box(exc.message, title="The task file was refused"), dash.no_update, dash.no_update
+        return api_error_box(exc, title="The task file was refused"), dash.no_update, dash.no_update
     chosen = list(selected or []) + [created["id"]]
     count = created.get("num_items", created.get("count", "?"))
     return notice(f"Uploaded {created.get('name', set_name)} ({count} items)."), _task_options(task_sets), chosen

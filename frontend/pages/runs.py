@@ -9,7 +9,7 @@ import dash
 from dash import Input, Output, State, dcc, html
 
 from frontend.api_client import ApiError
-from frontend.components import build_search, client, empty_box, error_box, progress_bar, rel, status_badge
+from frontend.components import api_error_box, build_search, client, empty_box, error_box, progress_bar, rel, status_badge
 
 dash.register_page(__name__, path="/", name="Runs", title="Runs · LayerTracer", order=0)
 
@@ -102,7 +102,7 @@ def runs_view(kind: str, status: str, q: str, token: Optional[str], share: Optio
     try:
         page = api.traces(status=status or "", q=q or "") if kind == "traces" else api.experiments(status=status or "", q=q or "")
     except ApiError as exc:
-        return [error_box(exc.message, title="The runs could not be loaded")]
+        return [api_error_box(exc, title="The runs could not be loaded")]
     items = with_jobs(page.get("data") or [], api)
     if not items:
         what = "traces" if kind == "traces" else "trials or experiments"

@@ -14,6 +14,7 @@ from dash import ALL, Input, Output, State, ctx, dcc, html
 
 from frontend.api_client import ApiError
 from frontend.components import (
+    api_error_box,
     build_search,
     client,
     empty_box,
@@ -83,7 +84,7 @@ def layout(trace_id: Optional[str] = None, token: Optional[str] = None, **query:
     try:
         meta = api.trace(trace_id)
     except ApiError as exc:
-        return html.Div(head + [html.H1(f"Trace {trace_id}"), error_box(exc.message, title="The trace could not be loaded")])
+        return html.Div(head + [html.H1(f"Trace {trace_id}"), api_error_box(exc, title="The trace could not be loaded")])
     finished = meta.get("status") in FINISHED
     body = body_for(meta, query, token, share)
     return html.Div(head + [
@@ -123,7 +124,7 @@ def body_for(meta: dict, query: dict, token: Optional[str], share: Optional[str]
     try:
         result = client(token, share).trace_result(meta["id"])
     except ApiError as exc:
-        return [error_box(exc.message, title="The result could not be loaded")]
+        return [api_error_box(exc, title="The result could not be loaded")]
     return figures_view(meta, result, view_from_query(result, query))
 
 
@@ -198,7 +199,7 @@ def poll(n_intervals, trace_id, query, share, token):
     try:
         meta = client(token, share).trace(trace_id)
     except ApiError as exc:
-        return [error_box(exc.message, title="The trace could not be loaded")], False
+        return [api_error_box(exc, title="The trace could not be loaded")], False
     finished = meta.get("status") in FINISHED
     return body_for(meta, query or {}, token, share), finished
 

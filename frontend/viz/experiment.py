@@ -63,7 +63,7 @@ def loss_figure(metrics: Optional[dict], result: Optional[Result] = None) -> go.
                                      name=f"{slug} held-out", legendgroup=group,
                                      marker=dict(color=colour, symbol="circle-open", size=9)))
     base_layout(fig, title="Training loss (causal-LM cross-entropy) per step", height=380)
-    fig.update_xaxes(title_text="optimizer step")
+    fig.update_xaxes(title_text="optimizer step", tickformat="d")
     fig.update_yaxes(title_text="loss (nats per token)")
     return fig
 
@@ -126,8 +126,8 @@ def drift_figure(result: Result, *, normalized: bool = False) -> go.Figure:
             hovertemplate=f"{t['slug']}<br>layer %{{x}}<br>drift %{{y:.4g}}<extra></extra>",
         ))
     base_layout(fig, title="Weight drift per layer (relative Frobenius change of the block's weights)", height=380)
-    fig.update_xaxes(title_text=depth_title(normalized))
-    fig.update_yaxes(title_text="relative change (unitless; 0.01 = 1% of the block's norm)", rangemode="tozero")
+    fig.update_xaxes(title_text=depth_title(normalized), tickformat=".2f" if normalized else "d", dtick=None if normalized else 1)
+    fig.update_yaxes(title_text="relative change (0.01 = 1%)", rangemode="tozero", tickformat=".2~g")
     return fig
 
 
@@ -154,8 +154,8 @@ def retrace_figure(result: Result) -> go.Figure:
         ))
     fig.add_hline(y=0, line=dict(color="#000", width=1))
     base_layout(fig, title="Re-trace: change of layer sensitivity after training (after − before)", height=380)
-    fig.update_xaxes(title_text=depth_title(False))
-    fig.update_yaxes(title_text="Δ mean JS divergence (nats)")
+    fig.update_xaxes(title_text=depth_title(False), tickformat="d", dtick=1)
+    fig.update_yaxes(title_text="Δ mean JS (nats)", tickformat=".2~g")
     return fig
 
 

@@ -1,0 +1,210 @@
+"""Benchmark: is the trace page of a 36-layer x 10-task x 200-prompt trace interactive within 2 s?
+
+The whole path is real: ``layertracer up`` (embedded mode: SQLite, filesystem broker, one worker, the API
+and the dashboard on one port), a seeded random 36-block Qwen3-architecture model, one uploaded task
+file with 10 tasks of 200 prompts each, a trace run by the worker (skip + mask perturbations, CKA,
+position view, top-10 tokens), then the dashboard in headless Chromium.
+
+Printed:
+  * the size of the result JSON the page works from;
+  * server side: the page's ``layout()`` (fetching the result from the API, cold and memoised) and the
+    view callbacks (metric change, task change), in-process against the running API;
+  * browser side, per page load: time from navigation start to every figure of the page drawn (all six
+    plotly graphs with their data), and the time from a click on another metric to the redrawn
+    heatmaps; the first load (the dashboard's result cache cold) and the median of the next loads.
+
+    .venv/bin/python benchmarks/bench_dashboard.py            # build the trace (a few minutes), then measure
+    .venv/bin/python benchmarks/bench_dashboard.py --loads 7 --json out.json
+
+A benchmark, not a test: it prints numbers and asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+for path in (ROOT, ROOT / "tests", ROOT / "tests" / "frontend"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+LAYERS, TASKS, PROMPTS = 36, 10, 200
+GRAPHS = ("trace-plan", "trace-tasks", "trace-prompts", "trace-stability", "trace-position", "trace-similarity")
+
+
+def build_model(folder: Path) -> Path:
+    """A seeded random 36-block Qwen3 (hidden 64) with the tests' byte-level tokenizer, saved locally."""
+    import torch
+    import transformers as T
+
+    import tiny_models
+
+    tokenizer = tiny_models.build_tokenizer()
+    config = T.Qwen3Config(vocab_size=tiny_models.VOCAB, hidden_size=64, num_hidden_layers=LAYERS, num_attention_heads=4,
+                           num_key_value_heads=2, head_dim=16, intermediate_size=128, max_position_embeddings=512,
+                           pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = T.AutoModelForCausalLM.from_config(config).eval()
+    tiny_models.randomize_norms(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def task_file(path: Path) -> Path:
+    """10 tasks x 200 prompts (JSONL with a task column), made from the built-in task texts."""
+    from layertracer.tasks.sets import load_tasks
+
+    pool = [(item.prompt, item.target) for task in load_tasks("all", shots=0) for item in task.items]
+    lines = []
+    for t in range(TASKS):
+        for i in range(PROMPTS):
+            prompt, target = pool[(t * PROMPTS + i * 7) % len(pool)]
+            lines.append(json.dumps({"task": f"task{t:02d}", "prompt": prompt, "target": target}, ensure_ascii=False))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def make_trace(stack, models: Path) -> str:
+    model = stack.register_model(build_model(models / "deep36"), "deep36", timeout=300)
+    upload = stack.api.post("/task-sets", files={"file": ("bench.jsonl", task_file(models / "bench.jsonl").read_bytes())},
+                            data={"name": "bench10x200"})
+    assert upload.status_code == 201, upload.text
+    trace = stack.post("/traces", {"model_id": model["id"], "task_sets": [upload.json()["id"]],
+                                   "perturbations": ["skip", "mask:keep=0.5"], "options": {"batch_size": 32, "top_k": 10}})
+    started = time.perf_counter()
+    stack.wait_finished(f"/traces/{trace['id']}", 3600)
+    print(f"trace computed by the worker in {time.perf_counter() - started:.0f} s")
+    return trace["id"]
+
+
+def server_side(stack, trace_id: str) -> dict:
+    """layout() and the view callbacks, timed in this process against the running API."""
+    from frontend.api_client import RESULT_CACHE
+    from frontend.app import create_dash
+
+    app = create_dash(api_url=stack.url)
+    from frontend.pages import trace as page
+
+    out = {}
+    with app.server.test_request_context("/"):
+        RESULT_CACHE.clear()
+        t = time.perf_counter()
+        page.layout(trace_id)
+        out["layout_cold_s"] = time.perf_counter() - t
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            page.layout(trace_id)
+            times.append(time.perf_counter() - t)
+        out["layout_warm_s"] = statistics.median(times)
+        result = RESULT_CACHE.get((stack.url, trace_id, None, None))
+        assert result is not None
+        L = result["num_layers"]
+        t = time.perf_counter()
+        page.update_figures("entropy", list(result["sensitivities"]), [0, L - 1], [], trace_id, None, None)
+        out["callback_metric_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        page.update_prompts("task05", "prob", [0, L - 1], [], trace_id, None, None)
+        out["callback_task_s"] = time.perf_counter() - t
+    return out
+
+
+WAIT_DRAWN = """
+const ids = arguments[0], done = arguments[arguments.length - 1];
+function drawn() {
+  return ids.every(id => { const g = document.querySelector('#' + id + ' .js-plotly-plot');
+                           return g && g.data && g.data.length && g._fullLayout; });
+}
+(function poll() { if (drawn()) { done(performance.now()); } else { setTimeout(poll, 10); } })();
+"""
+
+WAIT_RETITLE = """
+const id = arguments[0], word = arguments[1], done = arguments[arguments.length - 1];
+const t0 = performance.now();
+document.querySelector('#trace-metric input[value="entropy"]').closest('label').click();
+(function poll() {
+  const g = document.querySelector('#' + id + ' .js-plotly-plot');
+  const title = g && g._fullLayout && g._fullLayout.title && g._fullLayout.title.text;
+  if (title && title.indexOf(word) >= 0) { done(performance.now() - t0); } else { setTimeout(poll, 10); }
+})();
+"""
+
+
+def browser_side(stack, trace_id: str, loads: int) -> dict:
+    import browser
+    from frontend.api_client import RESULT_CACHE  # noqa: F401  (the server's cache lives in the stack process)
+
+    driver = browser.new_driver()
+    if driver is None:
+        return {"error": "headless Chromium is not installed"}
+    driver.set_script_timeout(120)
+    first, rest, clicks = None, [], []
+    try:
+        for i in range(loads):
+            driver.get("about:blank")
+            driver.get(f"{stack.url}/traces/{trace_id}")
+            ms = driver.execute_async_script(WAIT_DRAWN, list(GRAPHS))
+            if i == 0:
+                first = ms / 1000
+                browser.screenshot(driver, "bench-trace-36x10x200")
+            else:
+                rest.append(ms / 1000)
+            clicks.append(driver.execute_async_script(WAIT_RETITLE, "trace-tasks", "entropy") / 1000)
+    finally:
+        browser.quit_driver(driver)
+    return {"first_load_s": first, "load_median_s": statistics.median(rest) if rest else None,
+            "load_max_s": max(rest) if rest else None, "metric_click_median_s": statistics.median(clicks)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--loads", type=int, default=5, help="page loads in the browser (the first has a cold cache)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from stack import Stack
+
+    with tempfile.TemporaryDirectory(prefix="lt-bench-dash-") as tmp:
+        root = Path(tmp)
+        models = root / "models"
+        models.mkdir()
+        stack = Stack(root, (models,)).start()
+        try:
+            trace_id = make_trace(stack, models)
+            size = len(stack.api.get(f"/traces/{trace_id}/result").content)
+            server = server_side(stack, trace_id)
+            client = browser_side(stack, trace_id, args.loads)
+        finally:
+            stack.stop()
+    figures = {"trace": f"{LAYERS} layers x {TASKS} tasks x {PROMPTS} prompts", "result_json_mb": size / 2**20,
+               **{k: round(v, 3) if isinstance(v, float) else v for k, v in {**server, **client}.items()},
+               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+    print()
+    print(f"Trace page, {figures['trace']} (result JSON {figures['result_json_mb']:.1f} MB), {figures['machine']}")
+    print(f"  server  layout(): cold {server['layout_cold_s']:.2f} s (fetch + parse + 6 figures), "
+          f"memoised {server['layout_warm_s']:.2f} s; callbacks: metric {server['callback_metric_s']:.2f} s, "
+          f"task {server['callback_task_s']:.2f} s")
+    if "error" in client:
+        print(f"  browser skipped: {client['error']}")
+    else:
+        print(f"  browser navigation -> all 6 figures drawn: first load {client['first_load_s']:.2f} s, "
+              f"then median {client['load_median_s']:.2f} s (max {client['load_max_s']:.2f} s) over {args.loads - 1} loads")
+        print(f"  browser click on another metric -> heatmaps redrawn: median {client['metric_click_median_s']:.2f} s")
+        verdict = "yes" if client["load_median_s"] is not None and client["load_median_s"] <= 2.0 else "no"
+        print(f"  interactive within 2 s: {verdict}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()
