@@ -196,6 +196,7 @@ def run_demo(api: ApiClient, model_dir: Path, world, plan: DemoPlan) -> dict[str
         "eval_mode": "cloze", "eval_shots": plan.eval_shots, "eval_limit": plan.eval_limit,
         "checkpoint_every": 20, "holdout": 0.05,
         "trace_tasks": "all" if plan.retrace_limit else "", "trace_limit": max(plan.retrace_limit, 1),
+        "labels": {shallow: "train-shallow (freeze plan)"} if shallow != "train-shallow" else {},
     }
     experiment = api.post("/experiments", body)
     trials = len(allocations) * len(plan.seeds)

@@ -112,7 +112,7 @@ def print_experiment_table(result: dict) -> None:
         table.add_column(bench.split(":")[-1].rstrip("/").split("/")[-1])
     table.add_column("train s")
     for row in result["table"]:
-        cells = [row["allocation"], row.get("ranges", "—"), f"{row['trainable_share']:.1%}"]
+        cells = [row.get("label", row["allocation"]), row.get("ranges", "—"), f"{row['trainable_share']:.1%}"]
         for bench in benches:
             summary = row["benchmarks"].get(bench)
             if summary is None:

@@ -396,6 +396,7 @@ class ExperimentRunner:
         its change from the base model, trainable share and compute."""
         rows = [{
             "allocation": BASE,
+            "label": "base model",
             "trainable_share": 0.0,
             "benchmarks": {b: seed_summary([r.overall.accuracy]) for b, r in base["evals"].items()},
         }]
@@ -405,6 +406,7 @@ class ExperimentRunner:
                 continue
             row: dict[str, Any] = {
                 "allocation": allocation,
+                "label": self.spec.labels.get(allocation, allocation),
                 "ranges": mine[0]["allocation"]["ranges"],
                 "trainable_share": mine[0]["parameters"]["share"],
                 "trainable_parameters": mine[0]["parameters"]["trainable"],

@@ -28,6 +28,7 @@ class ExperimentSpec:
     embeddings / head / final_norm / part: allocation toggles (None: the preset's default).
     eval_*: evaluation settings (see layertracer.evaluation.evaluate).
     trace_tasks: tasks for the traces before and after training ("" to skip re-tracing).
+    labels: display names of allocations in tables (e.g. {"1-3": "train-shallow (freeze plan)"}).
     """
 
     model: str
@@ -60,6 +61,7 @@ class ExperimentSpec:
     trace_perturbations: list[str] = field(default_factory=lambda: ["skip"])
     device: str = "auto"
     dtype: str = "auto"
+    labels: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         if not self.allocations:
@@ -72,6 +74,9 @@ class ExperimentSpec:
             raise LayerTracerError("a seed is listed twice")
         if not 0.0 <= self.holdout < 0.5:
             raise LayerTracerError("holdout must be in [0, 0.5)")
+        unknown = sorted(set(self.labels) - set(self.allocations))
+        if unknown:
+            raise LayerTracerError(f"labels name allocation(s) the experiment does not run: {', '.join(unknown)}")
         if any(a == "from-trace" for a in self.allocations) and not self.trace_tasks:
             raise LayerTracerError("allocation 'from-trace' needs trace tasks (--trace-tasks) to trace the base model")
         self.train_config(self.seeds[0]).validate()
