@@ -257,7 +257,7 @@ def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Di
     if kind == "experiment":
         allocation_block = [
             html.Button("Add this selection to the allocations", id=f"{p}-add", type="button", className="lt-button"),
-            html.Label("Allocations compared (one per line: a preset or ranges)", htmlFor=f"{p}-allocations"),
+            html.Div(html.Label("Allocations compared (one per line: a preset or ranges)", htmlFor=f"{p}-allocations")),
             dcc.Textarea(id=f"{p}-allocations", value="\n".join(a for a in [query.get("allocations", "").replace(",", "\n")] if a)
                          or "train-shallow\ntrain-deep\nfull", className="lt-input lt-textarea"),
         ]

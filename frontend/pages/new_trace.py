@@ -98,7 +98,7 @@ def layout(token: Optional[str] = None, model: Optional[str] = None, **query: An
                     dcc.Upload(id=f"{P}-upload", children=html.Div(["Drop a file here or ", html.A("choose one")]),
                                className="lt-upload", multiple=False),
                     html.Div(id=f"{P}-upload-msg"),
-                ]),
+                ], className="lt-upload-block"),
             ]),
             html.Fieldset([
                 html.Legend("Perturbations (the first checked is the primary one: vulnerable layer and plan)"),

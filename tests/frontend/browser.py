@@ -17,8 +17,9 @@ def available() -> bool:
     return bool(CHROMIUM and CHROMEDRIVER)
 
 
-def new_driver(width: int = 1280, height: int = 900):
-    """A fresh headless Chromium session with its own empty profile (a new browser, no shared state)."""
+def new_driver(width: int = 1280, height: int = 900, downloads: Optional[Path] = None):
+    """A fresh headless Chromium session with its own empty profile (a new browser, no shared state);
+    files it downloads go to ``downloads``."""
     if not available():
         return None
     from selenium import webdriver
@@ -32,6 +33,10 @@ def new_driver(width: int = 1280, height: int = 900):
                 f"--user-data-dir={profile}", f"--window-size={width},{height}"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    if downloads is not None:
+        downloads.mkdir(parents=True, exist_ok=True)
+        options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                                  "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver._lt_profile = profile
     return driver

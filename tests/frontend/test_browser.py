@@ -5,6 +5,7 @@ Screenshots of every page go to tests/frontend/artifacts/. Every wait polls with
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -49,8 +50,13 @@ def stack(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def driver():
-    d = browser.new_driver()
+def downloads(tmp_path_factory):
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def driver(downloads):
+    d = browser.new_driver(downloads=downloads)
     yield d
     browser.quit_driver(d)
 
@@ -112,6 +118,17 @@ def test_launch_a_trace_from_the_form_and_watch_it_finish(stack, driver, state):
     assert "Choose a model." in errors and "at least one task set" in errors
     assert urlparse(d.current_url).path == "/new/trace"
     choose(d, "newtrace-model", "tiny-qwen3")
+    # Upload a task file: it is registered through the API and checked in the form.
+    task_file = stack.models_dir / "colours.jsonl"
+    task_file.write_text("\n".join('{"prompt": "The colour of %s is", "target": " %s"}' % pair for pair in
+                                   [("grass", "green"), ("snow", "white"), ("coal", "black"), ("sky", "blue")]) + "\n")
+    d.find_element(By.CSS_SELECTOR, ".lt-upload-block summary").click()
+    set_input(d, "newtrace-upload-name", "colours")
+    d.find_element(By.CSS_SELECTOR, "#newtrace-upload input[type=file]").send_keys(str(task_file))
+    wait(d, lambda drv: "Uploaded colours (4 items)" in drv.find_element(By.ID, "newtrace-upload-msg").text,
+         what="the upload")
+    uploaded = [t for t in stack.get("/task-sets")["data"] if t["name"] == "colours"]
+    assert uploaded and d.find_element(By.CSS_SELECTOR, f"#newtrace-tasks input[value='{uploaded[0]['id']}']").is_selected()
     check(d, "newtrace-tasks", "antonyms_en")
     check(d, "newtrace-tasks", "plural_en")
     check(d, "newtrace-perts", "mask")
@@ -139,7 +156,7 @@ def test_launch_a_trace_from_the_form_and_watch_it_finish(stack, driver, state):
     assert severe_console_errors(d) == []
 
 
-def test_the_heatmap_shows_the_results_numbers(stack, driver, state):
+def test_the_heatmap_shows_the_results_numbers(stack, driver, state, downloads):
     d = driver
     result = stack.get(f"/traces/{state['trace_id']}/result")
     fig = figure(d, "trace-tasks")
@@ -155,8 +172,14 @@ def test_the_heatmap_shows_the_results_numbers(stack, driver, state):
     assert f"vulnerable layer {result['vulnerable_layer']}" in d.find_element(By.ID, "trace-stability").text
     legend = d.find_element(By.ID, "trace-legend").text
     assert "Task particle" in legend and "vulnerable layer" in legend
-    # Exports: the SVG/PNG and CSV/JSON buttons are there for each figure.
+    # Exports: PNG/SVG buttons for each figure; the CSV of the heatmap downloads with the plotted numbers.
     assert len(d.find_elements(By.CSS_SELECTOR, "button[id*='img-export']")) >= 12
+    d.find_element(By.XPATH, "//button[contains(@id, 'trace-dl') and contains(@id, '\"what\":\"tasks\"') and text()='CSV']").click()
+    path = downloads / f"trace-{state['trace_id']}-tasks.csv"
+    wait(d, lambda drv: path.is_file() and path.stat().st_size > 0, what="the CSV download")
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    assert len(rows) == result["num_layers"] * len(result["tasks"])
+    assert float(rows[0]["prob"]) == pytest.approx(result["tasks"][rows[0]["task"]]["mean_target_prob"][0])
 
 
 def test_the_view_lives_in_the_url_and_a_shared_link_restores_it(stack, driver, state):
@@ -264,6 +287,17 @@ def test_runs_and_compare_pages(stack, driver, state):
     curves = figure(d, "compare-curves")
     assert curves["data"] and curves["layout"]["xaxis"]["title"]["text"].startswith("normalised depth")
     browser.screenshot(d, "10-compare")
+    # New experiment: presets added to the list of compared allocations, with the live count.
+    d.get(stack.url + f"/new/experiment?model={stack.model['id']}")
+    wait(d, lambda drv: "of 61,792 parameters" in drv.find_element(By.ID, "newexp-count").text or
+         "Trainable" in drv.find_element(By.ID, "newexp-count").text, what="the experiment form")
+    set_input(d, "newexp-allocations", "full")
+    d.find_element(By.XPATH, "//button[text()='train-shallow']").click()
+    wait(d, lambda drv: drv.find_element(By.ID, "newexp-ranges").get_attribute("value") == "0-1", what="train-shallow")
+    d.find_element(By.ID, "newexp-add").click()
+    wait(d, lambda drv: drv.find_element(By.ID, "newexp-allocations").get_attribute("value") == "full\ntrain-shallow",
+         what="the allocation added")
+    browser.screenshot(d, "10b-new-experiment")
     d.get(stack.url + "/traces/does-not-exist")
     message = wait(d, lambda drv: drv.find_elements(By.CSS_SELECTOR, ".lt-error"), what="the error box")[0].text
     assert "could not be loaded" in message and "404" in message
