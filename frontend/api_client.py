@@ -40,6 +40,7 @@ class _ResultCache:
         self.size = size
         self._data: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._fetching: dict[tuple, threading.Lock] = {}
 
     def get(self, key: tuple) -> Any:
         with self._lock:
@@ -54,6 +55,15 @@ class _ResultCache:
             self._data.move_to_end(key)
             while len(self._data) > self.size:
                 self._data.popitem(last=False)
+
+    def lock_for(self, key: tuple) -> threading.Lock:
+        with self._lock:
+            lock = self._fetching.get(key)
+            if lock is None:
+                if len(self._fetching) > 4 * self.size:
+                    self._fetching = {k: v for k, v in self._fetching.items() if v.locked()}
+                lock = self._fetching[key] = threading.Lock()
+            return lock
 
     def clear(self) -> None:
         with self._lock:
@@ -93,7 +103,7 @@ def _detail(response: httpx.Response) -> str:
         detail = "; ".join(parts)
     if not detail:
         text = response.text.strip().splitlines()
-        detail = text[0][:200] if text else response.reason_phrase
+        detail = text[0][:200] if text and not text[0].lstrip().startswith("<") else response.reason_phrase
     return f"{detail} (HTTP {response.status_code})"
 
 
@@ -160,9 +170,15 @@ class ApiClient:
         cached = RESULT_CACHE.get(key)
         if cached is not None:
             return cached
-        result = self.get(f"/traces/{trace_id}/result")
-        RESULT_CACHE.put(key, result)
-        return result
+        # One fetch per key at a time: the callbacks a view change fires run concurrently, and a cold
+        # result can be tens of MB; the others wait for the first and read the cache.
+        with RESULT_CACHE.lock_for(key):
+            cached = RESULT_CACHE.get(key)
+            if cached is not None:
+                return cached
+            result = self.get(f"/traces/{trace_id}/result")
+            RESULT_CACHE.put(key, result)
+            return result
 
     def heatmap(self, trace_id: str, metric: str = "prob") -> dict:
         return self.get(f"/traces/{trace_id}/heatmap", metric=metric)

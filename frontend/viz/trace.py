@@ -38,6 +38,11 @@ Result = dict[str, Any]
 PROMPT_HOVER_TOP = 5
 
 
+def as_dict(result: Any) -> Result:
+    """The result as JSON data: a dict as it is, or an engine TraceResult through its ``to_dict()``."""
+    return result.to_dict() if hasattr(result, "to_dict") else result
+
+
 def num_layers(result: Result) -> int:
     return int(result["num_layers"])
 
@@ -102,6 +107,7 @@ def task_heatmap(result: Result, metric: str = "prob", *, normalized: bool = Fal
                  window: Optional[Sequence[int]] = None) -> go.Figure:
     """Layers x tasks heatmap of the task's mean curve (target probability by default), with each task's
     particle marked (◆) and the most frequent top-1 lens tokens on hover."""
+    result = as_dict(result)
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; use prob, rank or entropy")
     L = num_layers(result)
@@ -147,6 +153,7 @@ def prompt_heatmap(result: Result, task: str, metric: str = "prob", *, normalize
                    window: Optional[Sequence[int]] = None) -> go.Figure:
     """Layers x prompts heatmap for one task, each prompt's particle marked, the top-k lens tokens with
     their probabilities on hover."""
+    result = as_dict(result)
     if task not in result.get("tasks", {}):
         return empty_figure(f"No task named {task!r} in this trace.")
     L = num_layers(result)
@@ -194,6 +201,7 @@ def position_grid(result: Result, *, normalized: bool = False, last: int = 24, c
     """The logit lens of one prompt: layers x token positions, coloured by the top-1 probability (or
     the target's probability with ``colour="target"``), each cell annotated with its top-1 token.
     Shows the last ``last`` positions (the answer position is the last one)."""
+    result = as_dict(result)
     view = result.get("position_view")
     if not view:
         return empty_figure("This trace has no per-position view (it was run with --no-position-view).")
@@ -229,6 +237,7 @@ def stability_figure(result: Result, perturbations: Optional[Sequence[str]] = No
                      window: Optional[Sequence[int]] = None) -> go.Figure:
     """The stability curve: mean Jensen–Shannon divergence (nats) of the output when one layer alone is
     perturbed, with its 95% bootstrap band, one line per perturbation kind, the vulnerable layer marked."""
+    result = as_dict(result)
     sens = result.get("sensitivities") or {}
     names = [n for n in (perturbations or list(sens)) if n in sens]
     if not names:
@@ -276,6 +285,7 @@ def _rgba(hex_colour: str, alpha: float) -> str:
 def similarity_figure(result: Result, *, normalized: bool = False, window: Optional[Sequence[int]] = None) -> go.Figure:
     """Linear CKA between the answer-position states of every pair of layers (1 = the same representation
     up to rotation and scale)."""
+    result = as_dict(result)
     sim = result.get("similarity")
     if not sim or not sim.get("cka"):
         return empty_figure("No similarity matrix in this trace (it was run with --no-similarity).")
@@ -304,6 +314,7 @@ def similarity_figure(result: Result, *, normalized: bool = False, window: Optio
 def plan_figure(result: Result, *, normalized: bool = False, window: Optional[Sequence[int]] = None) -> go.Figure:
     """The freeze plan on the depth axis: trained layers (blue) and frozen layers (grey), the boundary,
     every task's particle (◆) and the vulnerable layer (▼)."""
+    result = as_dict(result)
     plan = result.get("freeze_plan")
     if not plan:
         return empty_figure("This trace has no freeze plan.")

@@ -350,3 +350,26 @@ def test_experiment_page_results(experiment_result):
     assert rows[0][0] == "allocation" and [r[0] for r in rows[1:]] == ["base", "train-shallow", "0-1,3"]
     drift = page.export(exp, None, "drift", "csv")
     assert len(drift["content"].splitlines()) == 1 + sum(len(t["drift"]["blocks"]) for t in experiment_result["trials"])
+
+
+def test_result_cache_is_bounded_and_fetches_once_per_key():
+    from frontend.api_client import _ResultCache
+
+    cache = _ResultCache(size=2)
+    for i in range(3):
+        cache.put(("api", str(i)), {"n": i})
+    assert cache.get(("api", "0")) is None and cache.get(("api", "2")) == {"n": 2}
+    assert cache.lock_for(("api", "x")) is cache.lock_for(("api", "x"))
+    assert cache.lock_for(("api", "x")) is not cache.lock_for(("api", "y"))
+
+
+def test_api_errors_are_one_readable_line():
+    import httpx
+
+    from frontend.api_client import _detail
+
+    validation = httpx.Response(422, json={"detail": [{"loc": ["body", "options", "top_k"], "msg": "must be >= 1"}]})
+    assert _detail(validation) == "options.top_k: must be >= 1 (HTTP 422)"
+    assert _detail(httpx.Response(404, json={"detail": "trace x not found"})) == "trace x not found (HTTP 404)"
+    assert _detail(httpx.Response(503, text="worker pool busy")) == "worker pool busy (HTTP 503)"
+    assert _detail(httpx.Response(502, text="<html>\nBad gateway")) == "Bad Gateway (HTTP 502)"

@@ -213,3 +213,12 @@ def test_live_metrics_win_over_the_stored_curves(experiment_result):
     fig = ev.loss_figure(metrics, experiment_result)
     assert [list(d.y) for d in fig.data] == [[5.0, 4.5], [4.8]]
     assert "No training steps" in ev.loss_figure({"trials": {}}).layout.annotations[0].text
+
+
+def test_figures_take_the_engine_result_object_too(trace_result):
+    """From a notebook: ``tv.task_heatmap(result)`` with the engine's TraceResult itself."""
+    from layertracer.results import TraceResult
+
+    obj = TraceResult.from_dict(trace_result)
+    assert tv.task_heatmap(obj).to_dict()["data"][0]["z"] == tv.task_heatmap(trace_result).to_dict()["data"][0]["z"]
+    assert tv.plan_figure(obj).layout.title.text == tv.plan_figure(trace_result).layout.title.text
