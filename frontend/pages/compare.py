@@ -91,9 +91,13 @@ def download(n_clicks, ids, share, token):
 def share(n_clicks, href, pathname, search, ids, token):
     if not n_clicks:
         return dash.no_update, dash.no_update
-    first = (_ids(ids) or [""])[0]
-    return make_share("trace", first, href, pathname, search, token) if len(_ids(ids)) == 1 else \
-        make_share("trace", first, href, pathname, search, None)
+    ids = _ids(ids)
+    if len(ids) == 1:
+        return make_share("trace", ids[0], href, pathname, search, token)
+    # A share token grants one resource, so a comparison of several traces is shared as its plain URL.
+    link, _ = make_share("trace", "", href, pathname, search, None)
+    note = " With auth on, the reader needs a token (a share link covers one trace)." if token else ""
+    return link, "Link to this comparison; copy it with the icon." + note
 
 
 def register_callbacks(app: dash.Dash) -> None:
