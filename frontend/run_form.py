@@ -258,7 +258,7 @@ def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Di
         allocation_block = [
             html.Button("Add this selection to the allocations", id=f"{p}-add", type="button", className="lt-button"),
             html.Div(html.Label("Allocations compared (one per line: a preset or ranges)", htmlFor=f"{p}-allocations")),
-            dcc.Textarea(id=f"{p}-allocations", value="\n".join(a for a in [query.get("allocations", "").replace(",", "\n")] if a)
+            dcc.Textarea(id=f"{p}-allocations", value="\n".join(a.strip() for a in str(query.get("allocations", "")).split(";") if a.strip())
                          or "train-shallow\ntrain-deep\nfull", className="lt-input lt-textarea"),
         ]
     return html.Div([

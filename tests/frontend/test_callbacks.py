@@ -373,3 +373,9 @@ def test_api_errors_are_one_readable_line():
     assert _detail(httpx.Response(404, json={"detail": "trace x not found"})) == "trace x not found (HTTP 404)"
     assert _detail(httpx.Response(503, text="worker pool busy")) == "worker pool busy (HTTP 503)"
     assert _detail(httpx.Response(502, text="<html>\nBad gateway")) == "Bad Gateway (HTTP 502)"
+
+
+def test_the_experiment_form_takes_its_allocations_from_the_url():
+    layout = rf.form_layout("newexp", "experiment", None, {"allocations": "train-shallow; 0-3,8 ;full"})
+    assert find(layout, "newexp-allocations").value == "train-shallow\n0-3,8\nfull"
+    assert "could not be reached" in text_of(layout)  # no API here: said plainly, the form still shows
