@@ -14,6 +14,7 @@ stored as null (JSON has no NaN).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from typing import Any, Iterable, Optional
@@ -168,8 +169,10 @@ def store_trace_result(session: Session, *, trace_id: str, result: dict[str, Any
     model_info = result.get("model") or {}
     options = result.get("options") or {}
     fingerprint = model_info.get("fingerprint")
+    encoded = text.encode("utf-8")
     trace.result_json = text
-    trace.result_bytes = len(text.encode("utf-8"))
+    trace.result_bytes = len(encoded)
+    trace.result_sha256 = hashlib.sha256(encoded).hexdigest()
     trace.summary = clean_json(trace_summary(result))
     trace.position_view = clean_json(result.get("position_view"))
     trace.provenance = {

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend import __version__
+from backend.api.cache import ResultCache
 from backend.api.deps import API_PREFIX, authorize
 from backend.api.routes import experiments, health, jobs, models, shares, tasksets, traces
 from backend.db.migrate import upgrade
@@ -107,6 +108,7 @@ def create_app(settings: Optional[Settings] = None, *, migrate: bool = True) -> 
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.result_cache = ResultCache()
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

@@ -153,6 +153,8 @@ class Trace(Base):
     position_view: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     result_json: Mapped[Optional[str]] = mapped_column(Text, deferred=True)
     result_bytes: Mapped[Optional[int]] = mapped_column(Integer)
+    # sha256 hex of the UTF-8 result text: the ETag of /result and the key of the API's byte cache.
+    result_sha256: Mapped[Optional[str]] = mapped_column(String(64))
     provenance: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     partial: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -424,3 +424,24 @@ def test_nul_characters_are_refused_everywhere(client):
     raw = client.post(f"{API}/task-sets", files={"file": ("a.jsonl", b'{"prompt": "a", "target": "b"}\n\x00')},
                       data={"name": "nul2"})
     assert raw.status_code == 422 and "line 2: NUL character" in one_line(raw)
+
+
+def test_result_etag_and_replacement(client, db_url):
+    model = register(client)
+    trace = client.post(f"{API}/traces", json=_trace_body(model["id"])).json()
+    engine = make_engine(db_url)
+    first = trace_result(num_layers=3, tasks=1, prompts=2, seed=1)
+    with Session(engine) as s:
+        results.store_trace_result(s, trace_id=trace["id"], result=first)
+    response = client.get(f"{API}/traces/{trace['id']}/result")
+    etag = response.headers["etag"]
+    assert response.json() == first
+    cached = client.get(f"{API}/traces/{trace['id']}/result", headers={"If-None-Match": etag})
+    assert cached.status_code == 304 and cached.content == b""
+    # a re-run stores a different result: the cache must not serve the old one
+    second = trace_result(num_layers=3, tasks=1, prompts=2, seed=2)
+    with Session(engine) as s:
+        results.store_trace_result(s, trace_id=trace["id"], result=second)
+    engine.dispose()
+    fresh = client.get(f"{API}/traces/{trace['id']}/result", headers={"If-None-Match": etag})
+    assert fresh.status_code == 200 and fresh.json() == second and fresh.headers["etag"] != etag

@@ -7,7 +7,7 @@ import csv
 import io
 from typing import Annotated, Literal, Optional
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
@@ -143,30 +143,49 @@ def get_trace(trace_id: str, session: SessionDep):
     return trace_public(_trace_or_404(session, trace_id))
 
 
-def _result_text(session: Session, trace_id: str) -> str:
+def _result_bytes(request: Request, session: Session, trace_id: str) -> tuple[bytes, str]:
+    """(the stored result as UTF-8 bytes, its sha256), through the app's cache; 404 / 409 otherwise."""
     row = session.execute(
-        select(Trace.result_json, Job.status).outerjoin(Job, Trace.job_id == Job.id).where(Trace.id == trace_id)
+        select(Trace.result_sha256, Job.status).outerjoin(Job, Trace.job_id == Job.id).where(Trace.id == trace_id)
     ).one_or_none()
     if row is None:
         raise HTTPException(404, f"unknown trace {trace_id!r}")
-    if row.result_json is None:
+    if row.result_sha256 is None:
         raise HTTPException(409, f"trace {trace_id!r} has no result yet (status: {row.status or 'unknown'})")
-    return row.result_json
+    cache = request.app.state.result_cache
+    body = cache.get(trace_id, row.result_sha256)
+    if body is None:
+        text, sha = session.execute(select(Trace.result_json, Trace.result_sha256).where(Trace.id == trace_id)).one()
+        if text is None:  # replaced between the two queries
+            raise HTTPException(409, f"trace {trace_id!r} has no result yet")
+        body = text.encode("utf-8")
+        cache.put(trace_id, sha, body)
+        return body, sha
+    return body, row.result_sha256
+
+
+def _json_bytes_response(request: Request, body: bytes, sha: str, headers: Optional[dict] = None) -> Response:
+    etag = f'"{sha}"'
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(content=body, media_type="application/json", headers={"ETag": etag, **(headers or {})})
 
 
 @router.get("/{trace_id}/result", responses={200: {"content": {"application/json": {}},
                                                    "description": "the engine's TraceResult JSON (README schema)"}})
-def get_result(trace_id: str, session: SessionDep):
-    """The engine's TraceResult JSON exactly as stored (README "OUT.json" schema)."""
-    # Served as stored text: re-encoding tens of MB of JSON per request would dominate the latency.
-    return Response(content=_result_text(session, trace_id), media_type="application/json")
+def get_result(trace_id: str, session: SessionDep, request: Request):
+    """The engine's TraceResult JSON exactly as stored (README "OUT.json" schema); ETag / If-None-Match."""
+    # Served as stored bytes: re-encoding tens of MB of JSON per request would dominate the latency.
+    body, sha = _result_bytes(request, session, trace_id)
+    return _json_bytes_response(request, body, sha)
 
 
 @router.get("/{trace_id}/export.json", responses={200: {"content": {"application/json": {}}}})
-def export_json(trace_id: str, session: SessionDep):
+def export_json(trace_id: str, session: SessionDep, request: Request):
     """The engine's TraceResult JSON as a download."""
-    return Response(content=_result_text(session, trace_id), media_type="application/json",
-                    headers={"Content-Disposition": f'attachment; filename="trace-{trace_id}.json"'})
+    body, sha = _result_bytes(request, session, trace_id)
+    return _json_bytes_response(request, body, sha,
+                                {"Content-Disposition": f'attachment; filename="trace-{trace_id}.json"'})
 
 
 @router.get("/{trace_id}/heatmap", response_model=Heatmap)
