@@ -17,20 +17,42 @@ dash.register_page(__name__, path="/compare", name="Compare", title="Compare · 
 P = "compare"
 
 
-def _ids(text: Optional[str]) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
+def _ids(value) -> list[str]:
+    """Trace ids from the query text (``a,b``) or the dropdown's list."""
+    items = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
+    return [str(t).strip() for t in items if str(t).strip()]
+
+
+def label(trace_id: str, result: dict) -> str:
+    """A short legend label: the id's first 8 characters and the model folder's name."""
+    source = str((result.get("model") or {}).get("source") or "").rstrip("/").rsplit("/", 1)[-1]
+    return f"{trace_id[:8]} · {source}" if source else trace_id[:8]
 
 
 def load(ids: list[str], token: Optional[str], share: Optional[str]) -> tuple[dict, list[str]]:
-    """{trace id: result} of the finished traces, and one message per trace that could not be loaded."""
+    """{label: result} of the finished traces, and one message per trace that could not be loaded."""
     results, problems = {}, []
     api = client(token, share)
     for trace_id in ids:
         try:
-            results[trace_id] = api.trace_result(trace_id)
+            result = api.trace_result(trace_id)
         except ApiError as exc:
             problems.append(f"{trace_id}: {exc.message}")
+            continue
+        results[label(trace_id, result)] = result
     return results, problems
+
+
+def trace_options(token: Optional[str], share: Optional[str], chosen: list[str]) -> list[dict]:
+    """Finished traces to pick from (and the chosen ones, even when the list does not reach them)."""
+    try:
+        items = client(token, share).traces(status="succeeded", limit=200).get("data") or []
+    except ApiError:
+        items = []
+    options = [{"label": f"{t['id'][:8]} · {(t.get('model') or {}).get('name', '?')} · {', '.join(t.get('tasks') or [])}",
+                "value": t["id"]} for t in items]
+    known = {o["value"] for o in options}
+    return options + [{"label": c, "value": c} for c in chosen if c not in known]
 
 
 def layout(token: Optional[str] = None, traces: str = "", task: str = "", **query: Any) -> html.Div:
@@ -46,9 +68,9 @@ def layout(token: Optional[str] = None, traces: str = "", task: str = "", **quer
         dcc.Download(id=f"{P}-download"),
         html.Div([html.H1("Compare traces"), share_bar(P)], className="lt-page-head"),
         html.Div([
-            html.Div([html.Label("Trace ids (comma-separated)", htmlFor=f"{P}-ids"),
-                      dcc.Input(id=f"{P}-ids", type="text", value=",".join(ids), className="lt-input lt-wide",
-                                placeholder="e.g. 3f2a…,9b1c…")], className="lt-field"),
+            html.Div([html.Label("Traces", htmlFor=f"{P}-ids"),
+                      dcc.Dropdown(id=f"{P}-ids", options=trace_options(token, share, ids), value=ids, multi=True,
+                                   placeholder="choose two or more finished traces")], className="lt-field lt-w-traces"),
             html.Button("Compare", id=f"{P}-apply", type="button", className="lt-button lt-primary"),
             html.Div([html.Label("Task", htmlFor=f"{P}-task"),
                       dcc.Dropdown(id=f"{P}-task", options=[{"label": "every shared task", "value": ""}] +
@@ -56,7 +78,7 @@ def layout(token: Optional[str] = None, traces: str = "", task: str = "", **quer
                      className="lt-field lt-w-task"),
         ], className="lt-controls"),
         *[error_box(p, title="Not loaded") for p in problems],
-        empty_box("Give two or more trace ids to compare them by normalised depth.") if len(results) < 1 else html.Div(),
+        empty_box("Choose two or more finished traces to compare them by normalised depth.") if len(results) < 1 else html.Div(),
         figure_card(f"{P}-curves", cv.curves_figure(results, task or None), page=P, what="curves", data_formats=("json",)),
         figure_card(f"{P}-stability", cv.stability_compare_figure(results), page=P, what="stability", data_formats=("json",)),
         html.Div(table(*cv.summary_rows(results), id=f"{P}-summary"), className="lt-card lt-scroll"),

@@ -81,7 +81,7 @@ def stability_compare_figure(results: Results) -> go.Figure:
         return empty_figure("None of these traces has a sensitivity scan.")
     base_layout(fig, title="Layer sensitivity by normalised depth (▼ vulnerable layer)", height=400)
     fig.update_xaxes(title_text="normalised depth (layer + 1) / L", range=[0, 1.02])
-    fig.update_yaxes(title_text="mean JS divergence (nats)", rangemode="tozero")
+    fig.update_yaxes(title_text="mean JS divergence (nats)", rangemode="tozero", tickformat=".2~g")
     fig.update_layout(legend=dict(orientation="h", y=-0.22, x=0))
     return fig
 

@@ -177,6 +177,10 @@ def test_the_heatmap_shows_the_results_numbers(stack, driver, state, downloads):
     d.find_element(By.XPATH, "//button[contains(@id, 'trace-dl') and contains(@id, '\"what\":\"tasks\"') and text()='CSV']").click()
     path = downloads / f"trace-{state['trace_id']}-tasks.csv"
     wait(d, lambda drv: path.is_file() and path.stat().st_size > 0, what="the CSV download")
+    d.find_element(By.XPATH, "//button[contains(@id, 'img-export') and contains(@id, 'trace-tasks') and text()='SVG']").click()
+    svg = downloads / "trace-tasks.svg"
+    wait(d, lambda drv: svg.is_file() and svg.stat().st_size > 0, what="the SVG download")
+    assert svg.read_text(encoding="utf-8").lstrip().startswith("<svg") and "antonyms_en" in svg.read_text(encoding="utf-8")
     rows = list(csv.DictReader(path.open(encoding="utf-8")))
     assert len(rows) == result["num_layers"] * len(result["tasks"])
     assert float(rows[0]["prob"]) == pytest.approx(result["tasks"][rows[0]["task"]]["mean_target_prob"][0])
@@ -284,6 +288,8 @@ def test_runs_and_compare_pages(stack, driver, state):
     wait(d, lambda drv: "trial" in drv.find_element(By.ID, "runs-table").text, what="the trials list")
     browser.screenshot(d, "09-runs")
     d.get(stack.url + f"/compare?traces={state['trace_id']}")
+    chosen = wait(d, lambda drv: drv.find_elements(By.ID, "compare-ids"), what="the trace picker")[0]
+    assert state["trace_id"][:8] in chosen.text
     curves = figure(d, "compare-curves")
     assert curves["data"] and curves["layout"]["xaxis"]["title"]["text"].startswith("normalised depth")
     browser.screenshot(d, "10-compare")

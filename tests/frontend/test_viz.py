@@ -222,3 +222,10 @@ def test_figures_take_the_engine_result_object_too(trace_result):
     obj = TraceResult.from_dict(trace_result)
     assert tv.task_heatmap(obj).to_dict()["data"][0]["z"] == tv.task_heatmap(trace_result).to_dict()["data"][0]["z"]
     assert tv.plan_figure(obj).layout.title.text == tv.plan_figure(trace_result).layout.title.text
+
+
+def test_compare_labels_are_short(trace_result, dash_app):
+    from frontend.pages.compare import _ids, label
+
+    assert label("0123456789abcdef", trace_result) == "01234567 · " + trace_result["model"]["source"].rstrip("/").rsplit("/", 1)[-1]
+    assert _ids("a, b,,c") == ["a", "b", "c"] and _ids(["a", " b "]) == ["a", "b"]
