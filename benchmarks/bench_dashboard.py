@@ -15,6 +15,7 @@ Printed:
 
     .venv/bin/python benchmarks/bench_dashboard.py            # build the trace (a few minutes), then measure
     .venv/bin/python benchmarks/bench_dashboard.py --loads 7 --json out.json
+    .venv/bin/python benchmarks/bench_dashboard.py --url http://127.0.0.1:8000 --trace ID   # a running service
 
 A benchmark, not a test: it prints numbers and asserts nothing about time.
 """
@@ -142,8 +143,6 @@ document.querySelector('#trace-metric input[value="entropy"]').closest('label').
 
 def browser_side(stack, trace_id: str, loads: int) -> dict:
     import browser
-    from frontend.api_client import RESULT_CACHE  # noqa: F401  (the server's cache lives in the stack process)
-
     driver = browser.new_driver()
     if driver is None:
         return {"error": "headless Chromium is not installed"}
@@ -170,22 +169,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--loads", type=int, default=5, help="page loads in the browser (the first has a cold cache)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--url", default=None, help="measure a running service (with --trace) instead of starting one")
+    parser.add_argument("--trace", default=None, help="the id of a 36x10x200 trace on --url")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from stack import Stack
 
-    with tempfile.TemporaryDirectory(prefix="lt-bench-dash-") as tmp:
-        root = Path(tmp)
-        models = root / "models"
-        models.mkdir()
-        stack = Stack(root, (models,)).start()
-        try:
-            trace_id = make_trace(stack, models)
-            size = len(stack.api.get(f"/traces/{trace_id}/result").content)
-            server = server_side(stack, trace_id)
-            client = browser_side(stack, trace_id, args.loads)
-        finally:
-            stack.stop()
+    if args.url:
+        if not args.trace:
+            parser.error("--url needs --trace")
+        import httpx
+
+        class Running:  # the two things the measurements use of a Stack
+            url = args.url.rstrip("/")
+            api = httpx.Client(base_url=f"{args.url.rstrip('/')}/api/v1", timeout=120)
+
+        stack, trace_id = Running(), args.trace
+        size = len(stack.api.get(f"/traces/{trace_id}/result").content)
+        server = server_side(stack, trace_id)
+        client = browser_side(stack, trace_id, args.loads)
+    else:
+        with tempfile.TemporaryDirectory(prefix="lt-bench-dash-") as tmp:
+            root = Path(tmp)
+            models = root / "models"
+            models.mkdir()
+            stack = Stack(root, (models,)).start()
+            try:
+                trace_id = make_trace(stack, models)
+                size = len(stack.api.get(f"/traces/{trace_id}/result").content)
+                server = server_side(stack, trace_id)
+                client = browser_side(stack, trace_id, args.loads)
+            finally:
+                stack.stop()
     figures = {"trace": f"{LAYERS} layers x {TASKS} tasks x {PROMPTS} prompts", "result_json_mb": size / 2**20,
                **{k: round(v, 3) if isinstance(v, float) else v for k, v in {**server, **client}.items()},
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}

@@ -26,15 +26,15 @@ def curves_figure(results: Results, task: Optional[str] = None) -> go.Figure:
     the chosen task only); particles as diamonds."""
     if not results:
         return empty_figure("Choose traces to compare.")
-    tasks = [task] if task else shared_tasks(results)
-    if not tasks:
-        return empty_figure("These traces share no task.")
+    shared = shared_tasks(results)
+    tasks = [task] if task else shared
     fig = go.Figure()
     for i, (label, r) in enumerate(results.items()):
         L = int(r["num_layers"])
         xs = layer_positions(L, True)
         colour = OKABE_ITO[i % len(OKABE_ITO)]
-        for j, name in enumerate(tasks):
+        # No task in common: each trace shows its own tasks (still on the same depth axis).
+        for j, name in enumerate(tasks or list(r.get("tasks") or {})):
             t = (r.get("tasks") or {}).get(name)
             if not t:
                 continue
@@ -51,7 +51,12 @@ def curves_figure(results: Results, task: Optional[str] = None) -> go.Figure:
                     marker=dict(symbol="diamond", size=12, color=colour, line=dict(color="#000", width=1.5)),
                     hovertemplate=f"task particle of {name} in {label}: layer {p}<extra></extra>",
                 ))
-    base_layout(fig, title="Mean target probability by normalised depth" + (f" — {task}" if task else ""), height=420)
+    if not fig.data:
+        return empty_figure(f"No trace has the task {task}." if task else "These traces have no tasks.")
+    title = "Mean target probability by normalised depth" + (f" — {task}" if task else "")
+    if not task and not shared and len(results) > 1:
+        title += " (no task in common: each trace's own tasks)"
+    base_layout(fig, title=title, height=420)
     fig.update_xaxes(title_text="normalised depth (layer + 1) / L", range=[0, 1.02])
     fig.update_yaxes(title_text="target probability (0-1)", range=[0, 1])
     fig.update_layout(legend=dict(orientation="h", y=-0.22, x=0))

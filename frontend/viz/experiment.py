@@ -50,12 +50,15 @@ def loss_figure(metrics: Optional[dict], result: Optional[Result] = None) -> go.
     order = sorted(series)
     groups = sorted({allocation_of.get(s, s.rsplit("-seed", 1)[0]) for s in order})
     fig = go.Figure()
+    seen: dict[str, int] = {}
     for slug in order:
         group = allocation_of.get(slug, slug.rsplit("-seed", 1)[0])
         colour = _colour(groups.index(group))
+        dash = ("solid", "dash", "dot", "dashdot")[seen.get(group, 0) % 4]  # seeds of one allocation
+        seen[group] = seen.get(group, 0) + 1
         pts = series[slug]
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", name=slug,
-                                 legendgroup=group, line=dict(color=colour, width=2),
+                                 legendgroup=group, line=dict(color=colour, width=2, dash=dash),
                                  hovertemplate=f"{slug}<br>step %{{x}}<br>loss %{{y:.4f}}<extra></extra>"))
         if evals.get(slug):
             pts = evals[slug]

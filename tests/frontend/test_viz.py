@@ -172,7 +172,10 @@ def test_compare_aligns_traces_by_normalised_depth(trace_result, hybrid_trace_re
     header, rows = cv.summary_rows(results)
     assert [r[0] for r in rows] == ["a", "b"] and rows[0][2] == str(trace_result["num_layers"])
     assert cv.stability_compare_figure(results).data
-    assert "no task" in cv.curves_figure({"a": trace_result, "b": dict(hybrid_trace_result, tasks={})}).layout.annotations[0].text.lower()
+    own = cv.curves_figure({"a": trace_result, "b": dict(hybrid_trace_result, tasks={"other": hybrid_trace_result["tasks"]["antonyms_en"]})})
+    assert "no task in common" in own.layout.title.text
+    assert {d.name for d in own.data if d.mode == "lines"} == {f"a · {n}" for n in trace_result["tasks"]} | {"b · other"}
+    assert "no tasks" in cv.curves_figure({"a": dict(trace_result, tasks={})}).layout.annotations[0].text.lower()
 
 
 def test_experiment_figures_and_tables_come_from_the_runner_result(experiment_result):
