@@ -23,28 +23,56 @@ def model_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def pg_url():
+def new_pg_database():
+    """A function returning the URL of a new, empty Postgres database; all are dropped at session end."""
     psycopg = pytest.importorskip("psycopg")
     try:
         admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError:
         pytest.skip("Postgres at 127.0.0.1:5432 does not answer")
-    name = f"lt_e2e_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    names: list[str] = []
+
+    def create() -> str:
+        name = f"lt_e2e_{uuid.uuid4().hex[:10]}"
+        admin.execute(f'CREATE DATABASE "{name}"')
+        names.append(name)
+        return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+    yield create
+    for name in names:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.close()
 
 
 @pytest.fixture(scope="session")
-def redis_url():
+def pg_url(new_pg_database):
+    return new_pg_database()
+
+
+def _redis(db: int):
     redis = pytest.importorskip("redis")
-    url = f"redis://127.0.0.1:6379/{REDIS_DB}"
+    url = f"redis://127.0.0.1:6379/{db}"
     client = redis.Redis.from_url(url, socket_connect_timeout=3)
     try:
         client.flushdb()
     except redis.ConnectionError:
         pytest.skip("Redis at 127.0.0.1:6379 does not answer")
+    return url, client
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """Redis database 13 (flushed before and after) for the ``served`` service."""
+    url, client = _redis(REDIS_DB)
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def other_redis_url():
+    """Redis database 12, for a second served deployment beside ``served`` (flushed before and after)."""
+    url, client = _redis(REDIS_DB - 1)
     yield url
     client.flushdb()
     client.close()

@@ -45,8 +45,9 @@ def test_up_serves_api_and_dashboard_on_one_port_and_stops_cleanly(mode, tmp_pat
     env.pop("LAYERTRACER_DATA_DIR", None)
     env.update(LAYERTRACER_LEASE_SECONDS="3", LAYERTRACER_HEARTBEAT_SECONDS="1")
     if mode == "served":
-        env["LAYERTRACER_DATABASE_URL"] = request.getfixturevalue("pg_url")
-        env["LAYERTRACER_BROKER_URL"] = request.getfixturevalue("redis_url")
+        # Its own database and Redis db: the session's `served` worker must not take these jobs.
+        env["LAYERTRACER_DATABASE_URL"] = request.getfixturevalue("new_pg_database")()
+        env["LAYERTRACER_BROKER_URL"] = request.getfixturevalue("other_redis_url")
     else:
         env.pop("LAYERTRACER_DATABASE_URL", None)
         env.pop("LAYERTRACER_BROKER_URL", None)
