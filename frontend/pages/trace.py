@@ -25,6 +25,7 @@ from frontend.components import (
     progress_bar,
     rel,
     share_bar,
+    table,
     to_csv,
     to_json,
     truthy,
@@ -169,6 +170,7 @@ def figures_view(meta: dict, result: dict, view: dict) -> list:
                 ", ".join(f"{n}: {t.get('task_particle') if t.get('task_particle') is not None else 'none'}"
                           for n, t in result["tasks"].items())]),
         html.P(tv.particle_legend(result), className="lt-legend", id=f"{P}-legend"),
+        provenance(meta, result),
     ], className="lt-summary")
     plan_card = html.Div([
         figure_card(f"{P}-plan", tv.plan_figure(result, normalized=norm, window=window), page=P, what="plan",
@@ -190,6 +192,31 @@ def figures_view(meta: dict, result: dict, view: dict) -> list:
         figure_card(f"{P}-similarity", tv.similarity_figure(result, normalized=norm, window=window), page=P,
                     what="similarity"),
     ]
+
+
+def provenance(meta: dict, result: dict) -> html.Details:
+    """Where every number on the page comes from: model hash, code version, seeds, options, spec."""
+    prov = meta.get("provenance") or {}
+    options = result.get("options") or {}
+    rows = [
+        ("model", f"{result['model'].get('source', '?')} ({result['model'].get('architecture', '?')}, "
+                  f"{result['model'].get('dtype', '?')} on {result['model'].get('device', '?')})"),
+        ("model fingerprint (sha256)", str(prov.get("model_fingerprint") or result["model"].get("fingerprint", "—"))),
+        ("code version", str(prov.get("code_version") or result.get("version", "—"))),
+        ("seeds", ", ".join(str(x) for x in prov.get("seeds") or [options.get("seed", "—")])),
+        ("perturbations", ", ".join(p if isinstance(p, str) else str(p.get("name", p))
+                                    for p in options.get("perturbations") or []) or "—"),
+        ("lens and particle rule", f"top-{options.get('top_k', '?')} tokens, particle delta {options.get('particle_delta', '?')}, "
+                                   f"floor {options.get('particle_floor', '?')}; stability interval "
+                                   f"{options.get('ci_level', '?')} over {options.get('bootstrap_resamples', '?')} resamples"),
+        ("prompts", ", ".join(f"{n}: {len(t['prompts'])}" for n, t in result["tasks"].items())),
+        ("timings (s)", ", ".join(f"{k} {v:.1f}" for k, v in (result.get("timings") or {}).items())),
+    ]
+    return html.Details([
+        html.Summary("Provenance: model hash, code version, seeds, options"),
+        table(["what", "value"], rows, id=f"{P}-provenance"),
+        html.Pre(to_json({"spec": meta.get("spec"), "options": options}), className="lt-pre"),
+    ], className="lt-provenance")
 
 
 # -- callbacks (plain functions; attached by register_callbacks) -----------------------------------------

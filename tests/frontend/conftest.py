@@ -69,9 +69,9 @@ def experiment_result(saved_model, tmp_path_factory):
     return _roundtrip(run_experiment(spec, tmp_path_factory.mktemp("exp")))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def dash_app():
-    """The dashboard app (pages registered); its API URL points nowhere (these tests make no calls)."""
+    """The dashboard app (pages registered, so page modules import); its API URL points nowhere."""
     from frontend.app import create_dash
 
     return create_dash(api_url="http://127.0.0.1:9")

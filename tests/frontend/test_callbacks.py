@@ -152,6 +152,8 @@ def test_trace_figures_view_has_every_figure_and_the_launch_link(trace_result):
     assert params == {"model": "m1", "ranges": plan["train_ranges"], "trace": "t1"}
     assert "Task particle" in text_of(find(body, "trace-legend"))
     assert plan["reasons"][0] in text_of(body)
+    prov = text_of(find(body, "trace-provenance"))
+    assert trace_result["model"]["fingerprint"] in prov and trace_result["version"] in prov
 
 
 def test_trace_export_gives_csv_and_json(trace_result):
