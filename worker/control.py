@@ -210,6 +210,35 @@ def reap(settings: Settings, engine: Optional[Engine] = None, send: Optional[Cal
     return ids
 
 
+def release(settings: Settings, job_id: str, worker: str, kind: str, engine: Optional[Engine] = None,
+            send: Optional[Callable[[str, str], None]] = None) -> bool:
+    """Give a running job this worker holds back to the queue and re-send it (the worker is shutting
+    down: Ctrl-C, SIGTERM, a rolling restart). The interrupted run does not count as an attempt, so
+    restarts never exhaust a job's attempts; a trial resumes from the checkpoint it just wrote. Returns
+    False when the job is no longer ours or a cancel was requested (the reaper then finishes it)."""
+    from sqlalchemy import case, update
+
+    from backend.broker import send_job
+    from backend.db.models import Job
+    from backend.db.types import utcnow
+
+    engine = engine or engine_for(settings.database_url)
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.worker_id == worker, Job.status == "running",
+                   Job.cancel_requested.is_(False))
+            .values(status="queued", worker_id=None, lease_expires_at=None, updated_at=utcnow(),
+                    attempts=case((Job.attempts > 0, Job.attempts - 1), else_=0))
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+    if result.rowcount != 1:
+        return False
+    (send or (lambda i, k: send_job(i, k, settings)))(job_id, kind)
+    return True
+
+
 class Reaper:
     """A daemon thread calling ``reap`` every ``interval`` seconds (default: the heartbeat period)."""
 

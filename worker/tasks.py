@@ -29,7 +29,7 @@ from backend.db.session import session_scope
 from backend.settings import Settings, get_settings
 from worker import runners
 from worker.app import app, shutting_down
-from worker.control import JobControl, ProgressState, append_run_log, engine_for, one_line, worker_id
+from worker.control import JobControl, ProgressState, append_run_log, engine_for, one_line, release, worker_id
 from worker.runners import Cancelled, Interrupted, LeaseLost, Shutdown
 
 log = logging.getLogger("layertracer.worker")
@@ -319,9 +319,17 @@ def _finished_trials(settings: Settings, job_id: str) -> dict[str, Any]:
 
 def _finish(settings, engine, job_id, me, kind, resource_id, status, error, outcome, buffer, control) -> str:
     """Store the outcome and end the job; returns the final status (or why nothing was written)."""
-    if status in ("lost", "interrupted"):
-        # Lost: the job is someone else's now. Interrupted: the lease lapses and the reaper re-queues it.
+    if status == "lost":  # the job is someone else's now: write nothing
         return status
+    if status == "interrupted":  # the worker is stopping: back to the queue at once, for the next worker
+        try:
+            with session_scope(engine) as session:
+                buffer.flush(session, kind="experiment" if kind == "experiment" else "trace", resource_id=resource_id)
+        except Exception as exc:
+            log.warning("job %s: could not store the last metrics: %s", job_id, one_line(exc))
+        released = release(settings, job_id, me, kind, engine=engine)
+        # Not released (cancel requested meanwhile, or lost): the lease lapses and the reaper ends it.
+        return "released" if released else status
     with session_scope(engine) as session:
         if not job_fns.lease_held(session, job_id=job_id, worker_id=me):
             return "lost"

@@ -194,3 +194,91 @@ def test_worker_start_migrates_and_registers_the_builtin_task_sets(tmp_path):
     assert all(r.builtin for r in rows.values())
     assert rows["antonyms_en"].num_items == len(builtin_facts("antonyms_en")) >= 60
     assert rows["arithmetic_zh"].language == "zh" and rows["antonyms_en"].description == "English antonyms"
+
+
+def _trial_job(engine, settings, source: str, steps: int = 200) -> tuple[str, str]:
+    """A model, a trial (experiment row) and its queued job over a corpus in the data folder."""
+    from backend.db.models import Experiment
+    from layertracer.tasks.sets import builtin_task
+
+    corpus = settings.data_dir / "corpus.txt"
+    corpus.write_text("\n\n".join(i.prompt + i.target for i in builtin_task("antonyms_en").items), encoding="utf-8")
+    spec = {"corpus": str(corpus), "allocations": ["train-shallow"], "seeds": [1], "steps": steps,
+            "batch_size": 4, "block_size": 32, "checkpoint_every": 10, "warmup_steps": 2, "holdout": 0.0,
+            "device": "cpu", "dtype": "float32", "kind": "trial", "name": None}
+    with session_scope(engine) as s:
+        model = Model(source=source, source_kind="local", name="tiny")
+        s.add(model)
+        s.flush()
+        experiment = Experiment(kind="trial", model_id=model.id, spec=spec)
+        s.add(experiment)
+        s.flush()
+        job = jobs.submit_job(s, kind="experiment", spec={**spec, "model_id": model.id}, resource_kind="experiment",
+                              resource_id=experiment.id, commit=False)
+        experiment.job_id = job.id
+        return job.id, experiment.id
+
+
+def _run_in_thread(job_id, settings):
+    import threading
+
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(tasks.execute(job_id, settings)), daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _wait(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_trial_released_at_shutdown_cancelled_then_retried_resumes_its_checkpoint(settings, engine, saved_model):
+    from backend.results import train_metrics
+    from backend.db.models import Experiment
+    from worker.app import shutting_down
+
+    job_id, experiment_id = _trial_job(engine, settings, str(saved_model("qwen3")), steps=600)
+    checkpoints = settings.jobs_dir / job_id / "trials" / "train-shallow-seed1" / "checkpoints"
+
+    # 1. The worker shuts down mid-training: the trial checkpoints, the job goes back to the queue
+    #    (not counted as an attempt) and is re-sent.
+    messages = len(_broker_messages(settings))
+    thread, outcome = _run_in_thread(job_id, settings)
+    _wait(lambda: (checkpoints / "step-000010").is_dir())
+    shutting_down.set()
+    try:
+        thread.join(60)
+    finally:
+        shutting_down.clear()
+    assert outcome["status"] == "released"
+    job = _job(engine, job_id)
+    assert job.status == "queued" and job.attempts == 0 and job.worker_id is None
+    assert len(_broker_messages(settings)) == messages + 1
+    stopped_at = max(int(p.name.split("-")[1]) for p in checkpoints.glob("step-*"))
+    assert stopped_at >= 10
+
+    # 2. It runs again, from that checkpoint, and is cancelled: it stops after a checkpoint.
+    thread, outcome = _run_in_thread(job_id, settings)
+    _wait(lambda: any(int(p.name.split("-")[1]) > stopped_at for p in checkpoints.glob("step-*")))
+    with session_scope(engine) as s:
+        jobs.request_cancel(s, job_id=job_id)
+    thread.join(60)
+    assert outcome["status"] == "cancelled"
+    job = _job(engine, job_id)
+    assert job.status == "cancelled" and job.attempts == 1
+    cancelled_at = max(int(p.name.split("-")[1]) for p in checkpoints.glob("step-*"))
+
+    # 3. A retry resumes from the cancelled run's last checkpoint and finishes; every step has its metrics.
+    with session_scope(engine) as s:
+        assert jobs.retry_job(s, job_id=job_id) is not None
+    assert tasks.execute(job_id, settings)["status"] == "succeeded"
+    with session_scope(engine) as s:
+        result = s.get(Experiment, experiment_id).result
+        curve = train_metrics(s, experiment_id)["train-shallow-seed1"]
+    training = result["trials"][0]["training"]
+    assert training["resumed_from"] == cancelled_at > stopped_at and training["steps"] == 600
+    assert [p["step"] for p in curve] == list(range(1, 601))
+    assert [r["event"] for r in _runs(settings, job_id)] == ["start", "end"] * 3
