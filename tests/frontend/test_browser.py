@@ -308,3 +308,20 @@ def test_runs_and_compare_pages(stack, driver, state):
     message = wait(d, lambda drv: drv.find_elements(By.CSS_SELECTOR, ".lt-error"), what="the error box")[0].text
     assert "could not be loaded" in message and "404" in message
     browser.screenshot(d, "11-trace-not-found", full_page=False)
+
+
+def test_a_running_trace_shows_progress_and_can_be_cancelled(stack, driver):
+    d = driver
+    trace = stack.post("/traces", {"model_id": stack.model["id"], "task_sets": ["all"],
+                                   "perturbations": ["skip", "noise:scale=1.0", "mask:keep=0.5"],
+                                   "options": {"draws": 20, "batch_size": 2}})
+    d.get(stack.url + f"/traces/{trace['id']}")
+    wait(d, lambda drv: drv.find_elements(By.ID, "trace-cancel"), timeout=60, what="the running trace's cancel button")
+    assert d.find_elements(By.CSS_SELECTOR, "#trace-progress [role=progressbar]")
+    d.find_element(By.ID, "trace-cancel").click()
+    wait(d, lambda drv: "Cancel requested" in drv.find_element(By.ID, "trace-body").text or
+         "cancelled" in drv.find_element(By.ID, "trace-body").text, what="the cancel acknowledged")
+    wait(d, lambda drv: "was cancelled" in drv.find_element(By.ID, "trace-body").text, timeout=120,
+         what="the page to show the cancelled trace")
+    assert stack.get(f"/traces/{trace['id']}")["status"] == "cancelled"
+    browser.screenshot(d, "14-trace-cancelled", full_page=False)
