@@ -82,6 +82,9 @@ def test_the_app_serves_its_shell_and_routes_every_page(dash_app):
     assert response.status_code == 200, response.data[:500]
     assert b"New trial" in response.data and b"0-1" in response.data
     assert b"could not be reached" in response.data  # the API is down: said plainly
+    body["inputs"][0]["value"], body["inputs"][1]["value"] = "/no/such/page", ""
+    response = http.post("/_dash-update-component", json=body)
+    assert response.status_code == 200 and b"Page not found" in response.data
 
 
 def test_a_second_app_in_the_same_process_gets_the_callbacks_too(dash_app):
