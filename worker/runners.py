@@ -162,13 +162,58 @@ def describe_loaded(loaded) -> dict[str, Any]:
     return info
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def stored_parameters(folder: Path) -> Optional[int]:
+    """Elements in a folder's safetensors files, read from their headers only (None without any)."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():
+                count = 1
+                for size in handle.get_slice(name).get_shape():
+                    count *= int(size)
+                total += count
+    return total
+
+
+def _inspect_without_weights(source: str, trust: bool):
+    """A LoadedModel whose parameters live on the meta device: the architecture and every count,
+    without reading (or holding) the weights: registering a 70B model must not need 140 GB of RAM."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from layertracer.models.loading import wrap_model
+
+    config = AutoConfig.from_pretrained(source, trust_remote_code=trust)
+    remote = trust and "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
+    if getattr(config, "model_type", None) not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not remote:
+        arch = (getattr(config, "architectures", None) or [type(config).__name__])[0]
+        raise ModelLoadError(f"{source!r} is not a causal language model ({arch}, model type {config.model_type!r})")
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
+    loaded = wrap_model(model, tokenizer, source=source)
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    return loaded, str(dtype or "float32").replace("torch.", "")
+
+
 def run_inspect(
     spec: Mapping[str, Any], *, roots: Sequence[str | os.PathLike], progress: Optional[ProgressCallback] = None
 ) -> dict[str, Any]:
     """Introspect a model: ``spec`` = {"model" or "source": path or hub id, "trust_remote_code"?: bool}.
 
-    The weights are loaded on the CPU in bfloat16 unless the spec's ``dtype`` says otherwise (half the
-    memory of fp32; the counts do not depend on it); returns ``describe_loaded``'s dict.
+    For a local folder the model is built on the meta device from its config (no weights read; the
+    folder must hold weight files, and ``stored_parameters`` counts the elements in its safetensors
+    headers), with a full CPU load as the fallback for a model that cannot be built that way; a hub id
+    is loaded. Returns ``describe_loaded``'s dict plus ``weights_loaded`` (bool).
     """
     from layertracer.models.loading import load_model
     from layertracer.progress import report
@@ -176,12 +221,31 @@ def run_inspect(
     source, trust = _spec_model(spec)
     source = model_source(source, roots)
     report(progress, "load", 0, 1)
-    loaded = load_model(
-        source, device="cpu", dtype=str(spec.get("dtype") or "bfloat16"), trust_remote_code=trust,
-        allowed_roots=_allowed_roots(roots) if looks_local(source) else None,
-    )
+    info: Optional[dict[str, Any]] = None
+    if looks_local(source):
+        folder = Path(source)
+        if not (folder / "config.json").is_file():
+            raise ModelLoadError(f"model path {source!r} has no config.json: not a Hugging Face model folder")
+        if not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
+            raise ModelLoadError(f"model path {source!r} holds no weight files (*.safetensors or *.bin)")
+        try:
+            loaded, dtype = _inspect_without_weights(source, trust)
+        except ModelLoadError:
+            raise
+        except Exception:  # noqa: BLE001 - a model that cannot be built on the meta device: load it
+            loaded = None
+        if loaded is not None:
+            info = describe_loaded(loaded)
+            info.update(dtype=dtype, device="meta", weights_loaded=False, stored_parameters=stored_parameters(folder))
+    if info is None:
+        loaded = load_model(
+            source, device="cpu", dtype=str(spec.get("dtype") or "bfloat16"), trust_remote_code=trust,
+            allowed_roots=_allowed_roots(roots) if looks_local(source) else None,
+        )
+        info = describe_loaded(loaded)
+        info["weights_loaded"] = True
     report(progress, "load", 1, 1)
-    return describe_loaded(loaded)
+    return info
 
 
 # -- trace -------------------------------------------------------------------------------------------

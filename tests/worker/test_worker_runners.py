@@ -27,13 +27,28 @@ def test_inspect_reports_blocks_and_parameter_counts_that_add_up(saved_model):
     assert parts == info["num_parameters"]
     assert info["embedding_parameters"] == 384 * 32 == info["head_parameters"]
     assert info["fingerprint"].startswith("sha256:")
+    # Built on the meta device: no weights read, and the count agrees with the weight files' headers.
+    assert info["weights_loaded"] is False and info["device"] == "meta"
+    assert info["stored_parameters"] == info["num_parameters"]
     json.dumps(info)  # plain JSON
+
+
+def test_inspect_refuses_a_folder_without_weights(saved_model, tmp_path):
+    import shutil
+
+    folder = tmp_path / "no-weights"
+    shutil.copytree(saved_model("qwen3"), folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    with pytest.raises(LayerTracerError, match="holds no weight files"):
+        runners.run_inspect({"model": str(folder)}, roots=[tmp_path])
+    (folder / "config.json").unlink()
+    with pytest.raises(LayerTracerError, match="has no config.json"):
+        runners.run_inspect({"model": str(folder)}, roots=[tmp_path])
 
 
 def test_inspect_of_a_tied_model_counts_the_shared_weight_once(saved_model):
     folder = saved_model("gpt2")  # GPT-2 ties its head to the input embedding, and has position embeddings
     info = runners.run_inspect({"source": str(folder)}, roots=[folder.parent])
-    assert info["tied_embeddings"]
+    assert info["tied_embeddings"] and info["stored_parameters"] == info["num_parameters"]
     assert info["other_parameters"] == 256 * 32  # wpe: learned positions
     assert sum(info["block_parameters"]) + info["embedding_parameters"] + info["final_norm_parameters"] \
         + info["other_parameters"] == info["num_parameters"]
