@@ -102,6 +102,7 @@ def test_create_trace_and_read_every_view(client, db_url, tmp_path):
     assert response.status_code == 201, response.text
     trace = response.json()
     assert trace["status"] == "queued" and trace["summary"] is None and trace["model"]["id"] == model["id"]
+    assert trace["provenance"]["seeds"] == [3] and trace["provenance"]["model_source"] == model["source"]
     assert trace["spec"]["perturbations"] == ["skip", "mask:keep=0.5,draws=3"]
     job = client.get(f"{API}/jobs/{trace['job']['id']}").json()
     assert job["kind"] == "trace" and job["queue"] == "trace"

@@ -178,3 +178,34 @@ def test_broker_sends_json_to_the_right_queue(tmp_path):
         assert message.content_type == "application/json"
         assert json.loads(message.body)[0] == ["job123"]
         message.ack()
+
+
+def test_sqlite_engine_uses_wal_and_a_busy_timeout(tmp_path):
+    from sqlalchemy import text
+
+    from backend.db.session import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    engine.dispose()
+
+
+def test_migrations_go_down_and_up_again(db_url):
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from backend.db.migrate import alembic_config, upgrade
+    from backend.db.session import make_engine
+
+    upgrade(db_url)  # already at head: a no-op
+    command.downgrade(alembic_config(db_url), "base")
+    engine = make_engine(db_url)
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    upgrade(db_url)
+    assert {"jobs", "traces", "trace_layer_metrics", "shares", "api_tokens"} <= set(inspect(engine).get_table_names())
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    engine.dispose()

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, HTTPException, Response
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, undefer
 
-from backend import jobs, results
+from backend import __version__, jobs, results
 from backend.api.common import get_model_or_404, job_brief, model_brief, send, status_of
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.schemas import (
@@ -86,7 +86,10 @@ def _create(kind: str, body: Union[ExperimentCreate, TrialCreate], session: Sess
             raise HTTPException(409, "an experiment with this Idempotency-Key is being created; try again")
         response.status_code = 200
         return experiment_public(existing)
-    row = Experiment(id=experiment_id, kind=kind, model_id=model.id, job_id=job.id, name=body.name, spec=spec)
+    provenance = {"code_version": __version__, "model_source": model.source, "model_fingerprint": model.fingerprint,
+                  "seeds": list(body.seeds), "spec": spec}
+    row = Experiment(id=experiment_id, kind=kind, model_id=model.id, job_id=job.id, name=body.name, spec=spec,
+                     provenance=provenance)
     session.add(row)
     session.commit()
     send(settings, job)

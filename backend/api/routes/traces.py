@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from backend import jobs, tasksets
+from backend import __version__, jobs, tasksets
 from backend.api.common import get_model_or_404, job_brief, model_brief, send, status_of
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.schemas import (
@@ -108,7 +108,11 @@ def create_trace(
             raise HTTPException(409, "a trace with this Idempotency-Key is being created; try again")
         response.status_code = 200
         return trace_public(existing)
-    trace = Trace(id=trace_id, model_id=model.id, job_id=job.id, name=body.name, spec=body.model_dump())
+    spec = body.model_dump()
+    # Provenance known at submission; store_trace_result replaces it with the engine's own record.
+    provenance = {"code_version": __version__, "model_source": model.source, "model_fingerprint": model.fingerprint,
+                  "seeds": [body.options.seed], "spec": spec}
+    trace = Trace(id=trace_id, model_id=model.id, job_id=job.id, name=body.name, spec=spec, provenance=provenance)
     session.add(trace)
     session.commit()
     send(settings, job)
