@@ -117,6 +117,17 @@ class JobControl:
         self._stop = threading.Event()
         self._lines: deque[str] = deque()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{job_id}", daemon=True)
+        # Until when (monotonic clock) our lease surely holds: the claim or the last successful beat
+        # plus the lease. Past it, another worker may claim the job, so this one must have stopped.
+        self.lease_until = time.monotonic() + settings.lease_seconds
+
+    def lease_at_risk(self) -> bool:
+        """Whether the lease could lapse before the next beat (beats failed: the database is away).
+
+        The job then stops by itself (as if lost) half a heartbeat before the lease can expire, so a
+        second worker claiming it after the expiry never runs beside this one.
+        """
+        return time.monotonic() > self.lease_until - 0.5 * self.settings.heartbeat_seconds
 
     def log(self, line: str) -> None:
         """Queue a line for the job's log tail (timestamped, written at the next beat)."""
@@ -137,6 +148,7 @@ class JobControl:
         lines = []
         while self._lines:
             lines.append(self._lines.popleft())
+        started = time.monotonic()
         with session_scope(self.engine) as session:
             if self.flush is not None:
                 self.flush(session)
@@ -155,6 +167,8 @@ class JobControl:
                     self.cancelled.set()
                 else:
                     self.lost.set()
+            else:
+                self.lease_until = started + self.settings.lease_seconds
         return stop
 
     def _loop(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Callable, Optional
 
 from backend import jobs as job_fns
@@ -67,6 +68,8 @@ class Sink:
     def stop_reason(self) -> Optional[Interrupted]:
         if self.control.lost.is_set():
             return LeaseLost("the lease went to another worker")
+        if self.control.lease_at_risk():
+            return LeaseLost("the lease could not be renewed in time")
         if self.control.cancelled.is_set():
             return Cancelled("cancelled")
         if shutting_down.is_set():
@@ -216,6 +219,7 @@ def execute(job_id: str, settings: Optional[Settings] = None) -> dict[str, Any]:
     settings = settings or get_settings()
     engine = engine_for(settings.database_url)
     me = worker_id()
+    claimed_at = time.monotonic()  # before the claim: the lease surely lasts until this + lease_seconds
     with session_scope(engine) as session:
         job = job_fns.claim_job(session, job_id=job_id, worker_id=me, lease_seconds=settings.lease_seconds)
         if job is None:
@@ -233,6 +237,7 @@ def execute(job_id: str, settings: Optional[Settings] = None) -> dict[str, Any]:
         settings, engine, job_id, me, ProgressState(fraction),
         flush=lambda s: buffer.flush(s, kind=partial_kind, resource_id=resource_id),
     )
+    control.lease_until = claimed_at + settings.lease_seconds
     control.log(f"attempt {attempt} started on {me}")
     control.start()
     status, error, outcome = "failed", None, None

@@ -282,3 +282,18 @@ def test_a_trial_released_at_shutdown_cancelled_then_retried_resumes_its_checkpo
     assert training["resumed_from"] == cancelled_at > stopped_at and training["steps"] == 600
     assert [p["step"] for p in curve] == list(range(1, 601))
     assert [r["event"] for r in _runs(settings, job_id)] == ["start", "end"] * 3
+
+
+def test_a_job_stops_itself_before_an_unrenewed_lease_can_lapse(settings, engine, saved_model):
+    """If heartbeats fail (the database is away), the job must stop before another worker could claim it."""
+    job_id, _ = _trace_job(engine, str(saved_model("qwen3")))
+    with session_scope(engine) as s:
+        jobs.claim_job(s, job_id=job_id, worker_id="w1", lease_seconds=settings.lease_seconds)
+    beat = control.JobControl(settings, engine, job_id, "w1", control.ProgressState())
+    sink = tasks.Sink(beat)
+    sink(type("Event", (), {"stage": "lens", "done": 1, "total": 9})())  # a fresh lease: carries on
+    beat.lease_until = time.monotonic() + 0.4  # the last good beat was 2.6 s ago (lease 3 s, beats 1 s)
+    assert beat.lease_at_risk()
+    with pytest.raises(tasks.LeaseLost):
+        sink(type("Event", (), {"stage": "lens", "done": 2, "total": 9})())
+    assert beat.beat() is False and not beat.lease_at_risk()  # a successful beat renews it
