@@ -103,6 +103,9 @@ def header(meta: dict) -> html.Div:
             html.Span(f"model {model.get('name') or model.get('source') or '?'}"),
             html.Span(f" · created {meta.get('created_at') or '?'}"),
             html.Span(f" · finished {meta['finished_at']}" if meta.get("finished_at") else ""),
+            html.Span(" · "),
+            dcc.Link("compare with other traces", href=rel("/compare") + build_search({"traces": meta.get("id")}),
+                     id=f"{P}-compare"),
         ], className="lt-muted"),
         share_bar(P),
     ], className="lt-page-head")

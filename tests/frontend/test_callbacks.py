@@ -142,6 +142,7 @@ def test_trace_figures_view_has_every_figure_and_the_launch_link(trace_result):
     view = page.view_from_query(trace_result, {"task": "plural_en", "norm": "1"})
     body = dash.html.Div([page.header(meta)] + page.figures_view(meta, trace_result, view))
     assert find(body, "trace-share-btn") is not None and find(body, "trace-share-url") is not None
+    assert find(body, "trace-compare").href == "/compare?traces=t1"
     for gid in ("trace-plan", "trace-tasks", "trace-prompts", "trace-stability", "trace-position", "trace-similarity"):
         graph = find(body, gid)
         assert graph is not None and graph.figure.data, gid
