@@ -28,6 +28,8 @@ NUMBER_FIELDS = [  # (id, label, default, min, max, integer)
     ("top_k", "Top-k tokens kept per layer", 10, 1, 100, True),
     ("seed", "Seed (noise / mask draws, bootstrap)", 0, 0, 2**31 - 1, True),
     ("draws", "Draws averaged for noise and mask", 3, 1, 100, True),
+    ("shots", "Few-shot examples in built-in prompts", 3, 0, 16, True),
+    ("position_prompt", "Per-position view: prompt number", 0, 0, 1_000_000, True),
 ]
 
 
@@ -113,7 +115,10 @@ def layout(token: Optional[str] = None, model: Optional[str] = None, **query: An
                              className="lt-field"),
                 ], className="lt-row"),
             ]),
-            html.Fieldset([html.Legend("Options"), html.Div(fields, className="lt-row")]),
+            html.Fieldset([html.Legend("Options"), html.Div(fields + [
+                html.Div([html.Label("Per-position view: task (empty: the first)", htmlFor=f"{P}-position_task"),
+                          dcc.Input(id=f"{P}-position_task", type="text", className="lt-input")], className="lt-field"),
+            ], className="lt-row")]),
             html.Div(id=f"{P}-errors", role="alert"),
             html.Button("Start the trace", id=f"{P}-submit", type="button", className="lt-button lt-primary"),
         ], className="lt-form", **{"aria-label": "new trace"}),
@@ -134,7 +139,7 @@ def perturbation_specs(kinds: list[str], keep: Any, scale: Any) -> list[str]:
 
 
 def validate(model: Optional[str], tasks: Optional[list], perts: Optional[list], keep: Any, scale: Any,
-             numbers: dict[str, Any]) -> tuple[Optional[dict], list[str]]:
+             numbers: dict[str, Any], position_task: Optional[str] = None) -> tuple[Optional[dict], list[str]]:
     """The form -> (the POST /traces body, []) or (None, messages saying what to fix)."""
     errors = []
     if not model:
@@ -165,18 +170,22 @@ def validate(model: Optional[str], tasks: Optional[list], perts: Optional[list],
             errors.append(f"{label}: must be between {lo} and {hi}.")
         else:
             options[key] = int(number) if integer else number
+    if (position_task or "").strip():
+        options["position_task"] = position_task.strip()
     if errors:
         return None, errors
     return {"model_id": model, "task_sets": list(tasks), "perturbations": perturbation_specs(perts, keep, scale),
             "options": options}, []
 
 
-def submit(n_clicks, model, tasks, perts, keep, scale, limit, batch_size, top_k, seed, draws, token):
+def submit(n_clicks, model, tasks, perts, keep, scale, limit, batch_size, top_k, seed, draws, shots, position_prompt,
+           position_task, token):
     """Validate, POST /traces, and go to the new trace's page (or show what is wrong)."""
     if not n_clicks:
         return dash.no_update, dash.no_update
     body, errors = validate(model, tasks, perts, keep, scale,
-                            {"limit": limit, "batch_size": batch_size, "top_k": top_k, "seed": seed, "draws": draws})
+                            {"limit": limit, "batch_size": batch_size, "top_k": top_k, "seed": seed, "draws": draws,
+                             "shots": shots, "position_prompt": position_prompt}, position_task)
     if errors:
         return html.Ul([html.Li(e) for e in errors], className="lt-error"), dash.no_update
     try:
@@ -224,7 +233,8 @@ def register_callbacks(app: dash.Dash) -> None:
     app.callback(Output(f"{P}-errors", "children"), Output(f"{P}-go", "pathname"),
                  Input(f"{P}-submit", "n_clicks"), State(f"{P}-model", "value"), State(f"{P}-tasks", "value"),
                  State(f"{P}-perts", "value"), State(f"{P}-keep", "value"), State(f"{P}-scale", "value"),
-                 *[State(f"{P}-{key}", "value") for key, *_ in NUMBER_FIELDS], auth, prevent_initial_call=True)(submit)
+                 *[State(f"{P}-{key}", "value") for key, *_ in NUMBER_FIELDS], State(f"{P}-position_task", "value"),
+                 auth, prevent_initial_call=True)(submit)
     app.callback(Output(f"{P}-model-msg", "children"), Output(f"{P}-model", "options"), Output(f"{P}-model", "value"),
                  Input(f"{P}-model-add", "n_clicks"), State(f"{P}-model-source", "value"), auth,
                  prevent_initial_call=True)(add_model)

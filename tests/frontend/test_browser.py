@@ -134,6 +134,8 @@ def test_launch_a_trace_from_the_form_and_watch_it_finish(stack, driver, state):
     check(d, "newtrace-perts", "mask")
     set_input(d, "newtrace-limit", "6")
     set_input(d, "newtrace-keep", "0.5")
+    set_input(d, "newtrace-position_task", "plural_en")
+    set_input(d, "newtrace-position_prompt", "1")
     browser.screenshot(d, "01-new-trace-form")
     # Keyboard: focus the submit button and press Enter.
     submit = d.find_element(By.ID, "newtrace-submit")
@@ -170,6 +172,10 @@ def test_the_heatmap_shows_the_results_numbers(stack, driver, state, downloads):
     assert set(lines) == set(result["sensitivities"])
     assert lines["skip"] == pytest.approx(result["sensitivities"]["skip"]["mean_js"])
     assert f"vulnerable layer {result['vulnerable_layer']}" in d.find_element(By.ID, "trace-stability").text
+    position = figure(d, "trace-position")
+    view = result["position_view"]
+    assert (view["task"], view["prompt_index"]) == ("plural_en", 1)
+    assert "plural_en prompt #1" in position["layout"]["title"]["text"]
     legend = d.find_element(By.ID, "trace-legend").text
     assert "Task particle" in legend and "vulnerable layer" in legend
     # Exports: PNG/SVG buttons for each figure; the CSV of the heatmap downloads with the plotted numbers.

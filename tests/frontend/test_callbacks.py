@@ -299,19 +299,20 @@ def test_submitting_an_invalid_form_shows_the_messages_and_stays():
 def test_new_trace_validation():
     from frontend.pages import new_trace as page
 
-    numbers = {"limit": None, "batch_size": 8, "top_k": 10, "seed": 0, "draws": 3}
-    body, errors = page.validate("m1", ["ts1", "ts2"], ["skip", "mask", "noise"], 0.3, 0.5, numbers)
+    numbers = {"limit": None, "batch_size": 8, "top_k": 10, "seed": 0, "draws": 3, "shots": 0, "position_prompt": 2}
+    body, errors = page.validate("m1", ["ts1", "ts2"], ["skip", "mask", "noise"], 0.3, 0.5, numbers, " plural_en ")
     assert errors == []
     assert body == {"model_id": "m1", "task_sets": ["ts1", "ts2"],
                     "perturbations": ["skip", "mask:keep=0.3", "noise:scale=0.5"],
-                    "options": {"batch_size": 8, "top_k": 10, "seed": 0, "draws": 3}}
+                    "options": {"batch_size": 8, "top_k": 10, "seed": 0, "draws": 3, "shots": 0, "position_prompt": 2,
+                                "position_task": "plural_en"}}
     body, errors = page.validate(None, [], [], 2, -1, {**numbers, "top_k": 0, "batch_size": None, "limit": 1.5})
     assert body is None
     joined = " ".join(errors)
     for message in ("Choose a model.", "at least one task set", "at least one perturbation", "Top-k", "Batch size",
                     "whole number"):
         assert message in joined
-    errors_div, go = page.submit(1, None, [], ["skip"], 0.5, 1.0, None, 8, 10, 0, 3, None)
+    errors_div, go = page.submit(1, None, [], ["skip"], 0.5, 1.0, None, 8, 10, 0, 3, 3, 0, "", None)
     assert go is dash.no_update and "Choose a model." in text_of(errors_div)
 
 
