@@ -87,9 +87,10 @@ def results_view(exp: dict, bench: Optional[str] = None) -> list:
     """Everything that needs the finished result (a 'not yet' box until then)."""
     result = exp.get("result")
     if not result:
+        done = partial_view(exp)
         if exp.get("status") in ("failed", "cancelled"):
-            return [empty_box(f"This {exp.get('kind', 'experiment')} {exp.get('status')}; it has no results.")]
-        return [empty_box("Scores, drift and the re-trace appear here when the training finishes.")]
+            return [empty_box(f"This {exp.get('kind', 'experiment')} {exp.get('status')}; it has no final results.")] + done
+        return [empty_box("The comparison of the allocations appears here when every trial has finished.")] + done
     benches = ev.benchmarks(result)
     bench = bench if bench in benches else (benches[0] if benches else None)
     header, rows = ev.results_table(result)
@@ -133,6 +134,21 @@ def results_view(exp: dict, bench: Optional[str] = None) -> list:
     return parts
 
 
+def partial_view(exp: dict) -> list:
+    """Trials that have finished while the rest still run (the API's ``partial.trials``): their scores
+    before and after and their weight drift."""
+    trials = list(((exp.get("partial") or {}).get("trials") or {}).values())
+    trials = [t for t in trials if isinstance(t, dict) and t.get("slug")]
+    if not trials:
+        return []
+    header, rows = ev.finished_trials_table(trials)
+    return [
+        html.H2(f"Finished so far: {len(trials)} trial{'s' if len(trials) != 1 else ''}"),
+        html.Div(table(header, rows, id=f"{P}-partial"), className="lt-card lt-scroll"),
+        figure_card(f"{P}-partial-drift", ev.drift_figure({"trials": trials}), page=P, what="drift"),
+    ]
+
+
 # -- callbacks -------------------------------------------------------------------------------------------
 
 def poll(n_intervals, experiment_id, share, token, search):
@@ -145,8 +161,7 @@ def poll(n_intervals, experiment_id, share, token, search):
         return [api_error_box(exc, title="The experiment could not be loaded")], dash.no_update, dash.no_update, False
     metrics = _metrics(experiment_id, token, share)
     finished = exp.get("status") in FINISHED
-    results = results_view(exp, bench) if finished else dash.no_update
-    return status_view(exp), ev.loss_figure(metrics, exp.get("result")), results, finished
+    return status_view(exp), ev.loss_figure(metrics, exp.get("result")), results_view(exp, bench), finished
 
 
 def choose_bench(bench, experiment_id, share, token):

@@ -233,6 +233,22 @@ def subject_table(result: Result, bench: str) -> tuple[list[str], list[list[str]
     return header, rows
 
 
+def finished_trials_table(trials: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    """One row per finished trial: allocation, seed, trained ranges, final loss, accuracy before → after."""
+    benches = sorted({b for t in trials for b in (t.get("evals") or {})})
+    header = ["trial", "allocation", "seed", "trained layers", "final loss"] + [f"{bench_label(b)} before → after" for b in benches]
+    rows = []
+    for t in trials:
+        training = t.get("training") or {}
+        row = [t["slug"], t.get("allocation_spec", "?"), str(t.get("seed", "?")), (t.get("allocation") or {}).get("ranges", "?"),
+               "—" if training.get("final_loss") is None else f"{training['final_loss']:.3f}"]
+        for b in benches:
+            e = (t.get("evals") or {}).get(b) or {}
+            row.append("—" if e.get("accuracy") is None else f"{e.get('before', float('nan')):.3f} → {e['accuracy']:.3f}")
+        rows.append(row)
+    return header, rows
+
+
 def particle_change_table(result: Result) -> tuple[list[str], list[list[str]]]:
     """Task particles and the vulnerable layer before and after each trial's training."""
     header = ["trial", "task", "particle before", "particle after", "vulnerable layer before → after"]

@@ -351,7 +351,16 @@ def test_experiment_page_results(experiment_result):
     assert find(parts, "exp-bench").value == bench
     assert "Holm" in text_of(parts)
     waiting = page.results_view({"id": "e1", "status": "running", "result": None})
-    assert "appear here when the training finishes" in text_of(waiting[0])
+    assert "appears here when every trial has finished" in text_of(waiting[0]) and len(waiting) == 1
+    first = experiment_result["trials"][0]
+    running = dash.html.Div(page.results_view({"id": "e1", "status": "running", "result": None,
+                                               "partial": {"trials": {first["slug"]: first}}}))
+    partial = text_of(find(running, "exp-partial"))
+    bench = experiment_result["spec"]["benchmarks"][0]
+    e = first["evals"][bench]
+    assert first["slug"] in partial and f"{e['before']:.3f} → {e['accuracy']:.3f}" in partial
+    assert find(running, "exp-partial-drift").figure.data[0].y == tuple(first["drift"]["blocks"]) or \
+        list(find(running, "exp-partial-drift").figure.data[0].y) == pytest.approx(first["drift"]["blocks"])
     out = page.export(exp, None, "table", "csv")
     rows = list(csv.reader(io.StringIO(out["content"])))
     assert rows[0][0] == "allocation" and [r[0] for r in rows[1:]] == ["base", "train-shallow", "0-1,3"]
