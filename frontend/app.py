@@ -16,7 +16,7 @@ import os
 from typing import Optional
 
 import dash
-from dash import ALL, MATCH, Input, Output, State, dcc, html
+from dash import MATCH, Input, Output, State, dcc, html
 
 from frontend.components import DEFAULT_API_URL
 

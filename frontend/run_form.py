@@ -13,8 +13,8 @@ import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, ctx, dcc, html
 
 from frontend.api_client import ApiError
-from frontend.components import api_error_box, client, error_box, notice, rel
-from frontend.viz.common import FREEZE_COLOUR, KIND_NAME, TRAIN_COLOUR, base_layout, depth_axis, empty_figure, graph_config
+from frontend.components import api_error_box, client, notice, rel
+from frontend.viz.common import FREEZE_COLOUR, KIND_NAME, TRAIN_COLOUR, base_layout, depth_axis, empty_figure
 
 PRESETS = ("train-shallow", "train-deep", "full", "from-trace")
 TOGGLES = [("embeddings", "embeddings"), ("head", "output head"), ("final_norm", "final norm")]

@@ -9,7 +9,7 @@ from dash import ALL, Input, Output, State, ctx, dcc, html
 
 from frontend.api_client import ApiError
 from frontend.components import (build_search, client, empty_box, error_box, figure_card, make_share, share_bar, table,
-                                 to_csv, to_json)
+                                 to_json)
 from frontend.viz import compare as cv
 
 dash.register_page(__name__, path="/compare", name="Compare", title="Compare · LayerTracer", order=4)

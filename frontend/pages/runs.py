@@ -9,7 +9,7 @@ import dash
 from dash import Input, Output, State, dcc, html
 
 from frontend.api_client import ApiError
-from frontend.components import api_error_box, build_search, client, empty_box, error_box, progress_bar, rel, status_badge
+from frontend.components import api_error_box, build_search, client, empty_box, progress_bar, rel, status_badge
 
 dash.register_page(__name__, path="/", name="Runs", title="Runs · LayerTracer", order=0)
 

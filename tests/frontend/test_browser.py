@@ -14,7 +14,7 @@ import pytest
 
 import browser
 import tiny_models
-from stack import Stack, wait_for
+from stack import Stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
