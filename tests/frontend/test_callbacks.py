@@ -395,3 +395,17 @@ def test_the_experiment_form_takes_its_allocations_from_the_url():
     layout = rf.form_layout("newexp", "experiment", None, {"allocations": "train-shallow; 0-3,8 ;full"})
     assert find(layout, "newexp-allocations").value == "train-shallow\n0-3,8\nfull"
     assert "could not be reached" in text_of(layout)  # no API here: said plainly, the form still shows
+
+
+def test_share_without_a_token_is_the_plain_view_url():
+    from frontend.pages import experiment as exp_page
+    from frontend.pages import trace as trace_page
+
+    link, message = trace_page.share(1, "http://host:8000/traces/t1?task=a", "/traces/t1", "?task=a", "t1", None)
+    assert link == "http://host:8000/traces/t1?task=a" and "copy it" in message
+    link, _ = exp_page.share(1, "https://h/experiments/e1?bench=x", "/experiments/e1", "?bench=x&share=OLD", "e1", None)
+    assert link == "https://h/experiments/e1?bench=x&share=OLD"  # a shared view stays shared
+    assert trace_page.share(None, None, "/traces/t1", "", "t1", None) == (dash.no_update, dash.no_update)
+    # With a token, the API is asked for a read-only link; an unreachable API says so and still gives the URL.
+    link, message = trace_page.share(1, "http://host/traces/t1", "/traces/t1", "", "t1", "tok")
+    assert link == "http://host/traces/t1" and "could not be made" in message and "could not be reached" in message
