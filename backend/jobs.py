@@ -169,16 +169,16 @@ def heartbeat(
         values["progress"] = progress
     if log:
         values["log"] = _append_log(session, log, log_limit)
-    result = session.execute(
+    cancel = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
         .values(**values)
+        .returning(Job.cancel_requested)
         .execution_options(synchronize_session=False)
-    )
+    ).scalar_one_or_none()
     session.commit()
-    if result.rowcount != 1:
+    if cancel is None:  # no row: the lease is not ours any more
         return True
-    cancel = session.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one_or_none()
     return bool(cancel)
 
 

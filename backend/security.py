@@ -34,9 +34,17 @@ def looks_local(source: str, roots: Sequence[Path] = ()) -> bool:
         os.path.isabs(source)
         or source.startswith((".", "~"))
         or source.count("/") > 1
-        or Path(source).expanduser().exists()
-        or any((Path(r) / source).exists() for r in roots)
+        or _exists(source)
+        or any(_exists(Path(r) / source) for r in roots)
     )
+
+
+def _exists(source: "str | Path") -> bool:
+    # Path.exists raises for names too long, "~unknownuser" and NUL: all mean "not a usable path".
+    try:
+        return Path(source).expanduser().exists()
+    except (RuntimeError, OSError, ValueError):
+        return False
 
 
 def confine_path(path: str, roots: Sequence[Path], what: str = "path", *, must_exist: bool = True,
@@ -51,10 +59,13 @@ def confine_path(path: str, roots: Sequence[Path], what: str = "path", *, must_e
         raise PathError(f"{what} is empty or not a valid path")
     if not roots:
         raise PathError(f"no roots are configured for local {what}s")
-    candidate = Path(path.strip()).expanduser()
+    try:
+        candidate = Path(path.strip()).expanduser()
+    except RuntimeError:  # "~someone" for a user this machine does not know
+        raise PathError(f"{what} {path!r}: cannot expand '~' there") from None
     if not candidate.is_absolute():
         for root in roots:
-            if (Path(root) / candidate).exists():
+            if _exists(Path(root) / candidate):
                 candidate = Path(root) / candidate
                 break
         else:
@@ -66,11 +77,12 @@ def confine_path(path: str, roots: Sequence[Path], what: str = "path", *, must_e
     resolved_roots = [Path(r).resolve() for r in roots]
     if not any(resolved == r or resolved.is_relative_to(r) for r in resolved_roots):
         raise PathError(f"{what} {path!r} is outside the allowed roots")
-    if must_exist and not resolved.exists():
+    exists = _exists(resolved)
+    if must_exist and not exists:
         raise PathError(f"{what} {path!r} does not exist")
-    if kind == "dir" and resolved.exists() and not resolved.is_dir():
+    if kind == "dir" and exists and not resolved.is_dir():
         raise PathError(f"{what} {path!r} is not a folder")
-    if kind == "file" and resolved.exists() and not resolved.is_file():
+    if kind == "file" and exists and not resolved.is_file():
         raise PathError(f"{what} {path!r} is not a file")
     return resolved
 

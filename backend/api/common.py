@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any, Optional
 
@@ -13,6 +14,14 @@ from backend.db.models import Job, Model
 from backend.settings import Settings
 
 log = logging.getLogger("layertracer.api")
+
+
+def scoped_key(scope: str, key: Optional[str]) -> Optional[str]:
+    """An idempotency key for ``jobs.idempotency_key``: the scope and the sha256 of the client's key
+    (fixed length whatever the client sends; scopes keep a trace key from matching an experiment)."""
+    if not key:
+        return None
+    return f"{scope}:{hashlib.sha256(key.encode('utf-8')).hexdigest()}"
 
 
 def not_found(what: str, ident: str) -> HTTPException:

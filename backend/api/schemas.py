@@ -92,6 +92,8 @@ def check_allocation(text: str) -> str:
         if text == "from-trace:":
             raise ValueError("allocation 'from-trace:' needs a path")
         return text
+    if len(text) > 150:  # trial slugs (train_metrics.trial) are built from the ranges text
+        raise ValueError("bad allocation: layer ranges longer than 150 characters")
     if not RANGES_RE.match(text):
         raise ValueError(
             f"bad allocation {text!r}: use {', '.join(ALLOCATION_PRESETS)}, from-trace[:PATH] or ranges like 0-7,12"
@@ -384,6 +386,20 @@ class _TrainingFields(Request):
     trace_perturbations: list[str] = Field(default_factory=lambda: ["skip"], min_length=1, max_length=10)
     device: str = Field(default="auto", max_length=20)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    labels: dict[str, str] = Field(default_factory=dict, max_length=10,
+                                   description="display names of allocations in the results table")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, values: dict[str, str]) -> dict[str, str]:
+        if any(len(k) > 1000 or not v or len(v) > 200 for k, v in values.items()):
+            raise ValueError("labels: allocation -> a name of 1-200 characters")
+        return values
+
+    def _check_labels(self, allocations: list[str]) -> None:
+        unknown = sorted(set(self.labels) - set(allocations))
+        if unknown:
+            raise ValueError(f"labels name allocation(s) not run: {', '.join(unknown)}")
 
     @field_validator("seeds")
     @classmethod
@@ -441,6 +457,7 @@ class ExperimentCreate(_TrainingFields):
     def _from_trace(self) -> "ExperimentCreate":
         if "from-trace" in self.allocations and not self.trace_tasks:
             raise ValueError("allocation 'from-trace' needs trace_tasks to trace the base model")
+        self._check_labels(self.allocations)
         return self
 
 
@@ -458,6 +475,7 @@ class TrialCreate(_TrainingFields):
     def _from_trace(self) -> "TrialCreate":
         if self.allocation == "from-trace" and not self.trace_tasks:
             raise ValueError("allocation 'from-trace' needs trace_tasks to trace the base model")
+        self._check_labels([self.allocation])
         return self
 
 

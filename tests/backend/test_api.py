@@ -80,6 +80,9 @@ def test_register_models(client, roots, tmp_path, db_url):
         ("./models/missing", 400, "does not exist"),
         ("corpus.txt", 400, "is not a folder"),
         ("bad id with spaces", 422, "neither a folder"),
+        ("~nosuchuser/models", 400, "cannot expand '~'"),
+        ("~/../../etc", 400, "outside the allowed roots"),
+        ("./" + "x" * 300, 400, "does not exist"),
         ("", 422, "source"),
     ],
 )
@@ -179,12 +182,15 @@ def test_create_trace_and_read_every_view(client, db_url, tmp_path):
 def test_trace_idempotency_key(client, tmp_path):
     model = register(client)
     before = len(queued_messages(tmp_path))
-    first = client.post(f"{API}/traces", json=_trace_body(model["id"]), headers={"Idempotency-Key": "abc"})
-    second = client.post(f"{API}/traces", json=_trace_body(model["id"]), headers={"Idempotency-Key": "abc"})
+    key = "k" * 200  # the longest key the API takes
+    first = client.post(f"{API}/traces", json=_trace_body(model["id"]), headers={"Idempotency-Key": key})
+    second = client.post(f"{API}/traces", json=_trace_body(model["id"]), headers={"Idempotency-Key": key})
     assert (first.status_code, second.status_code) == (201, 200)
     assert first.json()["id"] == second.json()["id"]
     assert client.get(f"{API}/traces").json()["count"] == 1
     assert len(queued_messages(tmp_path)) == before + 1
+    too_long = client.post(f"{API}/traces", json=_trace_body(model["id"]), headers={"Idempotency-Key": "k" * 201})
+    assert too_long.status_code == 422 and "idempotency-key" in one_line(too_long).lower()
 
 
 @pytest.mark.parametrize(
@@ -307,12 +313,14 @@ def test_experiments_and_trials(client, db_url, roots):
     assert exp["spec"]["corpus"] == str(roots / "corpus.txt")
     assert exp["spec"]["benchmarks"] == [f"cmmlu:{roots / 'bench' / 'cmmlu'}"]
     assert exp["spec"]["allocations"] == ["train-shallow", "0-1,3"]
-    trial_body = _experiment_body(model["id"], allocation="from-trace:trace.json")
+    trial_body = _experiment_body(model["id"], allocation="from-trace:trace.json",
+                                  labels={"from-trace:trace.json": "freeze plan"})
     del trial_body["allocations"]
     trial = client.post(f"{API}/trials", json=trial_body)
     assert trial.status_code == 201, trial.text
     trial = trial.json()
     assert trial["kind"] == "trial" and trial["spec"]["allocations"] == [f"from-trace:{roots / 'trace.json'}"]
+    assert trial["spec"]["labels"] == {f"from-trace:{roots / 'trace.json'}": "freeze plan"}
     job = client.get(f"{API}/jobs/{trial['job']['id']}").json()
     assert (job["kind"], job["queue"]) == ("experiment", "train")
     engine = make_engine(db_url)
@@ -352,6 +360,7 @@ def test_experiments_and_trials(client, db_url, roots):
         ({"allocations": ["from-trace"]}, 422, "needs trace_tasks"),
         ({"allocations": ["from-trace:../x.json"]}, 400, "outside the allowed roots"),
         ({"seeds": [1, 1]}, 422, "seed is listed twice"),
+        ({"labels": {"full": "x"}}, 422, "labels name allocation(s) not run: full"),
         ({"seeds": []}, 422, "seeds"),
         ({"steps": 0}, 422, "steps"),
         ({"holdout": 0.5}, 422, "holdout"),

@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, undefer
 
 from backend import __version__, jobs, results
-from backend.api.common import get_model_or_404, job_brief, model_brief, send, status_of
+from backend.api.common import scoped_key, get_model_or_404, job_brief, model_brief, send, status_of
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.schemas import (
     ExperimentCreate,
@@ -64,11 +64,14 @@ def _create(kind: str, body: Union[ExperimentCreate, TrialCreate], session: Sess
         name, _, folder = bench.partition(":")
         benchmarks.append(f"{name}:{_confined(settings, folder, 'benchmark folder', 'dir')}")
     fields["benchmarks"] = benchmarks
-    resolved = []
+    resolved, renamed = [], {}
     for allocation in allocations:
+        original = allocation
         if allocation.startswith("from-trace:"):
             allocation = "from-trace:" + _confined(settings, allocation.split(":", 1)[1], "trace file", "file")
+        renamed[original] = allocation
         resolved.append(allocation)
+    fields["labels"] = {renamed[k]: v for k, v in body.labels.items()}
     unknown = [t for t in body.trace_tasks.split(",") if t and t != "all" and t not in BUILTIN_TASK_NAMES]
     if unknown:
         raise HTTPException(422, f"trace task {unknown[0]!r} is not a built-in task")
@@ -76,7 +79,7 @@ def _create(kind: str, body: Union[ExperimentCreate, TrialCreate], session: Sess
     spec = {**fields, "allocations": resolved, "model_id": model.id, "kind": kind}
     job = jobs.submit_job(
         session, kind="experiment", spec=spec,
-        idempotency_key=f"experiment:{idempotency_key}" if idempotency_key else None,
+        idempotency_key=scoped_key("experiment", idempotency_key),
         resource_kind="experiment", resource_id=experiment_id, max_attempts=settings.max_attempts, commit=False,
     )
     if job.resource_id != experiment_id:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Response
 from sqlalchemy import func, or_, select
 
 from backend import jobs
-from backend.api.common import get_model_or_404, job_brief, send
+from backend.api.common import scoped_key, get_model_or_404, job_brief, send
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.schemas import ModelCreate, ModelPublic, ModelsPublic
 from backend.db.models import Job, Model, new_id
@@ -37,6 +37,8 @@ def create_model(body: ModelCreate, session: SessionDep, settings: SettingsDep, 
         except PathError as exc:
             raise HTTPException(400, str(exc)) from None
         source, source_kind, default_name = str(folder), "local", folder.name
+        if len(source) > 1000:
+            raise HTTPException(422, "the model folder's path is longer than 1000 characters")
     elif HUB_ID_RE.match(source) and ".." not in source:
         source_kind, default_name = "hub", source.rsplit("/", 1)[-1]
     else:
@@ -47,7 +49,7 @@ def create_model(body: ModelCreate, session: SessionDep, settings: SettingsDep, 
         return model_public(existing)
     model_id = new_id()
     job = jobs.submit_job(
-        session, kind="inspect", spec={"model_id": model_id}, idempotency_key=f"model:{source}",
+        session, kind="inspect", spec={"model_id": model_id}, idempotency_key=scoped_key("model", source),
         resource_kind="model", resource_id=model_id, max_attempts=settings.max_attempts, commit=False,
     )
     if job.resource_id != model_id:  # a concurrent request registered the same source first

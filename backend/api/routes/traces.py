@@ -12,7 +12,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from backend import __version__, jobs, tasksets
-from backend.api.common import get_model_or_404, job_brief, model_brief, send, status_of
+from backend.api.common import scoped_key, get_model_or_404, job_brief, model_brief, send, status_of
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.schemas import (
     Heatmap,
@@ -98,7 +98,7 @@ def create_trace(
     job_spec = {"model_id": model.id, "tasks": names, "perturbations": body.perturbations, "options": options,
                 "limit": limit, "shots": shots}
     job = jobs.submit_job(
-        session, kind="trace", spec=job_spec, idempotency_key=f"trace:{idempotency_key}" if idempotency_key else None,
+        session, kind="trace", spec=job_spec, idempotency_key=scoped_key("trace", idempotency_key),
         resource_kind="trace", resource_id=trace_id, max_attempts=settings.max_attempts, commit=False,
     )
     if job.resource_id != trace_id:
