@@ -31,6 +31,8 @@ DEFAULT_QUEUES = "trace,train"
 # How long `up` waits for the API to answer, and for children to stop after Ctrl-C.
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
+# At most one worker restart per this many seconds (a worker that dies at start must not spin).
+WORKER_RESTART_GAP_S = 5.0
 
 
 def _data_dir(value: Optional[Path]) -> Path:
@@ -152,21 +154,31 @@ def up(
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_term)
+    worker_cmd = worker_command(queues, name=f"up-{os.getpid()}@%h")
     try:
         if not no_worker:
-            processes.append(_spawn(worker_command(queues, name=f"up-{os.getpid()}@%h"), env))
-        processes.append(_spawn(uvicorn_command("backend.combined:create_app", host, port), env))
+            processes.append(_spawn(worker_cmd, env))
+        server = _spawn(uvicorn_command("backend.combined:create_app", host, port), env)
+        processes.append(server)
         problem = _wait_for_http(f"{base_url}/api/v1/health", processes, START_TIMEOUT_S)
         if problem:
             stop_processes(processes)
             fail(f"the service did not start: {problem}")
         out.print(f"LayerTracer is running at {base_url}/  (API {base_url}/api/v1, docs {base_url}/docs)", highlight=False)
         err.print(f"data in {folder}; Ctrl-C stops it", highlight=False)
+        last_restart = 0.0
         while True:
-            for process in processes:
-                if process.poll() is not None:
-                    stop_processes(processes)
-                    fail(f"{' '.join(process.args[1:4])} exited with code {process.returncode}; stopped the rest")
+            if server.poll() is not None:
+                stop_processes(processes)
+                fail(f"the API server exited with code {server.returncode}; stopped the rest")
+            for index, process in enumerate(processes):
+                if process is not server and process.poll() is not None:
+                    # A worker that died (killed, out of memory) is replaced; its job is re-queued by the
+                    # new worker's reaper once the lease lapses, and a trial resumes from its checkpoint.
+                    time.sleep(max(0.0, WORKER_RESTART_GAP_S - (time.monotonic() - last_restart)))
+                    err.print(f"the worker exited with code {process.returncode}; starting a new one", highlight=False)
+                    processes[index] = _spawn(worker_cmd, env)
+                    last_restart = time.monotonic()
             time.sleep(0.5)
     except KeyboardInterrupt:
         err.print("stopping…", highlight=False)

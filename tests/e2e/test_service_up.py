@@ -74,6 +74,22 @@ def test_up_serves_api_and_dashboard_on_one_port_and_stops_cleanly(mode, tmp_pat
             job = wait_for(lambda: (j := client.get(f"/api/v1/jobs/{job_id}").json())["status"] in
                            ("succeeded", "failed") and j, 90, "the inspect job", interval=0.2)
             assert job["status"] == "succeeded", job
+            if mode == "embedded":
+                # A worker that dies is replaced, and jobs still run.
+                workers = [pid for pid in _processes_with(data) if b"celery" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+                assert len(workers) == 1
+                os.kill(workers[0], signal.SIGKILL)
+                wait_for(lambda: [p for p in _processes_with(data) if p != workers[0]
+                                  and b"celery" in Path(f"/proc/{p}/cmdline").read_bytes()], 30,
+                         "`up` to start a new worker", interval=0.1)
+                trace = client.post("/api/v1/traces", json={
+                    "model_id": model.json()["id"], "task_sets": ["antonyms_en"],
+                    "options": {"limit": 1, "similarity": False, "position_view": False}})
+                assert trace.status_code == 201, trace.text
+                trace_job = trace.json()["job"]["id"]
+                done = wait_for(lambda: (j := client.get(f"/api/v1/jobs/{trace_job}").json())["status"] in
+                                ("succeeded", "failed") and j, 90, "a trace on the new worker", interval=0.2)
+                assert done["status"] == "succeeded", done
         if mode == "embedded":
             assert (data / "layertracer.db").is_file() and (data / "broker" / "queue").is_dir()
         # Loopback only: the port does not answer on another address of this machine.
@@ -89,4 +105,6 @@ def test_up_serves_api_and_dashboard_on_one_port_and_stops_cleanly(mode, tmp_pat
         code = up.wait(timeout=60)
     assert code == 0, err.read_text()
     assert "stopped" in err.read_text()
+    if mode == "embedded":
+        assert "the worker exited with code -9; starting a new one" in err.read_text()
     wait_for(lambda: not _processes_with(data), 10, "every child of `up` to exit", interval=0.1)
