@@ -143,6 +143,8 @@ class _Buffer:
         self.lock = threading.Lock()
         self.metrics: dict[str, list[dict[str, Any]]] = {}
         self.partial: dict[str, Any] = {}
+        # Called at each flush (on the heartbeat thread): partial results found since the last one.
+        self.collectors: list[Callable[[], dict[str, Any]]] = []
 
     def add_step(self, trial: str, metrics) -> dict[str, Any]:
         row = {
@@ -161,6 +163,10 @@ class _Buffer:
             self.partial.update(values)
 
     def flush(self, session, *, kind: str, resource_id: Optional[str]) -> None:
+        for collect in self.collectors:
+            found = collect()
+            if found:
+                self.add_partial(**found)
         with self.lock:
             metrics, self.metrics = self.metrics, {}
             partial, self.partial = self.partial, {}
@@ -280,13 +286,23 @@ def _run(kind: str, spec: dict[str, Any], settings: Settings, job_id: str, contr
         def on_step(trial: str, metrics) -> None:
             journal.append(trial, buffer.add_step(trial, metrics))
 
+        baseline_shown = {"done": False}
+
         def progress(event) -> None:
-            # A trial that finished has written its result.json; show it while the rest runs.
             sink(event)
-            trials_done_now = _finished_trials(settings, job_id)
-            if len(trials_done_now) != len(trials_done):
-                trials_done.update(trials_done_now)
-                buffer.add_partial(trials=dict(trials_done))
+            if not baseline_shown["done"] and event.stage.startswith("trial "):
+                baseline_shown["done"] = True  # the baseline is complete once the first trial starts
+                buffer.add_partial(baseline=_baseline_partial(settings.jobs_dir / job_id / "baseline"))
+
+        def finished_trials() -> dict[str, Any]:
+            # A trial that finished has written its result.json: show it while the rest runs.
+            now = _finished_trials(settings, job_id)
+            if len(now) == len(trials_done):
+                return {}
+            trials_done.update(now)
+            return {"trials": dict(trials_done)}
+
+        buffer.collectors.append(finished_trials)
 
         result = runners.run_experiment(
             spec, out_dir=settings.jobs_dir / job_id, roots=roots, progress=progress, on_step=on_step,
@@ -297,6 +313,31 @@ def _run(kind: str, spec: dict[str, Any], settings: Settings, job_id: str, contr
             raise reason if reason is not None else Cancelled("stopped")
         return result
     raise runners.LayerTracerError(f"unknown job kind {kind!r}")
+
+
+def _baseline_partial(folder) -> dict[str, Any]:
+    """{"evals": {file stem: overall accuracy}, "trace": {task particles, vulnerable layer, plan}} of the
+    base model, from the runner's baseline/ folder."""
+    import json
+
+    out: dict[str, Any] = {"evals": {}}
+    for path in sorted(folder.glob("eval-*.json")):
+        try:
+            out["evals"][path.stem.removeprefix("eval-")] = json.loads(path.read_text(encoding="utf-8"))["overall"]
+        except (OSError, ValueError, KeyError):
+            continue
+    trace = folder / "trace.json"
+    if trace.is_file():
+        try:
+            data = json.loads(trace.read_text(encoding="utf-8"))
+            out["trace"] = {
+                "task_particles": {name: t.get("task_particle") for name, t in data["tasks"].items()},
+                "vulnerable_layer": data.get("vulnerable_layer"),
+                "freeze_plan": {k: data["freeze_plan"].get(k) for k in ("train_ranges", "freeze_ranges")},
+            }
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass
+    return out
 
 
 def _finished_trials(settings: Settings, job_id: str) -> dict[str, Any]:

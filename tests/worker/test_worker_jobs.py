@@ -282,6 +282,11 @@ def test_a_trial_released_at_shutdown_cancelled_then_retried_resumes_its_checkpo
     assert training["resumed_from"] == cancelled_at > stopped_at and training["steps"] == 600
     assert [p["step"] for p in curve] == list(range(1, 601))
     assert [r["event"] for r in _runs(settings, job_id)] == ["start", "end"] * 3
+    with session_scope(engine) as s:
+        partial = s.get(Experiment, experiment_id).partial
+    # Streamed while it ran: the base model's numbers, then each finished trial.
+    assert partial["baseline"] == {"evals": {}}
+    assert partial["trials"]["train-shallow-seed1"]["steps"] == 600
 
 
 def test_a_job_stops_itself_before_an_unrenewed_lease_can_lapse(settings, engine, saved_model):
