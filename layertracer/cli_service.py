@@ -60,7 +60,6 @@ def service_env(data_dir: Path, **values: object) -> dict[str, str]:
     for key, value in values.items():
         if value is not None:
             env[f"LAYERTRACER_{key.upper()}"] = str(value)
-    env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env["PYTHONUNBUFFERED"] = "1"
     return env
