@@ -46,8 +46,8 @@ def shell(prefix: str = "/") -> html.Div:
     return html.Div([
         dcc.Store(id="auth-token", storage_type="session"),
         html.Header([
-            html.A("LayerTracer", href=base + "/", className="lt-brand"),
-            html.Nav([html.A(name, href=base + path, className="lt-nav-link") for name, path in NAV],
+            dcc.Link("LayerTracer", href=base + "/", className="lt-brand"),
+            html.Nav([dcc.Link(name, href=base + path, className="lt-nav-link") for name, path in NAV],
                      className="lt-nav", **{"aria-label": "main"}),
             html.Details([
                 html.Summary("API token", className="lt-token-summary"),

@@ -282,7 +282,8 @@ def test_launch_a_trial_and_see_its_results(stack, driver, state):
 
 def test_runs_and_compare_pages(stack, driver, state):
     d = driver
-    d.get(stack.url + "/")
+    d.find_element(By.LINK_TEXT, "Runs").click()  # the header's links change pages without reloading
+    wait(d, lambda drv: urlparse(drv.current_url).path == "/" and drv.find_elements(By.ID, "runs-table"), what="the runs page")
     wait(d, lambda drv: state["trace_id"] in drv.find_element(By.ID, "runs-table").text, what="the runs list")
     set_input(d, "runs-q", "no-such-run-xyz")
     d.find_element(By.ID, "runs-q").send_keys(Keys.ENTER)
