@@ -30,6 +30,7 @@ from backend.db.models import (
     TraceTaskData,
     TrainMetric,
     Trace,
+    TraceResultRow,
 )
 from backend.db.types import utcnow
 
@@ -97,7 +98,7 @@ def trace_summary(result: dict[str, Any]) -> dict[str, Any]:
 def store_trace_result(session: Session, *, trace_id: str, result: dict[str, Any]) -> Trace:
     """Store the engine's TraceResult JSON dict for ``trace_id`` and derive the query rows:
 
-    - ``traces.result_json``: the JSON text, served as-is by ``GET /traces/{id}/result``;
+    - ``trace_results.body`` (``Trace.result_json``): the JSON text, served as-is by ``GET /traces/{id}/result``;
     - ``traces.summary`` (see ``trace_summary``), ``traces.position_view``, ``traces.provenance``
       (``code_version`` = result["version"], ``model_fingerprint`` = result["model"]["fingerprint"],
       ``seeds`` = [options.seed], ``spec`` = the trace's request spec);
@@ -170,9 +171,14 @@ def store_trace_result(session: Session, *, trace_id: str, result: dict[str, Any
     options = result.get("options") or {}
     fingerprint = model_info.get("fingerprint")
     encoded = text.encode("utf-8")
-    trace.result_json = text
+    sha = hashlib.sha256(encoded).hexdigest()
+    row = session.get(TraceResultRow, trace_id)
+    if row is None:
+        session.add(TraceResultRow(trace_id=trace_id, sha256=sha, body=text))
+    else:
+        row.sha256, row.body = sha, text
     trace.result_bytes = len(encoded)
-    trace.result_sha256 = hashlib.sha256(encoded).hexdigest()
+    trace.result_sha256 = sha
     trace.summary = clean_json(trace_summary(result))
     trace.position_view = clean_json(result.get("position_view"))
     trace.provenance = {

@@ -137,7 +137,8 @@ class Trace(Base):
 
     spec: ``{"model_id", "task_sets": [...], "perturbations": [...], "options": {...}}``.
     summary: ``{"num_layers", "block_kinds", "tasks", "particles", "vulnerable_layer", "freeze_plan"}``.
-    result_json: the engine's TraceResult JSON text exactly as stored (served as-is, never re-encoded).
+    result_json: the engine's TraceResult JSON text exactly as stored (a property over the
+        ``trace_results`` row; served as-is, never re-encoded). result_sha256: its ETag.
     provenance: ``{"code_version", "model_source", "model_fingerprint", "seeds", "spec"}``.
     partial: whatever the worker streams while running (``store_partial``).
     """
@@ -151,7 +152,6 @@ class Trace(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     summary: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     position_view: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
-    result_json: Mapped[Optional[str]] = mapped_column(Text, deferred=True)
     result_bytes: Mapped[Optional[int]] = mapped_column(Integer)
     # sha256 hex of the UTF-8 result text: the ETag of /result and the key of the API's byte cache.
     result_sha256: Mapped[Optional[str]] = mapped_column(String(64))
@@ -162,6 +162,24 @@ class Trace(Base):
 
     job: Mapped[Optional[Job]] = relationship(lazy="joined")
     model: Mapped[Model] = relationship(lazy="joined")
+    result_row: Mapped[Optional["TraceResultRow"]] = relationship(
+        lazy="select", uselist=False, cascade="all, delete-orphan", passive_deletes=True)
+
+    @property
+    def result_json(self) -> Optional[str]:
+        """The stored engine JSON text, or None (loads the ``trace_results`` row)."""
+        return self.result_row.body if self.result_row is not None else None
+
+
+class TraceResultRow(Base):
+    """The engine's TraceResult JSON text of one trace, kept out of ``traces`` so reading a trace's
+    other columns never walks tens of MB (SQLite stores a big value in overflow pages inside the row)."""
+
+    __tablename__ = "trace_results"
+
+    trace_id: Mapped[str] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
 
 
 class TraceLayerMetric(Base):
@@ -275,6 +293,6 @@ class ApiToken(Base):
 
 
 __all__ = [
-    "Base", "Job", "Model", "TaskSet", "Trace", "TraceLayerMetric", "TraceSensitivity", "TraceTaskData",
+    "Base", "Job", "Model", "TaskSet", "Trace", "TraceResultRow", "TraceLayerMetric", "TraceSensitivity", "TraceTaskData",
     "Experiment", "TrainMetric", "Share", "ApiToken", "JOB_STATES", "TERMINAL_STATES", "JOB_KINDS", "new_id",
 ]

@@ -13,11 +13,13 @@ from backend.settings import normalize_database_url
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def make_engine(url: str, **kwargs) -> Engine:
+def make_engine(url: str, *, foreign_keys: bool = True, **kwargs) -> Engine:
     """An engine for ``url`` (``sqlite:///path`` or ``postgresql://...``, normalised to psycopg 3).
 
     SQLite gets WAL (readers never block the writer), a 30 s busy timeout (writers queue instead of
-    failing) and foreign keys on; Postgres gets pre-ping so a restarted server does not break a worker.
+    failing) and foreign keys on (``foreign_keys=False`` for migrations: Alembic's batch mode re-creates
+    tables, and with foreign keys on SQLite's DROP TABLE would cascade-delete the child rows); Postgres
+    gets pre-ping so a restarted server does not break a worker.
     """
     url = normalize_database_url(url)
     if url.startswith("sqlite"):
@@ -30,7 +32,7 @@ def make_engine(url: str, **kwargs) -> Engine:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 

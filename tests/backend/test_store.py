@@ -209,3 +209,27 @@ def test_migrations_go_down_and_up_again(db_url):
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     engine.dispose()
+
+
+def test_migration_0003_moves_stored_results(db_url):
+    from alembic import command
+    from sqlalchemy import text
+
+    from backend.db.migrate import alembic_config, upgrade
+    from backend.db.session import make_engine
+
+    command.downgrade(alembic_config(db_url), "0002")
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO models (id, source, source_kind, name, trust_remote_code, created_at) "
+                          "VALUES ('m1', '/m', 'local', 'm', false, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO traces (id, model_id, spec, created_at, result_json, result_sha256) "
+                          "VALUES ('t1', 'm1', '{}', CURRENT_TIMESTAMP, '{\"num_layers\": 2}', 'abc')"))
+    upgrade(db_url)
+    with Session(engine) as s:
+        assert s.get(Trace, "t1").result_json == '{"num_layers": 2}'
+    command.downgrade(alembic_config(db_url), "0002")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT result_json FROM traces WHERE id = 't1'")).scalar() == '{"num_layers": 2}'
+    upgrade(db_url)
+    engine.dispose()

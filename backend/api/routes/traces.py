@@ -22,7 +22,7 @@ from backend.api.schemas import (
     TracePublic,
     TracesPublic,
 )
-from backend.db.models import Job, Model, Trace, TraceLayerMetric, TraceSensitivity, TraceTaskData, new_id
+from backend.db.models import Job, Model, Trace, TraceLayerMetric, TraceResultRow, TraceSensitivity, TraceTaskData, new_id
 
 router = APIRouter(prefix="/traces", tags=["traces"])
 
@@ -159,9 +159,12 @@ def _result_bytes(request: Request, session: Session, trace_id: str) -> tuple[by
     cache = request.app.state.result_cache
     body = cache.get(trace_id, row.result_sha256)
     if body is None:
-        text, sha = session.execute(select(Trace.result_json, Trace.result_sha256).where(Trace.id == trace_id)).one()
-        if text is None:  # replaced between the two queries
+        stored = session.execute(
+            select(TraceResultRow.body, TraceResultRow.sha256).where(TraceResultRow.trace_id == trace_id)
+        ).one_or_none()
+        if stored is None:  # removed between the two queries
             raise HTTPException(409, f"trace {trace_id!r} has no result yet")
+        text, sha = stored
         body = text.encode("utf-8")
         cache.put(trace_id, sha, body)
         return body, sha

@@ -24,7 +24,8 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = make_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+    # Foreign keys off on SQLite: batch mode re-creates tables, and DROP TABLE would cascade to children.
+    engine = make_engine(config.get_main_option("sqlalchemy.url"), foreign_keys=False, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():
