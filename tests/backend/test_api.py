@@ -455,3 +455,52 @@ def test_result_etag_and_replacement(client, db_url):
     engine.dispose()
     fresh = client.get(f"{API}/traces/{trace['id']}/result", headers={"If-None-Match": etag})
     assert fresh.status_code == 200 and fresh.json() == second and fresh.headers["etag"] != etag
+
+
+def test_concurrent_submissions_through_the_api(client):
+    """Threads posting at once: one model per source, one trace per Idempotency-Key, none lost."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    app = client.app
+    barrier = threading.Barrier(8)
+    models, traces, errors = [], [], []
+
+    def register_same() -> None:
+        try:
+            with TestClient(app) as c:
+                barrier.wait(timeout=30)
+                r = c.post(f"{API}/models", json={"source": "models/tiny"})
+                assert r.status_code in (200, 201), r.text
+                models.append(r.json()["id"])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=register_same) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == [] and len(models) == 8 and len(set(models)) == 1
+
+    def submit(key: str) -> None:
+        try:
+            with TestClient(app) as c:
+                barrier.wait(timeout=30)
+                r = c.post(f"{API}/traces", json=_trace_body(models[0]), headers={"Idempotency-Key": key})
+                assert r.status_code in (200, 201), r.text
+                traces.append((key, r.json()["id"]))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit, args=(k,)) for k in ["same"] * 4 + ["a", "b", "c", "d"]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert len({tid for key, tid in traces if key == "same"}) == 1
+    assert len({tid for _, tid in traces}) == 5
+    assert client.get(f"{API}/traces").json()["count"] == 5
+    assert client.get(f"{API}/jobs", params={"kind": "trace"}).json()["count"] == 5
