@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Iterator, Literal, Optional
 
 from fastapi import Depends, HTTPException, Query, Request
 from sqlalchemy.orm import Session
@@ -37,7 +37,8 @@ class Paging:
         self,
         limit: Annotated[int, Query(ge=1, le=500, description="rows per page")] = 50,
         offset: Annotated[int, Query(ge=0, le=10_000_000, description="rows to skip")] = 0,
-        status: Annotated[Optional[str], Query(max_length=20, description="job status filter")] = None,
+        status: Annotated[Optional[Literal["queued", "running", "succeeded", "failed", "cancelled"]],
+                          Query(description="job status filter")] = None,
         q: Annotated[Optional[str], Query(max_length=200, description="text in the name or model")] = None,
     ) -> None:
         self.limit, self.offset, self.status, self.q = limit, offset, status or None, q or None

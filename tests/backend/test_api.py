@@ -407,7 +407,7 @@ def test_jobs_cancel_retry_and_log(client, db_url):
 
 
 def test_paging_validation(client):
-    for params in ({"limit": 0}, {"limit": 10_000}, {"offset": -1}):
+    for params in ({"limit": 0}, {"limit": 10_000}, {"offset": -1}, {"status": "bogus"}):
         response = client.get(f"{API}/traces", params=params)
         assert response.status_code == 422 and one_line(response)
 

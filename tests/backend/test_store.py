@@ -233,3 +233,23 @@ def test_migration_0003_moves_stored_results(db_url):
         assert conn.execute(text("SELECT result_json FROM traces WHERE id = 't1'")).scalar() == '{"num_layers": 2}'
     upgrade(db_url)
     engine.dispose()
+
+
+def test_alembic_cli_upgrades_an_empty_database_to_the_models(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from backend.db.session import make_engine
+
+    repo = Path(__file__).resolve().parents[2]
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    env = {**os.environ, "LAYERTRACER_DATA_DIR": str(tmp_path), "LAYERTRACER_DATABASE_URL": url}
+    done = subprocess.run([sys.executable, "-m", "alembic", "-c", "backend/alembic.ini", "upgrade", "head"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    engine.dispose()

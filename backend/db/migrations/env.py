@@ -8,6 +8,14 @@ from backend.db.session import make_engine
 
 config = context.config
 target_metadata = Base.metadata
+if not config.get_main_option("sqlalchemy.url"):  # the alembic CLI: the service's own settings
+    from backend.settings import get_settings
+
+    config.set_main_option("sqlalchemy.url", get_settings().database_url.replace("%", "%%"))
+if config.config_file_name is not None and config.get_section("loggers"):
+    from logging.config import fileConfig
+
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
 def run_migrations_offline() -> None:
