@@ -37,8 +37,8 @@ class Paging:
         self,
         limit: Annotated[int, Query(ge=1, le=500, description="rows per page")] = 50,
         offset: Annotated[int, Query(ge=0, le=10_000_000, description="rows to skip")] = 0,
-        status: Annotated[Optional[Literal["queued", "running", "succeeded", "failed", "cancelled"]],
-                          Query(description="job status filter")] = None,
+        status: Annotated[Optional[Literal["", "queued", "running", "succeeded", "failed", "cancelled"]],
+                          Query(description="job status filter ('' = any)")] = None,
         q: Annotated[Optional[str], Query(max_length=200, description="text in the name or model")] = None,
     ) -> None:
         self.limit, self.offset, self.status, self.q = limit, offset, status or None, q or None
