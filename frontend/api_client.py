@@ -5,7 +5,7 @@
 sentence saying the API could not be reached. Pages show that line as it is.
 
 Finished trace results never change, so their JSON is memoised per (API, path, credentials) in a small
-bounded cache (the memoisation pattern Dash recommends for sharing data between callbacks): the
+cache bounded by count and size (the memoisation pattern Dash recommends for sharing data between callbacks): the
 callbacks of one trace page then fetch the result once, not once per figure. Nothing else is cached.
 """
 
@@ -34,11 +34,14 @@ class ApiError(Exception):
 
 
 class _ResultCache:
-    """A thread-safe LRU of immutable JSON documents (finished trace results)."""
+    """A thread-safe LRU of immutable JSON documents (finished trace results), bounded by count and by
+    the JSON bytes they came from (parsed, a document takes several times its JSON size in memory)."""
 
-    def __init__(self, size: int = 8) -> None:
+    def __init__(self, size: int = 8, max_bytes: int = 64 * 2**20) -> None:
         self.size = size
-        self._data: OrderedDict[tuple, Any] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
         self._fetching: dict[tuple, threading.Lock] = {}
 
@@ -46,15 +49,20 @@ class _ResultCache:
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)
-                return self._data[key]
+                return self._data[key][0]
         return None
 
-    def put(self, key: tuple, value: Any) -> None:
+    def put(self, key: tuple, value: Any, nbytes: int = 0) -> None:
+        """Keep ``value`` (its JSON was ``nbytes`` long); the least recently used go first. The newest
+        is always kept, even alone over the byte bound."""
         with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+            if key in self._data:
+                self._bytes -= self._data.pop(key)[1]
+            self._data[key] = (value, nbytes)
+            self._bytes += nbytes
+            while len(self._data) > 1 and (len(self._data) > self.size or self._bytes > self.max_bytes):
+                _, (_, dropped) = self._data.popitem(last=False)
+                self._bytes -= dropped
 
     def lock_for(self, key: tuple) -> threading.Lock:
         with self._lock:
@@ -68,6 +76,7 @@ class _ResultCache:
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self._bytes = 0
 
 
 RESULT_CACHE = _ResultCache()
@@ -131,6 +140,11 @@ class ApiClient:
 
     def request(self, method: str, path: str, *, params: Optional[dict] = None, json: Any = None,
                 files: Any = None, data: Any = None) -> Any:
+        return self._request(method, path, params=params, json=json, files=files, data=data)[0]
+
+    def _request(self, method: str, path: str, *, params: Optional[dict] = None, json: Any = None,
+                 files: Any = None, data: Any = None) -> tuple[Any, int]:
+        """(the parsed JSON, the response's length in bytes)."""
         read = method.upper() == "GET"
         try:
             response = _http(self.base_url).request(
@@ -142,9 +156,9 @@ class ApiClient:
         if response.status_code >= 400:
             raise ApiError(_detail(response), response.status_code)
         if response.status_code == 204 or not response.content:
-            return None
+            return None, 0
         try:
-            return response.json()
+            return response.json(), len(response.content)
         except ValueError:
             raise ApiError(f"The API answered {path} with something that is not JSON.", response.status_code) from None
 
@@ -176,8 +190,8 @@ class ApiClient:
             cached = RESULT_CACHE.get(key)
             if cached is not None:
                 return cached
-            result = self.get(f"/traces/{trace_id}/result")
-            RESULT_CACHE.put(key, result)
+            result, nbytes = self._request("GET", f"/traces/{trace_id}/result")
+            RESULT_CACHE.put(key, result, nbytes)
             return result
 
     def heatmap(self, trace_id: str, metric: str = "prob") -> dict:

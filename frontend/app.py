@@ -28,6 +28,7 @@ PAGE_MODULES = (
     "frontend.pages.new_trial",
     "frontend.pages.new_experiment",
     "frontend.pages.experiment",
+    "frontend.pages.report",
     "frontend.pages.not_found_404",
 )
 

@@ -21,6 +21,7 @@ from frontend.components import (
     make_share,
     parse_search,
     progress_bar,
+    rel,
     share_bar,
     table,
     to_csv,
@@ -56,8 +57,11 @@ def layout(experiment_id: Optional[str] = None, token: Optional[str] = None, **q
     return html.Div(head + [
         html.Div([
             html.H1(f"{(exp.get('kind') or 'experiment').capitalize()} {exp.get('id')}"),
-            html.P(f"model {(exp.get('model') or {}).get('name') or (exp.get('model') or {}).get('source') or '?'}"
-                   f" · created {exp.get('created_at') or '?'}", className="lt-muted"),
+            html.P([f"model {(exp.get('model') or {}).get('name') or (exp.get('model') or {}).get('source') or '?'}"
+                    f" · created {exp.get('created_at') or '?'} · ",
+                    dcc.Link("Report", href=rel(f"/experiments/{experiment_id}/report") + build_search({"share": share}),
+                             id=f"{P}-report-link", title="The results table, significance and an export as one HTML file")],
+                   className="lt-muted"),
             share_bar(P),
         ], className="lt-page-head"),
         dcc.Interval(id=f"{P}-interval", interval=POLL_MS, disabled=finished),

@@ -376,6 +376,14 @@ def test_result_cache_is_bounded_and_fetches_once_per_key():
         cache.put(("api", str(i)), {"n": i})
     assert cache.get(("api", "0")) is None and cache.get(("api", "2")) == {"n": 2}
     assert cache.lock_for(("api", "x")) is cache.lock_for(("api", "x"))
+    by_size = _ResultCache(size=8, max_bytes=100)
+    by_size.put(("a",), 1, 60)
+    by_size.put(("b",), 2, 30)
+    by_size.get(("a",))  # a is now the most recently used
+    by_size.put(("c",), 3, 30)  # 120 bytes: the least recently used (b) goes
+    assert [by_size.get((k,)) for k in "abc"] == [1, None, 3]
+    by_size.put(("huge",), 4, 1000)  # alone over the bound: kept, the rest dropped
+    assert by_size.get(("huge",)) == 4 and by_size.get(("a",)) is None
     assert cache.lock_for(("api", "x")) is not cache.lock_for(("api", "y"))
 
 
