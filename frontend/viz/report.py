@@ -456,7 +456,7 @@ def experiment_report_html(detail: dict) -> str:
                      + "<h2>What it does not show</h2>"
                      + "".join(f"<p>{e(s)}</p>" for s in limitations(detail)) + "</section>")
         fig = accuracy_figure(result)
-        parts.append('<section class="card">' + fig.to_html(full_html=False, include_plotlyjs=True,
+        parts.append('<section class="card">' + fig.to_html(full_html=False, include_plotlyjs=True, div_id="accuracy-figure",
                                                            config={"displaylogo": False, "responsive": True})
                      + "</section>")
         sig = ['<section class="card"><h2>Significance of the differences</h2>'
