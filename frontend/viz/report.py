@@ -182,7 +182,7 @@ def provenance_rows(detail: dict) -> list[tuple[str, str]]:
                         f"{corpus.get('holdout_blocks', '?')} held out)")
     rows = [
         ("model", model_text),
-        ("model", ", ".join(arch) or "—"),
+        ("model size", ", ".join(arch) or "—"),
         ("model fingerprint (sha256)", str(prov.get("model_fingerprint") or model.get("fingerprint") or "—")),
         ("corpus", corpus_text),
         ("code version", str(prov.get("code_version") or result.get("version") or "—")),
@@ -355,7 +355,7 @@ def limitations(detail: dict) -> list[str]:
                                 (f"of {_human(params)} parameters" if params else "")) if x)
     if params is None or params < 1_000_000_000:
         out.append(f"This is a {size} trained for {spec.get('steps', '?')} steps per trial "
-                   f"({_human(tokens)} tokens and {seconds:.0f} s of training over all {len(trials)} trials). The papers' "
+                   f"({_human(tokens)} tokens and {seconds:.1f} s of training over all {len(trials)} trials). The papers' "
                    "claim is about large language models continually pre-trained on billions of tokens; a run this "
                    "small and this short can neither confirm nor refute it.")
     else:
@@ -410,8 +410,9 @@ h1{font-size:1.6rem;margin:0 0 4px} h2{font-size:1.2rem;margin:28px 0 8px} h3{fo
 .muted{color:#5b6470} .card{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:14px 16px;margin:12px 0;
  overflow-x:auto}
 table{border-collapse:collapse;width:100%;font-size:.9rem}
-th,td{border-bottom:1px solid #e5e8ec;padding:6px 8px;text-align:left;vertical-align:top;white-space:nowrap}
+th,td{border-bottom:1px solid #e5e8ec;padding:6px 8px;text-align:left;vertical-align:top}
 th{background:#f0f2f5;font-weight:600} td.num{font-variant-numeric:tabular-nums}
+td{overflow-wrap:break-word}
 caption{caption-side:top;text-align:left;color:#5b6470;padding:0 0 6px}
 .yes{color:#0b6e3a;font-weight:600} .no{color:#5b6470}
 .honest p{margin:6px 0} footer{margin:32px 0 0;font-size:.85rem}
