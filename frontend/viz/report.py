@@ -190,7 +190,8 @@ def provenance_rows(detail: dict) -> list[tuple[str, str]]:
         ("allocations", ", ".join(str(a) for a in spec.get("allocations") or []) or "—"),
         ("training", f"{spec.get('steps', '?')} steps, batch {spec.get('batch_size', '?')} x accumulation "
                      f"{spec.get('grad_accum', 1)}, lr {spec.get('lr', '?')}, warmup {spec.get('warmup_steps', '?')}"),
-        ("evaluation", f"mode {spec.get('eval_mode', '?')}, {spec.get('eval_shots', '?')} shots, "
+        ("evaluation", f"mode {spec.get('eval_mode', '?')}, {spec.get('eval_shots', '?')} "
+                       f"shot{'' if spec.get('eval_shots') == 1 else 's'}, "
                        f"limit {spec.get('eval_limit') or 'none'} per subject"),
         ("benchmarks", "; ".join(f"{bench_name(b)} ({b})" for b in benchmarks(result) or spec.get("benchmarks") or [])
          or "—"),
@@ -351,16 +352,19 @@ def limitations(detail: dict) -> list[str]:
     seconds = sum(float((t.get("training") or {}).get("seconds") or 0.0) for t in trials)
     tokens = sum(int((t.get("training") or {}).get("tokens_seen") or 0) for t in trials)
     out = []
+    corpus_name = bench_name(":" + str(spec.get("corpus") or "?"))
+    demo = ", on the demo world's generated facts" if corpus_name == "new-domain-corpus.jsonl" else ""
     size = " ".join(x for x in ((f"{layers}-layer" if layers else ""), "model",
                                 (f"of {_human(params)} parameters" if params else "")) if x)
     if params is None or params < 1_000_000_000:
         out.append(f"This is a {size} trained for {spec.get('steps', '?')} steps per trial "
-                   f"({_human(tokens)} tokens and {seconds:.1f} s of training over all {len(trials)} trials). The papers' "
+                   f"({_human(tokens)} tokens and {_duration(seconds)} of training over all {len(trials)} trials"
+                   f"{demo}). The papers' "
                    "claim is about large language models continually pre-trained on billions of tokens; a run this "
                    "small and this short can neither confirm nor refute it.")
     else:
         out.append(f"This is one {size}; other sizes and architectures may behave differently.")
-    out.append(f"It used a single corpus ({bench_name(':' + str(spec.get('corpus') or '?'))}); another domain or "
+    out.append(f"It used a single corpus ({corpus_name}); another domain or "
                "data mix may rank the allocations differently.")
     mode = spec.get("eval_mode")
     if mode == "cloze":
@@ -374,6 +378,14 @@ def limitations(detail: dict) -> list[str]:
     if result.get("status") and result.get("status") != "complete":
         out.append(f"The run is {result['status']}: not every trial finished.")
     return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _human(n: Optional[float]) -> str:

@@ -124,7 +124,7 @@ def test_the_html_report_is_one_self_contained_document(detail):
     assert doc.count('id="plotly.js"') <= 1
     text = " ".join(parsed.text)
     for expected in ("tiny-qwen3", "f00d", detail["result"]["version"], "new-domain-corpus.jsonl", "3 steps",
-                     "mode cloze, 1 shots", "old-facts", "new-facts"):
+                     "mode cloze, 1 shot,", "old-facts", "new-facts"):
         assert expected in text, expected
 
 
@@ -226,7 +226,7 @@ def test_the_honest_paragraph_names_the_leader_and_its_significance(detail, resu
     assert any("2 seeds" in s for s in findings)
     limits = " ".join(rv.limitations(detail))
     assert "4-layer model" in limits and "can neither confirm nor refute" in limits
-    assert "single corpus" in limits and "cloze scoring" in limits
+    assert "single corpus" in limits and "cloze scoring" in limits and "demo world's generated facts" in limits
     doc = rv.experiment_report_html(detail)
     for s in findings + rv.limitations(detail):
         assert html.escape(s, quote=True) in doc or html.escape(s, quote=False) in doc
@@ -360,3 +360,26 @@ def test_the_experiment_page_links_to_its_report(fake_api, detail):
     answers["/api/v1/experiments/e1"] = (200, detail)
     layout = exp_page.layout(experiment_id="e1", share="s1")
     assert find(layout, "exp-report-link").href == "/experiments/e1/report?share=s1"
+
+
+def test_a_trial_with_one_allocation_and_one_seed(detail, result):
+    """A trial: one allocation, one seed -> its row, the comparison with the base model only, no interval."""
+    one = json.loads(json.dumps(result))
+    one["spec"]["allocations"] = ["train-shallow"]
+    one["spec"]["seeds"] = [1]
+    one["table"] = [r for r in one["table"] if r["allocation"] in ("base", "train-shallow")]
+    for row in one["table"]:
+        row["seeds"] = [1] if row["allocation"] != "base" else row.get("seeds")
+        for s in list((row.get("benchmarks") or {}).values()) + list((row.get("change") or {}).values()):
+            s.update(n=1, ci_low=None, ci_high=None)
+    for stats in one["statistics"].values():
+        stats["comparisons"] = [c for c in stats["comparisons"] if {c["a"], c["b"]} == {"base", "train-shallow"}]
+    trial = {**detail, "kind": "trial", "result": one, "spec": one["spec"]}
+    doc = rv.experiment_report_html(trial)
+    (table,) = rows_of_table(doc, "results")
+    assert [r[0] for r in table] == ["base model", "train-shallow"]
+    assert all(len(rows) == 1 for rows in rows_of_table(doc, "significance"))
+    text = " ".join(rv.findings(one))
+    assert "“train-shallow” has the highest mean accuracy" in text and "gainst “base model”" in text
+    assert "no interval over seeds" in text
+    assert "Trial e1" in doc
