@@ -70,7 +70,7 @@ def report_view(detail: dict, share: Optional[str] = None) -> list:
     sig = []
     for b in rv.benchmarks(result):
         s_header, s_rows = rv.significance_table(result, b)
-        sig += [html.H3(rv.bench_name(b)), table(s_header, s_rows, id={"type": f"{P}-significance", "bench": b})]
+        sig += [html.H3(rv.bench_name(b, rv.benchmarks(result))), table(s_header, s_rows, id={"type": f"{P}-significance", "bench": b})]
     return [
         head,
         html.Div([

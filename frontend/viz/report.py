@@ -25,10 +25,18 @@ TESTS = ("bootstrap", "mcnemar", "permutation")
 
 # -- names and numbers -------------------------------------------------------------------------------
 
-def bench_name(spec: str) -> str:
-    """``ceval:/data/world/old-facts`` -> ``old-facts`` (the last path component of the folder)."""
+def bench_name(spec: str, among: Optional[list] = None) -> str:
+    """``ceval:/data/world/old-facts`` -> ``old-facts`` (the last path component of the folder); the whole
+    spec when another benchmark in ``among`` has the same last component."""
     kind, _, folder = str(spec).partition(":")
-    return folder.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] if folder else kind
+    name = folder.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] if folder else kind
+    if among and any(o != spec and bench_name(o) == name for o in among):
+        return str(spec)
+    return name
+
+
+def _bn(result: Result, spec: str) -> str:
+    return bench_name(spec, benchmarks(result))
 
 
 def benchmarks(result: Result) -> list[str]:
@@ -115,7 +123,7 @@ def results_table(result: Result) -> tuple[list[str], list[list[str]]]:
     benches = benchmarks(result)
     header = ["allocation", "trained layers", "trainable share", "seeds"]
     for b in benches:
-        header += [f"{bench_name(b)}: accuracy [95% CI]", f"{bench_name(b)}: change from base"]
+        header += [f"{_bn(result, b)}: accuracy [95% CI]", f"{_bn(result, b)}: change from base"]
     header += ["training time (s)", "tokens/s"]
     names = labels(result)
     rows = []
@@ -193,7 +201,7 @@ def provenance_rows(detail: dict) -> list[tuple[str, str]]:
         ("evaluation", f"mode {spec.get('eval_mode', '?')}, {spec.get('eval_shots', '?')} "
                        f"shot{'' if spec.get('eval_shots') == 1 else 's'}, "
                        f"limit {spec.get('eval_limit') or 'none'} per subject"),
-        ("benchmarks", "; ".join(f"{bench_name(b)} ({b})" for b in benchmarks(result) or spec.get("benchmarks") or [])
+        ("benchmarks", "; ".join(f"{_bn(result, b)} ({b})" for b in benchmarks(result) or spec.get("benchmarks") or [])
          or "—"),
         ("status", f"{detail.get('status') or '?'} (runner: {result.get('status') or '?'})"),
     ]
@@ -226,9 +234,9 @@ def accuracy_figure(result: Result) -> go.Figure:
             up.append(0.0 if m is None or s.get("ci_high") is None else s["ci_high"] - m)
             down.append(0.0 if m is None or s.get("ci_low") is None else m - s["ci_low"])
         fig.add_trace(go.Bar(
-            x=xs, y=means, name=_plotly_text(bench_name(b)), marker_color=OKABE_ITO[i % len(OKABE_ITO)],
+            x=xs, y=means, name=_plotly_text(_bn(result, b)), marker_color=OKABE_ITO[i % len(OKABE_ITO)],
             error_y=dict(type="data", array=up, arrayminus=down, visible=True, color="#333"),
-            hovertemplate=f"{_plotly_text(bench_name(b))}<br>%{{x}}: %{{y:.3f}}<extra></extra>",
+            hovertemplate=f"{_plotly_text(_bn(result, b))}<br>%{{x}}: %{{y:.3f}}<extra></extra>",
         ))
     base_layout(fig, title="Accuracy per allocation: mean over seeds, error bars the 95% t-interval", height=420)
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.22, x=0))
@@ -286,7 +294,7 @@ def findings(result: Result) -> list[str]:
     base = rows.get("base") or {}
     out = []
     for b, top in leaders(result).items():
-        name = bench_name(b)
+        name = _bn(result, b)
         best = top[0]
         mean = rows[best]["benchmarks"][b]["mean"]
         base_mean = ((base.get("benchmarks") or {}).get(b) or {}).get("mean")
@@ -334,7 +342,7 @@ def findings(result: Result) -> list[str]:
     elif seeds:
         out.append(f"Each allocation ran with {seeds[0] if len(seeds) == 1 else f'{seeds[0]}–{seeds[-1]}'} seeds; "
                    "the intervals in brackets are Student-t intervals over seeds, wide with so few seeds.")
-    counts = {bench_name(b): s.get("n_questions") for b, s in (result.get("statistics") or {}).items()
+    counts = {_bn(result, b): s.get("n_questions") for b, s in (result.get("statistics") or {}).items()
               if isinstance(s, dict) and s.get("n_questions")}
     if counts:
         out.append("Questions per benchmark: " + ", ".join(f"{n} {k}" for k, n in counts.items())
@@ -476,7 +484,7 @@ def experiment_report_html(detail: dict) -> str:
                f'<p class="muted">{e(SIGNIFICANCE_NOTE)}</p>']
         for b in benchmarks(result):
             header, rows = significance_table(result, b)
-            sig.append(f"<h3>{e(bench_name(b))}</h3>" + _table_html(header, rows, cls="significance"))
+            sig.append(f"<h3>{e(_bn(result, b))}</h3>" + _table_html(header, rows, cls="significance"))
         parts.append("".join(sig) + "</section>")
         if methods(result):
             parts.append('<section class="card"><h2>Methods</h2><ul>'

@@ -383,3 +383,10 @@ def test_a_trial_with_one_allocation_and_one_seed(detail, result):
     assert "“train-shallow” has the highest mean accuracy" in text and "gainst “base model”" in text
     assert "no interval over seeds" in text
     assert "Trial e1" in doc
+
+
+def test_benchmarks_are_named_by_their_folder_unless_two_share_it():
+    assert rv.bench_name("ceval:/w/world/old-facts/") == "old-facts"
+    assert rv.bench_name("cmmlu:data/cmmlu") == "cmmlu"
+    among = ["ceval:/a/val", "cmmlu:/b/val", "ceval:/c/other"]
+    assert [rv.bench_name(b, among) for b in among] == ["ceval:/a/val", "cmmlu:/b/val", "other"]
