@@ -499,7 +499,8 @@ def experiment_report_html(detail: dict) -> str:
 
 RESULTS_CAPTION = ("One row per allocation. Accuracy after training: mean over seeds [Student-t 95% interval over "
                    "seeds]; change: the same for the difference from the base model. Compute: mean training time "
-                   "per trial and mean tokens per second.")
+                   "per trial and mean tokens per second. With few seeds a t-interval can reach beyond [0, 1]; it is shown "
+                   "as computed, not clipped.")
 SIGNIFICANCE_NOTE = ("Each pair on the same questions: the difference of seed-averaged accuracy a − b with a paired "
                      "bootstrap 95% interval over questions; McNemar and sign-flip permutation p-values, raw and "
                      "Holm-adjusted over the pairs of the benchmark. Significant: every test's Holm-adjusted p "
