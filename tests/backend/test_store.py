@@ -253,3 +253,54 @@ def test_alembic_cli_upgrades_an_empty_database_to_the_models(tmp_path):
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     engine.dispose()
+
+
+def test_concurrent_upgrades_of_a_fresh_database(tmp_path, request):
+    """API and workers migrate at start, at the same time: exactly one migrates, none fails."""
+    import threading
+
+    from sqlalchemy import create_engine, inspect, text
+
+    from backend.db.migrate import upgrade
+    from backend.db.session import make_engine
+
+    urls = [f"sqlite:///{tmp_path / 'fresh.db'}"]
+    admin = None
+    try:
+        request.getfixturevalue("pg_url")  # skips when Postgres does not answer
+        admin = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test", isolation_level="AUTOCOMMIT")
+        name = f"lt_migrate_{tmp_path.name[-8:].replace('-', '_').lower()}"
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        urls.append(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+    except pytest.skip.Exception:
+        pass
+    try:
+        for url in urls:
+            errors: list[BaseException] = []
+            barrier = threading.Barrier(4)
+
+            def go() -> None:
+                try:
+                    barrier.wait(timeout=30)
+                    upgrade(url)
+                except BaseException as exc:  # noqa: BLE001
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=go) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=120)
+            assert errors == [], (url, errors)
+            engine = make_engine(url)
+            assert "traces" in inspect(engine).get_table_names()
+            with engine.connect() as conn:
+                assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            engine.dispose()
+    finally:
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{urls[-1].rsplit("/", 1)[1]}" WITH (FORCE)'))
+            admin.dispose()
