@@ -215,6 +215,14 @@ def reap(settings: Settings, engine: Optional[Engine] = None, send: Optional[Cal
         requeued = job_fns.reap_expired(session)
         # A queued job whose message got lost waits forever; one lease of silence is enough to re-send.
         stale = job_fns.stale_queued(session, older_than_seconds=max(10.0 * settings.lease_seconds, 60.0))
+        if stale:
+            # Re-sent now: touch them, so a long backlog is re-sent once per period, not on every pass.
+            from sqlalchemy import update
+
+            from backend.db.types import utcnow
+
+            session.execute(update(Job).where(Job.id.in_(stale), Job.status == "queued").values(updated_at=utcnow())
+                            .execution_options(synchronize_session=False))
         ids = list(dict.fromkeys(requeued + stale))
         kinds = dict(session.query(Job.id, Job.kind).filter(Job.id.in_(ids)).all()) if ids else {}
     for job_id in ids:

@@ -302,3 +302,15 @@ def test_a_job_stops_itself_before_an_unrenewed_lease_can_lapse(settings, engine
     with pytest.raises(tasks.LeaseLost):
         sink(type("Event", (), {"stage": "lens", "done": 2, "total": 9})())
     assert beat.beat() is False and not beat.lease_at_risk()  # a successful beat renews it
+
+
+def test_reaper_resends_a_job_whose_message_got_lost_once_per_period(settings, engine, saved_model):
+    job_id, _ = _trace_job(engine, str(saved_model("qwen3")))
+    sent: list[str] = []
+    assert control.reap(settings, send=lambda i, k: sent.append(i)) == []  # fresh: its message is on the way
+    with session_scope(engine) as s:  # queued for long without a claim: the message was lost
+        s.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow() - timedelta(hours=1)))
+        s.commit()
+    assert control.reap(settings, send=lambda i, k: sent.append(i)) == [job_id]
+    assert control.reap(settings, send=lambda i, k: sent.append(i)) == []  # not again on the next pass
+    assert sent == [job_id] and _job(engine, job_id).status == "queued"
