@@ -85,7 +85,7 @@ def scores_figure(result: Result) -> go.Figure:
     if not rows or not benches:
         return empty_figure("No benchmark scores yet.")
     fig = go.Figure()
-    names = [r["allocation"] for r in rows]
+    names = [r.get("label", r["allocation"]) for r in rows]  # the spec's display names when given
     for index, bench in enumerate(benches):
         means, plus, minus, text = [], [], [], []
         for r in rows:
@@ -183,7 +183,7 @@ def results_table(result: Result) -> tuple[list[str], list[list[str]]]:
     header += ["final loss", "tokens/s"]
     rows = []
     for r in result.get("table") or []:
-        row = [r["allocation"], r.get("ranges", "—" if r["allocation"] == "base" else ""),
+        row = [r.get("label", r["allocation"]), r.get("ranges", "—" if r["allocation"] == "base" else ""),
                f"{100 * r.get('trainable_share', 0.0):.1f}%", ",".join(str(s) for s in r.get("seeds", [])) or "—"]
         for b in benches:
             row += [_ci((r.get("benchmarks") or {}).get(b)), _ci((r.get("change") or {}).get(b))]

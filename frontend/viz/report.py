@@ -57,7 +57,8 @@ def labels(result: Result) -> dict[str, str]:
     """allocation -> the name the report shows (the row's ``label`` if any, else the allocation)."""
     out = {"base": "base model"}
     for r in table_rows(result):
-        out[r["allocation"]] = str(r.get("label") or r["allocation"])
+        if r["allocation"] != "base":  # the report names the reference in words
+            out[r["allocation"]] = str(r.get("label") or r["allocation"])
     for a, label in ((result.get("spec") or {}).get("labels") or {}).items():
         out.setdefault(a, str(label))
     return out

@@ -396,7 +396,7 @@ class ExperimentRunner:
         its change from the base model, trainable share and compute."""
         rows = [{
             "allocation": BASE,
-            "label": "base model",
+            "label": BASE,
             "trainable_share": 0.0,
             "benchmarks": {b: seed_summary([r.overall.accuracy]) for b, r in base["evals"].items()},
         }]

@@ -291,7 +291,9 @@ def fake_api(monkeypatch):
         status, body = answers.get(request.url.path, (404, {"detail": "not found"}))
         return httpx.Response(status, json=body)
 
-    base = "http://127.0.0.1:9"
+    from frontend.components import api_url
+
+    base = api_url()  # the latest app's API URL (another test module may have made its own app)
     monkeypatch.setitem(api_client._CLIENTS, base, httpx.Client(base_url=base, transport=httpx.MockTransport(handler)))
     return answers, seen
 

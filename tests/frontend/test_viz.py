@@ -183,7 +183,7 @@ def test_experiment_figures_and_tables_come_from_the_runner_result(experiment_re
     bench = ev.benchmarks(result)[0]
     fig = ev.scores_figure(result)
     bars = fig.data[0]
-    assert list(bars.x) == [r["allocation"] for r in result["table"]]
+    assert list(bars.x) == [r.get("label", r["allocation"]) for r in result["table"]]
     assert list(bars.y) == pytest.approx([r["benchmarks"][bench]["mean"] for r in result["table"]])
     loss = ev.loss_figure(None, result)
     assert {d.name for d in loss.data} == {t["slug"] for t in result["trials"]}
