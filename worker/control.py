@@ -206,6 +206,8 @@ def reap(settings: Settings, engine: Optional[Engine] = None, send: Optional[Cal
     several workers at once: each job changes state in one UPDATE, and a duplicate delivery is dropped
     by ``claim_job``.
     """
+    from sqlalchemy import select
+
     from backend.broker import send_job
     from backend.db.models import Job
 
@@ -215,6 +217,11 @@ def reap(settings: Settings, engine: Optional[Engine] = None, send: Optional[Cal
         requeued = job_fns.reap_expired(session)
         # A queued job whose message got lost waits forever; one lease of silence is enough to re-send.
         stale = job_fns.stale_queued(session, older_than_seconds=max(10.0 * settings.lease_seconds, 60.0))
+        if stale:
+            # A job waiting behind a running one is a backlog, not a lost message: only re-send jobs of
+            # queues where nothing runs (idle workers, yet the job waits: its message is gone).
+            busy = set(session.execute(select(Job.queue).where(Job.status == "running").distinct()).scalars())
+            stale = list(session.execute(select(Job.id).where(Job.id.in_(stale), Job.queue.not_in(busy))).scalars())
         if stale:
             # Re-sent now: touch them, so a long backlog is re-sent once per period, not on every pass.
             from sqlalchemy import update

@@ -308,9 +308,15 @@ def test_reaper_resends_a_job_whose_message_got_lost_once_per_period(settings, e
     job_id, _ = _trace_job(engine, str(saved_model("qwen3")))
     sent: list[str] = []
     assert control.reap(settings, send=lambda i, k: sent.append(i)) == []  # fresh: its message is on the way
-    with session_scope(engine) as s:  # queued for long without a claim: the message was lost
+    with session_scope(engine) as s:  # queued for long without a claim: the message was lost...
         s.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow() - timedelta(hours=1)))
         s.commit()
+    busy_id, _ = _trace_job(engine, str(saved_model("qwen3")))
+    with session_scope(engine) as s:  # ...unless it waits behind a running job of its queue (a backlog)
+        jobs.claim_job(s, job_id=busy_id, worker_id="busy", lease_seconds=60)
+    assert control.reap(settings, send=lambda i, k: sent.append(i)) == []
+    with session_scope(engine) as s:
+        jobs.finish_job(s, job_id=busy_id, worker_id="busy", status="succeeded")
     assert control.reap(settings, send=lambda i, k: sent.append(i)) == [job_id]
     assert control.reap(settings, send=lambda i, k: sent.append(i)) == []  # not again on the next pass
     assert sent == [job_id] and _job(engine, job_id).status == "queued"
