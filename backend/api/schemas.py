@@ -381,7 +381,6 @@ class _TrainingFields(Request):
     eval_limit: Optional[int] = Field(default=None, ge=1, le=10_000_000)
     eval_batch_size: int = Field(default=8, ge=1, le=1024)
     trace_tasks: str = Field(default="", max_length=2000, description="built-in task names, comma-separated, or all")
-    labels: dict[str, str] = Field(default_factory=dict, max_length=50, description="display names of allocations")
     trace_limit: int = Field(default=20, ge=1, le=100_000)
     trace_perturbations: list[str] = Field(default_factory=lambda: ["skip"], min_length=1, max_length=10)
     device: str = Field(default="auto", max_length=20)
