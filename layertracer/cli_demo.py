@@ -17,19 +17,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from layertracer.cli_common import err, fail, out
+from layertracer.cli_common import err, out
+from layertracer.cli_service import LocalService
 from layertracer.errors import LayerTracerError
 
 POLL_S = 0.5
@@ -60,9 +59,10 @@ QUICK = DemoPlan(trace_limit=10, seeds=[1], steps=30, retrace_limit=0, eval_limi
 class ApiClient:
     """JSON over HTTP to ``/api/v1``; an error response becomes a LayerTracerError with the API's detail."""
 
-    def __init__(self, base_url: str, token: Optional[str] = None) -> None:
+    def __init__(self, base_url: str, token: Optional[str] = None, on_poll: Optional[Callable[[], None]] = None) -> None:
         self.base = base_url.rstrip("/") + "/api/v1"
         self.token = token
+        self.on_poll = on_poll
 
     def request(self, method: str, path: str, body: Optional[dict] = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -90,8 +90,9 @@ class ApiClient:
     def post(self, path: str, body: dict) -> Any:
         return self.request("POST", path, body)
 
-    def wait(self, job_id: str, label: str) -> dict:
-        """Poll a job to its end with a progress bar; returns the job, or raises with its error."""
+    def wait(self, job_id: str, label: str, on_poll: Optional[Callable[[], None]] = None) -> dict:
+        """Poll a job to its end with a progress bar; returns the job, or raises with its error.
+        ``on_poll`` runs at every poll (the demo keeps its service's worker alive with it)."""
         with Progress(TextColumn("{task.description:<44}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                       TimeElapsedColumn(), console=err) as bar:
             task = bar.add_task(label, total=100)
@@ -105,6 +106,9 @@ class ApiClient:
                     if job["status"] == "succeeded":
                         bar.update(task, completed=100, description=label)
                     break
+                for hook in (on_poll, self.on_poll):
+                    if hook is not None:
+                        hook()
                 time.sleep(POLL_S)
         if job["status"] != "succeeded":
             raise LayerTracerError(f"{label} {job['status']}: {job.get('error') or 'no reason given'}")
@@ -130,42 +134,6 @@ def prepare_world(data_dir: Path) -> tuple[Path, Any]:
                 task, completed=m.step, description=f"training the demo model (loss {m.loss:.2f})"))
     world = build_world(data_dir / "demo-world")
     return folder, world
-
-
-class EmbeddedService:
-    """``layertracer up``'s processes, started and stopped by the demo (see cli_service.up)."""
-
-    def __init__(self, data_dir: Path, host: str, port: int) -> None:
-        from layertracer import cli_service
-
-        self.service = cli_service
-        if not cli_service.port_free(host, port):
-            fail(f"port {port} on {host} is already in use; stop what uses it or pick another with --port")
-        self.url = f"http://{host}:{port}"
-        self.env = cli_service.service_env(data_dir, host=host, port=port, api_url=self.url)
-        self.host, self.port = host, port
-        self.processes: list[subprocess.Popen] = []
-
-    def start(self) -> None:
-        migrate = subprocess.run([sys.executable, "-m", "worker.migrate"], env=self.env, capture_output=True, text=True)
-        if migrate.returncode != 0:
-            lines = (migrate.stderr or migrate.stdout).strip().splitlines() or ["unknown error"]
-            fail(f"database migration failed: {lines[-1]}")
-        s = self.service
-        self.processes.append(s._spawn(s.worker_command(name=f"demo-{os.getpid()}@%h"), self.env))
-        self.processes.append(s._spawn(s.uvicorn_command("backend.combined:create_app", self.host, self.port), self.env))
-        problem = s._wait_for_http(f"{self.url}/api/v1/health", self.processes, s.START_TIMEOUT_S)
-        if problem:
-            self.stop()
-            fail(f"the service did not start: {problem}")
-
-    def check(self) -> None:
-        for process in self.processes:
-            if process.poll() is not None:
-                raise LayerTracerError(f"{' '.join(process.args[1:4])} exited with code {process.returncode}")
-
-    def stop(self) -> None:
-        self.service.stop_processes(self.processes)
 
 
 def run_demo(api: ApiClient, model_dir: Path, world, plan: DemoPlan) -> dict[str, Any]:
@@ -219,7 +187,7 @@ def demo(
     folder = (data_dir or Path(os.environ.get("LAYERTRACER_DATA_DIR", "data"))).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     model_dir, world = prepare_world(folder)
-    service = EmbeddedService(folder, "127.0.0.1", port)
+    service = LocalService(folder, "127.0.0.1", port, name="demo")
 
     def on_term(_signum, _frame):
         raise KeyboardInterrupt
@@ -228,7 +196,7 @@ def demo(
     try:
         service.start()
         err.print(f"service running at {service.url}/ (data in {folder})", highlight=False)
-        ids = run_demo(ApiClient(service.url), model_dir, world, QUICK if quick else FULL)
+        ids = run_demo(ApiClient(service.url, on_poll=service.supervise), model_dir, world, QUICK if quick else FULL)
         if ids["result"]:
             print_experiment_table(ids["result"])
         out.print(f"\ntrace:      {service.url}/traces/{ids['trace']}", highlight=False)
@@ -240,7 +208,7 @@ def demo(
             return
         err.print("serving the dashboard; Ctrl-C stops it", highlight=False)
         while True:
-            service.check()
+            service.supervise()
             time.sleep(0.5)
     except KeyboardInterrupt:
         err.print("stopping…", highlight=False)

@@ -26,6 +26,7 @@ from typing import Optional
 import typer
 
 from layertracer.cli_common import err, fail, out
+from layertracer.errors import LayerTracerError
 
 DEFAULT_QUEUES = "trace,train"
 # How long `up` waits for the API to answer, and for children to stop after Ctrl-C.
@@ -130,6 +131,59 @@ def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, start_new_session=True)
 
 
+class LocalService:
+    """The processes ``up`` runs: migrations, then one worker (unless ``worker=False``) and one uvicorn
+    process serving the API at ``/api/v1`` and the dashboard at ``/`` on ``host:port``.
+
+    ``start()`` returns once the API answers; ``supervise()`` (call it every second or so) replaces a
+    worker that died and raises LayerTracerError when the server did; ``stop()`` stops every child.
+    Used by ``layertracer up`` and ``layertracer demo``.
+    """
+
+    def __init__(self, data_dir: Path, host: str, port: int, *, queues: str = DEFAULT_QUEUES,
+                 worker: bool = True, name: str = "up") -> None:
+        if not port_free(host, port):
+            raise LayerTracerError(f"port {port} on {host} is already in use; stop what uses it or pick another with --port")
+        self.data_dir = data_dir
+        self.host, self.port = host, port
+        self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+        self.env = service_env(data_dir, host=host, port=port, api_url=self.url)
+        self.worker_cmd = worker_command(queues, name=f"{name}-{os.getpid()}@%h") if worker else None
+        self.processes: list[subprocess.Popen] = []
+        self.server: Optional[subprocess.Popen] = None
+        self._last_restart = 0.0
+
+    def start(self) -> None:
+        migrate = subprocess.run([sys.executable, "-m", "worker.migrate"], env=self.env, capture_output=True, text=True)
+        if migrate.returncode != 0:
+            lines = (migrate.stderr or migrate.stdout).strip().splitlines() or ["unknown error"]
+            raise LayerTracerError(f"database migration failed: {lines[-1]}")
+        if self.worker_cmd:
+            self.processes.append(_spawn(self.worker_cmd, self.env))
+        self.server = _spawn(uvicorn_command("backend.combined:create_app", self.host, self.port), self.env)
+        self.processes.append(self.server)
+        problem = _wait_for_http(f"{self.url}/api/v1/health", self.processes, START_TIMEOUT_S)
+        if problem:
+            self.stop()
+            raise LayerTracerError(f"the service did not start: {problem}")
+
+    def supervise(self) -> None:
+        if self.server is not None and self.server.poll() is not None:
+            self.stop()
+            raise LayerTracerError(f"the API server exited with code {self.server.returncode}; stopped the rest")
+        for index, process in enumerate(self.processes):
+            if process is not self.server and process.poll() is not None:
+                # A worker that died (killed, out of memory) is replaced; its job is re-queued by the
+                # new worker's reaper once the lease lapses, and a trial resumes from its checkpoint.
+                time.sleep(max(0.0, WORKER_RESTART_GAP_S - (time.monotonic() - self._last_restart)))
+                err.print(f"the worker exited with code {process.returncode}; starting a new one", highlight=False)
+                self.processes[index] = _spawn(self.worker_cmd, self.env)
+                self._last_restart = time.monotonic()
+
+    def stop(self) -> None:
+        stop_processes(self.processes)
+
+
 def up(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default: $LAYERTRACER_DATA_DIR or ./data)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; the default keeps the service on this machine."),
@@ -139,49 +193,23 @@ def up(
 ) -> None:
     """Start everything on one machine: migrations, a worker, the API and the dashboard on one port."""
     folder = _data_dir(data_dir)
-    if not port_free(host, port):
-        fail(f"port {port} on {host} is already in use; stop what uses it or pick another with --port")
-    base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
-    env = service_env(folder, host=host, port=port, api_url=base_url)
-    migrate = subprocess.run([sys.executable, "-m", "worker.migrate"], env=env, capture_output=True, text=True)
-    if migrate.returncode != 0:
-        lines = (migrate.stderr or migrate.stdout).strip().splitlines() or ["unknown error"]
-        fail(f"database migration failed: {lines[-1]}")
-    processes: list[subprocess.Popen] = []
+    service = LocalService(folder, host, port, queues=queues, worker=not no_worker)
 
     def on_term(_signum, _frame):  # SIGTERM to `up` stops the children like Ctrl-C does
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_term)
-    worker_cmd = worker_command(queues, name=f"up-{os.getpid()}@%h")
     try:
-        if not no_worker:
-            processes.append(_spawn(worker_cmd, env))
-        server = _spawn(uvicorn_command("backend.combined:create_app", host, port), env)
-        processes.append(server)
-        problem = _wait_for_http(f"{base_url}/api/v1/health", processes, START_TIMEOUT_S)
-        if problem:
-            stop_processes(processes)
-            fail(f"the service did not start: {problem}")
+        service.start()
+        base_url = service.url
         out.print(f"LayerTracer is running at {base_url}/  (API {base_url}/api/v1, docs {base_url}/docs)", highlight=False)
         err.print(f"data in {folder}; Ctrl-C stops it", highlight=False)
-        last_restart = 0.0
         while True:
-            if server.poll() is not None:
-                stop_processes(processes)
-                fail(f"the API server exited with code {server.returncode}; stopped the rest")
-            for index, process in enumerate(processes):
-                if process is not server and process.poll() is not None:
-                    # A worker that died (killed, out of memory) is replaced; its job is re-queued by the
-                    # new worker's reaper once the lease lapses, and a trial resumes from its checkpoint.
-                    time.sleep(max(0.0, WORKER_RESTART_GAP_S - (time.monotonic() - last_restart)))
-                    err.print(f"the worker exited with code {process.returncode}; starting a new one", highlight=False)
-                    processes[index] = _spawn(worker_cmd, env)
-                    last_restart = time.monotonic()
+            service.supervise()
             time.sleep(0.5)
     except KeyboardInterrupt:
         err.print("stopping…", highlight=False)
-        stop_processes(processes)
+        service.stop()
         err.print("stopped", highlight=False)
     finally:
         signal.signal(signal.SIGTERM, previous)
