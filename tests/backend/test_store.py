@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -225,12 +226,18 @@ def test_migration_0003_moves_stored_results(db_url):
                           "VALUES ('m1', '/m', 'local', 'm', false, CURRENT_TIMESTAMP)"))
         conn.execute(text("INSERT INTO traces (id, model_id, spec, created_at, result_json, result_sha256) "
                           "VALUES ('t1', 'm1', '{}', CURRENT_TIMESTAMP, '{\"num_layers\": 2}', 'abc')"))
+        # A result stored before 0002 added hashes: 0003 hashes it, so the API serves it.
+        conn.execute(text("INSERT INTO traces (id, model_id, spec, created_at, result_json) "
+                          "VALUES ('t0', 'm1', '{}', CURRENT_TIMESTAMP, '{\"num_layers\": 3}')"))
     upgrade(db_url)
     with Session(engine) as s:
         assert s.get(Trace, "t1").result_json == '{"num_layers": 2}'
+        assert s.get(Trace, "t0").result_sha256 == hashlib.sha256(b'{"num_layers": 3}').hexdigest()
     command.downgrade(alembic_config(db_url), "0002")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT result_json FROM traces WHERE id = 't1'")).scalar() == '{"num_layers": 2}'
+        conn.execute(text("DELETE FROM traces WHERE id = 't0'"))
+        conn.commit()
     upgrade(db_url)
     engine.dispose()
 

@@ -3,6 +3,8 @@
 Revision ID: 0003
 Revises: 0002
 """
+import hashlib
+
 from alembic import op
 import sqlalchemy as sa
 
@@ -22,12 +24,18 @@ def upgrade() -> None:
                                 ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("trace_id", name=op.f("pk_trace_results")),
     )
-    # Results stored before 0002 have no sha256: an empty one keeps the row valid; the API treats a
-    # missing traces.result_sha256 as "no result", so such rows are re-stored by a retry.
     op.execute(
         "INSERT INTO trace_results (trace_id, sha256, body) "
         "SELECT id, COALESCE(result_sha256, ''), result_json FROM traces WHERE result_json IS NOT NULL"
     )
+    # Results stored before 0002 have no sha256 (the API would call them "no result yet"): hash them
+    # here, as backend.results does (sha256 of the UTF-8 body).
+    bind = op.get_bind()
+    missing = bind.execute(sa.text("SELECT trace_id, body FROM trace_results WHERE sha256 = ''")).fetchall()
+    for trace_id, body in missing:
+        sha = hashlib.sha256(body.encode("utf-8")).hexdigest()
+        bind.execute(sa.text("UPDATE trace_results SET sha256 = :sha WHERE trace_id = :id"), {"sha": sha, "id": trace_id})
+        bind.execute(sa.text("UPDATE traces SET result_sha256 = :sha WHERE id = :id"), {"sha": sha, "id": trace_id})
     with op.batch_alter_table("traces", schema=None) as batch_op:
         batch_op.drop_column("result_json")
 
