@@ -36,8 +36,9 @@ POLL_S = 0.5
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """How much the demo does. ``full``: the default (about 10 minutes on 2 CPU cores with the model
-    cached); ``quick``: one seed and shorter training, for a first look and for CI."""
+    """How much the demo does. ``FULL``: the default (3 seeds, re-traced trials; 165 s on 2 idle CPU
+    cores from an empty data folder, 83 s of it training the demo model); ``QUICK``: one seed, shorter
+    training, no re-trace, for a first look and for CI."""
 
     trace_limit: int
     seeds: list[int]
@@ -174,7 +175,7 @@ def run_demo(api: ApiClient, model_dir: Path, world, plan: DemoPlan) -> dict[str
 
 
 def demo(
-    quick: bool = typer.Option(False, "--quick", help="One seed, shorter training, fewer prompts (about 3 minutes with the model cached)."),
+    quick: bool = typer.Option(False, "--quick", help="One seed, shorter training, fewer prompts."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default: $LAYERTRACER_DATA_DIR or ./data)."),
     port: int = typer.Option(int(os.environ.get("LAYERTRACER_PORT", 8000)), help="Port of the API and dashboard (127.0.0.1)."),
     exit_when_done: bool = typer.Option(False, "--exit", help="Stop the service when the experiment is done instead of serving the dashboard."),
@@ -187,7 +188,9 @@ def demo(
     folder = (data_dir or Path(os.environ.get("LAYERTRACER_DATA_DIR", "data"))).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     model_dir, world = prepare_world(folder)
-    service = LocalService(folder, "127.0.0.1", port, name="demo")
+    # The demo's own bars show progress; the service's processes log to a file.
+    log_file = folder / "logs" / "demo-service.log"
+    service = LocalService(folder, "127.0.0.1", port, name="demo", loglevel="WARNING", log_file=log_file)
 
     def on_term(_signum, _frame):
         raise KeyboardInterrupt
@@ -195,7 +198,7 @@ def demo(
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
         service.start()
-        err.print(f"service running at {service.url}/ (data in {folder})", highlight=False)
+        err.print(f"service running at {service.url}/ (data in {folder}; its log: {log_file})", highlight=False)
         ids = run_demo(ApiClient(service.url, on_poll=service.supervise), model_dir, world, QUICK if quick else FULL)
         if ids["result"]:
             print_experiment_table(ids["result"])

@@ -62,6 +62,8 @@ def service_env(data_dir: Path, **values: object) -> dict[str, str]:
         if value is not None:
             env[f"LAYERTRACER_{key.upper()}"] = str(value)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # a service's log is no terminal: no tqdm bars
+    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -126,9 +128,10 @@ def stop_processes(processes: list[subprocess.Popen], timeout: float = STOP_TIME
             process.wait()
 
 
-def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+def _spawn(command: list[str], env: dict[str, str], log=None) -> subprocess.Popen:
+    """Start a child; its output goes to ``log`` (an open file) when given, else to our terminal."""
     # A session of its own: the terminal's Ctrl-C reaches `up` only, which then stops the children in order.
-    return subprocess.Popen(command, env=env, start_new_session=True)
+    return subprocess.Popen(command, env=env, start_new_session=True, stdout=log, stderr=log)
 
 
 class LocalService:
@@ -141,26 +144,32 @@ class LocalService:
     """
 
     def __init__(self, data_dir: Path, host: str, port: int, *, queues: str = DEFAULT_QUEUES,
-                 worker: bool = True, name: str = "up") -> None:
+                 worker: bool = True, name: str = "up", loglevel: str = "INFO",
+                 log_file: Optional[Path] = None) -> None:
         if not port_free(host, port):
             raise LayerTracerError(f"port {port} on {host} is already in use; stop what uses it or pick another with --port")
         self.data_dir = data_dir
         self.host, self.port = host, port
         self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
         self.env = service_env(data_dir, host=host, port=port, api_url=self.url)
-        self.worker_cmd = worker_command(queues, name=f"{name}-{os.getpid()}@%h") if worker else None
+        self.worker_cmd = worker_command(queues, name=f"{name}-{os.getpid()}@%h", loglevel=loglevel) if worker else None
         self.processes: list[subprocess.Popen] = []
         self.server: Optional[subprocess.Popen] = None
         self._last_restart = 0.0
+        self.log_file = log_file
+        self._log = None
 
     def start(self) -> None:
         migrate = subprocess.run([sys.executable, "-m", "worker.migrate"], env=self.env, capture_output=True, text=True)
         if migrate.returncode != 0:
             lines = (migrate.stderr or migrate.stdout).strip().splitlines() or ["unknown error"]
             raise LayerTracerError(f"database migration failed: {lines[-1]}")
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_file, "a", encoding="utf-8")
         if self.worker_cmd:
-            self.processes.append(_spawn(self.worker_cmd, self.env))
-        self.server = _spawn(uvicorn_command("backend.combined:create_app", self.host, self.port), self.env)
+            self.processes.append(_spawn(self.worker_cmd, self.env, self._log))
+        self.server = _spawn(uvicorn_command("backend.combined:create_app", self.host, self.port), self.env, self._log)
         self.processes.append(self.server)
         problem = _wait_for_http(f"{self.url}/api/v1/health", self.processes, START_TIMEOUT_S)
         if problem:
@@ -177,11 +186,14 @@ class LocalService:
                 # new worker's reaper once the lease lapses, and a trial resumes from its checkpoint.
                 time.sleep(max(0.0, WORKER_RESTART_GAP_S - (time.monotonic() - self._last_restart)))
                 err.print(f"the worker exited with code {process.returncode}; starting a new one", highlight=False)
-                self.processes[index] = _spawn(self.worker_cmd, self.env)
+                self.processes[index] = _spawn(self.worker_cmd, self.env, self._log)
                 self._last_restart = time.monotonic()
 
     def stop(self) -> None:
         stop_processes(self.processes)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 def up(
