@@ -8,38 +8,13 @@ from contextvars import copy_context
 
 import dash
 import pytest
+from dash_tree import find, text_of
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
 
 from frontend import components as c
 from frontend import run_form as rf
 from frontend.api_client import ApiClient, ApiError
-
-
-def find(component, component_id):
-    """The component with this id inside a layout tree (None if absent)."""
-    if getattr(component, "id", None) == component_id:
-        return component
-    children = getattr(component, "children", None)
-    if children is None:
-        return None
-    for child in children if isinstance(children, (list, tuple)) else [children]:
-        if isinstance(child, dash.development.base_component.Component):
-            hit = find(child, component_id)
-            if hit is not None:
-                return hit
-    return None
-
-
-def text_of(component) -> str:
-    if isinstance(component, (str, int, float)):
-        return str(component)
-    children = getattr(component, "children", None)
-    if children is None:
-        return ""
-    if isinstance(children, (list, tuple)):
-        return " ".join(text_of(x) for x in children)
-    return text_of(children)
 
 
 def run_with_trigger(func, prop_id: str, *args):

@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 import dash
 import httpx
 import pytest
+from dash_tree import find, text_of
 
 from frontend import api_client
 from frontend.viz import report as rv
@@ -93,7 +94,7 @@ def rows_of_table(doc: str, cls: str) -> list[list[str]]:
                 cell = []
 
         def handle_endtag(self, tag):
-            nonlocal rows, row, cell, inside, in_body
+            nonlocal row, cell, inside, in_body
             if inside and tag == "td":
                 row.append("".join(cell))
                 cell = None
@@ -257,29 +258,6 @@ def test_the_figure_has_a_bar_per_allocation_and_benchmark_with_t_intervals(resu
 
 
 # -- the Dash page -----------------------------------------------------------------------------------------
-
-def find(component, component_id):
-    if getattr(component, "id", None) == component_id:
-        return component
-    children = getattr(component, "children", None)
-    for child in children if isinstance(children, (list, tuple)) else [children]:
-        if isinstance(child, dash.development.base_component.Component):
-            hit = find(child, component_id)
-            if hit is not None:
-                return hit
-    return None
-
-
-def text_of(component) -> str:
-    if isinstance(component, (str, int, float)):
-        return str(component)
-    children = getattr(component, "children", None)
-    if children is None:
-        return ""
-    if isinstance(children, (list, tuple)):
-        return " ".join(text_of(x) for x in children)
-    return text_of(children)
-
 
 @pytest.fixture()
 def fake_api(monkeypatch):
