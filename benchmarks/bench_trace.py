@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the working tree's layertracer, also when it is not installed
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/machine.py, also when imported from elsewhere
+from line_worker import PROTOCOL, LineWorker  # noqa: E402
 from machine import CpuMeter, current_rss_mib, peak_rss_mib, reset_peak_rss  # noqa: E402
 
 TASK_NAME = "random_tokens"
@@ -307,7 +307,6 @@ class WorkCounter:
         }
 
 
-PROTOCOL = "@@bench "  # prefix of the worker's protocol lines on stdout (anything else there is ignored)
 
 
 def _say(**message) -> None:
@@ -453,7 +452,7 @@ def flop_counts(cfg: BenchConfig) -> dict:
 # Parent: run the workers, compare, report
 
 
-class WorkerProcess:
+class WorkerProcess(LineWorker):
     """A worker subprocess driven line by line (see ``worker``)."""
 
     def __init__(self, impl: str, cfg: BenchConfig, folder: str) -> None:
@@ -465,30 +464,7 @@ class WorkerProcess:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--config", json.dumps(asdict(cfg)),
                "--out", self.out]
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, text=True, bufsize=1)
-
-    def _fail(self) -> None:
-        self.proc.kill()
-        self.stderr.seek(0)
-        sys.stderr.write(self.stderr.read()[-5000:])
-        raise SystemExit(f"the {self.impl} worker failed (exit {self.proc.wait()})")
-
-    def receive(self) -> dict:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith(PROTOCOL):
-                return json.loads(line[len(PROTOCOL):])
-        self._fail()
-        raise AssertionError
-
-    def send(self, command: str) -> None:
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(command + "\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            self._fail()
+        super().__init__(impl, cmd, env, self.stderr)
 
     def finish(self) -> dict:
         self.send("finish")

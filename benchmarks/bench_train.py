@@ -29,7 +29,6 @@ import platform
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,12 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the working tree's layertracer, also when it is not installed
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/machine.py, also when imported from elsewhere
+from line_worker import PROTOCOL, LineWorker  # noqa: E402
 from machine import CpuMeter, current_rss_mib, peak_rss_mib, reset_peak_rss  # noqa: E402
 
 MIB = 1024 * 1024
 IMPLEMENTATIONS = ("layertracer", "trainer")
 ALLOCATIONS = ("full", "train-shallow", "train-deep")
-PROTOCOL = "@@bench "  # prefix of the workers' protocol lines on stdout (anything else there is ignored)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -417,7 +416,7 @@ def worker(impl: str, allocation_name: str, cfg: BenchConfig, out_path: str) -> 
 # Parent
 
 
-class WorkerProcess:
+class WorkerProcess(LineWorker):
     """A worker subprocess driven line by line (see ``worker``)."""
 
     def __init__(self, impl: str, allocation: str, cfg: BenchConfig, folder: str) -> None:
@@ -433,30 +432,7 @@ class WorkerProcess:
         env.pop("WORLD_SIZE", None)  # a single process each, whatever launched the benchmark
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--allocation", allocation,
                "--config", json.dumps(asdict(cfg)), "--out", self.out]
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, text=True, bufsize=1)
-
-    def _fail(self) -> None:
-        self.proc.kill()
-        self.stderr.seek(0)
-        sys.stderr.write(self.stderr.read()[-5000:])
-        raise SystemExit(f"the {self.name} worker failed (exit {self.proc.wait()})")
-
-    def receive(self) -> dict:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith(PROTOCOL):
-                return json.loads(line[len(PROTOCOL):])
-        self._fail()
-        raise AssertionError
-
-    def send(self, command: str) -> None:
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(command + "\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            self._fail()
+        super().__init__(self.name, cmd, env, self.stderr)
 
     def result(self) -> dict:
         message = self.receive()
