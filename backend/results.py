@@ -17,9 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import Counter
 from typing import Any, Iterable, Optional
 
 from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.db.models import (
@@ -30,6 +32,7 @@ from backend.db.models import (
     TraceTaskData,
     TrainMetric,
     Trace,
+    TracePart,
     TraceResultRow,
 )
 from backend.db.types import utcnow
@@ -95,6 +98,90 @@ def trace_summary(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Per-prompt arrays of a task (the README's task table): the overview leaves them out.
+TASK_PROMPT_KEYS = ("prompts", "targets", "target_tokens", "target_token_ids", "boundary_merged", "target_prob",
+                    "target_rank", "entropy", "top_tokens", "top_probs", "baseline_prob", "prompt_particles")
+OVERVIEW_TOP1 = 3  # most frequent top-1 lens tokens kept per task and layer
+
+
+def _top1_counts(top_tokens: Optional[list], num_layers: int) -> list[list[list[Any]]]:
+    """[L] per layer the OVERVIEW_TOP1 most frequent top-1 lens tokens over the prompts: [[token, count], ...]."""
+    counts = [Counter() for _ in range(num_layers)]
+    for row in top_tokens or []:
+        for layer, tokens in enumerate((row or [])[:num_layers]):
+            if tokens:
+                counts[layer][tokens[0]] += 1
+    return [[[token, n] for token, n in c.most_common(OVERVIEW_TOP1)] for c in counts]
+
+
+def trace_overview(result: dict[str, Any]) -> dict[str, Any]:
+    """The trace result without what grows with the number of prompts: what a trace page, a comparison
+    or a freeze-plan reader needs, in a few hundred kB where the result can be tens of MB.
+
+    Same keys as the result (README "OUT.json") except: no ``prompt_index``; sensitivities without their
+    per-prompt ``js`` matrix; each task without the per-prompt arrays (``TASK_PROMPT_KEYS``) but with
+    ``num_prompts``, ``mean_target_rank`` and ``mean_entropy`` ([L], means over prompts, nulls skipped)
+    and ``top1_tokens`` ([L] of up to 3 ``[token, count]``: the most frequent top-1 lens tokens).
+    """
+    num_layers = int(result["num_layers"])
+    out = {k: v for k, v in result.items() if k not in ("prompt_index", "tasks", "sensitivity", "sensitivities")}
+
+    def slim_sensitivity(sens: Optional[dict]) -> Optional[dict]:
+        return None if sens is None else {k: v for k, v in sens.items() if k != "js"}
+
+    out["sensitivity"] = slim_sensitivity(result.get("sensitivity"))
+    out["sensitivities"] = {name: slim_sensitivity(s) for name, s in (result.get("sensitivities") or {}).items()}
+    tasks = {}
+    for name, task in (result.get("tasks") or {}).items():
+        slim = {k: v for k, v in task.items() if k not in TASK_PROMPT_KEYS}
+        slim["num_prompts"] = len(task.get("prompts") or task.get("target_prob") or [])
+        if not slim.get("mean_target_prob"):
+            slim["mean_target_prob"] = _mean_columns(task.get("target_prob"), num_layers)
+        slim["mean_target_rank"] = _mean_columns(task.get("target_rank"), num_layers)
+        slim["mean_entropy"] = _mean_columns(task.get("entropy"), num_layers)
+        slim["top1_tokens"] = _top1_counts(task.get("top_tokens"), num_layers)
+        tasks[name] = slim
+    out["tasks"] = tasks
+    return clean_json(out)
+
+
+def task_part(name: str) -> str:
+    return f"task:{name}"
+
+
+def trace_parts(result: dict[str, Any]) -> dict[str, str]:
+    """``{"overview": JSON text, "task:<name>": JSON text of the task as in the result, ...}``."""
+    parts = {"overview": dumps(trace_overview(result))}
+    for name, task in (result.get("tasks") or {}).items():
+        parts[task_part(name)] = dumps(task)
+    return parts
+
+
+def _replace_parts(session: Session, trace_id: str, parts: dict[str, str]) -> None:
+    session.execute(delete(TracePart).where(TracePart.trace_id == trace_id))
+    session.execute(insert(TracePart), [
+        dict(trace_id=trace_id, part=part, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), body=text)
+        for part, text in parts.items()
+    ])
+
+
+def ensure_trace_parts(session: Session, trace_id: str) -> bool:
+    """Derive and store the parts of a trace whose result was stored before parts existed (or lost them).
+    Returns False when the trace has no stored result. Safe when two requests race: the loser's insert
+    fails on the primary key and it reads what the winner stored."""
+    if session.execute(select(TracePart.part).where(TracePart.trace_id == trace_id).limit(1)).first():
+        return True
+    body = session.execute(select(TraceResultRow.body).where(TraceResultRow.trace_id == trace_id)).scalar_one_or_none()
+    if body is None:
+        return False
+    try:
+        _replace_parts(session, trace_id, trace_parts(json.loads(body)))
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+    return True
+
+
 def store_trace_result(session: Session, *, trace_id: str, result: dict[str, Any]) -> Trace:
     """Store the engine's TraceResult JSON dict for ``trace_id`` and derive the query rows:
 
@@ -104,7 +191,8 @@ def store_trace_result(session: Session, *, trace_id: str, result: dict[str, Any
       ``seeds`` = [options.seed], ``spec`` = the trace's request spec);
     - ``trace_layer_metrics``: one row per (task, layer): mean target prob, mean rank, mean entropy;
     - ``trace_sensitivity``: one row per (perturbation name, layer): mean JS, ci_low, ci_high;
-    - ``trace_task_data``: per task the [P] / [P][L] arrays for the per-prompt drill-down.
+    - ``trace_task_data``: per task the [P] / [P][L] arrays for the per-prompt drill-down;
+    - ``trace_parts``: the overview and each task's object as JSON text (``trace_parts``).
 
     Also fills the model's fingerprint if it has none. Replaces anything stored before. Raises
     ResultError for an unknown trace or a result without ``num_layers`` / ``tasks``.
@@ -166,6 +254,7 @@ def store_trace_result(session: Session, *, trace_id: str, result: dict[str, Any
         session.execute(insert(TraceSensitivity), sens_rows)
     if task_rows:
         session.execute(insert(TraceTaskData), task_rows)
+    _replace_parts(session, trace_id, trace_parts(result))
 
     model_info = result.get("model") or {}
     options = result.get("options") or {}

@@ -182,6 +182,24 @@ class TraceResultRow(Base):
     body: Mapped[str] = mapped_column(Text)
 
 
+class TracePart(Base):
+    """A JSON document derived from one trace's result, stored as text and served as-is (with its sha256
+    as the ETag), so a page needs a few hundred kB instead of the whole result:
+
+    - part ``overview``: the result without its per-prompt arrays (``backend.results.trace_overview``);
+    - part ``task:<name>``: one task's object exactly as in the result (every per-prompt array).
+
+    Written with the result; a trace stored before these existed gets them on first request.
+    """
+
+    __tablename__ = "trace_parts"
+
+    trace_id: Mapped[str] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"), primary_key=True)
+    part: Mapped[str] = mapped_column(String(220), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+
+
 class TraceLayerMetric(Base):
     """One (trace, task, layer) aggregate: the heatmap cell. Means over the task's prompts."""
 
@@ -293,6 +311,6 @@ class ApiToken(Base):
 
 
 __all__ = [
-    "Base", "Job", "Model", "TaskSet", "Trace", "TraceResultRow", "TraceLayerMetric", "TraceSensitivity", "TraceTaskData",
+    "Base", "Job", "Model", "TaskSet", "Trace", "TraceResultRow", "TracePart", "TraceLayerMetric", "TraceSensitivity", "TraceTaskData",
     "Experiment", "TrainMetric", "Share", "ApiToken", "JOB_STATES", "TERMINAL_STATES", "JOB_KINDS", "new_id",
 ]

@@ -7,9 +7,11 @@ import io
 import json
 
 import pytest
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from backend import jobs, results, tasksets
+from backend.db.models import TracePart
 from backend.db.session import make_engine
 
 from backend_factories import trace_result
@@ -506,3 +508,76 @@ def test_concurrent_submissions_through_the_api(client):
     assert len({tid for _, tid in traces}) == 5
     assert client.get(f"{API}/traces").json()["count"] == 5
     assert client.get(f"{API}/jobs", params={"kind": "trace"}).json()["count"] == 5
+
+
+def _independent_overview_task(task: dict, L: int) -> dict:
+    """What the overview must hold for one task, computed here from the per-prompt arrays."""
+    def means(matrix):
+        return [sum(row[l] for row in matrix) / len(matrix) for l in range(L)]
+
+    top1 = []
+    for l in range(L):
+        counts = {}
+        for row in task["top_tokens"]:
+            counts[row[l][0]] = counts.get(row[l][0], 0) + 1
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+        top1.append([[tok, n] for tok, n in ranked])
+    return {"num_prompts": len(task["prompts"]), "mean_target_prob": task["mean_target_prob"],
+            "mean_target_rank": means(task["target_rank"]), "mean_entropy": means(task["entropy"]), "top1_tokens": top1}
+
+
+def test_overview_and_one_task(client, db_url):
+    model = register(client)
+    trace = client.post(f"{API}/traces", json=_trace_body(model["id"])).json()
+    assert client.get(f"{API}/traces/{trace['id']}/overview").status_code == 409
+    assert client.get(f"{API}/traces/{trace['id']}/tasks/task0").status_code == 409
+    data = trace_result(num_layers=5, tasks=3, prompts=7, top_k=4, seed=4)
+    # distinct top-1 tokens: prompt i has "a" at even layers, "b<i%2>" at odd ones
+    for task in data["tasks"].values():
+        for i, row in enumerate(task["top_tokens"]):
+            for l, tokens in enumerate(row):
+                tokens[0] = "a" if l % 2 == 0 else f"b{i % 2}"
+    engine = make_engine(db_url)
+    with Session(engine) as s:
+        results.store_trace_result(s, trace_id=trace["id"], result=data)
+
+    response = client.get(f"{API}/traces/{trace['id']}/overview")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    overview = response.json()
+    assert "prompt_index" not in overview
+    assert all("js" not in s for s in overview["sensitivities"].values()) and "js" not in overview["sensitivity"]
+    assert overview["sensitivities"]["skip"]["mean_js"] == data["sensitivities"]["skip"]["mean_js"]
+    for key in ("num_layers", "block_kinds", "model", "options", "similarity", "position_view", "freeze_plan",
+                "vulnerable_layer", "timings"):
+        assert overview[key] == data[key], key
+    for name, task in data["tasks"].items():
+        got = overview["tasks"][name]
+        assert not set(got) & {"prompts", "target_prob", "target_rank", "entropy", "top_tokens", "top_probs"}
+        expected = _independent_overview_task(task, 5)
+        for key, value in expected.items():
+            assert got[key] == pytest.approx(value) if key.startswith("mean") else got[key] == value, (name, key)
+        assert got["task_particle"] == task["task_particle"] and got["final_accuracy"] == task["final_accuracy"]
+    assert overview["tasks"]["task0"]["top1_tokens"][1] == [["b0", 4], ["b1", 3]]
+    assert len(response.content) < len(client.get(f"{API}/traces/{trace['id']}/result").content) / 2
+
+    one = client.get(f"{API}/traces/{trace['id']}/tasks/task1")
+    assert one.status_code == 200 and one.json() == data["tasks"]["task1"]
+    assert client.get(f"{API}/traces/{trace['id']}/tasks/task1", headers={"If-None-Match": one.headers["etag"]}).status_code == 304
+    assert "has no task 'nope'" in one_line(client.get(f"{API}/traces/{trace['id']}/tasks/nope"))
+    assert client.get(f"{API}/traces/unknown/overview").status_code == 404
+
+    # a trace stored before trace_parts existed gets its parts on first request
+    with Session(engine) as s:
+        s.execute(delete(TracePart).where(TracePart.trace_id == trace["id"]))
+        s.commit()
+    assert client.get(f"{API}/traces/{trace['id']}/tasks/task2").json() == data["tasks"]["task2"]
+    assert client.get(f"{API}/traces/{trace['id']}/overview").json() == overview
+    # a re-run stores a different result: neither part may be served from the old one
+    second = trace_result(num_layers=5, tasks=3, prompts=7, top_k=4, seed=5)
+    with Session(engine) as s:
+        results.store_trace_result(s, trace_id=trace["id"], result=second)
+        assert s.execute(select(func.count()).select_from(TracePart).where(TracePart.trace_id == trace["id"])).scalar_one() == 4
+    engine.dispose()
+    assert client.get(f"{API}/traces/{trace['id']}/tasks/task1").json() == second["tasks"]["task1"]
+    assert client.get(f"{API}/traces/{trace['id']}/overview").json()["tasks"]["task1"]["mean_target_rank"] == \
+        pytest.approx(_independent_overview_task(second["tasks"]["task1"], 5)["mean_target_rank"])

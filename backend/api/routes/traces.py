@@ -1,5 +1,5 @@
 """Traces: create (model, task sets, perturbations, options) and read the results: summary, the engine
-JSON, heatmap aggregates, per-prompt drill-down, sensitivity curves, per-position view, freeze plan, CSV."""
+JSON, its overview and one task of it, heatmap aggregates, per-prompt drill-down, sensitivity curves, per-position view, freeze plan, CSV."""
 
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ from backend.api.schemas import (
     TracePublic,
     TracesPublic,
 )
-from backend.db.models import Job, Model, Trace, TraceLayerMetric, TraceResultRow, TraceSensitivity, TraceTaskData, new_id
+from backend.db.models import (
+    Job, Model, Trace, TraceLayerMetric, TracePart, TraceResultRow, TraceSensitivity, TraceTaskData, new_id,
+)
+from backend.results import ensure_trace_parts, task_part
 
 router = APIRouter(prefix="/traces", tags=["traces"])
 
@@ -193,6 +196,54 @@ def export_json(trace_id: str, session: SessionDep, request: Request):
     body, sha = _result_bytes(request, session, trace_id)
     return _json_bytes_response(request, body, sha,
                                 {"Content-Disposition": f'attachment; filename="trace-{trace_id}.json"'})
+
+
+def _part_bytes(request: Request, session: Session, trace_id: str, part: str, missing: str) -> tuple[bytes, str]:
+    """(a stored part of the trace's result as UTF-8 bytes, its sha256), deriving the parts of a trace
+    stored before they existed; 404 with ``missing`` when the finished trace has no such part."""
+
+    def sha_of() -> Optional[str]:
+        return session.execute(select(TracePart.sha256).where(TracePart.trace_id == trace_id, TracePart.part == part)
+                               ).scalar_one_or_none()
+
+    sha = sha_of()
+    if sha is None:
+        _finished_or_409(_trace_or_404(session, trace_id))
+        if not ensure_trace_parts(session, trace_id):
+            raise HTTPException(409, f"trace {trace_id!r} has no result yet")
+        sha = sha_of()
+        if sha is None:
+            raise HTTPException(404, missing)
+    cache = request.app.state.result_cache
+    key = f"{trace_id}/{part}"
+    body = cache.get(key, sha)
+    if body is None:
+        text = session.execute(select(TracePart.body).where(TracePart.trace_id == trace_id, TracePart.part == part)
+                               ).scalar_one_or_none()
+        if text is None:  # replaced between the two queries
+            raise HTTPException(409, f"trace {trace_id!r} is being stored again; try again")
+        body = text.encode("utf-8")
+        cache.put(key, sha, body)
+    return body, sha
+
+
+@router.get("/{trace_id}/overview", responses={200: {"content": {"application/json": {}},
+                                                     "description": "the result without per-prompt arrays"}})
+def get_overview(trace_id: str, session: SessionDep, request: Request):
+    """The result without what grows with the prompts (docs/schemas.md, "The trace overview"): model,
+    options, per-task mean curves (prob, rank, entropy), particles and top-1 tokens, stability curves,
+    similarity, position view, freeze plan. A few hundred kB where the result can be tens of MB; ETag."""
+    body, sha = _part_bytes(request, session, trace_id, "overview", f"trace {trace_id!r} has no overview")
+    return _json_bytes_response(request, body, sha)
+
+
+@router.get("/{trace_id}/tasks/{task}", responses={200: {"content": {"application/json": {}},
+                                                         "description": "one task of the result, as stored"}})
+def get_task(trace_id: str, task: str, session: SessionDep, request: Request):
+    """One task's object exactly as in the result: prompts, targets, every [P][L] array and the top-k
+    tokens (docs/schemas.md, the task table); ETag."""
+    body, sha = _part_bytes(request, session, trace_id, task_part(task), f"trace {trace_id!r} has no task {task!r}")
+    return _json_bytes_response(request, body, sha)
 
 
 @router.get("/{trace_id}/heatmap", response_model=Heatmap)
