@@ -22,8 +22,11 @@ RUN python -c "import tomllib; extras = tomllib.load(open('pyproject.toml', 'rb'
 COPY layertracer ./layertracer
 COPY backend ./backend
 COPY frontend ./frontend
+# plotly.js's cartesian bundle (frontend/plotly_bundle.py): a third of the full bundle the browser evaluates.
+ENV LAYERTRACER_PLOTLY_BUNDLE=/app/vendor/plotly-cartesian.min.js
 RUN pip install --no-deps . \
-    && python -c "import importlib.util, sys; sys.exit('torch found in the api image' if importlib.util.find_spec('torch') else 0)"
+    && python -c "import importlib.util, sys; sys.exit('torch found in the api image' if importlib.util.find_spec('torch') else 0)" \
+    && python -m frontend.plotly_bundle
 USER layertracer
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=5 \

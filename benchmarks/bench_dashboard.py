@@ -6,7 +6,7 @@ file with 10 tasks of 200 prompts each, a trace run by the worker (skip + mask p
 position view, top-10 tokens), then the dashboard in headless Chromium.
 
 Printed:
-  * the size of the result JSON the page works from;
+  * the size of the whole result JSON, and of what the page reads instead: the overview and one task;
   * server side: the page's ``layout()`` (fetching the result from the API, cold and memoised) and the
     view callbacks (metric change, task change), in-process against the running API;
   * browser side, per page load: time from navigation start to every figure of the page drawn (all six
@@ -16,6 +16,7 @@ Printed:
     .venv/bin/python benchmarks/bench_dashboard.py            # build the trace (a few minutes), then measure
     .venv/bin/python benchmarks/bench_dashboard.py --loads 7 --json out.json
     .venv/bin/python benchmarks/bench_dashboard.py --url http://127.0.0.1:8000 --trace ID   # a running service
+    .venv/bin/python benchmarks/bench_dashboard.py --workdir /tmp/lt-bench   # keep the stack's data; reuse its trace
 
 A benchmark, not a test: it prints numbers and asserts nothing about time.
 """
@@ -88,9 +89,16 @@ def make_trace(stack, models: Path) -> str:
     return trace["id"]
 
 
+def sizes(stack, trace_id: str) -> dict:
+    """Bytes of the whole result, of the overview and of one task's JSON."""
+    return {name: len(stack.api.get(f"/traces/{trace_id}/{path}").content) / 2**20
+            for name, path in (("result_json_mb", "result"), ("overview_json_mb", "overview"),
+                               ("task_json_mb", "tasks/task00"))}
+
+
 def server_side(stack, trace_id: str) -> dict:
     """layout() and the view callbacks, timed in this process against the running API."""
-    from frontend.api_client import RESULT_CACHE
+    from frontend.api_client import RESULT_CACHE, ApiClient
     from frontend.app import create_dash
 
     app = create_dash(api_url=stack.url)
@@ -108,11 +116,10 @@ def server_side(stack, trace_id: str) -> dict:
             page.layout(trace_id)
             times.append(time.perf_counter() - t)
         out["layout_warm_s"] = statistics.median(times)
-        result = RESULT_CACHE.get((stack.url, trace_id, None, None))
-        assert result is not None
-        L = result["num_layers"]
+        overview = ApiClient(stack.url).trace_overview(trace_id)
+        L = overview["num_layers"]
         t = time.perf_counter()
-        page.update_figures("entropy", list(result["sensitivities"]), [0, L - 1], [], trace_id, None, None)
+        page.update_figures("entropy", list(overview["sensitivities"]), [0, L - 1], [], trace_id, None, None)
         out["callback_metric_s"] = time.perf_counter() - t
         t = time.perf_counter()
         page.update_prompts("task05", "prob", [0, L - 1], [], trace_id, None, None)
@@ -141,8 +148,21 @@ document.querySelector('#trace-metric input[value="entropy"]').closest('label').
 """
 
 
+MARGINS_PUSHED = """
+return arguments[0].filter(id => {
+  const g = document.querySelector('#' + id + ' .js-plotly-plot'), s = g._fullLayout._size, m = g._fullLayout.margin;
+  return Math.round(s.l) > m.l || Math.round(s.r) > m.r || Math.round(s.t) > m.t || Math.round(s.b) > m.b;
+});
+"""
+
+
 def browser_side(stack, trace_id: str, loads: int) -> dict:
     import browser
+    from machine import CpuMeter
+
+    # The service just started: its worker may still be importing torch. Measure an idle machine.
+    waited, load = CpuMeter().wait_idle(90, 0.1)
+    print(f"waited {waited:.0f} s for an idle machine (other processes: {load if load is None else round(load, 2)} cores)")
     driver = browser.new_driver()
     if driver is None:
         return {"error": "headless Chromium is not installed"}
@@ -155,13 +175,14 @@ def browser_side(stack, trace_id: str, loads: int) -> dict:
             ms = driver.execute_async_script(WAIT_DRAWN, list(GRAPHS))
             if i == 0:
                 first = ms / 1000
+                pushed = driver.execute_script(MARGINS_PUSHED, list(GRAPHS))
                 browser.screenshot(driver, "bench-trace-36x10x200")
             else:
                 rest.append(ms / 1000)
             clicks.append(driver.execute_async_script(WAIT_RETITLE, "trace-tasks", "entropy") / 1000)
     finally:
         browser.quit_driver(driver)
-    return {"first_load_s": first, "load_median_s": statistics.median(rest) if rest else None,
+    return {"figures_drawn_twice": pushed, "first_load_s": first, "load_median_s": statistics.median(rest) if rest else None,
             "load_max_s": max(rest) if rest else None, "metric_click_median_s": statistics.median(clicks)}
 
 
@@ -171,6 +192,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--url", default=None, help="measure a running service (with --trace) instead of starting one")
     parser.add_argument("--trace", default=None, help="the id of a 36x10x200 trace on --url")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the stack's data folder here and reuse its trace on the next run")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from stack import Stack
@@ -185,27 +208,35 @@ def main() -> None:
             api = httpx.Client(base_url=f"{args.url.rstrip('/')}/api/v1", timeout=120)
 
         stack, trace_id = Running(), args.trace
-        size = len(stack.api.get(f"/traces/{trace_id}/result").content)
+        size = sizes(stack, trace_id)
         server = server_side(stack, trace_id)
         client = browser_side(stack, trace_id, args.loads)
     else:
         with tempfile.TemporaryDirectory(prefix="lt-bench-dash-") as tmp:
-            root = Path(tmp)
+            root = args.workdir or Path(tmp)
             models = root / "models"
-            models.mkdir()
+            models.mkdir(parents=True, exist_ok=True)
+            saved = root / "trace_id"
             stack = Stack(root, (models,)).start()
             try:
-                trace_id = make_trace(stack, models)
-                size = len(stack.api.get(f"/traces/{trace_id}/result").content)
+                if saved.exists():
+                    trace_id = saved.read_text().strip()
+                    print(f"reusing trace {trace_id} of {root}")
+                else:
+                    trace_id = make_trace(stack, models)
+                    saved.write_text(trace_id)
+                size = sizes(stack, trace_id)
                 server = server_side(stack, trace_id)
                 client = browser_side(stack, trace_id, args.loads)
             finally:
                 stack.stop()
-    figures = {"trace": f"{LAYERS} layers x {TASKS} tasks x {PROMPTS} prompts", "result_json_mb": size / 2**20,
+    figures = {"trace": f"{LAYERS} layers x {TASKS} tasks x {PROMPTS} prompts", **size,
                **{k: round(v, 3) if isinstance(v, float) else v for k, v in {**server, **client}.items()},
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
     print()
-    print(f"Trace page, {figures['trace']} (result JSON {figures['result_json_mb']:.1f} MB), {figures['machine']}")
+    print(f"Trace page, {figures['trace']}, {figures['machine']}")
+    print(f"  JSON: whole result {size['result_json_mb']:.1f} MB; the page reads the overview "
+          f"{size['overview_json_mb']:.2f} MB and one task {size['task_json_mb']:.2f} MB")
     print(f"  server  layout(): cold {server['layout_cold_s']:.2f} s (fetch + parse + 6 figures), "
           f"memoised {server['layout_warm_s']:.2f} s; callbacks: metric {server['callback_metric_s']:.2f} s, "
           f"task {server['callback_task_s']:.2f} s")
@@ -215,8 +246,9 @@ def main() -> None:
         print(f"  browser navigation -> all 6 figures drawn: first load {client['first_load_s']:.2f} s, "
               f"then median {client['load_median_s']:.2f} s (max {client['load_max_s']:.2f} s) over {args.loads - 1} loads")
         print(f"  browser click on another metric -> heatmaps redrawn: median {client['metric_click_median_s']:.2f} s")
-        verdict = "yes" if client["load_median_s"] is not None and client["load_median_s"] <= 2.0 else "no"
-        print(f"  interactive within 2 s: {verdict}")
+        print(f"  figures whose margins plotly had to grow (each is drawn twice): {client['figures_drawn_twice'] or 'none'}")
+        verdict = "yes" if max(client["first_load_s"], client["load_median_s"] or 0) <= 2.0 else "no"
+        print(f"  interactive within 2 s (first load and the median of later ones): {verdict}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
 

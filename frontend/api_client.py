@@ -4,14 +4,15 @@
 :class:`ApiError` with one line a person can read: the API's ``{"detail": ...}`` for a 4xx/5xx, or a
 sentence saying the API could not be reached. Pages show that line as it is.
 
-Finished trace results never change, so their JSON is memoised per (API, path, credentials) in a small
-cache bounded by count and size (the memoisation pattern Dash recommends for sharing data between callbacks): the
+Finished trace results (and their overview and tasks) never change, so their JSON is memoised per (API,
+path, credentials) in a small cache bounded by count and size (the memoisation pattern Dash recommends for sharing data between callbacks): the
 callbacks of one trace page then fetch the result once, not once per figure. Nothing else is cached.
 """
 
 from __future__ import annotations
 
 import threading
+from urllib.parse import quote
 from collections import OrderedDict
 from typing import Any, Optional
 
@@ -37,7 +38,7 @@ class _ResultCache:
     """A thread-safe LRU of immutable JSON documents (finished trace results), bounded by count and by
     the JSON bytes they came from (parsed, a document takes several times its JSON size in memory)."""
 
-    def __init__(self, size: int = 8, max_bytes: int = 64 * 2**20) -> None:
+    def __init__(self, size: int = 32, max_bytes: int = 64 * 2**20) -> None:
         self.size = size
         self.max_bytes = max_bytes
         self._data: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
@@ -178,9 +179,9 @@ class ApiClient:
     def trace(self, trace_id: str) -> dict:
         return self.get(f"/traces/{trace_id}")
 
-    def trace_result(self, trace_id: str) -> dict:
-        """The engine's TraceResult JSON of a finished trace (memoised: it never changes)."""
-        key = (self.base_url, trace_id, self.token, self.share)
+    def _immutable(self, path: str) -> Any:
+        """GET ``path`` (a finished trace's result or part of it: it never changes), memoised."""
+        key = (self.base_url, path, self.token, self.share)
         cached = RESULT_CACHE.get(key)
         if cached is not None:
             return cached
@@ -190,9 +191,21 @@ class ApiClient:
             cached = RESULT_CACHE.get(key)
             if cached is not None:
                 return cached
-            result, nbytes = self._request("GET", f"/traces/{trace_id}/result")
-            RESULT_CACHE.put(key, result, nbytes)
-            return result
+            value, nbytes = self._request("GET", path)
+            RESULT_CACHE.put(key, value, nbytes)
+            return value
+
+    def trace_result(self, trace_id: str) -> dict:
+        """The engine's TraceResult JSON of a finished trace (memoised: it never changes)."""
+        return self._immutable(f"/traces/{trace_id}/result")
+
+    def trace_overview(self, trace_id: str) -> dict:
+        """The result without per-prompt arrays (docs/schemas.md, "The trace overview"; memoised)."""
+        return self._immutable(f"/traces/{trace_id}/overview")
+
+    def trace_task(self, trace_id: str, task: str) -> dict:
+        """One task of a finished trace, as in the result (every per-prompt array; memoised)."""
+        return self._immutable(f"/traces/{trace_id}/tasks/{quote(task, safe='')}")
 
     def heatmap(self, trace_id: str, metric: str = "prob") -> dict:
         return self.get(f"/traces/{trace_id}/heatmap", metric=metric)

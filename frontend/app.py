@@ -18,6 +18,7 @@ from typing import Optional
 import dash
 from dash import MATCH, Input, Output, State, dcc, html
 
+from frontend import plotly_bundle, warmup
 from frontend.components import DEFAULT_API_URL
 
 PAGE_MODULES = (
@@ -62,6 +63,10 @@ def shell(prefix: str = "/") -> html.Div:
         ], className="lt-header"),
         html.Main(dash.page_container, className="lt-main"),
         html.Div(id="img-export-sink", style={"display": "none"}),
+        # A hidden graph in the shell makes the browser fetch and evaluate plotly.js while the server is
+        # still building the page's layout, instead of after it (0.3 s on a warm browser, ~0.9 s cold).
+        html.Div(dcc.Graph(id="plotly-preload", figure={"data": [], "layout": {"height": 10, "width": 10}},
+                           config={"staticPlot": True}), style={"display": "none"}, **{"aria-hidden": "true"}),
     ])
 
 
@@ -89,6 +94,7 @@ def create_dash(api_url: Optional[str] = None, requests_pathname_prefix: str = "
         **kwargs,
     )
     app.layertracer_api_url = (api_url or os.environ.get("LAYERTRACER_API_URL") or DEFAULT_API_URL).rstrip("/")
+    plotly_bundle.install(app)  # the 1.5 MB cartesian plotly.js when fetched, else Dash's full 4.8 MB one
     for name in PAGE_MODULES:
         module = importlib.import_module(name)
         page = dash.page_registry.get(name)
@@ -96,6 +102,7 @@ def create_dash(api_url: Optional[str] = None, requests_pathname_prefix: str = "
             page["layout"] = module.layout  # pages_folder="": Dash does not look the layout up itself
         module.register_callbacks(app)
     app.layout = shell(requests_pathname_prefix)
+    warmup.start_warm_up()  # the figure code's first-use cost, off the first visitor's wait
     app.callback(Output("auth-token", "data"), Output("auth-token-msg", "children"),
                  Input("auth-token-input", "value"), prevent_initial_call=True)(save_token)
     # PNG / SVG export of any figure card (Plotly.downloadImage in the browser).

@@ -376,7 +376,7 @@ def trace_plan_ranges(trace_id: str, token: Optional[str]) -> Optional[str]:
     plan = (meta.get("summary") or {}).get("freeze_plan") or {}
     if isinstance(plan, dict) and plan.get("train_ranges") is not None:
         return plan["train_ranges"]
-    return (client(token).trace_result(trace_id).get("freeze_plan") or {}).get("train_ranges")
+    return (client(token).trace_overview(trace_id).get("freeze_plan") or {}).get("train_ranges")
 
 
 def pick(preset_clicks, click, trace_id, ranges, toggles, info, token):

@@ -35,7 +35,7 @@ def load(ids: list[str], token: Optional[str], share: Optional[str]) -> tuple[di
     api = client(token, share)
     for trace_id in ids:
         try:
-            result = api.trace_result(trace_id)
+            result = api.trace_overview(trace_id)
         except ApiError as exc:
             problems.append(f"{trace_id}: {exc.message}")
             continue

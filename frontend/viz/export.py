@@ -76,7 +76,9 @@ def json_for(result: Result, what: str, *, task: Optional[str] = None) -> Any:
     if what == "position":
         return result.get("position_view")
     if what == "stability":
-        return {"sensitivities": result.get("sensitivities"), "vulnerable_layer": result.get("vulnerable_layer")}
+        # The curves and their intervals; the per-prompt JS matrix is in the whole result's JSON export.
+        curves = {name: {k: v for k, v in s.items() if k != "js"} for name, s in (result.get("sensitivities") or {}).items()}
+        return {"sensitivities": curves, "vulnerable_layer": result.get("vulnerable_layer")}
     if what == "similarity":
         return result.get("similarity")
     if what == "plan":

@@ -1,9 +1,13 @@
 """Figures of one trace, built from the engine's TraceResult JSON (``result.to_dict()`` or
-``GET /api/v1/traces/{id}/result``; the schema is in the README, "OUT.json"). Pure functions: data in,
-a plotly Figure out, usable from a notebook::
+``GET /api/v1/traces/{id}/result``; the schema is in docs/schemas.md, "OUT.json"). Pure functions: data
+in, a plotly Figure out, usable from a notebook::
 
     from frontend.viz import trace as tv
     tv.task_heatmap(result.to_dict(), metric="prob").show()
+
+Every figure but the layers x prompts heatmap also draws from the trace *overview*
+(``GET /api/v1/traces/{id}/overview``: no per-prompt arrays, per-task means and top-1 counts instead);
+that one needs its task's per-prompt arrays (``GET /api/v1/traces/{id}/tasks/{task}``, see ``with_task``).
 
 Shapes: L layers, T tasks, P prompts of a task, k top tokens.
 """
@@ -25,7 +29,10 @@ from frontend.viz.common import (
     VULNERABLE_COLOUR,
     METRICS,
     KIND_NAME,
+    COLORBAR_MARGIN,
     base_layout,
+    depth_axis_margin,
+    text_margin,
     depth_axis,
     depth_title,
     empty_figure,
@@ -55,6 +62,18 @@ def perturbation_names(result: Result) -> list[str]:
     return list(result.get("sensitivities") or {})
 
 
+def with_task(overview: Result, task: Optional[str], task_data: Optional[dict]) -> Result:
+    """The overview with one task's per-prompt arrays merged in (a shallow copy; the overview is untouched)."""
+    if not task or task_data is None or task not in overview.get("tasks", {}):
+        return overview
+    return {**overview, "tasks": {**overview["tasks"], task: {**overview["tasks"][task], **task_data}}}
+
+
+def has_prompts(task: dict) -> bool:
+    """Whether a task carries its per-prompt arrays (a full result's task, not an overview's)."""
+    return "target_prob" in task
+
+
 def _mean_columns(rows: Sequence[Sequence[Optional[float]]], width: int) -> list[Optional[float]]:
     """Column means of a [P][L] matrix, skipping nulls: (L,)."""
     sums = [0.0] * width
@@ -71,7 +90,9 @@ def task_metric_curve(task: dict, metric: str, L: int) -> list[Optional[float]]:
     """(L,) the task's curve: mean target probability, mean target rank or mean entropy over prompts."""
     if metric == "prob":
         return list(task["mean_target_prob"])
-    key = {"rank": "target_rank", "entropy": "entropy"}[metric]
+    mean_key, key = {"rank": ("mean_target_rank", "target_rank"), "entropy": ("mean_entropy", "entropy")}[metric]
+    if task.get(mean_key) is not None:  # an overview's task
+        return list(task[mean_key])
     return _mean_columns(task[key], L)
 
 
@@ -83,6 +104,10 @@ def prompt_matrix(task: dict, metric: str) -> list[list[Optional[float]]]:
 
 def _top1_summary(task: dict, L: int, limit: int = 3) -> list[str]:
     """(L,) hover text: the most frequent top-1 lens tokens over the task's prompts at each layer."""
+    if task.get("top1_tokens") is not None:  # an overview's task: the counts are precomputed
+        total = task.get("num_prompts") or 1
+        return [", ".join(f"{tok!r} {100 * n / total:.0f}%" for tok, n in layer[:limit]) or "—"
+                for layer in task["top1_tokens"][:L]] + ["—"] * max(0, L - len(task["top1_tokens"]))
     out = []
     tops = task.get("top_tokens") or []
     total = len(tops) or 1
@@ -140,7 +165,8 @@ def task_heatmap(result: Result, metric: str = "prob", *, normalized: bool = Fal
     base_layout(fig, title=f"Mean {label} per task and layer", height=max(300, 110 + 34 * len(names)))
     depth_axis(fig, L, result.get("block_kinds") or [], normalized, window)
     fig.update_yaxes(title_text="task", autorange="reversed", type="category")
-    fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+    fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"),
+                      margin=dict(l=text_margin(names), r=COLORBAR_MARGIN, b=depth_axis_margin(result.get("block_kinds"))))
     return fig
 
 
@@ -158,32 +184,38 @@ def prompt_heatmap(result: Result, task: str, metric: str = "prob", *, normalize
         return empty_figure(f"No task named {task!r} in this trace.")
     L = num_layers(result)
     data = result["tasks"][task]
+    if not has_prompts(data):
+        return empty_figure(f"The prompts of task {task} are not loaded (an overview has no per-prompt arrays).")
     matrix = prompt_matrix(data, metric)
     P = len(matrix)
     if P == 0:
         return empty_figure(f"Task {task} has no prompts.")
     xs = layer_positions(L, normalized)
+    # Each row's category carries the prompt and its target once (the hover shows it); the axis shows
+    # only "#i → target". The cells carry just their top-k tokens: a per-cell copy of the prompt made
+    # the figure 3x larger for a 200-prompt task.
     labels = [f"#{i} → {_short(t, 16)}" for i, t in enumerate(data["targets"])]
+    rows = [f"#{i} {_short(data['prompts'][i])} → target {data['target_tokens'][i]!r}" for i in range(P)]
     tops, probs = data.get("top_tokens") or [], data.get("top_probs") or []
     hover = []
     for i in range(P):
         row_tokens = tops[i] if i < len(tops) else []
         row_probs = probs[i] if i < len(probs) else []
-        head = f"{_short(data['prompts'][i])}<br>target {data['target_tokens'][i]!r}"
         cells = []
         for l in range(L):
             toks = row_tokens[l][:PROMPT_HOVER_TOP] if l < len(row_tokens) else []
             ps = row_probs[l][:PROMPT_HOVER_TOP] if l < len(row_probs) else []
-            cells.append(head + "<br>top: " + ", ".join(f"{t!r} {p:.2f}" for t, p in zip(toks, ps)))
+            cells.append(", ".join(f"{t!r} {p:.2f}" for t, p in zip(toks, ps)))
         hover.append(cells)
     label, _ = METRICS[metric]
     fig = go.Figure(go.Heatmap(
-        z=matrix, x=xs, y=labels, customdata=hover, **_colour_axis(metric),
-        hovertemplate=("depth %{x:.2f}" if normalized else "layer %{x}") + f" · {label} %{{z:.3f}}<br>%{{customdata}}<extra></extra>",
+        z=matrix, x=xs, y=rows, customdata=hover, **_colour_axis(metric),
+        hovertemplate="%{y}<br>" + ("depth %{x:.2f}" if normalized else "layer %{x}")
+        + f" · {label} %{{z:.3f}}<br>top: %{{customdata}}<extra></extra>",
     ))
     particles = data.get("prompt_particles") or []
     px = [layer_position(p, L, normalized) for p in particles if p is not None]
-    py = [labels[i] for i, p in enumerate(particles) if p is not None]
+    py = [rows[i] for i, p in enumerate(particles) if p is not None]
     fig.add_trace(go.Scatter(
         x=px, y=py, mode="markers", name="prompt particle", hovertemplate="particle: %{x}<extra></extra>",
         marker=dict(symbol="diamond", size=8 if P > 60 else 10, color=PARTICLE_COLOUR, line=dict(color="#000", width=1.5)),
@@ -192,8 +224,10 @@ def prompt_heatmap(result: Result, task: str, metric: str = "prob", *, normalize
                 height=max(320, min(900, 110 + 14 * P)))
     depth_axis(fig, L, result.get("block_kinds") or [], normalized, window)
     fig.update_yaxes(title_text="prompt (# → target)", autorange="reversed", type="category",
-                     showticklabels=P <= 60)
-    fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+                     showticklabels=P <= 60, **(dict(tickmode="array", tickvals=rows, ticktext=labels) if P <= 60 else {}))
+    fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"),
+                      margin=dict(l=text_margin(labels) if P <= 60 else 70, r=COLORBAR_MARGIN,
+                                  b=depth_axis_margin(result.get("block_kinds"))))
     return fig
 
 
@@ -230,6 +264,8 @@ def position_grid(result: Result, *, normalized: bool = False, last: int = 24, c
                 height=max(360, 120 + 22 * L))
     fig.update_xaxes(title_text="token position: token", tickangle=-45, type="category")
     fig.update_yaxes(title_text=depth_title(normalized))
+    # the x labels stand at -45 degrees: about 0.7 of their length is height
+    fig.update_layout(margin=dict(r=COLORBAR_MARGIN, b=text_margin(xlabels, base=50, per_char=5.5, least=60)))
     return fig
 
 
@@ -272,7 +308,8 @@ def stability_figure(result: Result, perturbations: Optional[Sequence[str]] = No
                 "(JS divergence, at most ln 2 ≈ 0.693 nats)", height=400)
     depth_axis(fig, L, result.get("block_kinds") or [], normalized, window)
     fig.update_yaxes(title_text="mean JS divergence (nats)", rangemode="tozero", tickformat=".2~g")
-    fig.update_layout(legend=dict(orientation="h", y=-0.25, x=0))
+    fig.update_layout(legend=dict(orientation="h", y=-0.25, x=0),
+                      margin=dict(l=85, b=65 + depth_axis_margin(result.get("block_kinds"))))
     return fig
 
 
@@ -308,6 +345,7 @@ def similarity_figure(result: Result, *, normalized: bool = False, window: Optio
     fig.update_xaxes(title_text=depth_title(normalized), constrain="domain", tickmode="array", tickvals=ticks, ticktext=text)
     fig.update_yaxes(title_text=depth_title(normalized), scaleanchor="x", autorange="reversed", constrain="domain",
                      tickmode="array", tickvals=ticks, ticktext=text)
+    fig.update_layout(margin=dict(r=COLORBAR_MARGIN))
     return fig
 
 
@@ -363,7 +401,8 @@ def plan_figure(result: Result, *, normalized: bool = False, window: Optional[Se
                 height=250)
     depth_axis(fig, L, kinds, normalized, window)
     fig.update_yaxes(visible=False, range=[0, 1.6])
-    fig.update_layout(legend=dict(orientation="h", y=-0.45, x=0), margin=dict(l=40, r=20, t=50, b=80), bargap=0)
+    fig.update_layout(legend=dict(orientation="h", y=-0.45, x=0), bargap=0,
+                      margin=dict(l=40, r=20, t=50, b=35 + depth_axis_margin(kinds)))
     return fig
 
 

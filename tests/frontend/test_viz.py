@@ -72,7 +72,11 @@ def test_prompt_heatmap_rows_are_prompts_and_hover_has_the_top_k(trace_result):
     cell = fig.data[0].customdata[1][2]
     for token, prob in zip(task["top_tokens"][1][2][:5], task["top_probs"][1][2][:5]):
         assert f"{token!r} {prob:.2f}" in cell
-    assert "target" in cell
+    # the row's category names the prompt and its target once; the axis shows "#i → target"
+    assert fig.data[0].y[1].startswith("#1 ") and f"target {task['target_tokens'][1]!r}" in fig.data[0].y[1]
+    assert " ".join(task["prompts"][1].split())[-20:] in fig.data[0].y[1]
+    assert list(fig.layout.yaxis.ticktext)[1].startswith("#1 → ") and list(fig.layout.yaxis.tickvals) == list(fig.data[0].y)
+    assert "%{y}" in fig.data[0].hovertemplate and "%{customdata}" in fig.data[0].hovertemplate
     particles = [p for p in task["prompt_particles"] if p is not None]
     assert len(fig.data[1].x) == len(particles)
     assert "No task named" in tv.prompt_heatmap(trace_result, "missing").layout.annotations[0].text
@@ -232,3 +236,35 @@ def test_compare_labels_are_short(trace_result, dash_app):
 
     assert label("0123456789abcdef", trace_result) == "01234567 · " + trace_result["model"]["source"].rstrip("/").rsplit("/", 1)[-1]
     assert _ids("a, b,,c") == ["a", "b", "c"] and _ids(["a", " b "]) == ["a", "b"]
+
+
+def test_every_figure_draws_the_same_from_the_overview(trace_result, hybrid_trace_result):
+    """The trace page draws from the API's overview and one task's prompts: every figure, its hover and
+    its exported rows must be exactly what the whole result gives."""
+    import json
+
+    from backend.results import trace_overview
+
+    for result in (trace_result, hybrid_trace_result):
+        overview = json.loads(json.dumps(trace_overview(result)))
+        assert not tv.has_prompts(next(iter(overview["tasks"].values())))
+        window = [1, tv.num_layers(result) - 1]
+        for normalized in (False, True):
+            for metric in ("prob", "rank", "entropy"):
+                assert tv.task_heatmap(overview, metric, normalized=normalized, window=window).to_json() == \
+                    tv.task_heatmap(result, metric, normalized=normalized, window=window).to_json()
+            for draw in (tv.stability_figure, tv.similarity_figure, tv.plan_figure):
+                assert draw(overview, normalized=normalized).to_json() == draw(result, normalized=normalized).to_json()
+            assert tv.position_grid(overview, normalized=normalized).to_json() == \
+                tv.position_grid(result, normalized=normalized).to_json()
+        for task, data in result["tasks"].items():
+            merged = tv.with_task(overview, task, data)
+            assert tv.prompt_heatmap(merged, task, "rank").to_json() == tv.prompt_heatmap(result, task, "rank").to_json()
+            assert tx.rows_for(merged, "prompts", metric="entropy", task=task) == \
+                tx.rows_for(result, "prompts", metric="entropy", task=task)
+            assert "not loaded" in tv.prompt_heatmap(overview, task).layout.annotations[0].text
+        for what in ("tasks", "stability", "similarity", "plan", "position"):
+            assert tx.rows_for(overview, what, metric="rank") == tx.rows_for(result, what, metric="rank")
+            assert tx.json_for(overview, what) == tx.json_for(result, what)
+        assert cv.summary_rows({"a": overview}) == cv.summary_rows({"a": result})
+        assert cv.curves_figure({"a": overview}).to_json() == cv.curves_figure({"a": result}).to_json()
