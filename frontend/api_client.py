@@ -34,7 +34,7 @@ class ApiError(Exception):
         return self.message
 
 
-class _ResultCache:
+class ResultCache:
     """A thread-safe LRU of immutable JSON documents (finished trace results), bounded by count and by
     the JSON bytes they came from (parsed, a document takes several times its JSON size in memory)."""
 
@@ -80,7 +80,7 @@ class _ResultCache:
             self._bytes = 0
 
 
-RESULT_CACHE = _ResultCache()
+RESULT_CACHE = ResultCache()
 
 _CLIENTS: dict[str, httpx.Client] = {}
 _CLIENTS_LOCK = threading.Lock()

@@ -63,10 +63,13 @@ def shell(prefix: str = "/") -> html.Div:
         ], className="lt-header"),
         html.Main(dash.page_container, className="lt-main"),
         html.Div(id="img-export-sink", style={"display": "none"}),
-        # A hidden graph in the shell makes the browser fetch and evaluate plotly.js while the server is
-        # still building the page's layout, instead of after it (0.3 s on a warm browser, ~0.9 s cold).
+        # A tiny graph off-screen in the shell makes the browser fetch and evaluate plotly.js while the
+        # server is still building the page's layout, instead of after it (0.3 s on a warm browser, ~0.6 s
+        # on a fresh one). Off-screen rather than display:none: plotly retries resizing a hidden graph.
         html.Div(dcc.Graph(id="plotly-preload", figure={"data": [], "layout": {"height": 10, "width": 10}},
-                           config={"staticPlot": True}), style={"display": "none"}, **{"aria-hidden": "true"}),
+                           config={"staticPlot": True, "responsive": False}, style={"height": "10px", "width": "10px"}),
+                 style={"position": "absolute", "left": "-10000px", "top": "0", "width": "10px", "height": "10px",
+                        "overflow": "hidden"}, **{"aria-hidden": "true"}),
     ])
 
 

@@ -40,17 +40,19 @@ def tiny_trace(num_layers: int = 3) -> dict[str, Any]:
 
 
 def warm_up() -> None:
-    """Draw each trace figure once and encode it as Dash does."""
+    """Build the trace page's body (every figure, the controls, the tables) once and encode it as Dash
+    does; then each figure once more with normalised depth."""
     from dash._utils import to_json
 
+    from frontend.pages import trace as page
     from frontend.viz import trace as tv
 
     result = tiny_trace()
-    for normalized in (False, True):
-        figures = [tv.task_heatmap(result, "rank", normalized=normalized), tv.prompt_heatmap(result, "warm-up"),
-                   tv.stability_figure(result, normalized=normalized), tv.similarity_figure(result, normalized=normalized),
-                   tv.plan_figure(result, normalized=normalized), tv.position_grid(result, normalized=normalized)]
-        to_json(figures)
+    meta = {"id": "warm-up", "status": "succeeded", "model": {"id": "warm-up"}}
+    to_json(page.figures_view(meta, result, page.view_from_query(result, {})))
+    to_json([tv.task_heatmap(result, "rank", normalized=True), tv.stability_figure(result, normalized=True),
+             tv.similarity_figure(result, normalized=True), tv.plan_figure(result, normalized=True),
+             tv.position_grid(result, normalized=True)])
 
 
 def start_warm_up() -> Optional[threading.Thread]:

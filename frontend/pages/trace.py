@@ -15,7 +15,7 @@ from typing import Any, Optional
 import dash
 from dash import ALL, Input, Output, State, ctx, dcc, html
 
-from frontend.api_client import ApiError
+from frontend.api_client import ApiError, ResultCache
 from frontend.components import (
     api_error_box,
     build_search,
@@ -42,6 +42,60 @@ dash.register_page(__name__, path_template="/traces/<trace_id>", name="Trace", t
 P = "trace"
 POLL_MS = 1500
 FINISHED = ("succeeded", "failed", "cancelled")
+
+
+# -- figures ------------------------------------------------------------------------------------------
+
+# A finished trace never changes, so each figure is a pure function of (trace, view parameters): a view
+# drawn once is served again without rebuilding (a reload, a teammate opening a shared link).
+FIGURE_CACHE = ResultCache(size=48)
+
+
+class Figures:
+    """The six figures of one finished trace, memoised per view when ``source`` (the API, the trace id and
+    the credentials that read it) is given. ``result``: the overview, with the shown task's prompts merged."""
+
+    def __init__(self, result: dict, source: Optional[tuple] = None) -> None:
+        self.result = result
+        self.source = source
+
+    def _get(self, name: str, params: tuple, build):
+        if self.source is None:
+            return build()
+        key = (self.source, name, params)
+        figure = FIGURE_CACHE.get(key)
+        if figure is None:
+            figure = build()
+            FIGURE_CACHE.put(key, figure)
+        return figure
+
+    def plan(self, norm: bool, window) -> Any:
+        return self._get("plan", (norm, tuple(window or ())),
+                         lambda: tv.plan_figure(self.result, normalized=norm, window=window))
+
+    def tasks(self, metric: str, norm: bool, window) -> Any:
+        return self._get("tasks", (metric, norm, tuple(window or ())),
+                         lambda: tv.task_heatmap(self.result, metric, normalized=norm, window=window))
+
+    def prompts(self, task: Optional[str], metric: str, norm: bool, window) -> Any:
+        return self._get("prompts", (task, metric, norm, tuple(window or ())),
+                         lambda: tv.prompt_heatmap(self.result, task, metric, normalized=norm, window=window))
+
+    def stability(self, pert, norm: bool, window) -> Any:
+        return self._get("stability", (tuple(pert or ()), norm, tuple(window or ())),
+                         lambda: tv.stability_figure(self.result, pert or [], normalized=norm, window=window))
+
+    def position(self, norm: bool) -> Any:
+        return self._get("position", (norm,), lambda: tv.position_grid(self.result, normalized=norm))
+
+    def similarity(self, norm: bool, window) -> Any:
+        return self._get("similarity", (norm, tuple(window or ())),
+                         lambda: tv.similarity_figure(self.result, normalized=norm, window=window))
+
+
+def _source(trace_id: str, share: Optional[str], token: Optional[str]) -> tuple:
+    api = client(token, share)
+    return (api.base_url, trace_id, api.token, api.share)
 
 
 # -- view state ---------------------------------------------------------------------------------------
@@ -134,14 +188,15 @@ def body_for(meta: dict, query: dict, token: Optional[str], share: Optional[str]
         result = _with_task(overview, meta["id"], view["task"], share, token)
     except ApiError as exc:
         return [api_error_box(exc, title="The result could not be loaded")]
-    return figures_view(meta, result, view)
+    return figures_view(meta, result, view, source=_source(meta["id"], share, token))
 
 
 def _option(value: str) -> dict:
     return {"label": value, "value": value}
 
 
-def figures_view(meta: dict, result: dict, view: dict) -> list:
+def figures_view(meta: dict, result: dict, view: dict, source: Optional[tuple] = None) -> list:
+    figures = Figures(result, source)
     L = tv.num_layers(result)
     tasks = tv.task_names(result)
     perts = tv.perturbation_names(result)
@@ -181,7 +236,7 @@ def figures_view(meta: dict, result: dict, view: dict) -> list:
         provenance(meta, result),
     ], className="lt-summary")
     plan_card = html.Div([
-        figure_card(f"{P}-plan", tv.plan_figure(result, normalized=norm, window=window), page=P, what="plan",
+        figure_card(f"{P}-plan", figures.plan(norm, window), page=P, what="plan",
                     data_formats=("csv", "json")),
         html.Ul([html.Li(r) for r in plan.get("reasons") or []], className="lt-reasons"),
         dcc.Link("Launch a trial with this plan →", href=trial_href, id=f"{P}-launch", className="lt-button lt-primary"),
@@ -190,14 +245,14 @@ def figures_view(meta: dict, result: dict, view: dict) -> list:
         summary,
         controls,
         plan_card,
-        figure_card(f"{P}-tasks", tv.task_heatmap(result, view["metric"], normalized=norm, window=window), page=P,
+        figure_card(f"{P}-tasks", figures.tasks(view["metric"], norm, window), page=P,
                     what="tasks"),
-        figure_card(f"{P}-prompts", tv.prompt_heatmap(result, view["task"], view["metric"], normalized=norm, window=window),
+        figure_card(f"{P}-prompts", figures.prompts(view["task"], view["metric"], norm, window),
                     page=P, what="prompts", note="Hover a cell for the prompt, its target and the top lens tokens."),
-        figure_card(f"{P}-stability", tv.stability_figure(result, view["pert"], normalized=norm, window=window), page=P,
+        figure_card(f"{P}-stability", figures.stability(view["pert"], norm, window), page=P,
                     what="stability"),
-        figure_card(f"{P}-position", tv.position_grid(result, normalized=norm), page=P, what="position"),
-        figure_card(f"{P}-similarity", tv.similarity_figure(result, normalized=norm, window=window), page=P,
+        figure_card(f"{P}-position", figures.position(norm), page=P, what="position"),
+        figure_card(f"{P}-similarity", figures.similarity(norm, window), page=P,
                     what="similarity"),
     ]
 
@@ -253,20 +308,20 @@ def _with_task(overview: dict, trace_id, task, share, token) -> dict:
 
 def update_figures(metric, pert, window, norm, trace_id, share, token):
     """Metric / perturbations / window / normalisation -> the figures that depend on them."""
-    result = _overview(trace_id, share, token)
+    figures = Figures(_overview(trace_id, share, token), _source(trace_id, share, token))
     normalized = bool(norm)
     return (
-        tv.task_heatmap(result, metric or "prob", normalized=normalized, window=window),
-        tv.stability_figure(result, pert or [], normalized=normalized, window=window),
-        tv.similarity_figure(result, normalized=normalized, window=window),
-        tv.plan_figure(result, normalized=normalized, window=window),
-        tv.position_grid(result, normalized=normalized),
+        figures.tasks(metric or "prob", normalized, window),
+        figures.stability(pert or [], normalized, window),
+        figures.similarity(normalized, window),
+        figures.plan(normalized, window),
+        figures.position(normalized),
     )
 
 
 def update_prompts(task, metric, window, norm, trace_id, share, token):
     result = _with_task(_overview(trace_id, share, token), trace_id, task, share, token)
-    return tv.prompt_heatmap(result, task, metric or "prob", normalized=bool(norm), window=window)
+    return Figures(result, _source(trace_id, share, token)).prompts(task, metric or "prob", bool(norm), window)
 
 
 def sync_url(task, metric, pert, window, norm, trace_id, share, token):

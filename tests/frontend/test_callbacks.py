@@ -344,14 +344,14 @@ def test_experiment_page_results(experiment_result):
 
 
 def test_result_cache_is_bounded_and_fetches_once_per_key():
-    from frontend.api_client import _ResultCache
+    from frontend.api_client import ResultCache
 
-    cache = _ResultCache(size=2)
+    cache = ResultCache(size=2)
     for i in range(3):
         cache.put(("api", str(i)), {"n": i})
     assert cache.get(("api", "0")) is None and cache.get(("api", "2")) == {"n": 2}
     assert cache.lock_for(("api", "x")) is cache.lock_for(("api", "x"))
-    by_size = _ResultCache(size=8, max_bytes=100)
+    by_size = ResultCache(size=8, max_bytes=100)
     by_size.put(("a",), 1, 60)
     by_size.put(("b",), 2, 30)
     by_size.get(("a",))  # a is now the most recently used
@@ -392,3 +392,22 @@ def test_share_without_a_token_is_the_plain_view_url():
     # With a token, the API is asked for a read-only link; an unreachable API says so and still gives the URL.
     link, message = trace_page.share(1, "http://host/traces/t1", "/traces/t1", "", "t1", "tok")
     assert link == "http://host/traces/t1" and "could not be made" in message and "could not be reached" in message
+
+
+def test_figures_are_memoised_per_view_and_per_reader(trace_result):
+    from frontend.pages import trace as page
+    from frontend.viz import trace as tv
+
+    page.FIGURE_CACHE.clear()
+    source = ("http://api", "t1", None, None)
+    task = "plural_en"
+    first = page.Figures(trace_result, source)
+    assert first.prompts(task, "rank", False, [0, 3]) is page.Figures(trace_result, source).prompts(task, "rank", False, (0, 3))
+    assert first.prompts(task, "rank", False, [0, 3]) is not first.prompts(task, "prob", False, [0, 3])
+    assert first.stability(["skip"], True, [1, 2]) is not first.stability(["mask(keep=0.5)"], True, [1, 2])
+    # another reader (a share token) gets its own entries; without a source nothing is kept
+    other = page.Figures(trace_result, ("http://api", "t1", None, "share-token"))
+    assert other.plan(False, [0, 3]) is not first.plan(False, [0, 3])
+    assert page.Figures(trace_result).position(False) is not page.Figures(trace_result).position(False)
+    assert first.tasks("entropy", True, [0, 3]).to_json() == \
+        tv.task_heatmap(trace_result, "entropy", normalized=True, window=[0, 3]).to_json()
