@@ -183,7 +183,7 @@ def body_for(meta: dict, query: dict, token: Optional[str], share: Optional[str]
             parts.append(empty_box("This trace was cancelled; there is nothing to show."))
         return parts
     try:
-        overview = _overview(meta["id"], share, token)
+        overview = _overview(meta["id"], share, token, checked=True)  # meta was just read with them
         view = view_from_query(overview, query)
         result = _with_task(overview, meta["id"], view["task"], share, token)
     except ApiError as exc:
@@ -294,9 +294,16 @@ def poll(n_intervals, trace_id, query, share, token):
     return body_for(meta, query or {}, token, share), finished
 
 
-def _overview(trace_id, share, token) -> dict:
-    """The trace's overview: every figure but the layers x prompts one draws from it."""
-    return client(token, share).trace_overview(trace_id)
+def _overview(trace_id, share, token, checked: bool = False) -> dict:
+    """The trace's overview: every figure but the layers x prompts one draws from it.
+
+    The overview, the tasks and the figures come from caches; with a token or a share link, the API is
+    asked first whether these credentials may still read the trace (a revoked link must stop working),
+    unless the caller has just asked (``checked``)."""
+    api = client(token, share)
+    if not checked and (api.token or api.share):
+        api.trace(trace_id)
+    return api.trace_overview(trace_id)
 
 
 def _with_task(overview: dict, trace_id, task, share, token) -> dict:

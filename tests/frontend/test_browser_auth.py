@@ -80,3 +80,24 @@ def test_token_then_read_only_share_link(secured):
     finally:
         browser.quit_driver(a)
         browser.quit_driver(b)
+
+
+def test_a_revoked_share_link_stops_the_cached_views(secured):
+    """The figures come from caches; a view callback still asks the API whether the link is valid."""
+    from frontend.api_client import ApiError
+    from frontend.app import create_dash
+
+    app = create_dash(api_url=secured.url)
+    from frontend.pages import trace as page
+
+    share = secured.post("/shares", {"kind": "trace", "id": secured.trace_id})
+    with app.server.test_request_context("/"):
+        figures = page.update_figures("prob", ["skip"], None, [], secured.trace_id, share["token"], None)
+        assert "target probability" in figures[0].layout.title.text
+        assert secured.api.delete(f"/shares/{share['id']}").status_code == 204
+        for metric in ("prob", "entropy"):  # the view drawn before (cached) and a new one
+            with pytest.raises(ApiError) as refused:
+                page.update_figures(metric, ["skip"], None, [], secured.trace_id, share["token"], None)
+            assert refused.value.status in (401, 403)
+        # the token that made the link still reads it
+        assert page.update_figures("entropy", ["skip"], None, [], secured.trace_id, None, secured.token)
