@@ -195,10 +195,6 @@ class ApiClient:
             RESULT_CACHE.put(key, value, nbytes)
             return value
 
-    def trace_result(self, trace_id: str) -> dict:
-        """The engine's TraceResult JSON of a finished trace (memoised: it never changes)."""
-        return self._immutable(f"/traces/{trace_id}/result")
-
     def trace_overview(self, trace_id: str) -> dict:
         """The result without per-prompt arrays (docs/schemas.md, "The trace overview"; memoised)."""
         return self._immutable(f"/traces/{trace_id}/overview")
