@@ -116,7 +116,11 @@ def create_dash(api_url: Optional[str] = None, requests_pathname_prefix: str = "
             var holder = document.getElementById(id.graph);
             var gd = holder && (holder.classList.contains('js-plotly-plot') ? holder : holder.querySelector('.js-plotly-plot'));
             if (gd && window.Plotly) {
-                window.Plotly.downloadImage(gd, {format: id.fmt, filename: id.graph, scale: id.fmt === 'png' ? 2 : 1});
+                // A figure still waiting to be drawn (assets/lazy_figures.js) is drawn first.
+                var drawn = window.LayerTracerFigures ? window.LayerTracerFigures.drawNow(gd) : Promise.resolve();
+                drawn.then(function () {
+                    window.Plotly.downloadImage(gd, {format: id.fmt, filename: id.graph, scale: id.fmt === 'png' ? 2 : 1});
+                });
             }
             return window.dash_clientside.no_update;
         }

@@ -192,6 +192,57 @@ def test_the_heatmap_shows_the_results_numbers(stack, driver, state, downloads):
     assert float(rows[0]["prob"]) == pytest.approx(result["tasks"][rows[0]["task"]]["mean_target_prob"][0])
 
 
+LAZY_PROBE = """
+const done = arguments[arguments.length - 1];
+const figure = title => ({data: [{type: 'bar', x: [1, 2], y: [3, 4]}], layout: {title: {text: title}, height: 321}});
+const below = document.documentElement.scrollHeight + 3000;
+function graph(offset) {
+  const div = document.createElement('div');
+  Object.assign(div.style, {position: 'absolute', left: '0', top: (below + offset) + 'px', width: '400px'});
+  document.body.appendChild(div);
+  return div;
+}
+const later = graph(0), gone = graph(2000), seen = graph(4000), now = graph(6000);  // in this document order
+const order = [], out = {};
+Plotly.react(later, figure('first')).then(() => order.push('later'));
+Plotly.react(later, figure('second'));                 // a newer figure for a graph that still waits
+Plotly.react(gone, figure('never')).then(() => order.push('gone'));
+Plotly.react(seen, figure('seen')).then(() => order.push('seen'));
+Plotly.react(now, figure('now'));
+out.drawnAtOnce = [later, gone, seen, now].some(g => g._fullLayout);
+out.waiting = LayerTracerFigures.waiting();
+out.reserved = later.style.minHeight;
+Plotly.purge(gone);                                     // the page was left before it was drawn
+out.waitingAfterPurge = LayerTracerFigures.waiting();
+LayerTracerFigures.drawNow(now);                        // what the PNG / SVG export does
+out.drawNow = !!now._fullLayout;
+window.scrollTo(0, below + 4000);                       // the last of the three scrolls into view
+(function poll() {
+  if (!(later._fullLayout && seen._fullLayout)) { setTimeout(poll, 20); return; }
+  setTimeout(() => done(Object.assign(out, {
+    order, title: later._fullLayout.title.text, height: later._fullLayout.height, reservedAfter: later.style.minHeight,
+    goneDrawn: !!gone._fullLayout, waitingAtEnd: LayerTracerFigures.waiting()})), 200);
+})();
+"""
+
+
+def test_figures_out_of_view_wait_and_are_drawn_when_seen_or_when_the_browser_is_idle(driver):
+    """assets/lazy_figures.js: Plotly.react on a graph never drawn waits (its height reserved) until the
+    graph scrolls into view or the browser is idle, the newest figure wins, purge forgets it, drawNow
+    draws at once; drawn graphs (above) are updated at once."""
+    d = driver
+    figure(d, "trace-tasks")  # the trace page of the tests above: plotly.js is loaded
+    out = d.execute_async_script(LAZY_PROBE)
+    d.execute_script("window.scrollTo(0, 0)")
+    assert out["drawnAtOnce"] is False and out["waiting"] == 4 and out["reserved"] == "321px"
+    assert out["waitingAfterPurge"] == 3 and out["drawNow"] is True
+    # The purged graph's promise settles at once (dcc.Graph goes on), without drawing; the graph scrolled
+    # into view is drawn before the one above it, which waited for idle time.
+    assert out["order"] == ["gone", "seen", "later"]
+    assert (out["title"], out["height"], out["reservedAfter"]) == ("second", 321, "")
+    assert out["goneDrawn"] is False and out["waitingAtEnd"] == 0
+
+
 def test_the_view_lives_in_the_url_and_a_shared_link_restores_it(stack, driver, state):
     d = driver
     choose(d, "trace-task", "plural_en")
