@@ -32,6 +32,19 @@ def _colour(index: int) -> str:
     return OKABE_ITO[index % len(OKABE_ITO)]
 
 
+def step_dtick(span: float, ticks: int = 8) -> int:
+    """A whole-step tick spacing (1, 2, 5, 10, 20, 50, ...) giving at most about ``ticks`` ticks over
+    ``span`` steps: plotly's own choice can be fractional (1, 1.2, 1.4, ...), which the integer tick
+    format would print as 1, 1, 1, 2, 2."""
+    raw = max(span, 1) / ticks
+    scale = 1
+    while True:
+        for mult in (1, 2, 5):
+            if mult * scale >= raw:
+                return mult * scale
+        scale *= 10
+
+
 def loss_figure(metrics: Optional[dict], result: Optional[Result] = None) -> go.Figure:
     """Training loss per step, one line per trial (allocation x seed); held-out loss as markers.
     Uses the live metrics when there are any, else the loss curves stored in the result."""
@@ -66,7 +79,8 @@ def loss_figure(metrics: Optional[dict], result: Optional[Result] = None) -> go.
                                      name=f"{slug} held-out", legendgroup=group,
                                      marker=dict(color=colour, symbol="circle-open", size=9)))
     base_layout(fig, title="Training loss (causal-LM cross-entropy) per step", height=380)
-    fig.update_xaxes(title_text="optimizer step", tickformat="d")
+    steps = [p[0] for pts in series.values() for p in pts]
+    fig.update_xaxes(title_text="optimizer step", tickformat="d", tick0=0, dtick=step_dtick(max(steps) - min(steps)))
     fig.update_yaxes(title_text="loss (nats per token)")
     return fig
 

@@ -62,6 +62,10 @@ def screenshot(driver, name: str, full_page: bool = True) -> Path:
         height = driver.execute_script("return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
         driver.set_window_size(size["width"], min(max(int(height) + 40, 600), 12000))
     try:
+        # Figures that were outside the window are drawn now (frontend/assets/lazy_figures.js): wait for them.
+        driver.execute_async_script(
+            "const done = arguments[0]; (function poll() { const f = window.LayerTracerFigures;"
+            " if (!f || f.waiting() === 0) done(); else setTimeout(poll, 20); })();")
         driver.save_screenshot(str(path))
     finally:
         if full_page:

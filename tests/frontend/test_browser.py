@@ -219,9 +219,12 @@ out.drawNow = !!now._fullLayout;
 window.scrollTo(0, below + 4000);                       // the last of the three scrolls into view
 (function poll() {
   if (!(later._fullLayout && seen._fullLayout)) { setTimeout(poll, 20); return; }
-  setTimeout(() => done(Object.assign(out, {
-    order, title: later._fullLayout.title.text, height: later._fullLayout.height, reservedAfter: later.style.minHeight,
-    goneDrawn: !!gone._fullLayout, waitingAtEnd: LayerTracerFigures.waiting()})), 200);
+  setTimeout(() => {
+    Object.assign(out, {order, title: later._fullLayout.title.text, height: later._fullLayout.height,
+                        reservedAfter: later.style.minHeight, goneDrawn: !!gone._fullLayout, waitingAtEnd: LayerTracerFigures.waiting()});
+    [later, gone, seen, now].forEach(g => { Plotly.purge(g); g.remove(); });  // the page stays as it was for the tests after
+    done(out);
+  }, 200);
 })();
 """
 

@@ -220,6 +220,16 @@ def test_live_metrics_win_over_the_stored_curves(experiment_result):
     fig = ev.loss_figure(metrics, experiment_result)
     assert [list(d.y) for d in fig.data] == [[5.0, 4.5], [4.8]]
     assert "No training steps" in ev.loss_figure({"trials": {}}).layout.annotations[0].text
+    # Whole-step ticks: two steps get ticks 1 and 2 (not 1, 1.2, ... printed as 1, 1, 1, 2, 2).
+    assert (fig.layout.xaxis.tick0, fig.layout.xaxis.dtick, fig.layout.xaxis.tickformat) == (0, 1, "d")
+
+
+def test_step_ticks_are_whole_and_about_eight():
+    assert [ev.step_dtick(span) for span in (0, 1, 7, 8, 9, 40, 100, 1000, 4990)] == [1, 1, 1, 1, 2, 5, 20, 200, 1000]
+    for span in range(0, 5000, 37):
+        dtick = ev.step_dtick(span)
+        # The smallest such spacing: the next smaller one (at most 2.5x smaller) would give more than 8 ticks.
+        assert dtick >= 1 and span / dtick <= 8 and (dtick == 1 or span / dtick > 8 / 2.5 - 1e-9)
 
 
 def test_figures_take_the_engine_result_object_too(trace_result):
