@@ -36,8 +36,8 @@ POLL_S = 0.5
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """How much the demo does. ``FULL``: the default (3 seeds, re-traced trials; 165 s on 2 idle CPU
-    cores from an empty data folder, 83 s of it training the demo model); ``QUICK``: one seed, shorter
+    """How much the demo does. ``FULL``: the default (3 seeds, re-traced trials; 287 s on 2 idle CPU
+    cores from an empty data folder, about 125 s of it training the demo model); ``QUICK``: one seed, shorter
     training, no re-trace, for a first look and for CI."""
 
     trace_limit: int
