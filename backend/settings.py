@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(60, gt=0)
     heartbeat_seconds: int = Field(10, gt=0)
     max_attempts: int = Field(3, gt=0)
+    # How often a running trace writes its partial results, so a killed worker's successor resumes.
+    trace_checkpoint_seconds: float = Field(30.0, ge=0)
     # Origins allowed by CORS; empty = no cross-origin access (the dashboard is same-origin or server-side).
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Log tail kept per job (characters).

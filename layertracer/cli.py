@@ -58,7 +58,8 @@ def trace(
     min_train: int = typer.Option(1, help="Freeze plan: at least this many layers stay trainable."),
     trust_remote_code: bool = typer.Option(False, help="Allow the model folder's own Python code to run."),
 ) -> None:
-    """Trace a model on tasks and write OUT.json (schema in the README)."""
+    """Trace a model on tasks and write OUT.json (schema in the README). A trace stopped part-way keeps
+    its partial results in OUT.json.partial.npz; the same command run again resumes from them."""
     from layertracer.models.loading import load_model
     from layertracer.tasks.sets import load_tasks
     from layertracer.tracer import TraceOptions, trace as run_trace
@@ -96,8 +97,19 @@ def trace(
         f"{loaded.info.dtype} on {loaded.info.device}",
         highlight=False,
     )
-    with Bar() as progress:
-        result = run_trace(loaded, task_list, perturbations=kinds, options=options, progress=progress)
+    # Partial results: a trace stopped part-way (Ctrl-C, a crash) resumes when the same command runs again.
+    partial = out_path.with_name(out_path.name + ".partial.npz")
+    try:
+        with Bar() as progress:
+            result = run_trace(loaded, task_list, perturbations=kinds, options=options, progress=progress,
+                               checkpoint=partial)
+    except KeyboardInterrupt:
+        if partial.exists():
+            err.print(f"partial results kept in {partial}: the same command resumes from them", highlight=False)
+        raise
+    resumed = int(result.timings.get("resumed_prompts", 0))
+    if resumed:
+        err.print(f"resumed: {resumed} prompts came from {partial}", highlight=False)
     result.to_json(out_path)
     _print_summary(result)
     err.print(f"wrote {out_path}", highlight=False)

@@ -9,6 +9,7 @@ Work per batch of prompts (B prompts, T tokens after right-padding, L blocks, V 
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -36,6 +37,7 @@ from layertracer.stats import (
 )
 from layertracer.tasks.encoding import EncodedItem, encode_task
 from layertracer.tasks.sets import Task, load_tasks
+from layertracer.trace_checkpoint import TraceCheckpoint, checkpoint_key
 
 
 @dataclass
@@ -98,6 +100,8 @@ def trace(
     progress: Optional[ProgressCallback] = None,
     device: str = "auto",
     dtype: str = "auto",
+    checkpoint: Optional[str | os.PathLike] = None,
+    checkpoint_every_s: Optional[float] = None,
 ) -> TraceResult:
     """Trace ``model`` on ``tasks``.
 
@@ -106,6 +110,10 @@ def trace(
     perturbations: kinds for the sensitivity scan (see ``layertracer.perturbation``); the first is the
         primary one (``sensitivity``, ``vulnerable_layer`` and the freeze plan use it). May be empty.
     progress: called with ProgressEvent(stage, done, total) as work completes.
+    checkpoint: a file for the partial results (``layertracer.trace_checkpoint``): a trace stopped
+        part-way resumes from it with the same numbers; it is removed when the trace finishes. It is
+        written when the trace is stopped by an exception and, after a batch, at most every
+        ``checkpoint_every_s`` seconds (default ``trace_checkpoint.CHECKPOINT_EVERY_S``, 30).
     """
     options = options or TraceOptions()
     timings: dict[str, float] = {}
@@ -161,6 +169,32 @@ def trace(
     total_units = units_per_prompt * n
     clock = {"done": 0, "lens": 0.0, "sensitivity": 0.0}
     pad_id = pad_token_id(tokenizer)
+    done_rows = np.zeros(n, dtype=bool)  # prompts whose batch has finished
+
+    def partial_arrays() -> dict[str, np.ndarray]:
+        """Everything the finished batches wrote: what a checkpoint holds."""
+        arrays = {"done_rows": done_rows, "baseline_prob": baseline_prob, "target_prob": target_prob,
+                  "target_rank": target_rank, "entropy": entropy, "top_ids": top_ids, "top_probs": top_probs,
+                  "sim_states": sim_states.numpy(), "cosine_sum": cosine_sum.numpy()}
+        arrays.update({f"js_{i}": js[p.name] for i, p in enumerate(perts)})
+        return arrays
+
+    store = None
+    if checkpoint is not None:
+        store = TraceCheckpoint(checkpoint, checkpoint_key([
+            "trace-checkpoint-1", loaded.info.fingerprint, n_layers, k, sim_count, asdict(options),
+            [p.describe() for p in perts],
+            [[[int(i) for i in p.encoded.input_ids], int(p.encoded.target_id)] for p in prompts],
+        ]), every_s=checkpoint_every_s)
+        saved = store.load()
+        if saved is not None:
+            current = partial_arrays()
+            if set(saved) == set(current) and all(saved[name].shape == current[name].shape for name in current):
+                for name, array in current.items():
+                    array[...] = saved[name]  # sim_states / cosine_sum: numpy views of the tensors
+                clock["done"] = int(done_rows.sum()) * units_per_prompt
+                report(progress, "lens", clock["done"], total_units)
+    resumed = int(done_rows.sum())
 
     def run_batch(batch: list[int]) -> None:
         """Lens and sensitivity for one batch; writes its rows only after all of it succeeded."""
@@ -220,14 +254,18 @@ def trace(
         for column, g in enumerate(batch):
             if g < sim_count:
                 sim_states[:, g] = states[:, column]
+        done_rows[rows] = True
         clock["done"] = done
 
-    queue = list(batches)
+    # Batches of the prompts still to do (all of them unless resuming from a checkpoint).
+    queue = [todo for todo in ([g for g in batch if not done_rows[g]] for batch in batches) if todo]
     splits = 0
     while queue:
         batch = queue.pop(0)
         try:
             run_batch(batch)
+            if store is not None and store.due():
+                store.save(partial_arrays())
         except torch.OutOfMemoryError:
             if len(batch) == 1:
                 raise LayerTracerError(
@@ -239,7 +277,13 @@ def trace(
             half = len(batch) // 2
             queue[:0] = [batch[:half], batch[half:]]
             splits += 1
+        except BaseException:
+            # Stopped (cancelled, lease lost, shutting down, Ctrl-C): keep what the finished batches did.
+            if store is not None and done_rows.sum() > resumed:
+                store.save(partial_arrays())
+            raise
     timings["oom_batch_splits"] = float(splits)
+    timings["resumed_prompts"] = float(resumed)
     lens_time, sens_time = clock["lens"], clock["sensitivity"]
     timings["lens"] = lens_time
     timings["sensitivity"] = sens_time
@@ -334,6 +378,8 @@ def trace(
         boundary=options.plan_boundary,
     )
     timings["total"] = time.perf_counter() - started
+    if store is not None:
+        store.remove()
     return TraceResult(
         num_layers=n_layers,
         block_kinds=list(adapter.block_kinds),

@@ -338,8 +338,11 @@ def run_trace(
     roots: Sequence[str | os.PathLike],
     task_set: Optional[TaskSetResolver] = None,
     progress: Optional[ProgressCallback] = None,
+    checkpoint: Optional[str | os.PathLike] = None,
+    checkpoint_every_s: Optional[float] = None,
 ) -> dict[str, Any]:
     """Trace a model; returns the engine's result JSON (the README's OUT.json schema) as a dict.
+    ``checkpoint``: the engine's partial-results file, so a run stopped part-way resumes.
 
     spec: {"model": source (or {"source", "trust_remote_code"}), "tasks": names (list or "a,b"),
     "perturbations"?: ["skip", ...], "options"?: TraceOptions fields, "limit"?, "shots"?, "device"?,
@@ -373,7 +376,8 @@ def run_trace(
         allowed_roots=_allowed_roots(roots) if looks_local(source) else None,
     )
     report(progress, "load", 1, 1)
-    result = trace(loaded, tasks, perturbations=list(perturbations), options=options, progress=progress)
+    result = trace(loaded, tasks, perturbations=list(perturbations), options=options, progress=progress,
+                   checkpoint=checkpoint, checkpoint_every_s=checkpoint_every_s)
     return result.to_dict()
 
 

@@ -274,7 +274,14 @@ def _run(kind: str, spec: dict[str, Any], settings: Settings, job_id: str, contr
     if kind == "inspect":
         return runners.run_inspect(spec, roots=roots, progress=Sink(control))
     if kind == "trace":
-        return runners.run_trace(spec, roots=roots, task_set=_task_set_resolver(settings), progress=Sink(control))
+        # A run stopped part-way (killed worker, lost lease, shutdown, cancel then retry) resumes from here.
+        checkpoint = settings.jobs_dir / job_id / "trace-checkpoint.npz"
+        result = runners.run_trace(spec, roots=roots, task_set=_task_set_resolver(settings), progress=Sink(control),
+                                   checkpoint=checkpoint, checkpoint_every_s=settings.trace_checkpoint_seconds)
+        resumed = int((result.get("timings") or {}).get("resumed_prompts") or 0)
+        if resumed:
+            control.log(f"resumed from the checkpoint of an earlier attempt: {resumed} prompts were done")
+        return result
     if kind == "experiment":
         sink = Sink(control, raise_in_training=False)
         trials_done: dict[str, Any] = {}

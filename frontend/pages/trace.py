@@ -257,10 +257,15 @@ def figures_view(meta: dict, result: dict, view: dict, source: Optional[tuple] =
     ]
 
 
+# Entries of the result's timings that count things rather than seconds.
+TIMING_COUNTS = ("oom_batch_splits", "resumed_prompts")
+
+
 def provenance(meta: dict, result: dict) -> html.Details:
     """Where every number on the page comes from: model hash, code version, seeds, options, spec."""
     prov = meta.get("provenance") or {}
     options = result.get("options") or {}
+    timings = result.get("timings") or {}
     rows = [
         ("model", f"{result['model'].get('source', '?')} ({result['model'].get('architecture', '?')}, "
                   f"{result['model'].get('dtype', '?')} on {result['model'].get('device', '?')})"),
@@ -273,7 +278,9 @@ def provenance(meta: dict, result: dict) -> html.Details:
                                    f"floor {options.get('particle_floor', '?')}; stability interval "
                                    f"{options.get('ci_level', '?')} over {options.get('bootstrap_resamples', '?')} resamples"),
         ("prompts", ", ".join(f"{n}: {t.get('num_prompts', len(t.get('prompts') or []))}" for n, t in result["tasks"].items())),
-        ("timings (s)", ", ".join(f"{k} {v:.1f}" for k, v in (result.get("timings") or {}).items())),
+        ("timings (s)", ", ".join(f"{k} {v:.1f}" for k, v in timings.items() if k not in TIMING_COUNTS)),
+        ("resumed", f"{int(timings.get('resumed_prompts') or 0)} prompts came from the checkpoint of a stopped attempt"
+                    if timings.get("resumed_prompts") else "no (traced in one go)"),
     ]
     return html.Details([
         html.Summary("Provenance: model hash, code version, seeds, options"),

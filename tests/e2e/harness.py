@@ -52,6 +52,7 @@ class Service:
             LAYERTRACER_LEASE_SECONDS=str(LEASE_SECONDS),
             LAYERTRACER_HEARTBEAT_SECONDS=str(HEARTBEAT_SECONDS),
             LAYERTRACER_MAX_ATTEMPTS="3",
+            LAYERTRACER_TRACE_CHECKPOINT_SECONDS="0.5",
             LAYERTRACER_MODEL_ROOTS=os.pathsep.join(str(p) for p in (*model_roots, self.data_dir)),
             LAYERTRACER_API_URL=self.url,
         )

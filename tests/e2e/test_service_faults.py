@@ -45,6 +45,10 @@ def test_worker_killed_mid_trace(service, model_root):
     assert len(result["sensitivities"]) == 2
     log = "\n".join(service.client.get(f"/jobs/{job_id}/log").json()["lines"])
     assert "attempt 1 started" in log and "attempt 2 started" in log
+    # The second attempt took what the first had done from its checkpoint (written every 0.5 s here).
+    resumed = result["timings"]["resumed_prompts"]
+    assert 0 < resumed < 240 and f"{int(resumed)} prompts were done" in log
+    assert not (service.data_dir / "jobs" / job_id / "trace-checkpoint.npz").exists()
 
 
 def test_worker_killed_mid_trial_resumes_from_its_checkpoint(service, model_root):

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 
@@ -116,3 +117,36 @@ def test_tasks_and_inspect_commands(saved_model, cli):
     code, stdout, _ = cli("inspect", "--model", str(saved_model("jamba")))
     info = json.loads(stdout)
     assert code == 0 and info["block_kinds"] == ["ssm", "attention", "ssm", "attention"]
+
+
+def test_an_interrupted_trace_resumes_when_the_command_runs_again(saved_model, tmp_path, cli, monkeypatch):
+    """Ctrl-C in the third batch keeps two batches in OUT.json.partial.npz; the same command resumes
+    from them, gives the numbers of an uninterrupted run and removes the file."""
+    from layertracer import tracer as tracer_module
+
+    args = ["trace", "--model", str(saved_model("llama")), "--tasks", "antonyms_en", "--limit", "6",
+            "--batch-size", "2", "-p", "skip", "--no-similarity", "--no-position-view"]
+    code, _, stderr = cli(*args, "--out", str(tmp_path / "clean.json"))
+    assert code == 0, stderr
+    original, lens_events = tracer_module.report, []
+
+    def ctrl_c_in_the_third_batch(progress, stage, done, total):
+        if stage == "lens":
+            lens_events.append(done)
+            if len(lens_events) == 3:
+                raise KeyboardInterrupt
+        original(progress, stage, done, total)
+
+    monkeypatch.setattr(tracer_module, "report", ctrl_c_in_the_third_batch)
+    out = tmp_path / "out.json"
+    code, _, stderr = cli(*args, "--out", str(out))
+    assert code == 130 and "partial results kept in" in stderr and not out.exists()
+    monkeypatch.setattr(tracer_module, "report", original)
+    code, _, stderr = cli(*args, "--out", str(out))
+    assert code == 0 and "resumed: 4 prompts came from" in stderr.replace("\n", " ")
+    assert not (tmp_path / "out.json.partial.npz").exists()
+    clean, resumed = (json.loads((tmp_path / name).read_text(encoding="utf-8")) for name in ("clean.json", "out.json"))
+    assert resumed["timings"]["resumed_prompts"] == 4
+    for name, task in clean["tasks"].items():
+        np.testing.assert_allclose(resumed["tasks"][name]["target_prob"], task["target_prob"], atol=1e-6)
+    np.testing.assert_allclose(resumed["sensitivity"]["js"], clean["sensitivity"]["js"], atol=1e-6)

@@ -129,3 +129,97 @@ def test_position_view_matches_the_lens_at_the_answer_position(loaded, tasks):
     last_column = [row[-1] for row in view.target_prob]
     np.testing.assert_allclose(last_column, task.target_prob[2], atol=1e-6)
     assert [row[-1] for row in view.top1_tokens] == [layer[0] for layer in task.top_tokens[2]]
+
+
+class _Stop(Exception):
+    """What a worker's progress sink raises to stop a trace (cancel, lost lease, shutdown)."""
+
+
+def _assert_same_numbers(result, expected):
+    for name, task in expected.tasks.items():
+        np.testing.assert_allclose(result.tasks[name].target_prob, task.target_prob, atol=1e-6)
+        np.testing.assert_allclose(result.tasks[name].entropy, task.entropy, atol=1e-5)
+        assert result.tasks[name].top_tokens == task.top_tokens
+        assert result.tasks[name].task_particle == task.task_particle
+    for name, sens in expected.sensitivities.items():
+        np.testing.assert_allclose(result.sensitivities[name].js, sens.js, atol=1e-6)
+    np.testing.assert_allclose(result.similarity.cka, expected.similarity.cka, atol=1e-5)
+    np.testing.assert_allclose(result.similarity.consecutive_cosine, expected.similarity.consecutive_cosine, atol=1e-6)
+
+
+def test_a_stopped_trace_resumes_from_its_checkpoint_with_the_same_numbers(loaded, tasks, tmp_path):
+    """Stopped after 2 of 5 batches, the trace keeps those batches in its checkpoint; run again, it computes
+    only the other 3 and gives the numbers of a trace that was never stopped, then removes the file."""
+    perts = ["skip", "mask:keep=0.5;draws=2"]
+    options = lt.TraceOptions(batch_size=2, **OPTIONS)
+    expected = lt.trace(loaded, tasks, perturbations=perts, options=options)
+    path = tmp_path / "trace-checkpoint.npz"
+    finished_batches = []
+
+    def stop_in_the_third_batch(event):
+        if event.stage == "lens":
+            finished_batches.append(event.done)
+            if len(finished_batches) == 3:
+                raise _Stop()
+
+    with pytest.raises(_Stop):
+        lt.trace(loaded, tasks, perturbations=perts, options=options, progress=stop_in_the_third_batch, checkpoint=path)
+    assert path.is_file()
+    with np.load(path, allow_pickle=False) as saved:
+        assert int(saved["done_rows"].sum()) == 4  # two whole batches of 2 prompts
+
+    lens_events = []
+    result = lt.trace(loaded, tasks, perturbations=perts, options=options, checkpoint=path,
+                      progress=lambda e: lens_events.append(e) if e.stage == "lens" else None)
+    assert result.timings["resumed_prompts"] == 4
+    # One event at the start (the resumed share), then one per batch still to do: 6 prompts in 3 batches.
+    assert len(lens_events) == 1 + 3 and lens_events[0].done == 4 * (lens_events[0].total // 10)
+    _assert_same_numbers(result, expected)
+    assert not path.exists()
+
+
+def test_a_checkpoint_of_another_trace_or_a_torn_file_is_ignored(loaded, tasks, tmp_path):
+    path = tmp_path / "trace-checkpoint.npz"
+    options = lt.TraceOptions(batch_size=2, **OPTIONS)
+
+    def stop_after_two_batches(event):
+        if event.stage == "lens" and event.done >= 4 * (event.total // 10):
+            raise _Stop()
+
+    with pytest.raises(_Stop):
+        lt.trace(loaded, tasks, options=options, progress=stop_after_two_batches, checkpoint=path)
+    assert path.is_file()
+    # Other options (top-k 3): other numbers, so the checkpoint is not used.
+    other = lt.TraceOptions(batch_size=2, top_k=3, **OPTIONS)
+    result = lt.trace(loaded, tasks, options=other, checkpoint=path)
+    assert result.timings["resumed_prompts"] == 0
+    _assert_same_numbers(result, lt.trace(loaded, tasks, options=other))
+    path.write_bytes(b"PK\x03\x04 not a whole zip file")
+    result = lt.trace(loaded, tasks, options=options, checkpoint=path)
+    assert result.timings["resumed_prompts"] == 0 and not path.exists()
+
+
+def test_checkpoints_are_written_while_the_trace_runs(loaded, tasks, tmp_path, monkeypatch):
+    """A worker killed outright (no exception to catch) leaves the last periodic checkpoint: a copy of the
+    file taken during the third batch, as a kill would leave it, resumes from the two batches before."""
+    import shutil
+
+    from layertracer import trace_checkpoint
+
+    monkeypatch.setattr(trace_checkpoint, "CHECKPOINT_EVERY_S", 0.0)  # after every batch,
+    monkeypatch.setattr(trace_checkpoint, "MAX_WRITE_SHARE", float("inf"))  # however long writing takes
+    options = lt.TraceOptions(batch_size=2, **OPTIONS)
+    path, left_by_a_kill = tmp_path / "running.npz", tmp_path / "killed.npz"
+    lens_done = []
+
+    def copy_in_the_third_batch(event):
+        if event.stage == "lens":
+            lens_done.append(event.done)
+            if len(lens_done) == 3:
+                shutil.copy(path, left_by_a_kill)
+
+    expected = lt.trace(loaded, tasks, options=options, progress=copy_in_the_third_batch, checkpoint=path)
+    assert not path.exists() and left_by_a_kill.is_file()
+    result = lt.trace(loaded, tasks, options=options, checkpoint=left_by_a_kill)
+    assert result.timings["resumed_prompts"] == 4
+    _assert_same_numbers(result, expected)

@@ -133,6 +133,10 @@ def test_trace_figures_view_has_every_figure_and_the_launch_link(trace_result):
     assert plan["reasons"][0] in text_of(body)
     prov = text_of(find(body, "trace-provenance"))
     assert trace_result["model"]["fingerprint"] in prov and trace_result["version"] in prov
+    # Counts are not shown as seconds; a trace done in one go says so.
+    assert "resumed_prompts" not in prov and "oom_batch_splits" not in prov and "no (traced in one go)" in prov
+    resumed = {**trace_result, "timings": {**trace_result["timings"], "resumed_prompts": 12.0}}
+    assert "12 prompts came from the checkpoint" in text_of(page.provenance({}, resumed))
 
 
 def test_trace_export_gives_csv_and_json(trace_result):
