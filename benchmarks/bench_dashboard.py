@@ -144,9 +144,6 @@ def server_side(stack, trace_id: str) -> dict:
 WATCH = """
 const ids = arguments[0];
 const t = window.__ltBench = {};
-// When the first mouse move reached the page (its timeStamp) and when the page got to handle it.
-document.addEventListener('mousemove', e => { if (t.move === undefined) t.move = [Math.round(e.timeStamp), Math.round(performance.now())]; },
-                          {capture: true});
 function drawn(id) { const g = document.querySelector('#' + id + ' .js-plotly-plot');
                      return !!(g && g.data && g.data.length && g._fullLayout); }
 (function poll() {
@@ -218,7 +215,6 @@ def _load(driver, url: str, hover: bool = False) -> dict:
         driver.execute_cdp_cmd("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
         times = driver.execute_async_script(WAIT_FOR, "label")
         out["hover_s"] = times["label"] / 1000
-        out["input_lag_s"] = (times["label"] - times["move"][0]) / 1000  # from the event's creation to the label
         out["hovered"] = times["screen_figures"][0]
     times = driver.execute_async_script(WAIT_ALL, list(GRAPHS))
     out["all_s"] = max(times[g] for g in GRAPHS) / 1000

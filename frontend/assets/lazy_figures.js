@@ -35,14 +35,21 @@
     return height > 0 ? height : null;
   }
 
-  function draw(gd) {
+  // Stop waiting for ``gd``: its job (or null when it was not waiting), its reserved height released.
+  function forget(gd) {
     var job = waiting.get(gd);
-    if (!job) { return Promise.resolve(); }
+    if (!job) { return null; }
     waiting.delete(gd);
     observer.unobserve(gd);
     var at = idleQueue.indexOf(gd);
     if (at >= 0) { idleQueue.splice(at, 1); }
     gd.style.minHeight = job.minHeight;
+    return job;
+  }
+
+  function draw(gd) {
+    var job = forget(gd);
+    if (!job) { return Promise.resolve(); }
     if (!gd.isConnected) { job.resolve(); return job.promise; }
     var drawn;
     try {
@@ -107,15 +114,8 @@
     plotly.react = lazyReact;
     plotly.purge = function (gd) {
       var el = typeof gd === 'string' ? document.getElementById(gd) : gd;
-      var job = el && waiting.get(el);
-      if (job) {
-        waiting.delete(el);
-        observer.unobserve(el);
-        var at = idleQueue.indexOf(el);
-        if (at >= 0) { idleQueue.splice(at, 1); }
-        el.style.minHeight = job.minHeight;
-        job.resolve();
-      }
+      var job = el && forget(el);
+      if (job) { job.resolve(); }
       return realPurge.apply(plotly, arguments);
     };
     plotly.__layertracerLazy = true;
