@@ -16,9 +16,9 @@ RUN useradd --create-home --uid 1000 layertracer \
 # lives in one place. The package itself is then installed with --no-deps: its core dependencies
 # (torch, transformers, ...) are the engine's, which the web image must not carry.
 FROM base AS api
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 RUN python -c "import tomllib; extras = tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']; print('\n'.join(sorted(set(extras['service'] + extras['dashboard']))))" > /tmp/requirements-api.txt \
-    && pip install -r /tmp/requirements-api.txt
+    && pip install -c constraints.txt -r /tmp/requirements-api.txt
 COPY layertracer ./layertracer
 COPY backend ./backend
 COPY frontend ./frontend
@@ -34,16 +34,17 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=5 \
 # uvicorn directly: the `layertracer` CLI belongs to the engine (it imports torch).
 CMD ["python", "-m", "uvicorn", "backend.combined:create_api_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
 
-# A GPU worker: torch first, pinned, from the chosen index (a bare "torch" resolves to whatever is newest).
+# A GPU worker: torch first, pinned, from the chosen index (a bare "torch" resolves to whatever is newest);
+# everything else at the versions of the lock file (constraints.txt, written by scripts/lock).
 FROM base AS worker
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY layertracer ./layertracer
 COPY backend ./backend
 COPY worker ./worker
-RUN pip install ".[service]"
+RUN pip install -c constraints.txt ".[service]"
 USER layertracer
 VOLUME ["/data", "/models", "/cache/huggingface"]
 HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
@@ -54,9 +55,9 @@ FROM base AS engine
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY layertracer ./layertracer
-RUN pip install .
+RUN pip install -c constraints.txt .
 USER layertracer
 VOLUME ["/data", "/models"]
 ENTRYPOINT ["layertracer"]

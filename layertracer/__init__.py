@@ -5,35 +5,59 @@
     >>> result = lt.trace(loaded, "antonyms_en,country_capital_zh", perturbations=["skip", "mask"])
     >>> result.vulnerable_layer, result.freeze_plan.train_ranges
 
-Importing this package imports torch and transformers only: no web stack.
+Importing this package loads nothing heavy: the names below are imported on first use (PEP 562), so
+``import layertracer.errors`` (or the CLI's ``--help``) does not pay for torch and transformers. The
+engine never imports the web stack.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from layertracer.errors import LayerTracerError  # noqa: E402
-from layertracer.freeze_plan import FreezePlan, plan_freeze  # noqa: E402
-from layertracer.models import LoadedModel, load_model, resolve_adapter, wrap_model  # noqa: E402
-from layertracer.perturbation import Perturbation  # noqa: E402
-from layertracer.progress import ProgressEvent  # noqa: E402
-from layertracer.results import TraceResult  # noqa: E402
-from layertracer.tasks import Task, TaskItem, builtin_task, load_tasks  # noqa: E402
-from layertracer.tracer import TraceOptions, trace  # noqa: E402
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "FreezePlan",
-    "LayerTracerError",
-    "LoadedModel",
-    "Perturbation",
-    "ProgressEvent",
-    "Task",
-    "TaskItem",
-    "TraceOptions",
-    "TraceResult",
-    "builtin_task",
-    "load_model",
-    "load_tasks",
-    "plan_freeze",
-    "resolve_adapter",
-    "trace",
-    "wrap_model",
-]
+from layertracer._version import __version__
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "FreezePlan": "layertracer.freeze_plan",
+    "plan_freeze": "layertracer.freeze_plan",
+    "LayerTracerError": "layertracer.errors",
+    "LoadedModel": "layertracer.models",
+    "load_model": "layertracer.models",
+    "resolve_adapter": "layertracer.models",
+    "wrap_model": "layertracer.models",
+    "Perturbation": "layertracer.perturbation",
+    "ProgressEvent": "layertracer.progress",
+    "TraceResult": "layertracer.results",
+    "Task": "layertracer.tasks",
+    "TaskItem": "layertracer.tasks",
+    "builtin_task": "layertracer.tasks",
+    "load_tasks": "layertracer.tasks",
+    "TraceOptions": "layertracer.tracer",
+    "trace": "layertracer.tracer",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from layertracer.errors import LayerTracerError
+    from layertracer.freeze_plan import FreezePlan, plan_freeze
+    from layertracer.models import LoadedModel, load_model, resolve_adapter, wrap_model
+    from layertracer.perturbation import Perturbation
+    from layertracer.progress import ProgressEvent
+    from layertracer.results import TraceResult
+    from layertracer.tasks import Task, TaskItem, builtin_task, load_tasks
+    from layertracer.tracer import TraceOptions, trace
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'layertracer' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

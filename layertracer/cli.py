@@ -16,7 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from layertracer import cli_demo, cli_service, cli_trials
-from layertracer.cli_common import Bar, default_data_dir, err, fail, out
+from layertracer._version import __version__
+from layertracer.cli_common import JSON_OPTION, Bar, default_data_dir, err, fail, out, print_json
 from layertracer.errors import LayerTracerError
 
 app = typer.Typer(
@@ -26,6 +27,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+# Arguments that only print text: they must not pay for importing transformers (see main).
+_PRINT_ONLY_FLAGS = frozenset({"--help", "-h", "--version"})
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"layertracer {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Layer diagnostics for causal LMs: logit lens, task particles, layer sensitivity, freeze plans."""
 
 @app.command()
 def trace(
@@ -57,9 +75,11 @@ def trace(
     boundary: str = typer.Option("median", help="Freeze-plan boundary: the median or the earliest (min) task particle."),
     min_train: int = typer.Option(1, help="Freeze plan: at least this many layers stay trainable."),
     trust_remote_code: bool = typer.Option(False, help="Allow the model folder's own Python code to run."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Trace a model on tasks and write OUT.json (schema in the README). A trace stopped part-way keeps
-    its partial results in OUT.json.partial.npz; the same command run again resumes from them."""
+    its partial results in OUT.json.partial.npz; the same command run again resumes from them.
+    With --json the summary goes to stdout as JSON instead of a table."""
     from layertracer.models.loading import load_model
     from layertracer.tasks.sets import load_tasks
     from layertracer.tracer import TraceOptions, trace as run_trace
@@ -111,7 +131,10 @@ def trace(
     if resumed:
         err.print(f"resumed: {resumed} prompts came from {partial}", highlight=False)
     result.to_json(out_path)
-    _print_summary(result)
+    if as_json:
+        print_json({**result.summary(), "out": str(out_path)})
+    else:
+        _print_summary(result.summary())
     err.print(f"wrote {out_path}", highlight=False)
 
 
@@ -129,23 +152,24 @@ def _split_perturbations(text: str) -> list[str]:
     return parts
 
 
-def _print_summary(result) -> None:
+def _print_summary(summary: dict) -> None:
+    """The table of ``TraceResult.summary()``, then the vulnerable layer and the freeze plan."""
     table = Table(title="Tasks", title_justify="left")
     for column in ("task", "prompts", "task particle", "final top-1 accuracy", "peak mean p(target)"):
         table.add_column(column)
-    for name, task in result.tasks.items():
-        peak = max(task.mean_target_prob) if task.mean_target_prob else float("nan")
-        particle = "—" if task.task_particle is None else str(task.task_particle)
-        table.add_row(name, str(len(task.prompts)), particle, f"{task.final_accuracy:.2f}", f"{peak:.3f}")
+    for name, task in summary["tasks"].items():
+        particle = "—" if task["task_particle"] is None else str(task["task_particle"])
+        peak = task["peak_mean_target_prob"]
+        table.add_row(name, str(task["prompts"]), particle, f"{task['final_accuracy']:.2f}",
+                      "—" if peak is None else f"{peak:.3f}")
     out.print(table)
-    if result.sensitivity is not None:
-        sens = result.sensitivity
-        layer = sens.vulnerable_layer
-        value = sens.mean_js[layer] if layer is not None else float("nan")
-        out.print(f"vulnerable layer ({sens.perturbation}): {layer}  mean JS {value:.4f} nats")
-    plan = result.freeze_plan
-    out.print(f"freeze plan: train {plan.train_ranges or '—'}  freeze {plan.freeze_ranges or '—'}")
-    for reason in plan.reasons:
+    if summary["perturbation"] is not None:
+        layer, value = summary["vulnerable_layer"], summary["vulnerable_layer_mean_js"]
+        shown = "—" if value is None else f"{value:.4f}"
+        out.print(f"vulnerable layer ({summary['perturbation']}): {layer}  mean JS {shown} nats")
+    plan = summary["freeze_plan"]
+    out.print(f"freeze plan: train {plan['train_ranges'] or '—'}  freeze {plan['freeze_ranges'] or '—'}")
+    for reason in plan["reasons"]:
         out.print(f"  · {reason}", highlight=False)
 
 
@@ -153,21 +177,40 @@ def _print_summary(result) -> None:
 def inspect(
     model: str = typer.Option(..., "--model", "-m", help="Local model folder or hub id."),
     trust_remote_code: bool = typer.Option(False, help="Allow the model folder's own Python code to run."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
-    """Print a model's architecture, blocks and their kinds as JSON."""
+    """Print a model's architecture, blocks and their kinds (a table, or JSON with --json)."""
     from layertracer.models.loading import load_model
 
     loaded = load_model(model, device="cpu", dtype="float32", trust_remote_code=trust_remote_code)
     info = loaded.info.to_dict()
     info["mixers"] = loaded.adapter.mixer_names
     info["mlps"] = loaded.adapter.mlp_names
-    out.print_json(json.dumps(info))
+    if as_json:
+        print_json(info)
+        return
+    table = Table(title=f"{info.get('architecture')}: {info.get('num_layers')} blocks", title_justify="left")
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key, value in info.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+        table.add_row(key, shown)
+    out.print(table)
 
 
 @app.command("tasks")
-def list_tasks() -> None:
-    """List the built-in task sets."""
+def list_tasks(as_json: bool = JSON_OPTION) -> None:
+    """List the built-in task sets (a table, or JSON with --json)."""
     from layertracer.tasks.sets import BUILTIN_TASKS, builtin_task
+
+    if as_json:
+        listing = []
+        for name, spec in BUILTIN_TASKS.items():
+            items = builtin_task(name, shots=0).items
+            listing.append({"name": name, "language": spec.language, "items": len(items), "description": spec.description,
+                            "example": {"prompt": items[0].prompt, "target": items[0].target}})
+        print_json(listing)
+        return
 
     table = Table(title="Built-in tasks", title_justify="left")
     table.add_column("name", no_wrap=True)
@@ -270,30 +313,20 @@ def demo_model(
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Entry point: run the app, turning LayerTracer's user errors into one line and exit code 2."""
-    _quiet_transformers()
+    """Entry point: typer in standalone mode, with LayerTracer's user errors as one line and exit code 2.
+
+    Standalone mode leaves usage errors (an unknown option, a missing required one) to typer itself:
+    its usage line and exit code 2, whatever copy of click the installed typer carries. Our commands
+    raise LayerTracerError for bad input, which click does not catch; it arrives here.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not _PRINT_ONLY_FLAGS.intersection(args):
+        _quiet_transformers()
     try:
-        # In non-standalone mode click returns the code of typer.Exit instead of raising it.
-        code = app(args=argv, standalone_mode=False)
-        if isinstance(code, int) and code:
-            sys.exit(code)
+        app(args=args, prog_name="layertracer")
     except LayerTracerError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show(file=sys.stderr)
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -12,6 +14,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 err = Console(stderr=True)
 out = Console()
+
+# ``--json`` on the commands that print a summary (trace, eval, tasks, inspect): data on stdout, for scripts.
+JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON on stdout instead of a table.")
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on stdout: plain text (no colours, no wrapping), non-ASCII kept, NaN as null."""
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, allow_nan=False, default=str) + "\n")
+    sys.stdout.flush()
 
 
 def fail(message: str) -> None:

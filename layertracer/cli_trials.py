@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from layertracer.cli_common import Bar, err, fail, out, split_list
+from layertracer.cli_common import JSON_OPTION, Bar, err, fail, out, print_json, split_list
 
 _BENCH_HELP = "Comma-separated benchmark specs: cmmlu:DIR, ceval:DIR."
 _MODE_HELP = (
@@ -38,8 +38,10 @@ def eval_command(
     device: str = typer.Option("auto"),
     dtype: str = typer.Option("auto"),
     trust_remote_code: bool = typer.Option(False, help="Allow the model folder's own Python code to run."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
-    """Evaluate a model on C-Eval / CMMLU-layout benchmarks (accuracy per subject, category, overall)."""
+    """Evaluate a model on C-Eval / CMMLU-layout benchmarks (accuracy per subject, category, overall).
+    With --json the scores (without the per-question records) go to stdout as JSON instead of tables."""
     from layertracer.evaluation import evaluate
     from layertracer.models.loading import load_model
 
@@ -55,6 +57,8 @@ def eval_command(
                 subjects=split_list(subjects) if subjects else None, limit=limit,
             )
         results[spec] = result
+        if as_json:
+            continue
         table = Table(title=f"{spec}  ({result.settings.template}, {shots}-shot)", title_justify="left")
         for column in ("category", "questions", "accuracy"):
             table.add_column(column)
@@ -62,6 +66,8 @@ def eval_command(
             table.add_row(name, str(acc.n), f"{acc.accuracy:.4f}")
         table.add_row("overall", str(result.overall.n), f"{result.overall.accuracy:.4f}")
         out.print(table)
+    if as_json:
+        print_json({spec: r.summary() for spec, r in results.items()})
     if out_path is not None:
         payload = {spec: r.to_dict() for spec, r in results.items()}
         temp = out_path.with_name(out_path.name + ".tmp")

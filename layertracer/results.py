@@ -133,6 +133,37 @@ class TraceResult:
         temp.write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
         temp.replace(path)
 
+    def summary(self) -> dict[str, Any]:
+        """What the CLI's summary table shows, as data (``layertracer trace --json`` prints it).
+
+        tasks: name -> {prompts, task_particle (None when the curve never rises), final_accuracy,
+        peak_mean_target_prob}; vulnerable_layer with its mean JS (nats) under the primary perturbation;
+        the freeze plan's ranges and reasons.
+        """
+        tasks = {
+            name: {
+                "prompts": len(task.prompts),
+                "task_particle": task.task_particle,
+                "final_accuracy": task.final_accuracy,
+                "peak_mean_target_prob": max(task.mean_target_prob) if task.mean_target_prob else None,
+            }
+            for name, task in self.tasks.items()
+        }
+        sens = self.sensitivity
+        layer = sens.vulnerable_layer if sens is not None else None
+        return _json_safe({
+            "num_layers": self.num_layers,
+            "tasks": tasks,
+            "perturbation": sens.perturbation if sens is not None else None,
+            "vulnerable_layer": layer,
+            "vulnerable_layer_mean_js": sens.mean_js[layer] if layer is not None else None,
+            "freeze_plan": {
+                "train_ranges": self.freeze_plan.train_ranges,
+                "freeze_ranges": self.freeze_plan.freeze_ranges,
+                "reasons": list(self.freeze_plan.reasons),
+            },
+        })
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TraceResult":
         def maybe(kind, value):

@@ -51,3 +51,16 @@ def test_worker_imports_no_frontend():
     assert files
     offenders = {str(f.relative_to(REPO)) for f in files if "frontend" in _imported_roots(f)}
     assert offenders == set()
+
+
+def test_the_package_and_the_cli_load_no_torch_until_a_command_needs_it():
+    """``import layertracer`` is lazy (PEP 562) and the CLI imports the engine inside its commands, so
+    ``layertracer --help`` and ``--version`` answer without loading torch or transformers."""
+    code = (
+        "import sys, layertracer, layertracer.cli, layertracer.errors; "
+        "print(','.join(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules)); "
+        "layertracer.TraceOptions; print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["", "True"]  # nothing heavy at first; torch once a name needs it

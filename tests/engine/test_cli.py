@@ -114,9 +114,28 @@ def test_plan_recomputes_from_a_trace(saved_model, tmp_path, cli):
 def test_tasks_and_inspect_commands(saved_model, cli):
     code, stdout, _ = cli("tasks")
     assert code == 0 and "country_capital_zh" in stdout
-    code, stdout, _ = cli("inspect", "--model", str(saved_model("jamba")))
+    code, stdout, _ = cli("inspect", "--model", str(saved_model("jamba")), "--json")
     info = json.loads(stdout)
     assert code == 0 and info["block_kinds"] == ["ssm", "attention", "ssm", "attention"]
+    code, stdout, _ = cli("inspect", "--model", str(saved_model("jamba")))
+    assert code == 0 and "JambaForCausalLM: 4 blocks" in stdout and "ssm, attention, ssm, attention" in stdout
+
+
+def test_trace_json_summary_matches_the_written_result(saved_model, tmp_path, cli):
+    out = tmp_path / "t.json"
+    code, stdout, err = cli("trace", "--model", str(saved_model("qwen3")), "--tasks", "antonyms_en,plural_en",
+                            "--limit", "4", "--out", str(out), "--no-similarity", "--no-position-view", "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert summary["out"] == str(out)
+    assert summary["vulnerable_layer"] == written["vulnerable_layer"]
+    assert summary["vulnerable_layer_mean_js"] == pytest.approx(written["sensitivity"]["mean_js"][written["vulnerable_layer"]])
+    assert summary["freeze_plan"]["train_ranges"] == written["freeze_plan"]["train_ranges"]
+    for name, task in written["tasks"].items():
+        assert summary["tasks"][name]["prompts"] == len(task["prompts"]) == 4
+        assert summary["tasks"][name]["task_particle"] == task["task_particle"]
+        assert summary["tasks"][name]["peak_mean_target_prob"] == pytest.approx(max(task["mean_target_prob"]))
 
 
 def test_an_interrupted_trace_resumes_when_the_command_runs_again(saved_model, tmp_path, cli, monkeypatch):

@@ -19,6 +19,12 @@ def test_eval_writes_results(saved_model, tmp_path, cli):
     result = data[FIXTURE_CEVAL]
     assert result["overall"]["n"] == len(result["records"]) > 0
     assert "overall" in stdout
+    code, stdout, err = cli("eval", "--model", str(saved_model("llama")), "--benchmark", FIXTURE_CEVAL,
+                            "--shots", "2", "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)[FIXTURE_CEVAL]
+    assert "records" not in summary
+    assert summary["overall"] == result["overall"]
 
 
 def test_export_plan_and_its_limits(saved_model, cli):

@@ -73,6 +73,21 @@ def test_dockerfile_api_stage_has_no_torch_and_reads_the_extras_from_pyproject()
     assert "fastapi" in wanted and "dash" in wanted and "torch" not in wanted and "transformers" not in wanted
 
 
+def test_every_image_installs_the_locked_versions():
+    """Each pip install of a stage reads constraints.txt, except torch's own (pinned to its index) and
+    the api stage's --no-deps install of the package itself."""
+    stages = _stages((REPO / "Dockerfile").read_text())
+    for name in ("api", "worker", "engine"):
+        text = stages[name].replace("\\\n", " ")
+        assert "COPY pyproject.toml README.md constraints.txt ./" in text, name
+        installs = [cmd.strip() for line in text.splitlines() for cmd in line.split("&&") if "pip install" in cmd]
+        assert installs, name
+        for command in installs:
+            if "torch==" in command or "--no-deps" in command:
+                continue
+            assert "-c constraints.txt" in command, (name, command)
+
+
 def _compose() -> dict:
     return yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
