@@ -22,12 +22,16 @@ def _engine():
 
 
 @app.command("create-token")
-def create_token(name: str = typer.Argument(..., help="who or what the token is for")) -> None:
+def create_token(
+    name: str = typer.Argument(..., help="who or what the token is for"),
+    admin: bool = typer.Option(False, "--admin", help="An admin token: may also register trust_remote_code models "
+                               "(when the server's LAYERTRACER_ALLOW_REMOTE_CODE allows them)."),
+) -> None:
     """Create an API token and print it once (only its sha256 is stored)."""
     engine = _engine()
     try:
         with session_scope(engine) as session:
-            token = security.create_token(session, name)
+            token = security.create_token(session, name, admin=admin)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -93,14 +93,15 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_token(session: Session, name: str) -> str:
-    """Create an API token called ``name``; returns the token text (shown once, only its hash is kept)."""
+def create_token(session: Session, name: str, *, admin: bool = False) -> str:
+    """Create an API token called ``name`` (an admin token with ``admin``); returns the token text
+    (shown once, only its hash is kept)."""
     if not name or len(name) > 200:
         raise ValueError("a token needs a name of 1-200 characters")
     if session.execute(select(ApiToken.id).where(ApiToken.name == name)).first():
         raise ValueError(f"a token named {name!r} exists already (revoke it first)")
     token = "lt_" + secrets.token_urlsafe(32)
-    session.add(ApiToken(id=new_id(), name=name, token_hash=hash_token(token)))
+    session.add(ApiToken(id=new_id(), name=name, token_hash=hash_token(token), is_admin=admin))
     session.commit()
     return token
 
@@ -115,14 +116,22 @@ def revoke_token(session: Session, name: str) -> bool:
     return True
 
 
-def check_token(session: Session, token: str) -> bool:
-    """Whether ``token`` is a live API token. Hashes are compared with hmac.compare_digest against every
-    live token, so timing says nothing about how much of a guess matched."""
+def token_principal(session: Session, token: str) -> Optional[str]:
+    """``"admin"`` or ``"token"`` for a live API token, None for anything else. Hashes are compared with
+    hmac.compare_digest against every live token, so timing says nothing about how much of a guess
+    matched."""
     wanted = hash_token(token)
-    found = False
-    for stored in session.execute(select(ApiToken.token_hash).where(ApiToken.revoked_at.is_(None))).scalars():
-        found |= hmac.compare_digest(stored, wanted)
-    return found
+    principal = None
+    rows = session.execute(select(ApiToken.token_hash, ApiToken.is_admin).where(ApiToken.revoked_at.is_(None)))
+    for stored, is_admin in rows:
+        if hmac.compare_digest(stored, wanted):
+            principal = "admin" if is_admin else "token"
+    return principal
+
+
+def check_token(session: Session, token: str) -> bool:
+    """Whether ``token`` is a live API token (of either kind)."""
+    return token_principal(session, token) is not None
 
 
 # -- share tokens ------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from backend.exposure import default_allowed_hosts, is_loopback_host
+
 PLACEHOLDER_SECRET = "change-me-this-is-a-placeholder"
 
 
@@ -61,8 +63,16 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Log tail kept per job (characters).
     log_tail_chars: int = 64 * 1024
+    # Host names the API and dashboard answer to (Host header); empty: loopback names in local mode,
+    # any ("*") in token mode. See backend/exposure.py.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Serve a non-loopback address without auth: only behind a gateway of your own that authenticates.
+    insecure_expose_without_auth: bool = False
+    # Whether a model folder's own Python code may run (trust_remote_code) on this server's workers.
+    # Off by default; when on, only an admin token (or the local user in local mode) may ask for it.
+    allow_remote_code: bool = False
 
-    @field_validator("model_roots", "cors_origins", mode="before")
+    @field_validator("model_roots", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -80,7 +90,20 @@ class Settings(BaseSettings):
             raise ValueError(
                 "LAYERTRACER_AUTH=token needs a real LAYERTRACER_SECRET_KEY (at least 16 characters, not the placeholder)"
             )
+        if self.auth == "none" and not is_loopback_host(self.host) and not self.insecure_expose_without_auth:
+            raise ValueError(
+                f"refusing to serve {self.host or 'every address'} without authentication: set LAYERTRACER_AUTH=token "
+                "and a LAYERTRACER_SECRET_KEY (tokens: python -m backend.admin create-token NAME), or bind 127.0.0.1; "
+                "behind an authenticating gateway of your own, LAYERTRACER_INSECURE_EXPOSE_WITHOUT_AUTH=1"
+            )
+        if not self.allowed_hosts:
+            self.allowed_hosts = default_allowed_hosts(self.auth, self.host)
         return self
+
+    @property
+    def local_only(self) -> bool:
+        """Local mode: requests from other machines are refused (see backend/exposure.py)."""
+        return self.auth == "none" and not self.insecure_expose_without_auth
 
     @property
     def broker_dir(self) -> Path:
@@ -95,6 +118,21 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+
+def settings_problem(exc: Exception) -> str:
+    """One line for a settings error (pydantic's ValidationError ends with a 'further information' URL)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+        except (IndexError, TypeError):
+            first = None
+        if first:
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            message = str(first.get("msg", exc)).removeprefix("Value error, ")
+            return f"LAYERTRACER_{where.upper()}: {message}" if where else message
+    return " ".join(str(exc).split())
 
 
 @lru_cache

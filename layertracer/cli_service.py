@@ -128,6 +128,19 @@ def stop_processes(processes: list[subprocess.Popen], timeout: float = STOP_TIME
             process.wait()
 
 
+def preflight(env: dict[str, str], *, migrate: bool) -> None:
+    """Check the service's settings in ``env`` (``python -m backend.preflight``: the service's own rules,
+    such as no public address without auth) and migrate the database; LayerTracerError with its line."""
+    command = [sys.executable, "-m", "backend.preflight"] + (["--migrate"] if migrate else [])
+    checked = subprocess.run(command, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if checked.returncode == 0:
+        return
+    lines = (checked.stderr or checked.stdout).strip().splitlines() or ["unknown error"]
+    if lines[-1].startswith("error: "):
+        raise LayerTracerError(lines[-1].removeprefix("error: "))
+    raise LayerTracerError(f"database migration failed: {lines[-1]}")
+
+
 def _spawn(command: list[str], env: dict[str, str], log=None) -> subprocess.Popen:
     """Start a child; its output goes to ``log`` (an open file) when given, else to our terminal."""
     # A session of its own: the terminal's Ctrl-C reaches `up` only, which then stops the children in order.
@@ -160,10 +173,7 @@ class LocalService:
         self._log = None
 
     def start(self) -> None:
-        migrate = subprocess.run([sys.executable, "-m", "worker.migrate"], env=self.env, capture_output=True, text=True)
-        if migrate.returncode != 0:
-            lines = (migrate.stderr or migrate.stdout).strip().splitlines() or ["unknown error"]
-            raise LayerTracerError(f"database migration failed: {lines[-1]}")
+        preflight(self.env, migrate=True)
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_file, "a", encoding="utf-8")
@@ -241,10 +251,11 @@ def api(
 ) -> None:
     """Run the API alone (uvicorn; migrations at start). Jobs need `layertracer worker` somewhere."""
     folder = _data_dir(data_dir)
+    env = service_env(folder, host=host, port=port)
+    preflight(env, migrate=False)  # the settings' own rules first (e.g. no public address without auth)
     if not port_free(host, port):
         fail(f"port {port} on {host} is already in use; stop what uses it or pick another with --port")
-    _exec(uvicorn_command("backend.combined:create_api_app", host, port, loglevel="info"),
-          service_env(folder, host=host, port=port))
+    _exec(uvicorn_command("backend.combined:create_api_app", host, port, loglevel="info"), env)
 
 
 def worker(

@@ -1,8 +1,9 @@
-"""``python -m worker.migrate``: bring the configured database to the latest schema (used by ``up``
-before it starts the API and the worker, so the two never race to create the same tables)."""
+"""``python -m worker.migrate``: check the settings and bring the configured database to the latest
+schema (the same as ``python -m backend.preflight --migrate``)."""
 
-from backend.db.migrate import upgrade
-from backend.settings import get_settings
+import sys
+
+from backend.preflight import main
 
 if __name__ == "__main__":
-    upgrade(get_settings().database_url)
+    sys.exit(main(["--migrate"]))

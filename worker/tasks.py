@@ -271,6 +271,11 @@ def execute(job_id: str, settings: Optional[Settings] = None) -> dict[str, Any]:
 
 def _run(kind: str, spec: dict[str, Any], settings: Settings, job_id: str, control: JobControl, buffer: _Buffer):
     roots = [str(r) for r in settings.model_roots] + [str(settings.data_dir)]
+    model = spec.get("model")
+    if isinstance(model, dict) and model.get("trust_remote_code") and not settings.allow_remote_code:
+        # The API refuses such a model already; a row written some other way must not run code here either.
+        raise runners.LayerTracerError("this worker does not run a model folder's own code "
+                                       "(trust_remote_code): LAYERTRACER_ALLOW_REMOTE_CODE is off")
     if kind == "inspect":
         return runners.run_inspect(spec, roots=roots, progress=Sink(control))
     if kind == "trace":

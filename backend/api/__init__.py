@@ -22,6 +22,7 @@ from backend.api.deps import API_PREFIX, authorize
 from backend.api.routes import experiments, health, jobs, models, shares, tasksets, traces
 from backend.db.migrate import upgrade
 from backend.db.session import make_engine, make_sessionmaker
+from backend.exposure import ExposureGuard
 from backend.settings import Settings, get_settings
 
 log = logging.getLogger("layertracer.api")
@@ -138,4 +139,9 @@ def create_app(settings: Optional[Settings] = None, *, migrate: bool = True) -> 
                            allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "X-Share-Token", "Idempotency-Key"])
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    # Outermost: a request from an unexpected host or peer is refused before anything else reads it.
+    app.add_middleware(ExposureGuard, allowed_hosts=settings.allowed_hosts, local_only=settings.local_only)
+    if settings.auth == "none" and settings.insecure_expose_without_auth:
+        log.warning("LAYERTRACER_INSECURE_EXPOSE_WITHOUT_AUTH is set: this API has no authentication and answers "
+                    "any peer; only an authenticating gateway in front of it keeps it private")
     return app

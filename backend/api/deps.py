@@ -62,12 +62,14 @@ def authorize(request: Request, session: SessionDep, settings: SettingsDep) -> N
     """In token mode: a live API token (``Authorization: Bearer``) allows everything; a share token
     (``?share=`` or ``X-Share-Token``) allows GET of its one resource and its sub-resources only."""
     if settings.auth != "token":
+        request.state.principal = "local"  # local mode: the one user of this machine (loopback only)
         return
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
     if scheme.lower() == "bearer" and credential.strip():
-        if security.check_token(session, credential.strip()):
-            request.state.principal = "token"
+        principal = security.token_principal(session, credential.strip())
+        if principal is not None:
+            request.state.principal = principal
             return
         raise HTTPException(401, "invalid or revoked API token", headers={"WWW-Authenticate": "Bearer"})
     share_text = request.query_params.get("share") or request.headers.get(SHARE_HEADER)

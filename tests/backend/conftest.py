@@ -15,6 +15,7 @@ from backend.db.models import Base
 from backend.db.session import make_engine
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+LOCAL_BASE_URL = "http://127.0.0.1:8000"
 
 
 def _pg_available() -> bool:
@@ -104,7 +105,8 @@ def make_client(db_url, tmp_path: Path, roots: Path):
         values = dict(data_dir=tmp_path / "data", database_url=db_url, model_roots=[roots])
         values.update(overrides)
         app = create_app(Settings(**values))
-        client = TestClient(app)
+        # A loopback Host, as a browser on this machine sends it (local mode answers loopback names only).
+        client = TestClient(app, base_url=LOCAL_BASE_URL)
         clients.append((client, app))
         return client
 

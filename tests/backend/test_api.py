@@ -473,7 +473,7 @@ def test_concurrent_submissions_through_the_api(client):
 
     def register_same() -> None:
         try:
-            with TestClient(app) as c:
+            with TestClient(app, base_url="http://127.0.0.1:8000") as c:
                 barrier.wait(timeout=30)
                 r = c.post(f"{API}/models", json={"source": "models/tiny"})
                 assert r.status_code in (200, 201), r.text
@@ -490,7 +490,7 @@ def test_concurrent_submissions_through_the_api(client):
 
     def submit(key: str) -> None:
         try:
-            with TestClient(app) as c:
+            with TestClient(app, base_url="http://127.0.0.1:8000") as c:
                 barrier.wait(timeout=30)
                 r = c.post(f"{API}/traces", json=_trace_body(models[0]), headers={"Idempotency-Key": key})
                 assert r.status_code in (200, 201), r.text

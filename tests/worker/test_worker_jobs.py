@@ -320,3 +320,15 @@ def test_reaper_resends_a_job_whose_message_got_lost_once_per_period(settings, e
     assert control.reap(settings, send=lambda i, k: sent.append(i)) == [job_id]
     assert control.reap(settings, send=lambda i, k: sent.append(i)) == []  # not again on the next pass
     assert sent == [job_id] and _job(engine, job_id).status == "queued"
+
+
+def test_a_worker_never_runs_model_code_its_settings_do_not_allow(settings, engine, saved_model):
+    """A model row that asks for trust_remote_code (written past the API) fails on a worker whose own
+    LAYERTRACER_ALLOW_REMOTE_CODE is off, with the reason, and no code of the folder is imported."""
+    source = str(saved_model("qwen3"))
+    job_id, _ = _trace_job(engine, source)
+    with session_scope(engine) as s:
+        s.execute(update(Model).where(Model.source == source).values(trust_remote_code=True))
+    assert tasks.execute(job_id, settings)["status"] == "failed"
+    job = _job(engine, job_id)
+    assert "LAYERTRACER_ALLOW_REMOTE_CODE is off" in job.error

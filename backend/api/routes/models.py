@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from sqlalchemy import func, or_, select
 
 from backend import jobs
@@ -18,6 +18,17 @@ from backend.security import HUB_ID_RE, PathError, confine_path, looks_local
 router = APIRouter(prefix="/models", tags=["models"])
 
 
+def refuse_remote_code(settings, principal) -> None:
+    """403 unless this server lets a model folder's own code run and the caller may ask for it (an admin
+    token in token mode; the machine's own user in local mode, which answers loopback only)."""
+    if not settings.allow_remote_code:
+        raise HTTPException(403, "this server does not run a model folder's own code (trust_remote_code): "
+                                 "its LAYERTRACER_ALLOW_REMOTE_CODE setting is off")
+    if principal not in ("admin", "local"):
+        raise HTTPException(403, "only an admin token may register a model with trust_remote_code "
+                                 "(python -m backend.admin create-token NAME --admin)")
+
+
 def model_public(model: Model) -> dict:
     return {
         "id": model.id, "source": model.source, "source_kind": model.source_kind, "name": model.name,
@@ -28,8 +39,11 @@ def model_public(model: Model) -> dict:
 
 
 @router.post("", response_model=ModelPublic, status_code=201)
-def create_model(body: ModelCreate, session: SessionDep, settings: SettingsDep, response: Response):
-    """Register a model source and queue its inspection (the same source again returns the existing one)."""
+def create_model(body: ModelCreate, session: SessionDep, settings: SettingsDep, request: Request, response: Response):
+    """Register a model source and queue its inspection (the same source again returns the existing one).
+    ``trust_remote_code`` needs the server's LAYERTRACER_ALLOW_REMOTE_CODE and, in token mode, an admin token."""
+    if body.trust_remote_code:
+        refuse_remote_code(settings, getattr(request.state, "principal", None))
     source = body.source.strip()
     if looks_local(source, settings.model_roots):
         try:
