@@ -20,23 +20,8 @@ from sqlalchemy.orm import Session
 from backend.db.models import ApiToken, new_id
 from backend.db.types import utcnow
 
-HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
-
-
 class PathError(ValueError):
     """A path the service will not touch; the message is one line."""
-
-
-def looks_local(source: str, roots: Sequence[Path] = ()) -> bool:
-    """Whether a model source names a local folder (the worker uses the same rule): absolute, ``.``/``~``
-    prefixed, more than one ``/``, or existing (as given or under a root). Otherwise a hub id."""
-    return (
-        os.path.isabs(source)
-        or source.startswith((".", "~"))
-        or source.count("/") > 1
-        or _exists(source)
-        or any(_exists(Path(r) / source) for r in roots)
-    )
 
 
 def _exists(source: "str | Path") -> bool:

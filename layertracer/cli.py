@@ -17,7 +17,7 @@ from rich.table import Table
 
 from layertracer import cli_demo, cli_service, cli_trials
 from layertracer._version import __version__
-from layertracer.cli_common import JSON_OPTION, Bar, default_data_dir, err, fail, out, print_json
+from layertracer.cli_common import JSON_OPTION, MODEL_HELP, REVISION_OPTION, Bar, default_data_dir, err, fail, out, print_json
 from layertracer.errors import LayerTracerError
 
 app = typer.Typer(
@@ -47,7 +47,8 @@ def _root(
 
 @app.command()
 def trace(
-    model: str = typer.Option(..., "--model", "-m", help="Local model folder or hub id."),
+    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    revision: Optional[str] = REVISION_OPTION,
     tasks: str = typer.Option(
         ..., "--tasks", "-t", help="Comma-separated built-in task names, 'all', or JSONL/CSV task files."
     ),
@@ -110,7 +111,7 @@ def trace(
         fail(f"--boundary must be 'median' or 'min', not {boundary!r}")
     task_list = load_tasks(tasks, shots=shots, limit=limit)
     with err.status(f"loading {model}"):
-        loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision)
     err.print(
         f"{loaded.info.architecture}: {loaded.info.num_layers} blocks "
         f"({', '.join(sorted(set(loaded.info.block_kinds)))}), {loaded.info.num_parameters:,} parameters, "
@@ -175,14 +176,15 @@ def _print_summary(summary: dict) -> None:
 
 @app.command()
 def inspect(
-    model: str = typer.Option(..., "--model", "-m", help="Local model folder or hub id."),
+    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    revision: Optional[str] = REVISION_OPTION,
     trust_remote_code: bool = typer.Option(False, help="Allow the model folder's own Python code to run."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Print a model's architecture, blocks and their kinds (a table, or JSON with --json)."""
     from layertracer.models.loading import load_model
 
-    loaded = load_model(model, device="cpu", dtype="float32", trust_remote_code=trust_remote_code)
+    loaded = load_model(model, device="cpu", dtype="float32", trust_remote_code=trust_remote_code, revision=revision)
     info = loaded.info.to_dict()
     info["mixers"] = loaded.adapter.mixer_names
     info["mlps"] = loaded.adapter.mlp_names

@@ -19,6 +19,11 @@ out = Console()
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON on stdout instead of a table.")
 
 
+# The model options every command that loads a model takes (one declaration each).
+MODEL_HELP = "A local model folder, or a hub id: org/name, org/name@revision (from the Hugging Face cache; HF_HUB_OFFLINE honoured)."
+REVISION_OPTION = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of a hub id; the same as org/name@revision.")
+
+
 def print_json(data: Any) -> None:
     """One JSON document on stdout: plain text (no colours, no wrapping), non-ASCII kept, NaN as null."""
     sys.stdout.write(json.dumps(data, ensure_ascii=False, allow_nan=False, default=str) + "\n")

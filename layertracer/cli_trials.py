@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from layertracer.cli_common import JSON_OPTION, Bar, err, fail, out, print_json, split_list
+from layertracer.cli_common import JSON_OPTION, MODEL_HELP, REVISION_OPTION, Bar, err, fail, out, print_json, split_list
 
 _BENCH_HELP = "Comma-separated benchmark specs: cmmlu:DIR, ceval:DIR."
 _MODE_HELP = (
@@ -27,7 +27,8 @@ def _seeds(text: str) -> list[int]:
 
 
 def eval_command(
-    model: str = typer.Option(..., "--model", "-m", help="Local model folder or hub id."),
+    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    revision: Optional[str] = REVISION_OPTION,
     benchmark: str = typer.Option(..., "--benchmark", "-b", help=_BENCH_HELP),
     out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the full result JSON here."),
     mode: str = typer.Option("loglikelihood", help=_MODE_HELP),
@@ -48,7 +49,7 @@ def eval_command(
     if out_path is not None and not out_path.parent.exists():
         fail(f"output folder {str(out_path.parent)!r} does not exist")
     specs = split_list(benchmark)
-    loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision)
     results = {}
     for spec in specs:
         with Bar() as progress:

@@ -1,4 +1,5 @@
-"""Layering: the engine never imports the web stack; the web parts never import torch."""
+"""Layering: the engine never imports the web stack; the web parts never import torch, and of the
+engine they import the torch-free spec package (``layertracer.spec``) alone."""
 
 import ast
 import subprocess
@@ -9,7 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 WEB_PACKAGES = ("fastapi", "sqlalchemy", "celery", "dash", "flask", "starlette", "kombu")
-ML_PACKAGES = ("torch", "transformers", "layertracer")
+ML_PACKAGES = ("torch", "transformers", "numpy", "safetensors", "accelerate")
+SPEC = "layertracer.spec"
 
 
 def test_importing_the_engine_imports_no_web_package():
@@ -22,22 +24,42 @@ def test_importing_the_engine_imports_no_web_package():
     assert result.stdout.strip() == ""
 
 
-def _imported_roots(path: Path) -> set[str]:
+def _imported_modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    roots = set()
+    modules = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
+            modules.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            roots.add(node.module.split(".")[0])
-    return roots
+            modules.add(node.module)
+    return modules
+
+
+def _imported_roots(path: Path) -> set[str]:
+    return {name.split(".")[0] for name in _imported_modules(path)}
+
+
+def _engine_modules_beyond_the_spec(path: Path) -> list[str]:
+    return sorted(m for m in _imported_modules(path)
+                  if m.split(".")[0] == "layertracer" and m != SPEC and not m.startswith(SPEC + "."))
 
 
 @pytest.mark.parametrize("package", ["backend", "frontend"])
-def test_web_parts_import_no_ml_package(package):
+def test_web_parts_import_no_ml_package_and_of_the_engine_the_spec_alone(package):
     files = sorted((REPO / package).rglob("*.py"))
-    offenders = {str(f.relative_to(REPO)): sorted(_imported_roots(f) & set(ML_PACKAGES)) for f in files}
+    offenders = {str(f.relative_to(REPO)): sorted(_imported_roots(f) & set(ML_PACKAGES)) + _engine_modules_beyond_the_spec(f)
+                 for f in files}
     assert {f: bad for f, bad in offenders.items() if bad} == {}
+
+
+@pytest.mark.parametrize("entry", ["layertracer.spec", "backend.api", "backend.combined", "frontend.app"])
+def test_importing_the_spec_and_the_web_parts_loads_no_ml_package(entry):
+    """What the source says (above) and what Python loads agree: the spec, the API and the dashboard
+    run without torch, transformers or numpy ever being imported."""
+    code = f"import sys, {entry}; print(','.join(m for m in {ML_PACKAGES!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
 
 
 def test_engine_source_names_no_web_package():

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from layertracer.errors import LayerTracerError, ModelLoadError
 from layertracer.progress import ProgressCallback
+from layertracer.spec.sources import ModelSource, is_path_like, parse_model_source
 
 # A task-set name -> its items [{"prompt", "target", "task"?}] or a task file (None: no such set).
 TaskSetResolver = Callable[[str], Optional[Any]]
@@ -44,20 +45,6 @@ class Shutdown(Interrupted):
 
 
 # -- paths -------------------------------------------------------------------------------------------
-def looks_local(source: str) -> bool:
-    """Whether a model source names a local folder rather than a hub id (``org/name``).
-
-    Absolute, ``./``, ``../`` and ``~`` paths, and anything that exists, are local; a hub id has exactly
-    one ``/`` and does not exist on disk.
-    """
-    return (
-        os.path.isabs(source)
-        or source.startswith((".", "~"))
-        or Path(source).expanduser().exists()
-        or source.count("/") > 1
-    )
-
-
 def confine(path: str | os.PathLike, roots: Sequence[str | os.PathLike], what: str = "path") -> Path:
     """``path`` resolved (symlinks too) if inside one of ``roots``, else a one-line LayerTracerError.
 
@@ -82,17 +69,21 @@ def confine(path: str | os.PathLike, roots: Sequence[str | os.PathLike], what: s
         raise LayerTracerError(f"{what} {str(path)!r} is outside the allowed roots") from None
 
 
-def model_source(source: str, roots: Sequence[str | os.PathLike]) -> str:
-    """The source to load: a confined absolute folder for a local path, the id itself for a hub id."""
+def model_source(source: str, roots: Sequence[str | os.PathLike]) -> ModelSource:
+    """The source to load, by the one model-source rule (``layertracer.spec.sources``): a local folder
+    (under the roots, confined: no ``..`` or symlink escape) or a hub id with its revision."""
     if not isinstance(source, str) or not source.strip():
         raise LayerTracerError("the spec names no model source")
-    source = source.strip()
-    if looks_local(source) or any((Path(r) / source).exists() for r in roots):
-        folder = confine(source, roots, "model path")
+    if is_path_like(source.strip()):
+        # Confined before it is looked at: a path outside the roots is refused whether it exists or not.
+        folder = confine(source.strip(), roots, "model path")
         if not folder.is_dir():
             raise ModelLoadError(f"model path {source!r} does not exist")
-        return str(folder)
-    return source
+        return ModelSource("local", str(folder))
+    parsed = parse_model_source(source, roots=roots)
+    if not parsed.is_local:
+        return parsed
+    return ModelSource("local", str(confine(parsed.location, roots, "model path")))
 
 
 def _spec_model(spec: Mapping[str, Any]) -> tuple[str, bool]:
@@ -219,10 +210,11 @@ def run_inspect(
     from layertracer.progress import report
 
     source, trust = _spec_model(spec)
-    source = model_source(source, roots)
+    parsed = model_source(source, roots)
+    source = str(parsed)
     report(progress, "load", 0, 1)
     info: Optional[dict[str, Any]] = None
-    if looks_local(source):
+    if parsed.is_local:
         folder = Path(source)
         if not (folder / "config.json").is_file():
             raise ModelLoadError(f"model path {source!r} has no config.json: not a Hugging Face model folder")
@@ -240,7 +232,7 @@ def run_inspect(
     if info is None:
         loaded = load_model(
             source, device="cpu", dtype=str(spec.get("dtype") or "bfloat16"), trust_remote_code=trust,
-            allowed_roots=_allowed_roots(roots) if looks_local(source) else None,
+            allowed_roots=_allowed_roots(roots) if parsed.is_local else None,
         )
         info = describe_loaded(loaded)
         info["weights_loaded"] = True
@@ -354,7 +346,8 @@ def run_trace(
     from layertracer.tracer import trace
 
     source, trust = _spec_model(spec)
-    source = model_source(source, roots)
+    parsed = model_source(source, roots)
+    source = str(parsed)
     options = trace_options(spec.get("options") or {})
     perturbations = spec.get("perturbations", ["skip"])
     if isinstance(perturbations, str):
@@ -373,7 +366,7 @@ def run_trace(
         device=str(spec.get("device") or "auto"),
         dtype=str(spec.get("dtype") or "auto"),
         trust_remote_code=trust,
-        allowed_roots=_allowed_roots(roots) if looks_local(source) else None,
+        allowed_roots=_allowed_roots(roots) if parsed.is_local else None,
     )
     report(progress, "load", 1, 1)
     result = trace(loaded, tasks, perturbations=list(perturbations), options=options, progress=progress,
@@ -394,7 +387,7 @@ def experiment_spec(spec: Mapping[str, Any], *, roots: Sequence[str | os.PathLik
     source, trust = _spec_model(spec)
     if trust:
         raise LayerTracerError("trials do not run a model folder's own code (trust_remote_code)")
-    data["model"] = model_source(source, roots)
+    data["model"] = str(model_source(source, roots))
     if "allocation" in data:
         data["allocations"] = [data.pop("allocation")]
     if isinstance(data.get("allocations"), str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -14,6 +14,7 @@ from torch import nn
 
 from layertracer.errors import ModelLoadError
 from layertracer.models.adapters import ModelAdapter, resolve_adapter
+from layertracer.spec.sources import ModelSource, parse_model_source
 
 _DTYPES = {
     "float32": torch.float32,
@@ -40,6 +41,11 @@ class ModelInfo:
     dtype: str
     device: str
     fingerprint: str
+    # Hub models: the revision asked for (None: the default branch) and the commit it resolved to.
+    revision: Optional[str] = None
+    commit: Optional[str] = None
+    # Weight file -> sha256 of its content, where known without reading it (a hub cache snapshot).
+    weights_sha256: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,17 +94,30 @@ def confine_path(path: str | os.PathLike, roots: Sequence[str | os.PathLike]) ->
     raise ModelLoadError(f"model path {str(path)!r} is outside the allowed model roots")
 
 
+# Weight and config files that define a model's numbers (what a fingerprint covers).
+_FINGERPRINTED = {".json", ".safetensors", ".bin", ".model"}
+_SHA256_HEX = 64
+
+
 def fingerprint(source: str) -> str:
-    """A cheap content fingerprint of a local model folder (sha256 of its config, and of each weight
-    file's name, size and first and last MiB); for a hub id, the id itself. Weight files can be tens of
-    GB, so hashing them whole on every trace would cost more than the trace."""
+    """A content fingerprint of a model folder, cheap at any size.
+
+    A snapshot folder of the Hugging Face cache: the sha256 over its files' names and blob names (the
+    hub names each large file's blob by the sha256 of its content, so this hashes the real weights
+    without reading them). Any other folder: the sha256 of each file's name, size and first and last
+    MiB (weights can be tens of GB). A hub id that is not on disk: the id itself.
+    """
     folder = Path(source)
     digest = hashlib.sha256()
     if not folder.is_dir():
         digest.update(source.encode())
         return "id:" + digest.hexdigest()[:16]
+    blobs = _cache_blob_hashes(folder)
     for file in sorted(folder.iterdir()):
-        if file.suffix not in {".json", ".safetensors", ".bin", ".model"} or not file.is_file():
+        if file.suffix not in _FINGERPRINTED or not file.is_file():
+            continue
+        if file.name in blobs:
+            digest.update(f"{file.name}:{blobs[file.name]}".encode())
             continue
         size = file.stat().st_size
         digest.update(f"{file.name}:{size}".encode())
@@ -108,6 +127,26 @@ def fingerprint(source: str) -> str:
                 handle.seek(-(1 << 20), os.SEEK_END)
                 digest.update(handle.read())
     return "sha256:" + digest.hexdigest()[:16]
+
+
+def _cache_blob_hashes(folder: Path) -> dict[str, str]:
+    """file name -> sha256 of its content, for the files of a hub cache snapshot that link to a blob
+    named by its sha256 (the hub's LFS files: weights); {} for an ordinary folder."""
+    if folder.parent.name != "snapshots":
+        return {}
+    hashes = {}
+    for file in folder.iterdir():
+        if file.is_symlink():
+            blob = Path(os.readlink(file)).name
+            if len(blob) == _SHA256_HEX and all(c in "0123456789abcdef" for c in blob):
+                hashes[file.name] = blob
+    return hashes
+
+
+def weight_hashes(folder: str | Path) -> dict[str, str]:
+    """The sha256 of each weight file of a hub cache snapshot (safetensors, bin), from its blob name."""
+    return {name: sha for name, sha in _cache_blob_hashes(Path(folder)).items()
+            if name.endswith((".safetensors", ".bin"))}
 
 
 def _text_config(config):
@@ -124,6 +163,38 @@ def _require_causal_lm(config, source: str, trust_remote_code: bool) -> None:
         raise ModelLoadError(f"{source!r} is not a causal language model ({arch}, model type {config.model_type!r})")
 
 
+def _hub_error(source: ModelSource, exc: Exception) -> ModelLoadError:
+    """One line for a hub id that could not be resolved: not cached while offline, gated, unknown."""
+    from huggingface_hub import constants, is_offline_mode
+
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if is_offline_mode():
+        return ModelLoadError(
+            f"model {str(source)!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is "
+            f"set: fetch it where the hub is reachable (hf download {source.location}"
+            f"{' --revision ' + source.revision if source.revision else ''}) into that cache, or unset HF_HUB_OFFLINE"
+        )
+    if "gated" in first.lower() or "401" in first or "403" in first:
+        return ModelLoadError(f"model {str(source)!r} is gated or private: accept its licence on the hub and log in "
+                              f"(hf auth login, or HF_TOKEN): {first}")
+    return ModelLoadError(f"cannot load model {str(source)!r}: {first}")
+
+
+def resolve_source(source: str, *, revision: Optional[str] = None,
+                   allowed_roots: Optional[Sequence[str]] = None) -> ModelSource:
+    """The one model-source rule (``layertracer.spec.sources``), plus the engine's checks of a local
+    folder: inside ``allowed_roots`` when given, and holding a config.json."""
+    parsed = parse_model_source(source, revision=revision, roots=allowed_roots or ())
+    if not parsed.is_local:
+        return parsed
+    path = Path(parsed.location)
+    if allowed_roots is not None:
+        path = confine_path(path, allowed_roots)
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"model path {source!r} has no config.json: not a Hugging Face model folder")
+    return ModelSource("local", str(path))
+
+
 def load_model(
     source: str,
     *,
@@ -131,37 +202,41 @@ def load_model(
     dtype: str = "auto",
     trust_remote_code: bool = False,
     allowed_roots: Optional[Sequence[str]] = None,
+    revision: Optional[str] = None,
 ) -> LoadedModel:
-    """Load ``source`` (a local folder or a hub id) as a causal LM with its tokenizer.
+    """Load ``source`` (a local folder, or a hub id ``org/name[@revision]``) as a causal LM with its
+    tokenizer.
 
-    safetensors weights are preferred; ``trust_remote_code`` stays off unless asked. With
-    ``allowed_roots``, a local path must lie inside one of them. Raises ModelLoadError with a one-line
-    reason for a missing path, a config that is not a causal LM, or weights that do not load.
+    A hub id is read through the standard Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``) and
+    honours ``HF_HUB_OFFLINE``; ``info.commit`` records the commit it resolved to. safetensors weights
+    are preferred; ``trust_remote_code`` stays off unless asked. With ``allowed_roots``, a local path
+    must lie inside one of them. Raises ModelLoadError with a one-line reason for a missing path, a hub
+    id that is malformed or not cached offline, a config that is not a causal LM, or weights that do
+    not load.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    looks_local = os.sep in source or source.startswith(".") or Path(source).exists()
-    if looks_local:
-        path = Path(source).expanduser()
-        if allowed_roots is not None:
-            path = confine_path(path, allowed_roots)
-        if not path.exists():
-            raise ModelLoadError(f"model path {source!r} does not exist")
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"model path {source!r} has no config.json: not a Hugging Face model folder")
-        source = str(path)
+    parsed = resolve_source(source, revision=revision, allowed_roots=allowed_roots)
+    where = {"pretrained_model_name_or_path": parsed.location, "revision": parsed.revision}
+    source = str(parsed)
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(**where, trust_remote_code=trust_remote_code)
     except OSError as exc:
+        if not parsed.is_local:
+            raise _hub_error(parsed, exc) from None
         raise ModelLoadError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}") from None
     except ValueError as exc:
         raise ModelLoadError(f"cannot read the config of {source!r}: {str(exc).splitlines()[0]}") from None
     _require_causal_lm(config, source, trust_remote_code)
+    snapshot = None if parsed.is_local else _snapshot_folder(parsed.location, parsed.revision)
+    commit = Path(snapshot).name if snapshot else None
+    if commit:
+        where["revision"] = commit  # weights and tokenizer from the very commit the config came from
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source,
+            **where,
             config=config,
             dtype=torch_dtype,
             trust_remote_code=trust_remote_code,
@@ -176,13 +251,25 @@ def load_model(
         raise ModelLoadError(f"cannot load the weights of {source!r}: {str(exc).splitlines()[0]}") from None
     model.to(torch_device).eval()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(**where, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load the tokenizer of {source!r}: {str(exc).splitlines()[0]}") from None
-    return wrap_model(model, tokenizer, source=source)
+    folder = parsed.location if parsed.is_local else (snapshot or parsed.location)
+    return wrap_model(model, tokenizer, source=source, revision=parsed.revision, commit=commit,
+                      fingerprint_of=folder)
 
 
-def wrap_model(model: nn.Module, tokenizer: Any, *, source: str = "<in memory>") -> LoadedModel:
+def _snapshot_folder(repo_id: str, revision: Optional[str]) -> Optional[str]:
+    """The cache snapshot folder (``.../snapshots/<commit>``) the config of ``repo_id`` at ``revision``
+    was read from: the commit a branch or tag resolved to, whether it was just downloaded or cached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    return str(Path(found).parent) if isinstance(found, str) else None
+
+
+def wrap_model(model: nn.Module, tokenizer: Any, *, source: str = "<in memory>", revision: Optional[str] = None,
+               commit: Optional[str] = None, fingerprint_of: Optional[str] = None) -> LoadedModel:
     """Make an already loaded model traceable (eval mode, adapter resolved, info filled in)."""
     model.eval()
     adapter = resolve_adapter(model)
@@ -199,7 +286,10 @@ def wrap_model(model: nn.Module, tokenizer: Any, *, source: str = "<in memory>")
         adapter_source=adapter.source,
         dtype=str(first.dtype).replace("torch.", ""),
         device=str(first.device),
-        fingerprint=fingerprint(source),
+        fingerprint=fingerprint(fingerprint_of or source),
+        revision=revision,
+        commit=commit,
+        weights_sha256=weight_hashes(fingerprint_of) if fingerprint_of else {},
     )
     return LoadedModel(model=model, tokenizer=tokenizer, adapter=adapter, info=info)
 

@@ -7,8 +7,9 @@ import uuid
 
 import pytest
 
+import hub_cache
 import tiny_models
-from harness import Service
+from harness import HUB_COMMIT, HUB_REPO, Service
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_DB = 13  # a database of its own, flushed before and after
@@ -19,6 +20,14 @@ def model_root(tmp_path_factory):
     """A folder holding ``tiny`` (a 4-block Qwen3 with its tokenizer): the service's model root."""
     root = tmp_path_factory.mktemp("models")
     tiny_models.save_tiny_model("qwen3", root / "tiny", tiny_models.build_tokenizer())
+    return root
+
+
+@pytest.fixture(scope="session")
+def hub_root(tmp_path_factory, model_root):
+    """A Hugging Face cache in the hub's layout holding ``acme/tiny`` (the tiny model; main and tag v1)."""
+    root = tmp_path_factory.mktemp("hf") / "hub"
+    hub_cache.lay_out(root, HUB_REPO, model_root / "tiny", commit=HUB_COMMIT, refs={"main": HUB_COMMIT, "v1": HUB_COMMIT})
     return root
 
 
@@ -78,8 +87,9 @@ def other_redis_url():
     client.close()
 
 
-def _service(tmp_path_factory, name, model_root, **urls) -> Service:
-    service = Service(tmp_path_factory.mktemp(name), model_roots=(model_root,), **urls)
+def _service(tmp_path_factory, name, model_root, hub_root, **urls) -> Service:
+    service = Service(tmp_path_factory.mktemp(name), model_roots=(model_root,),
+                      extra_env={"HF_HUB_CACHE": str(hub_root)}, **urls)
     try:
         service.start_api()
         service.start_worker()
@@ -90,17 +100,17 @@ def _service(tmp_path_factory, name, model_root, **urls) -> Service:
 
 
 @pytest.fixture(scope="session")
-def embedded(tmp_path_factory, model_root):
+def embedded(tmp_path_factory, model_root, hub_root):
     """SQLite + the filesystem broker under the data folder, one worker."""
-    service = _service(tmp_path_factory, "embedded", model_root)
+    service = _service(tmp_path_factory, "embedded", model_root, hub_root)
     yield service
     service.stop()
 
 
 @pytest.fixture(scope="session")
-def served(tmp_path_factory, model_root, pg_url, redis_url):
+def served(tmp_path_factory, model_root, hub_root, pg_url, redis_url):
     """Postgres + Redis, one worker."""
-    service = _service(tmp_path_factory, "served", model_root, database_url=pg_url, broker_url=redis_url)
+    service = _service(tmp_path_factory, "served", model_root, hub_root, database_url=pg_url, broker_url=redis_url)
     yield service
     service.stop()
 

@@ -21,6 +21,9 @@ from waiting import free_port, wait_for  # noqa: F401 (re-exported to the tests 
 
 REPO = Path(__file__).resolve().parents[2]
 TERMINAL = ("succeeded", "failed", "cancelled")
+# The hub model of the services' Hugging Face cache (conftest's hub_root): a repo id and its commit.
+HUB_REPO = "acme/tiny"
+HUB_COMMIT = "3" * 40
 LEASE_SECONDS = 3
 HEARTBEAT_SECONDS = 1
 
@@ -38,7 +41,7 @@ class Service:
     """API + workers for one mode. ``client`` talks to the API; ``workers`` are live worker processes."""
 
     def __init__(self, root: Path, *, database_url: Optional[str] = None, broker_url: Optional[str] = None,
-                 model_roots: tuple[Path, ...] = ()) -> None:
+                 model_roots: tuple[Path, ...] = (), extra_env: Optional[dict[str, str]] = None) -> None:
         self.root = root
         self.data_dir = root / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -62,6 +65,7 @@ class Service:
             env["LAYERTRACER_DATABASE_URL"] = database_url
         if broker_url:
             env["LAYERTRACER_BROKER_URL"] = broker_url
+        env.update(extra_env or {})
         self.env = env
         self.database_url = database_url or f"sqlite:///{self.data_dir / 'layertracer.db'}"
         self.api: Optional[subprocess.Popen] = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import wait_for
+from harness import HUB_COMMIT, HUB_REPO, wait_for
 
 QUICK = {"limit": 2, "similarity": False, "position_view": False}
 
@@ -31,6 +31,23 @@ def test_trace_end_to_end(service, model_root):
     assert any("attempt 1 started" in line for line in log["lines"])
     runs = service.runs(job["id"])
     assert [r["event"] for r in runs] == ["start", "end"] and runs[-1]["status"] == "succeeded"
+
+
+def test_trace_of_a_hub_id_end_to_end(service):
+    """A model named as the hub names it (org/name@tag), read by the worker from the Hugging Face
+    cache offline; the result records the commit the tag resolved to."""
+    model = service.post("/models", {"source": f"{HUB_REPO}@v1"})
+    assert model["source_kind"] == "hub" and model["source"] == f"{HUB_REPO}@v1"
+    assert service.wait_job(model["job"]["id"], timeout=120)["status"] == "succeeded"
+    trace = service.post("/traces", {"model_id": model["id"], "task_sets": ["antonyms_en"], "options": QUICK})
+    job = service.wait_job(trace["job"]["id"])
+    assert job["status"] == "succeeded", job
+    result = service.client.get(f"/traces/{trace['id']}/result").json()
+    assert result["model"]["commit"] == HUB_COMMIT and result["model"]["revision"] == "v1"
+    assert result["model"]["source"] == f"{HUB_REPO}@v1"
+    absent = service.post("/models", {"source": "acme/absent"})
+    failed = service.wait_job(absent["job"]["id"], timeout=120)
+    assert failed["status"] == "failed" and "is not in the Hugging Face cache" in failed["error"]
 
 
 def _long_trace(service, model_id: str) -> dict:

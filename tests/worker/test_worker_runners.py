@@ -66,7 +66,12 @@ def test_paths_outside_the_roots_are_refused(saved_model, tmp_path):
     with pytest.raises(LayerTracerError, match="outside the allowed roots"):
         runners.run_inspect({"model": str(allowed / "escape")}, roots=[allowed])
     # A relative path is looked up under the roots.
-    assert runners.model_source(folder.name, [folder.parent]) == str(folder.resolve())
+    assert str(runners.model_source(folder.name, [folder.parent])) == str(folder.resolve())
+    # Anything else is a hub id, with its revision; a path that does not exist is not one.
+    hub = runners.model_source("acme/tiny-qwen@v1", [folder.parent])
+    assert (hub.kind, hub.location, hub.revision) == ("hub", "acme/tiny-qwen", "v1")
+    with pytest.raises(LayerTracerError, match="does not exist"):
+        runners.model_source("models/none/here", [folder.parent])
 
 
 def test_trace_with_builtin_and_uploaded_sets_streams_progress(saved_model):

@@ -13,7 +13,8 @@ from backend.api.common import scoped_key, get_model_or_404, job_brief, send
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.schemas import ModelCreate, ModelPublic, ModelsPublic
 from backend.db.models import Job, Model, new_id
-from backend.security import HUB_ID_RE, PathError, confine_path, looks_local
+from backend.security import PathError, confine_path
+from layertracer.spec.sources import ModelSourceError, is_path_like, parse_model_source
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -45,7 +46,13 @@ def create_model(body: ModelCreate, session: SessionDep, settings: SettingsDep, 
     if body.trust_remote_code:
         refuse_remote_code(settings, getattr(request.state, "principal", None))
     source = body.source.strip()
-    if looks_local(source, settings.model_roots):
+    # The engine's one model-source rule: an existing folder (confined to the model roots, checked
+    # before anything else so that nothing outside them is probed) or a hub id with its revision.
+    try:
+        parsed = None if is_path_like(source) else parse_model_source(source, roots=settings.model_roots)
+    except ModelSourceError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if parsed is None or parsed.is_local:
         try:
             folder = confine_path(source, settings.model_roots, "model path", kind="dir")
         except PathError as exc:
@@ -53,10 +60,8 @@ def create_model(body: ModelCreate, session: SessionDep, settings: SettingsDep, 
         source, source_kind, default_name = str(folder), "local", folder.name
         if len(source) > 1000:
             raise HTTPException(422, "the model folder's path is longer than 1000 characters")
-    elif HUB_ID_RE.match(source) and ".." not in source:
-        source_kind, default_name = "hub", source.rsplit("/", 1)[-1]
     else:
-        raise HTTPException(422, f"model source {body.source!r} is neither a folder under the model roots nor a hub id (org/name)")
+        source, source_kind, default_name = str(parsed), "hub", parsed.location.rsplit("/", 1)[-1]
     existing = session.execute(select(Model).where(Model.source == source)).scalar_one_or_none()
     if existing is not None:
         response.status_code = 200

@@ -1,0 +1,13 @@
+"""The torch-free part of the engine: the rules that the API, the forms, the CLI and the workers share.
+
+``backend`` and ``frontend`` may import this package and nothing else of ``layertracer``; importing
+it loads neither torch, transformers nor numpy (tests/test_layering.py checks both). A rule (what a
+model source is, a limit, a default) is declared here once and every part asks it.
+
+Modules:
+- ``sources``: model sources, a local folder or a hub repo id with an optional revision.
+"""
+
+from layertracer.spec.sources import ModelSource, ModelSourceError, parse_model_source
+
+__all__ = ["ModelSource", "ModelSourceError", "parse_model_source"]
