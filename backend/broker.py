@@ -4,7 +4,8 @@ The message is ``f"{kind}.run"`` with ``args=[job_id]`` (JSON only) on queue ``t
 ``trace``) or ``train`` (``experiment``). The worker reads everything else from the database.
 
 Broker URLs (``settings.broker_url``):
-- ``filesystem://`` (embedded): Celery's filesystem transport under ``<data_dir>/broker``. Sender and
+- ``filesystem://`` (embedded): kombu's filesystem transport with an atomic publish
+  (``backend.embedded_broker``) under ``<data_dir>/broker``. Sender and
   worker use the SAME folder for ``data_folder_in`` and ``data_folder_out`` (``<data_dir>/broker/queue``),
   processed messages go to ``<data_dir>/broker/processed``; ``broker_transport_options(settings)`` gives
   the dict both sides must use.
@@ -18,6 +19,7 @@ from typing import Any, Optional
 
 from celery import Celery
 
+from backend.embedded_broker import TRANSPORT as EMBEDDED_TRANSPORT
 from backend.jobs import queue_for
 from backend.settings import Settings, get_settings
 
@@ -53,6 +55,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings shared by this client and the worker app (JSON only, late acks, prefetch 1)."""
     return {
         "broker_url": settings.broker_url,
+        # The embedded broker: the filesystem transport with an atomic publish (backend/embedded_broker.py).
+        "broker_transport": EMBEDDED_TRANSPORT if settings.broker_url.startswith("filesystem") else None,
         "broker_transport_options": broker_transport_options(settings),
         "task_serializer": "json",
         "accept_content": ["json"],
