@@ -12,6 +12,7 @@ the API at ``/api/v1`` and the dashboard at ``/`` on one port bound to 127.0.0.1
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -141,10 +142,33 @@ def preflight(env: dict[str, str], *, migrate: bool) -> None:
     raise LayerTracerError(f"database migration failed: {lines[-1]}")
 
 
+# prctl(2) option: the signal the kernel sends a process when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
+
+
+def _dies_with(parent: int):
+    """A preexec function: the child gets SIGTERM when ``parent`` dies, even by SIGKILL, so a killed
+    `up` leaves no API holding its port and no worker running unsupervised. Linux only (elsewhere
+    a no-op); a parent already gone before the child asked is caught by the ppid check."""
+
+    def preexec() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):  # not Linux: no parent-death signal
+            return
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
 def _spawn(command: list[str], env: dict[str, str], log=None) -> subprocess.Popen:
     """Start a child; its output goes to ``log`` (an open file) when given, else to our terminal."""
-    # A session of its own: the terminal's Ctrl-C reaches `up` only, which then stops the children in order.
-    return subprocess.Popen(command, env=env, start_new_session=True, stdout=log, stderr=log)
+    # A session of its own: the terminal's Ctrl-C reaches `up` only, which then stops the children in
+    # order; and a parent-death signal, so that children never outlive `up` (kill -9 included).
+    return subprocess.Popen(command, env=env, start_new_session=True, stdout=log, stderr=log,
+                            preexec_fn=_dies_with(os.getpid()) if sys.platform.startswith("linux") else None)
 
 
 class LocalService:

@@ -108,3 +108,38 @@ def test_up_serves_api_and_dashboard_on_one_port_and_stops_cleanly(mode, tmp_pat
     if mode == "embedded":
         assert "the worker exited with code -9; starting a new one" in err.read_text()
     wait_for(lambda: not _processes_with(data), 10, "every child of `up` to exit", interval=0.1)
+
+
+def test_kill_9_of_up_takes_its_children_with_it_and_a_new_up_starts(tmp_path):
+    """`up` killed with SIGKILL cannot stop its children itself: the kernel's parent-death signal does,
+    so the port is free again and a new `up` on the same data folder and port starts."""
+    data = tmp_path / "data"
+    port = free_port()
+    env = quiet_env()
+    for key in ("LAYERTRACER_DATA_DIR", "LAYERTRACER_DATABASE_URL", "LAYERTRACER_BROKER_URL"):
+        env.pop(key, None)
+    base = f"http://127.0.0.1:{port}"
+
+    def start(name: str) -> tuple[subprocess.Popen, Path]:
+        out = tmp_path / f"{name}.out"
+        with open(out, "wb") as stdout, open(tmp_path / f"{name}.err", "wb") as stderr:
+            up = subprocess.Popen([sys.executable, "-m", "layertracer", "up", "--data-dir", str(data), "--port", str(port)],
+                                  cwd=REPO, env=env, stdout=stdout, stderr=stderr)
+        wait_for(lambda: f"LayerTracer is running at {base}/" in out.read_text() or up.poll() is not None, 120,
+                 f"`up` ({name}) to print its URL", interval=0.1)
+        assert up.poll() is None, (tmp_path / f"{name}.err").read_text()
+        return up, out
+
+    first, _ = start("first")
+    children = [pid for pid in _processes_with(data) if pid != first.pid]
+    assert len(children) >= 2  # the worker and uvicorn
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    wait_for(lambda: not _processes_with(data), 60, "the children of the killed `up` to exit", interval=0.1)
+    second, _ = start("second")
+    try:
+        assert httpx.get(f"{base}/api/v1/health", timeout=30).status_code == 200
+    finally:
+        second.send_signal(signal.SIGINT)
+        assert second.wait(timeout=60) == 0
+    wait_for(lambda: not _processes_with(data), 10, "every child of the second `up` to exit", interval=0.1)
