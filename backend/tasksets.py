@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import re
 from typing import Any, Optional
 
@@ -17,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.db.models import TaskSet
+from layertracer.spec.jsonlines import JsonLineError, parse_json_line
 
 # The engine's built-in task names (layertracer/tasks/sets.py BUILTIN_TASKS), used only until the
 # worker registers the real rows; a mismatch is harmless (the worker's rows win).
@@ -111,9 +111,9 @@ def parse_task_file(content: bytes, filename: str) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TaskSetError(f"line {number}: not valid JSON ({exc.msg})") from None
+                item = parse_json_line(line)
+            except JsonLineError as exc:
+                raise TaskSetError(f"line {number}: not valid JSON {str(exc).removeprefix('invalid JSON ')}") from None
             items.append(_check_item(item, f"line {number}"))
     elif lower.endswith(".csv"):
         try:

@@ -163,6 +163,24 @@ def _require_causal_lm(config, source: str, trust_remote_code: bool) -> None:
         raise ModelLoadError(f"{source!r} is not a causal language model ({arch}, model type {config.model_type!r})")
 
 
+def _weights_error(source: str, exc: Exception) -> Exception:
+    """One line for weights that do not load: damaged safetensors, or pickle weights that hold more
+    than tensors (torch's weights-only loader refuses them; its advice to turn that off must not
+    reach users). Anything else is a bug and is re-raised as it is."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, SafetensorError):
+        return ModelLoadError(f"the safetensors weights of {source!r} are damaged or incomplete ({first}); "
+                              "download or save them again")
+    if isinstance(exc, pickle.UnpicklingError) or "weights only load failed" in first.lower():
+        return ModelLoadError(f"the pickle weights (*.bin) of {source!r} hold objects other than tensors, which "
+                              "LayerTracer never unpickles; convert the model to safetensors where you trust it")
+    return exc
+
+
 def _hub_error(source: ModelSource, exc: Exception) -> ModelLoadError:
     """One line for a hub id that could not be resolved: not cached while offline, gated, unknown."""
     from huggingface_hub import constants, is_offline_mode
@@ -249,6 +267,8 @@ def load_model(
         ) from None
     except OSError as exc:
         raise ModelLoadError(f"cannot load the weights of {source!r}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - the weight readers' own errors, each made one line
+        raise _weights_error(source, exc) from None
     model.to(torch_device).eval()
     try:
         tokenizer = AutoTokenizer.from_pretrained(**where, trust_remote_code=trust_remote_code)

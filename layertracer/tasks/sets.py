@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from layertracer.errors import TaskFileError
+from layertracer.spec.jsonlines import JsonLineError, parse_json_line
 
 BUILTIN_DIR = Path(__file__).with_name("builtin")
 ZH_DIGITS = "零一二三四五六七八九"
@@ -177,9 +178,9 @@ def load_task_file(path: str | Path, *, limit: Optional[int] = None) -> list[Tas
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TaskFileError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+                record = parse_json_line(line)
+            except JsonLineError as exc:
+                raise TaskFileError(f"{path}:{number}: {exc}") from None
             if not isinstance(record, dict):
                 raise TaskFileError(f"{path}:{number}: expected an object with 'prompt' and 'target'")
             rows.append((number, record))

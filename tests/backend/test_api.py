@@ -279,6 +279,8 @@ def test_task_sets(client, db_url):
         ("bad.csv", b"prompt,answer\na,b\n", "line 1: the CSV header needs column(s) target"),
         ("bad.txt", b"hello", ".jsonl or .csv"),
         ("empty.jsonl", b"", "no items"),
+        ("deep.jsonl", b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b', "target": "x"}\n',
+         "line 1: not valid JSON (nested too deeply)"),
     ],
 )
 def test_malformed_uploads(client, filename, content, message):

@@ -169,3 +169,52 @@ def test_an_interrupted_trace_resumes_when_the_command_runs_again(saved_model, t
     for name, task in clean["tasks"].items():
         np.testing.assert_allclose(resumed["tasks"][name]["target_prob"], task["target_prob"], atol=1e-6)
     np.testing.assert_allclose(resumed["sensitivity"]["js"], clean["sensitivity"]["js"], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def broken_models(tmp_path_factory, saved_model):
+    """A model with truncated safetensors, and one whose only weights are a pickle that would run
+    code (it would create ``marker``) if anything unpickled it without torch's weights-only guard."""
+    import shutil
+
+    import torch
+
+    root = tmp_path_factory.mktemp("broken")
+    truncated = root / "truncated"
+    shutil.copytree(saved_model("qwen3"), truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    pickled = root / "pickled"
+    shutil.copytree(saved_model("qwen3"), pickled)
+    (pickled / "model.safetensors").unlink()
+    marker = root / "marker"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"model.embed_tokens.weight": RunsCode()}, pickled / "pytorch_model.bin")
+    return {"truncated": truncated, "pickled": pickled, "marker": marker}
+
+
+@pytest.mark.parametrize("command", ["inspect", "trace"])
+@pytest.mark.parametrize("kind, message", [
+    ("truncated", "safetensors weights of '{path}' are damaged or incomplete"),
+    ("pickled", "pickle weights (*.bin) of '{path}' hold objects other than tensors"),
+])
+def test_weights_that_do_not_load_are_one_error_line(broken_models, tmp_path, cli, command, kind, message):
+    path = broken_models[kind]
+    args = ["--model", str(path)] + (["--tasks", "antonyms_en", "--out", str(tmp_path / "o.json")] if command == "trace" else [])
+    code, _, err = cli(command, *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message.format(path=path) in lines[0], err
+    assert "weights_only" not in err and "Traceback" not in err
+    assert not broken_models["marker"].exists()  # the pickle's code never ran
+
+
+def test_a_task_line_nested_too_deeply_is_one_error_line(saved_model, tmp_path, cli):
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"prompt": ' + "[" * 100_000 + "]" * 100_000 + ', "target": "x"}\n', encoding="utf-8")
+    code, _, err = cli("trace", "--model", str(saved_model("qwen3")), "--tasks", str(deep), "--out", str(tmp_path / "o.json"))
+    assert code == 2 and err.strip() == f"error: {deep}:1: invalid JSON (nested too deeply)"
