@@ -9,10 +9,12 @@ dashboard still reaches the API over HTTP (``LAYERTRACER_API_URL``), exactly as 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Optional
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
 
 from backend.settings import Settings, get_settings
 
@@ -47,9 +49,14 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     settings = settings or get_settings()
     app = create_api_app(settings)
 
-    # An unknown /api/... path is the API's 404 (JSON), never a dashboard page.
-    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-    async def api_not_found(rest: str) -> JSONResponse:
+    # Every /api/... request the API's routes do not take is answered here, never by the dashboard: a
+    # known path with another method is 405 with Allow, an unknown path 404 (JSON).
+    @app.api_route("/api/{rest:path}", methods=list(CATCH_ALL_METHODS), include_in_schema=False)
+    async def api_not_found(request: Request, rest: str) -> JSONResponse:
+        allowed = methods_for_path(app, request.url.path)
+        if allowed:
+            return JSONResponse({"detail": f"method {request.method} is not allowed on /api/{rest}"}, status_code=405,
+                                headers={"Allow": ", ".join(sorted(allowed))})
         return JSONResponse({"detail": f"not found: /api/{rest}"}, status_code=404)
 
     dashboard = dash_wsgi(settings)
@@ -57,6 +64,27 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         # Mounted last: Starlette tries routes in order, so every API route (and /docs) wins over it.
         app.mount("/", dashboard, name="dashboard")
     return app
+
+
+CATCH_ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+def methods_for_path(app: FastAPI, path: str) -> set[str]:
+    """The methods the OpenAPI document (the contract) lists for ``path``, upper-case; empty when it
+    lists no such path. Path templates are matched segment by segment (``{id}`` is one segment)."""
+    table = getattr(app.state, "path_methods", None)
+    if table is None:
+        table = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
+            table.append((re.compile(pattern), {m.upper() for m in operations if m.lower() in HTTP_METHODS}))
+        app.state.path_methods = table
+    allowed: set[str] = set()
+    for pattern, methods in table:
+        if pattern.match(path):
+            allowed |= methods
+    return allowed
 
 
 def create_dashboard_app(settings: Optional[Settings] = None) -> FastAPI:

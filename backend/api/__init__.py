@@ -20,6 +20,7 @@ from backend import __version__
 from backend.api.cache import ResultCache
 from backend.api.deps import API_PREFIX, authorize
 from backend.api.routes import experiments, health, jobs, models, shares, tasksets, traces
+from backend.api.schemas import ERROR_RESPONSES
 from backend.db.migrate import upgrade
 from backend.db.session import make_engine, make_sessionmaker
 from backend.exposure import ExposureGuard
@@ -95,6 +96,26 @@ async def _send_error(send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _document_without_credentials(app: FastAPI) -> None:
+    """Local mode takes no credentials: its OpenAPI document declares no security schemes and no 401,
+    so that it describes the API as it answers (token mode documents both)."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.get("components", {}).pop("securitySchemes", None)
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    if isinstance(operation, dict):
+                        operation.pop("security", None)
+                        operation.get("responses", {}).pop("401", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def create_app(settings: Optional[Settings] = None, *, migrate: bool = True) -> FastAPI:
     """The API app for ``settings`` (default: from the environment); applies migrations first."""
     settings = settings or get_settings()
@@ -126,7 +147,7 @@ def create_app(settings: Optional[Settings] = None, *, migrate: bool = True) -> 
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error (see the API log)"}, status_code=500)
 
-    api = APIRouter(prefix=API_PREFIX)
+    api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     api.include_router(health.router)
     protected = APIRouter(dependencies=[Depends(authorize)])
     for module in (models, tasksets, traces, experiments, jobs, shares):
@@ -139,6 +160,8 @@ def create_app(settings: Optional[Settings] = None, *, migrate: bool = True) -> 
                            allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "X-Share-Token", "Idempotency-Key"])
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    if settings.auth != "token":
+        _document_without_credentials(app)
     # Outermost: a request from an unexpected host or peer is refused before anything else reads it.
     app.add_middleware(ExposureGuard, allowed_hosts=settings.allowed_hosts, local_only=settings.local_only)
     if settings.auth == "none" and settings.insecure_expose_without_auth:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from typing import Any, Optional
 
@@ -22,6 +23,14 @@ def scoped_key(scope: str, key: Optional[str]) -> Optional[str]:
     if not key:
         return None
     return f"{scope}:{hashlib.sha256(key.encode('utf-8')).hexdigest()}"
+
+
+def reused_key_check(stored_spec: Any, new_spec: dict[str, Any]) -> None:
+    """422 when an Idempotency-Key comes back with another request: the key names one request, so a
+    different body under it is a client bug, never silently the first resource."""
+    if json.loads(json.dumps(stored_spec, default=str)) != json.loads(json.dumps(new_spec, default=str)):
+        raise HTTPException(422, "this Idempotency-Key was used before with another request body; "
+                                 "use a new key for a new request")
 
 
 def not_found(what: str, ident: str) -> HTTPException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Iterator, Literal, Optional
 
 from fastapi import Depends, HTTPException, Query, Request
+from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from backend import security
@@ -12,6 +13,8 @@ from backend.db.models import Share
 from backend.settings import Settings
 
 API_PREFIX = "/api/v1"
+# A URL can carry no NUL character (BodyLimit answers 400); the schema says so for text parameters.
+NO_NUL = "^[^\\u0000]*$"
 SHARE_HEADER = "X-Share-Token"
 
 
@@ -39,7 +42,8 @@ class Paging:
         offset: Annotated[int, Query(ge=0, le=10_000_000, description="rows to skip")] = 0,
         status: Annotated[Optional[Literal["", "queued", "running", "succeeded", "failed", "cancelled"]],
                           Query(description="job status filter ('' = any)")] = None,
-        q: Annotated[Optional[str], Query(max_length=200, description="text in the name or model")] = None,
+        q: Annotated[Optional[str], Query(max_length=200, description="text in the name or model",
+                                          json_schema_extra={"pattern": NO_NUL})] = None,
     ) -> None:
         self.limit, self.offset, self.status, self.q = limit, offset, status or None, q or None
 
@@ -58,7 +62,20 @@ def _share_grants(share: Share, method: str, path: str) -> bool:
     return path == base or path.startswith(base + "/")
 
 
-def authorize(request: Request, session: SessionDep, settings: SettingsDep) -> None:
+# The credentials token mode takes, declared with fastapi.security so that the OpenAPI document has
+# securitySchemes (and /docs an Authorize button); authorize() below decides what each one allows.
+bearer_token = HTTPBearer(auto_error=False, scheme_name="token",
+                          description="An API token (python -m backend.admin create-token NAME): reads and writes.")
+share_header = APIKeyHeader(name=SHARE_HEADER, auto_error=False, scheme_name="share-header",
+                            description="A share link's token: read-only access to one result.")
+share_query = APIKeyQuery(name="share", auto_error=False, scheme_name="share-query",
+                          description="A share link's token in the URL (?share=...): read-only access to one result.")
+
+
+def authorize(request: Request, session: SessionDep, settings: SettingsDep,
+              _token: Annotated[Optional[HTTPAuthorizationCredentials], Depends(bearer_token)] = None,
+              _share_header: Annotated[Optional[str], Depends(share_header)] = None,
+              _share_query: Annotated[Optional[str], Depends(share_query)] = None) -> None:
     """In token mode: a live API token (``Authorization: Bearer``) allows everything; a share token
     (``?share=`` or ``X-Share-Token``) allows GET of its one resource and its sub-resources only."""
     if settings.auth != "token":

@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Any, Generic, Literal, Optional, TypeVar
+from typing import Annotated, Any, Generic, Literal, Optional, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 T = TypeVar("T")
 
@@ -19,6 +19,34 @@ ALLOCATION_PRESETS = ("train-shallow", "train-deep", "full")
 RANGES_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 SEED_MAX = 2**31 - 1
+
+
+# One element of a list of names (task sets, perturbations): never empty.
+Item = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers: one line that says what is wrong (validation errors included)."""
+
+    detail: str = Field(description="one line, no traceback")
+
+
+# The error answers every API route may give, declared once (backend/api/__init__.py adds them to the
+# router): the body is always ErrorBody.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "a path outside the roots, a host not allowed, NUL in the URL"},
+    401: {"model": ErrorBody, "description": "token mode: no valid token or share link"},
+    403: {"model": ErrorBody, "description": "not allowed: a read-only share link, a peer outside this machine in local mode, remote code"},
+    404: {"model": ErrorBody, "description": "no such resource"},
+    409: {"model": ErrorBody, "description": "the resource is not in a state that allows this (e.g. no result yet)"},
+    413: {"model": ErrorBody, "description": "the request body is too large"},
+    422: {"model": ErrorBody, "description": "the request is not valid (the detail says which field and why)"},
+}
+
+
+def created_or_existing(model: type[BaseModel], what: str) -> dict[int | str, dict[str, Any]]:
+    """The 200 of a POST that finds its resource already there (same source, same Idempotency-Key)."""
+    return {200: {"model": model, "description": f"the {what} existed already (same Idempotency-Key or source)"}}
 
 
 def _has_nul(value: Any) -> bool:
@@ -168,7 +196,7 @@ class ModelCreate(Request):
 
     source: str = Field(min_length=1, max_length=1000)
     name: Optional[str] = Field(default=None, max_length=200)
-    trust_remote_code: bool = False
+    trust_remote_code: StrictBool = False
 
 
 class ModelBrief(BaseModel):
@@ -205,7 +233,7 @@ class TaskSetPublic(BaseModel):
     description: Optional[str] = None
     tasks: list[str]
     num_items: int
-    registered: bool = True
+    registered: StrictBool = True
     created_at: Optional[datetime] = None
 
 
@@ -233,8 +261,8 @@ class TraceOptions(Request):
     min_train_layers: int = Field(default=1, ge=0, le=100_000)
     position_task: Optional[str] = Field(default=None, max_length=200)
     position_prompt: int = Field(default=0, ge=0, le=1_000_000)
-    similarity: bool = True
-    position_view: bool = True
+    similarity: StrictBool = True
+    position_view: StrictBool = True
 
 
 class TraceCreate(Request):
@@ -242,8 +270,8 @@ class TraceCreate(Request):
     perturbations (the first is the primary) and options."""
 
     model_id: str = Field(min_length=1, max_length=64)
-    task_sets: list[str] = Field(min_length=1, max_length=50)
-    perturbations: list[str] = Field(default_factory=lambda: ["skip"], min_length=1, max_length=10)
+    task_sets: list[Item] = Field(min_length=1, max_length=50)
+    perturbations: list[Item] = Field(default_factory=lambda: ["skip"], min_length=1, max_length=10)
     options: TraceOptions = Field(default_factory=TraceOptions)
     name: Optional[str] = Field(default=None, max_length=200)
 
@@ -359,7 +387,10 @@ class _TrainingFields(Request):
     name: Optional[str] = Field(default=None, max_length=200)
     corpus: str = Field(min_length=1, max_length=1000, description="text/JSONL/parquet file or folder under the roots")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=50)
-    benchmarks: list[str] = Field(default_factory=list, max_length=10, description="ceval:DIR or cmmlu:DIR")
+    # The patterns are documented in the schema and enforced by the validators below (their messages
+    # say how to write the value; pydantic's would only quote the pattern).
+    benchmarks: list[Annotated[str, Field(max_length=1100, json_schema_extra={"pattern": r"^(ceval|cmmlu):\S"})]] = Field(
+        default_factory=list, max_length=10, description="ceval:DIR or cmmlu:DIR")
     steps: int = Field(default=100, ge=1, le=10_000_000)
     batch_size: int = Field(default=8, ge=1, le=4096)
     grad_accum: int = Field(default=1, ge=1, le=4096)
@@ -372,9 +403,9 @@ class _TrainingFields(Request):
     eval_every: int = Field(default=0, ge=0, le=10_000_000)
     checkpoint_every: int = Field(default=50, ge=0, le=10_000_000)
     holdout: float = Field(default=0.05, ge=0.0, lt=0.5)
-    embeddings: Optional[bool] = None
-    head: Optional[bool] = None
-    final_norm: Optional[bool] = None
+    embeddings: Optional[StrictBool] = None
+    head: Optional[StrictBool] = None
+    final_norm: Optional[StrictBool] = None
     part: Literal["all", "mixer", "mlp"] = "all"
     eval_mode: Literal["loglikelihood", "answer-only", "cloze"] = "loglikelihood"
     eval_shots: int = Field(default=5, ge=0, le=16)
@@ -382,8 +413,8 @@ class _TrainingFields(Request):
     eval_batch_size: int = Field(default=8, ge=1, le=1024)
     trace_tasks: str = Field(default="", max_length=2000, description="built-in task names, comma-separated, or all")
     trace_limit: int = Field(default=20, ge=1, le=100_000)
-    trace_perturbations: list[str] = Field(default_factory=lambda: ["skip"], min_length=1, max_length=10)
-    device: str = Field(default="auto", max_length=20)
+    trace_perturbations: list[Item] = Field(default_factory=lambda: ["skip"], min_length=1, max_length=10)
+    device: str = Field(default="auto", max_length=20, json_schema_extra={"pattern": DEVICE_RE.pattern})
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     labels: dict[str, str] = Field(default_factory=dict, max_length=10,
                                    description="display names of allocations in the results table")
@@ -442,7 +473,7 @@ class _TrainingFields(Request):
 class ExperimentCreate(_TrainingFields):
     """An experiment: every allocation x every seed on the same data, compared with statistics."""
 
-    allocations: list[str] = Field(min_length=1, max_length=10)
+    allocations: list[Annotated[str, Field(min_length=1, max_length=1000)]] = Field(min_length=1, max_length=10)
 
     @field_validator("allocations")
     @classmethod

@@ -10,9 +10,10 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, undefer
 
 from backend import __version__, jobs, results
-from backend.api.common import scoped_key, get_model_or_404, job_brief, model_brief, send, status_of
+from backend.api.common import reused_key_check, scoped_key, get_model_or_404, job_brief, model_brief, send, status_of
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.schemas import (
+    created_or_existing,
     ExperimentCreate,
     ExperimentMetrics,
     ExperimentPublic,
@@ -83,7 +84,9 @@ def _create(kind: str, body: Union[ExperimentCreate, TrialCreate], session: Sess
         resource_kind="experiment", resource_id=experiment_id, max_attempts=settings.max_attempts, commit=False,
     )
     if job.resource_id != experiment_id:
+        stored_spec = job.spec
         session.rollback()
+        reused_key_check(stored_spec, spec)
         existing = session.get(Experiment, job.resource_id)
         if existing is None:
             raise HTTPException(409, "an experiment with this Idempotency-Key is being created; try again")
@@ -99,14 +102,14 @@ def _create(kind: str, body: Union[ExperimentCreate, TrialCreate], session: Sess
     return experiment_public(session.get(Experiment, experiment_id))
 
 
-@router.post("/experiments", response_model=ExperimentPublic, status_code=201)
+@router.post("/experiments", response_model=ExperimentPublic, status_code=201, responses=created_or_existing(ExperimentPublic, "experiment"))
 def create_experiment(body: ExperimentCreate, session: SessionDep, settings: SettingsDep, response: Response,
                       idempotency_key: Annotated[Optional[str], Header(max_length=200)] = None):
     """Queue an experiment: every allocation x every seed, evaluated before and after, compared."""
     return _create("experiment", body, session, settings, response, idempotency_key)
 
 
-@router.post("/trials", response_model=ExperimentPublic, status_code=201)
+@router.post("/trials", response_model=ExperimentPublic, status_code=201, responses=created_or_existing(ExperimentPublic, "trial"))
 def create_trial(body: TrialCreate, session: SessionDep, settings: SettingsDep, response: Response,
                  idempotency_key: Annotated[Optional[str], Header(max_length=200)] = None):
     """Queue a trial: one allocation, continued pre-training with each seed, evaluated before and after."""

@@ -11,7 +11,7 @@ from sqlalchemy import func, or_, select
 from backend import jobs
 from backend.api.common import scoped_key, get_model_or_404, job_brief, send
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
-from backend.api.schemas import ModelCreate, ModelPublic, ModelsPublic
+from backend.api.schemas import created_or_existing, ModelCreate, ModelPublic, ModelsPublic
 from backend.db.models import Job, Model, new_id
 from backend.security import PathError, confine_path
 from layertracer.spec.sources import ModelSourceError, is_path_like, parse_model_source
@@ -39,7 +39,7 @@ def model_public(model: Model) -> dict:
     }
 
 
-@router.post("", response_model=ModelPublic, status_code=201)
+@router.post("", response_model=ModelPublic, status_code=201, responses=created_or_existing(ModelPublic, "model"))
 def create_model(body: ModelCreate, session: SessionDep, settings: SettingsDep, request: Request, response: Response):
     """Register a model source and queue its inspection (the same source again returns the existing one).
     ``trust_remote_code`` needs the server's LAYERTRACER_ALLOW_REMOTE_CODE and, in token mode, an admin token."""

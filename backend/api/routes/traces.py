@@ -12,9 +12,10 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from backend import __version__, jobs, tasksets
-from backend.api.common import scoped_key, get_model_or_404, job_brief, model_brief, send, status_of
+from backend.api.common import reused_key_check, scoped_key, get_model_or_404, job_brief, model_brief, send, status_of
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.schemas import (
+    created_or_existing,
     Heatmap,
     PromptsView,
     SensitivityView,
@@ -80,7 +81,7 @@ def _resolve_task_sets(session: Session, refs: list[str]) -> tuple[list[str], li
     return names, task_names
 
 
-@router.post("", response_model=TracePublic, status_code=201)
+@router.post("", response_model=TracePublic, status_code=201, responses=created_or_existing(TracePublic, "trace"))
 def create_trace(
     body: TraceCreate,
     session: SessionDep,
@@ -105,7 +106,9 @@ def create_trace(
         resource_kind="trace", resource_id=trace_id, max_attempts=settings.max_attempts, commit=False,
     )
     if job.resource_id != trace_id:
+        stored_spec = job.spec
         session.rollback()
+        reused_key_check(stored_spec, job_spec)
         existing = session.get(Trace, job.resource_id)
         if existing is None:
             raise HTTPException(409, "a trace with this Idempotency-Key is being created; try again")
