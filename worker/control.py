@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -34,10 +35,60 @@ def engine_for(url: str) -> Engine:
     return make_engine(url)
 
 
+def _pid_namespace() -> str:
+    """The inode of this process's pid namespace ("" where unknown): two containers on one host name
+    can share a host name but not a pid namespace, so a pid is only compared within one."""
+    try:
+        return os.readlink("/proc/self/ns/pid").strip("pid:[]")
+    except OSError:
+        return ""
+
+
 @lru_cache(maxsize=1)
 def worker_id() -> str:
-    """This process's identity in leases: ``host:pid:random`` (a restarted worker is a new identity)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """This process's identity in leases: ``host:pid:random:pidns`` (a restarted worker is a new identity)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_pid_namespace()}"
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether no live process has ``pid`` here (a zombie, exited but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            return any(line.startswith("State:") and "Z" in line.split()[1] for line in status)
+    except OSError:
+        return False
+
+
+def dead_local_holders(session) -> list[str]:
+    """Running jobs held by a worker of this host and pid namespace whose process is gone (killed, out
+    of memory): their leases end now, so the reaper re-queues them at once instead of a lease later."""
+    from sqlalchemy import select, update
+
+    from backend.db.models import Job
+    from backend.db.types import utcnow
+
+    host, namespace = socket.gethostname(), _pid_namespace()
+    if not namespace:
+        return []
+    rows = session.execute(select(Job.id, Job.worker_id).where(Job.status == "running",
+                                                                Job.worker_id.like(f"{host}:%"))).all()
+    dead = []
+    for job_id, holder in rows:
+        parts = (holder or "").split(":")
+        if len(parts) == 4 and parts[3] == namespace and parts[1].isdigit() and _process_gone(int(parts[1])):
+            dead.append(job_id)
+    if dead:
+        session.execute(update(Job).where(Job.id.in_(dead), Job.status == "running")
+                        .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+                        .execution_options(synchronize_session=False))
+        session.commit()
+    return dead
 
 
 def one_line(exc: BaseException) -> str:
@@ -214,6 +265,9 @@ def reap(settings: Settings, engine: Optional[Engine] = None, send: Optional[Cal
     engine = engine or engine_for(settings.database_url)
     send = send or (lambda job_id, kind: send_job(job_id, kind, settings))
     with session_scope(engine) as session:
+        released = dead_local_holders(session)
+        if released:
+            log.warning("reaper: the worker of job(s) %s died; re-queued without waiting for the lease", ", ".join(released))
         requeued = job_fns.reap_expired(session)
         # A queued job whose message got lost waits forever; one lease of silence is enough to re-send.
         stale = job_fns.stale_queued(session, older_than_seconds=max(10.0 * settings.lease_seconds, 60.0))
@@ -286,6 +340,11 @@ class Reaper:
         self._thread.join(timeout=10)
 
     def _loop(self) -> None:
+        # Once at start too: a worker started in place of one that died (by `up`) frees its job at once.
+        try:
+            reap(self.settings)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("reaper: %s", one_line(exc))
         while not self._stop.wait(self.interval):
             try:
                 reap(self.settings)

@@ -332,3 +332,35 @@ def test_a_worker_never_runs_model_code_its_settings_do_not_allow(settings, engi
     assert tasks.execute(job_id, settings)["status"] == "failed"
     job = _job(engine, job_id)
     assert "LAYERTRACER_ALLOW_REMOTE_CODE is off" in job.error
+
+
+def test_a_job_whose_local_worker_died_is_requeued_at_once(settings, engine, saved_model):
+    """A worker of this host and pid namespace whose process is gone (killed, out of memory) frees its
+    job on the next reaper pass, with an hour of lease left; a live holder or one in another pid
+    namespace (another container) is left alone."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    namespace = os.readlink("/proc/self/ns/pid").strip("pid:[]")
+    host = socket.gethostname()
+    holders = {
+        "dead": f"{host}:{exited.pid}:abcd1234:{namespace}",
+        "alive": f"{host}:{os.getpid()}:abcd1234:{namespace}",
+        "elsewhere": f"{host}:{exited.pid}:abcd1234:{namespace}0",
+    }
+    job_ids = {}
+    for name, holder in holders.items():
+        job_id, _ = _trace_job(engine, str(saved_model("qwen3")), spec={"tasks": ["antonyms_en"], "limit": 1, "name": name})
+        with session_scope(engine) as s:
+            assert jobs.claim_job(s, job_id=job_id, worker_id=holder, lease_seconds=3600) is not None
+        job_ids[name] = job_id
+    reaped = control.reap(settings)
+    assert reaped == [job_ids["dead"]]
+    assert _job(engine, job_ids["dead"]).status == "queued"
+    assert _job(engine, job_ids["alive"]).status == "running"
+    assert _job(engine, job_ids["elsewhere"]).status == "running"
+    assert control.worker_id().split(":")[3] == namespace  # this process's own id carries its namespace
