@@ -181,13 +181,11 @@ def inspect(
     trust_remote_code: bool = typer.Option(False, help="Allow the model folder's own Python code to run."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Print a model's architecture, blocks and their kinds (a table, or JSON with --json)."""
-    from layertracer.models.loading import load_model
+    """Print a model's architecture, blocks, their kinds and parameter counts (a table, or JSON with
+    --json). Reads the config and the safetensors headers only: no weights are loaded."""
+    from layertracer.models.inspection import inspect_model
 
-    loaded = load_model(model, device="cpu", dtype="float32", trust_remote_code=trust_remote_code, revision=revision)
-    info = loaded.info.to_dict()
-    info["mixers"] = loaded.adapter.mixer_names
-    info["mlps"] = loaded.adapter.mlp_names
+    info = inspect_model(model, revision=revision, trust_remote_code=trust_remote_code)
     if as_json:
         print_json(info)
         return

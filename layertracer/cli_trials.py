@@ -253,11 +253,11 @@ def export_command(
     part: str = typer.Option("all"),
 ) -> None:
     """Print an allocation as a config snippet for LLaMA-Factory, axolotl or ms-swift."""
-    from layertracer.models.loading import load_model
+    from layertracer.models.inspection import load_structure
     from layertracer.training.allocation import count_parameters, resolve_allocation
     from layertracer.training.export import export_allocation
 
-    loaded = load_model(model, device="cpu", dtype="float32")
+    loaded = load_structure(model)  # the config alone: names and counts need no weights
     chosen = resolve_allocation(allocation, loaded.adapter.num_layers, embeddings=embeddings, head=head,
                                 final_norm=final_norm, part=part)
     result = export_allocation(loaded.model, loaded.adapter, chosen, fmt)

@@ -103,109 +103,18 @@ def _allowed_roots(roots: Sequence[str | os.PathLike]) -> list[str]:
 
 
 # -- inspect -----------------------------------------------------------------------------------------
-def _count(params: Iterable[Any], seen: Optional[set[int]] = None) -> int:
-    """Elements of distinct parameters (a tied tensor is counted once, also across calls with ``seen``)."""
-    seen = set() if seen is None else seen
-    total = 0
-    for param in params:
-        if id(param) not in seen:
-            seen.add(id(param))
-            total += param.numel()
-    return total
-
-
-def describe_loaded(loaded) -> dict[str, Any]:
-    """Architecture and parameter counts of a LoadedModel as plain JSON data.
-
-    Keys: everything of ``ModelInfo`` (``source``, ``architecture``, ``num_layers``, ``hidden_size``,
-    ``vocab_size``, ``num_parameters``, ``block_kinds`` [L], ``adapter_source``, ``dtype``, ``device``,
-    ``fingerprint``), plus ``mixers`` / ``mlps`` [L] (child names or None), ``block_parameters`` [L]
-    (elements per block), ``embedding_parameters``, ``head_parameters``, ``final_norm_parameters``,
-    ``other_parameters`` (e.g. learned position embeddings) and ``tied_embeddings`` (the head shares the
-    input embedding's weight; its count is then also in ``embedding_parameters``). Counts are numbers of
-    elements; ``num_parameters`` counts a tied tensor once, so the parts (with the head as 0 when tied)
-    add up to it.
-    """
-    model, adapter = loaded.model, loaded.adapter
-    info = loaded.info.to_dict()
-    embedding = model.get_input_embeddings()
-    head_weight = getattr(adapter.head, "weight", None)
-    tied = embedding is not None and head_weight is not None and head_weight is getattr(embedding, "weight", None)
-    block_params = [_count(block.parameters()) for block in adapter.blocks]
-    seen: set[int] = set()
-    for block in adapter.blocks:
-        _count(block.parameters(), seen)
-    embedding_params = _count(embedding.parameters(), seen) if embedding is not None else 0
-    head_params = _count(adapter.head.parameters(), seen)
-    norm_params = _count((p for m in adapter.final_modules for p in m.parameters()), seen)
-    total = _count(model.parameters())
-    info.update(
-        mixers=list(adapter.mixer_names),
-        mlps=list(adapter.mlp_names),
-        block_parameters=block_params,
-        embedding_parameters=embedding_params,
-        head_parameters=sum(p.numel() for p in adapter.head.parameters()) if tied else head_params,
-        final_norm_parameters=norm_params,
-        other_parameters=total - sum(block_params) - embedding_params - head_params - norm_params,
-        tied_embeddings=bool(tied),
-        num_parameters=total,
-    )
-    return info
-
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-
-
-def stored_parameters(folder: Path) -> Optional[int]:
-    """Elements in a folder's safetensors files, read from their headers only (None without any)."""
-    from safetensors import safe_open
-
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        return None
-    total = 0
-    for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            for name in handle.keys():
-                count = 1
-                for size in handle.get_slice(name).get_shape():
-                    count *= int(size)
-                total += count
-    return total
-
-
-def _inspect_without_weights(source: str, trust: bool):
-    """A LoadedModel whose parameters live on the meta device: the architecture and every count,
-    without reading (or holding) the weights: registering a 70B model must not need 140 GB of RAM."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    from layertracer.models.loading import wrap_model
-
-    config = AutoConfig.from_pretrained(source, trust_remote_code=trust)
-    remote = trust and "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
-    if getattr(config, "model_type", None) not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not remote:
-        arch = (getattr(config, "architectures", None) or [type(config).__name__])[0]
-        raise ModelLoadError(f"{source!r} is not a causal language model ({arch}, model type {config.model_type!r})")
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust)
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
-    loaded = wrap_model(model, tokenizer, source=source)
-    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-    return loaded, str(dtype or "float32").replace("torch.", "")
-
-
 def run_inspect(
     spec: Mapping[str, Any], *, roots: Sequence[str | os.PathLike], progress: Optional[ProgressCallback] = None
 ) -> dict[str, Any]:
     """Introspect a model: ``spec`` = {"model" or "source": path or hub id, "trust_remote_code"?: bool}.
 
-    For a local folder the model is built on the meta device from its config (no weights read; the
-    folder must hold weight files, and ``stored_parameters`` counts the elements in its safetensors
-    headers), with a full CPU load as the fallback for a model that cannot be built that way; a hub id
-    is loaded. Returns ``describe_loaded``'s dict plus ``weights_loaded`` (bool).
+    The model is built on the meta device from its config (``layertracer.models.inspection``: no
+    weights read, for a hub id only its config; a local folder must hold weight files, and
+    ``stored_parameters`` counts the elements in the safetensors headers), with a full CPU load as the
+    fallback for a model that cannot be built that way. Returns ``describe_loaded``'s dict plus
+    ``weights_loaded`` (bool).
     """
+    from layertracer.models.inspection import WEIGHT_SUFFIXES, describe_loaded, inspect_model
     from layertracer.models.loading import load_model
     from layertracer.progress import report
 
@@ -220,15 +129,13 @@ def run_inspect(
             raise ModelLoadError(f"model path {source!r} has no config.json: not a Hugging Face model folder")
         if not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
             raise ModelLoadError(f"model path {source!r} holds no weight files (*.safetensors or *.bin)")
-        try:
-            loaded, dtype = _inspect_without_weights(source, trust)
-        except ModelLoadError:
-            raise
-        except Exception:  # noqa: BLE001 - a model that cannot be built on the meta device: load it
-            loaded = None
-        if loaded is not None:
-            info = describe_loaded(loaded)
-            info.update(dtype=dtype, device="meta", weights_loaded=False, stored_parameters=stored_parameters(folder))
+    try:
+        info = inspect_model(source, trust_remote_code=trust,
+                             allowed_roots=_allowed_roots(roots) if parsed.is_local else None)
+    except LayerTracerError:
+        raise
+    except Exception:  # noqa: BLE001 - a model that cannot be built on the meta device: load it
+        info = None
     if info is None:
         loaded = load_model(
             source, device="cpu", dtype=str(spec.get("dtype") or "bfloat16"), trust_remote_code=trust,

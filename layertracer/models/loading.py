@@ -289,7 +289,8 @@ def _snapshot_folder(repo_id: str, revision: Optional[str]) -> Optional[str]:
 
 
 def wrap_model(model: nn.Module, tokenizer: Any, *, source: str = "<in memory>", revision: Optional[str] = None,
-               commit: Optional[str] = None, fingerprint_of: Optional[str] = None) -> LoadedModel:
+               commit: Optional[str] = None, fingerprint_of: Optional[str] = None,
+               declared_dtype: Optional[str] = None) -> LoadedModel:
     """Make an already loaded model traceable (eval mode, adapter resolved, info filled in)."""
     model.eval()
     adapter = resolve_adapter(model)
@@ -304,7 +305,8 @@ def wrap_model(model: nn.Module, tokenizer: Any, *, source: str = "<in memory>",
         num_parameters=sum(p.numel() for p in model.parameters()),
         block_kinds=list(adapter.block_kinds),
         adapter_source=adapter.source,
-        dtype=str(first.dtype).replace("torch.", ""),
+        # A model on the meta device (inspection) reports the dtype its checkpoint declares.
+        dtype=declared_dtype or str(first.dtype).replace("torch.", ""),
         device=str(first.device),
         fingerprint=fingerprint(fingerprint_of or source),
         revision=revision,

@@ -132,3 +132,26 @@ def test_the_python_api_loads_by_hub_id(cache):
                           env=_env(cache))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == ["LlamaForCausalLM", DEV, "acme/tiny@dev"]
+
+
+def test_inspect_of_an_8b_shaped_config_reads_no_weights_and_counts_like_the_formula(tmp_path):
+    """Llama-3-8B's shape from its config alone (no weight file at all), counted against the
+    architecture's own formula: embeddings, per block q/k/v/o + gate/up/down + two norms, final norm,
+    untied head."""
+    hidden, inter, layers, heads, kv_heads, vocab = 4096, 14336, 32, 32, 8, 128256
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+              "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": heads,
+              "num_key_value_heads": kv_heads, "vocab_size": vocab, "tie_word_embeddings": False,
+              "dtype": "bfloat16"}
+    folder = tmp_path / "llama-8b-shaped"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    proc = subprocess.run([sys.executable, "-m", "layertracer", "inspect", "--model", str(folder), "--json"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    kv = kv_heads * (hidden // heads)
+    block = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * inter + 2 * hidden
+    assert info["block_parameters"] == [block] * layers
+    assert info["num_parameters"] == 2 * vocab * hidden + layers * block + hidden  # 8,030,261,248
+    assert info["weights_loaded"] is False and info["stored_parameters"] is None and info["dtype"] == "bfloat16"
