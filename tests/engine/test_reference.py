@@ -844,3 +844,27 @@ def test_trace_freeze_plan_follows_its_evidence(arch, engine_result, reference):
     assert result.freeze_plan.boundary == expected.boundary
     assert result.freeze_plan.train_layers == expected.train_layers
     _check_partition(result.freeze_plan, result.num_layers)
+
+
+def test_bootstrap_matches_the_plain_gather_and_does_not_depend_on_chunking(monkeypatch):
+    """Against the straightforward way (all resample indices at once, gather, mean): the same
+    intervals, also when the engine draws its resamples in chunks of a few rows."""
+    from layertracer import stats
+
+    rng = np.random.default_rng(5)
+    values = rng.exponential(size=(37, 4))
+    values[:, 2] = np.nan
+
+    def plain(vals, resamples, level, seed):
+        idx = np.random.default_rng(seed).integers(0, len(vals), size=(resamples, len(vals)))
+        means = vals[idx].mean(axis=1)
+        alpha = (1 - level) / 2
+        return np.quantile(means, alpha, axis=0), np.quantile(means, 1 - alpha, axis=0)
+
+    want = plain(values, 300, 0.9, 4)
+    got = bootstrap_mean_ci(values, resamples=300, level=0.9, seed=4)
+    monkeypatch.setattr(stats, "BOOTSTRAP_CHUNK_ELEMENTS", 37 * 7)  # 7 resamples per chunk
+    chunked = bootstrap_mean_ci(values, resamples=300, level=0.9, seed=4)
+    for result in (got, chunked):
+        np.testing.assert_allclose(result[0], want[0], rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(result[1], want[1], rtol=1e-12, equal_nan=True)
