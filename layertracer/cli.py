@@ -17,8 +17,20 @@ from rich.table import Table
 
 from layertracer import cli_demo, cli_service, cli_trials
 from layertracer._version import __version__
-from layertracer.cli_common import JSON_OPTION, MODEL_HELP, REVISION_OPTION, Bar, default_data_dir, err, fail, out, print_json
+from layertracer.cli_common import (
+    JSON_OPTION,
+    MODEL_HELP,
+    REVISION_OPTION,
+    Bar,
+    default_data_dir,
+    err,
+    fail,
+    out,
+    print_json,
+    spec_option,
+)
 from layertracer.errors import LayerTracerError
+from layertracer.spec.trace_options import TraceOptionsSpec
 
 app = typer.Typer(
     name="layertracer",
@@ -61,20 +73,20 @@ def trace(
     ),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
     dtype: str = typer.Option("auto", help="float32, bfloat16, float16 or auto (bf16 on CUDA, fp32 on CPU)."),
-    batch_size: int = typer.Option(8, help="Prompts per forward pass."),
-    seed: int = typer.Option(0, help="Seed for noise/mask perturbations and the bootstrap."),
-    limit: Optional[int] = typer.Option(None, help="At most this many prompts per task."),
-    shots: int = typer.Option(3, help="Few-shot examples in built-in task prompts."),
-    top_k: int = typer.Option(10, help="Tokens kept per layer in the lens."),
-    draws: int = typer.Option(3, help="Draws averaged for noise and mask perturbations."),
-    particle_delta: float = typer.Option(0.1, help="Task particle: minimum jump of the target probability."),
-    particle_floor: float = typer.Option(0.1, help="Task particle: minimum target probability."),
+    batch_size: int = spec_option(TraceOptionsSpec, "batch_size", "--batch-size"),
+    seed: int = spec_option(TraceOptionsSpec, "seed", "--seed"),
+    limit: Optional[int] = spec_option(TraceOptionsSpec, "limit", "--limit"),
+    shots: int = spec_option(TraceOptionsSpec, "shots", "--shots"),
+    top_k: int = spec_option(TraceOptionsSpec, "top_k", "--top-k"),
+    draws: int = spec_option(TraceOptionsSpec, "draws", "--draws"),
+    particle_delta: float = spec_option(TraceOptionsSpec, "particle_delta", "--particle-delta"),
+    particle_floor: float = spec_option(TraceOptionsSpec, "particle_floor", "--particle-floor"),
     similarity: bool = typer.Option(True, help="Compute the layer x layer CKA matrix."),
     position_view: bool = typer.Option(True, help="Compute the per-position view for one prompt."),
     position_task: Optional[str] = typer.Option(None, help="Task of the per-position view (default: the first)."),
-    position_prompt: int = typer.Option(0, help="Prompt index of the per-position view."),
+    position_prompt: int = spec_option(TraceOptionsSpec, "position_prompt", "--position-prompt"),
     boundary: str = typer.Option("median", help="Freeze-plan boundary: the median or the earliest (min) task particle."),
-    min_train: int = typer.Option(1, help="Freeze plan: at least this many layers stay trainable."),
+    min_train: int = spec_option(TraceOptionsSpec, "min_train_layers", "--min-train"),
     trust_remote_code: bool = typer.Option(False, help="Allow the model folder's own Python code to run."),
     as_json: bool = JSON_OPTION,
 ) -> None:

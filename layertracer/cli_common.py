@@ -19,6 +19,21 @@ out = Console()
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON on stdout instead of a table.")
 
 
+def spec_option(model, name: str, *flags: str, help: Optional[str] = None):
+    """A typer option whose default, range and help come from the spec's field ``name`` (one
+    declaration: an out-of-range value is typer's usage error, exit 2, with the same bounds as the API)."""
+    from layertracer.spec.fields import number_bounds
+
+    field = model.model_fields[name]
+    bounds = number_bounds(model, name)
+    limits = {}  # typer ranges are inclusive: an exclusive bound is left to the engine's own check
+    if bounds.low is not None and not bounds.strict_low:
+        limits["min"] = bounds.low
+    if bounds.high is not None and not bounds.strict_high:
+        limits["max"] = bounds.high
+    return typer.Option(bounds.default, *flags, help=help or (field.description or "").capitalize() + ".", **limits)
+
+
 # The model options every command that loads a model takes (one declaration each).
 MODEL_HELP = "A local model folder, or a hub id: org/name, org/name@revision (from the Hugging Face cache; HF_HUB_OFFLINE honoured)."
 REVISION_OPTION = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of a hub id; the same as org/name@revision.")

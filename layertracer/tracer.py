@@ -17,8 +17,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
-from layertracer import __version__
+from layertracer._version import __version__
 from layertracer.batching import context_length, pad_token_id, right_pad
 from layertracer.errors import LayerTracerError
 from layertracer.freeze_plan import plan_freeze
@@ -38,6 +39,12 @@ from layertracer.stats import (
 from layertracer.tasks.encoding import EncodedItem, encode_task
 from layertracer.tasks.sets import Task, load_tasks
 from layertracer.trace_checkpoint import TraceCheckpoint, checkpoint_key
+from layertracer.spec.fields import defaults, validation_message
+from layertracer.spec.trace_options import ENGINE_FIELDS, TraceOptionsSpec
+
+
+# Defaults of the options a user sets: the spec's (layertracer/spec/trace_options.py).
+_SPEC = defaults(TraceOptionsSpec)
 
 
 @dataclass
@@ -53,21 +60,28 @@ class TraceOptions:
     min_train_layers / plan_boundary: freeze-plan rule parameters (see ``freeze_plan``).
     """
 
-    batch_size: int = 8
-    top_k: int = 10
-    particle_delta: float = 0.1
-    particle_floor: float = 0.1
-    seed: int = 0
-    draws: int = 3
+    batch_size: int = _SPEC["batch_size"]
+    top_k: int = _SPEC["top_k"]
+    particle_delta: float = _SPEC["particle_delta"]
+    particle_floor: float = _SPEC["particle_floor"]
+    seed: int = _SPEC["seed"]
+    draws: int = _SPEC["draws"]
     bootstrap_resamples: int = 1000
     ci_level: float = 0.95
-    similarity: bool = True
+    similarity: bool = _SPEC["similarity"]
     similarity_max_prompts: int = 512
-    position_view: bool = True
-    position_task: Optional[str] = None
-    position_prompt: int = 0
-    min_train_layers: int = 1
-    plan_boundary: str = "median"
+    position_view: bool = _SPEC["position_view"]
+    position_task: Optional[str] = _SPEC["position_task"]
+    position_prompt: int = _SPEC["position_prompt"]
+    min_train_layers: int = _SPEC["min_train_layers"]
+    plan_boundary: str = _SPEC["plan_boundary"]
+
+    def __post_init__(self) -> None:
+        # The spec's limits hold here too: the engine refuses what the API and the forms refuse.
+        try:
+            TraceOptionsSpec.model_validate({name: getattr(self, name) for name in ENGINE_FIELDS})
+        except ValidationError as exc:
+            raise LayerTracerError(f"trace option {validation_message(exc)}") from None
 
 
 @dataclass

@@ -12,13 +12,14 @@ from typing import Annotated, Any, Generic, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+from layertracer.spec.trace_options import SEED_MAX, TraceOptionsSpec
+
 T = TypeVar("T")
 
 PERTURBATION_KINDS = ("skip", "zero-attn", "zero-mlp", "noise", "mask")
 ALLOCATION_PRESETS = ("train-shallow", "train-deep", "full")
 RANGES_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-SEED_MAX = 2**31 - 1
 
 
 # One element of a list of names (task sets, perturbations): never empty.
@@ -246,23 +247,10 @@ class TaskSetsPublic(ListOf[TaskSetPublic]):
 
 
 # -- traces ------------------------------------------------------------------------------------------
-class TraceOptions(Request):
-    """Trace options (the engine's TraceOptions plus ``limit`` and ``shots``)."""
+class TraceOptions(TraceOptionsSpec):
+    """Trace options, as the engine's spec declares them (``layertracer/spec/trace_options.py``)."""
 
-    limit: Optional[int] = Field(default=None, ge=1, le=100_000, description="at most this many prompts per task")
-    shots: int = Field(default=3, ge=0, le=16, description="few-shot examples in built-in prompts")
-    batch_size: int = Field(default=8, ge=1, le=1024)
-    top_k: int = Field(default=10, ge=1, le=100)
-    seed: int = Field(default=0, ge=0, le=SEED_MAX)
-    draws: int = Field(default=3, ge=1, le=100)
-    particle_delta: float = Field(default=0.1, ge=0.0, le=1.0)
-    particle_floor: float = Field(default=0.1, ge=0.0, le=1.0)
-    plan_boundary: Literal["median", "min"] = "median"
-    min_train_layers: int = Field(default=1, ge=0, le=100_000)
-    position_task: Optional[str] = Field(default=None, max_length=200)
-    position_prompt: int = Field(default=0, ge=0, le=1_000_000)
-    similarity: StrictBool = True
-    position_view: StrictBool = True
+    model_config = ConfigDict(extra="forbid", title="TraceOptions")
 
 
 class TraceCreate(Request):

@@ -11,6 +11,8 @@ from dash import Input, Output, State, dcc, html
 
 from frontend.api_client import ApiError
 from frontend.components import api_error_box, client, error_box, notice, rel
+from layertracer.spec.fields import number_bounds
+from layertracer.spec.trace_options import TraceOptionsSpec
 
 dash.register_page(__name__, path="/new/trace", name="New trace", title="New trace · LayerTracer", order=1)
 
@@ -22,14 +24,18 @@ PERTURBATIONS = [
     ("noise", "noise — add scaled Gaussian noise to the block's output"),
     ("mask", "mask — keep each hidden unit of the block's update with probability keep"),
 ]
+_LABELS = {  # the form's words; defaults and limits are the spec's (layertracer/spec/trace_options.py)
+    "limit": "Prompts per task (empty: all)",
+    "batch_size": "Batch size (prompts per forward pass)",
+    "top_k": "Top-k tokens kept per layer",
+    "seed": "Seed (noise / mask draws, bootstrap)",
+    "draws": "Draws averaged for noise and mask",
+    "shots": "Few-shot examples in built-in prompts",
+    "position_prompt": "Per-position view: prompt number",
+}
 NUMBER_FIELDS = [  # (id, label, default, min, max, integer)
-    ("limit", "Prompts per task (empty: all)", None, 1, 100000, True),
-    ("batch_size", "Batch size (prompts per forward pass)", 8, 1, 4096, True),
-    ("top_k", "Top-k tokens kept per layer", 10, 1, 100, True),
-    ("seed", "Seed (noise / mask draws, bootstrap)", 0, 0, 2**31 - 1, True),
-    ("draws", "Draws averaged for noise and mask", 3, 1, 100, True),
-    ("shots", "Few-shot examples in built-in prompts", 3, 0, 16, True),
-    ("position_prompt", "Per-position view: prompt number", 0, 0, 1_000_000, True),
+    (key, label, (b := number_bounds(TraceOptionsSpec, key)).default, b.low, b.high, b.integer)
+    for key, label in _LABELS.items()
 ]
 
 

@@ -6,6 +6,11 @@ model source is, a limit, a default) is declared here once and every part asks i
 
 Modules:
 - ``sources``: model sources, a local folder or a hub repo id with an optional revision.
+- ``trace_options``: the options of a trace, their defaults and limits (``TraceOptionsSpec``): the
+  API's request model, the New trace form's input limits, ``layertracer trace``'s defaults and ranges,
+  and the engine's ``TraceOptions`` defaults and checks.
+- ``fields``: reading a declaration back (``number_bounds``, ``defaults``, ``validation_message``).
+- ``jsonlines``: one JSON Lines record, parsed alike by task files and uploads.
 """
 
 from layertracer.spec.sources import ModelSource, ModelSourceError, parse_model_source

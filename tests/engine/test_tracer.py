@@ -105,7 +105,6 @@ def test_one_prompt_that_does_not_fit_is_a_clear_error(loaded, tasks, monkeypatc
     "kwargs, message",
     [
         (dict(perturbations=["skip", "skip"]), "perturbation given twice"),
-        (dict(options=lt.TraceOptions(batch_size=0)), "batch size and top-k must be at least 1"),
         (dict(options=lt.TraceOptions(position_task="nope")), "position-view task 'nope'"),
         (dict(options=lt.TraceOptions(position_prompt=99)), "position-view prompt 99 is out of range"),
     ],
@@ -113,6 +112,17 @@ def test_one_prompt_that_does_not_fit_is_a_clear_error(loaded, tasks, monkeypatc
 def test_bad_options(loaded, tasks, kwargs, message):
     with pytest.raises(LayerTracerError, match=message):
         lt.trace(loaded, tasks, **kwargs)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(batch_size=0), "trace option batch_size: Input should be greater than or equal to 1"),
+    (dict(top_k=0), "trace option top_k: Input should be greater than or equal to 1"),
+    (dict(particle_floor=1.5), "trace option particle_floor: Input should be less than or equal to 1"),
+    (dict(plan_boundary="max"), "trace option plan_boundary: Input should be 'median' or 'min'"),
+])
+def test_options_outside_the_spec_are_refused_when_made(options, message):
+    with pytest.raises(LayerTracerError, match=message):
+        lt.TraceOptions(**options)
 
 
 def test_no_perturbation_means_no_sensitivity(loaded, tasks):

@@ -1,0 +1,97 @@
+"""Contracts that cannot drift: for every number a user sets on a trace, the New trace form, the API,
+the engine and the CLI accept and refuse the same values (hypothesis draws them around and far from
+each bound). The bounds themselves are declared once, in ``layertracer/spec/trace_options.py``."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from layertracer.spec.fields import number_bounds
+from layertracer.spec.trace_options import ENGINE_FIELDS, TraceOptionsSpec
+
+FORM_FIELDS = ("limit", "batch_size", "top_k", "seed", "draws", "shots", "position_prompt")
+CLI_FLAGS = {"limit": "--limit", "batch_size": "--batch-size", "top_k": "--top-k", "seed": "--seed",
+             "draws": "--draws", "shots": "--shots", "position_prompt": "--position-prompt"}
+
+
+def _values(name: str):
+    bounds = number_bounds(TraceOptionsSpec, name)
+    near = [b + d for b in (bounds.low, bounds.high) if b is not None for d in (-2, -1, 0, 1, 2)]
+    return st.one_of(st.sampled_from(near), st.integers(min_value=-10**12, max_value=10**12))
+
+
+def api_accepts(name: str, value: int) -> bool:
+    from backend.api.schemas import TraceCreate
+
+    try:
+        TraceCreate.model_validate({"model_id": "m", "task_sets": ["antonyms_en"], "options": {name: value}})
+        return True
+    except ValidationError:
+        return False
+
+
+def form_accepts(name: str, value: int) -> bool:
+    from frontend.pages import new_trace as page
+
+    numbers = {key: default for key, _, default, *_ in page.NUMBER_FIELDS}
+    numbers[name] = value
+    body, errors = page.validate("m", ["antonyms_en"], ["skip"], 0.5, 1.0, numbers)
+    return not errors and body["options"][name] == value
+
+
+def engine_accepts(name: str, value: int) -> bool:
+    from layertracer.errors import LayerTracerError
+    from layertracer.tracer import TraceOptions
+
+    try:
+        TraceOptions(**{name: value})
+        return True
+    except LayerTracerError:
+        return False
+
+
+def cli_accepts(cli, tmp_path, name: str, value: int) -> bool:
+    """Past option parsing: the command then stops at the missing model (one error line, exit 2)."""
+    code, _, err = cli("trace", "--model", str(tmp_path / "no-model"), "--tasks", "antonyms_en",
+                       "--out", str(tmp_path / "o.json"), CLI_FLAGS[name], str(value))
+    assert code == 2
+    return "does not exist" in err
+
+
+@pytest.mark.parametrize("name", FORM_FIELDS)
+def test_form_api_engine_and_cli_agree(name, cli, tmp_path):
+    @given(value=_values(name))
+    @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def agree(value):
+        verdicts = {"api": api_accepts(name, value), "form": form_accepts(name, value),
+                    "cli": cli_accepts(cli, tmp_path, name, value)}
+        if name in ENGINE_FIELDS:
+            verdicts["engine"] = engine_accepts(name, value)
+        assert len(set(verdicts.values())) == 1, (name, value, verdicts)
+        assert verdicts["api"] == number_bounds(TraceOptionsSpec, name).admits(value)
+
+    agree()
+
+
+def test_the_form_shows_the_spec_bounds_as_input_limits():
+    """What the browser enforces (min/max on the inputs) is the spec's too."""
+    from frontend.pages import new_trace as page
+
+    layout = page.layout()
+    inputs = {}
+
+    def walk(node):
+        if getattr(node, "id", None) and str(node.id).startswith(f"{page.P}-"):
+            inputs[str(node.id)[len(page.P) + 1:]] = node
+        children = getattr(node, "children", None)
+        for child in children if isinstance(children, (list, tuple)) else [children] if children is not None else []:
+            walk(child)
+
+    walk(layout)
+    for name in FORM_FIELDS:
+        bounds = number_bounds(TraceOptionsSpec, name)
+        assert (inputs[name].min, inputs[name].max) == (bounds.low, bounds.high), name
+        assert inputs[name].value == bounds.default
