@@ -30,6 +30,7 @@ from layertracer.cli_common import (
     spec_option,
 )
 from layertracer.errors import LayerTracerError
+from layertracer.spec.perturbations import split_perturbations
 from layertracer.spec.trace_options import TraceOptionsSpec
 
 app = typer.Typer(
@@ -101,7 +102,7 @@ def trace(
 
     # Everything that can be checked without the model is checked first: a typo fails in a second.
     kinds = [
-        Perturbation.parse(p, seed=seed, draws=draws) for item in perturbation for p in _split_perturbations(item)
+        Perturbation.parse(p, seed=seed, draws=draws) for item in perturbation for p in split_perturbations(item)
     ]
     if not out_path.parent.exists():
         fail(f"output folder {str(out_path.parent)!r} does not exist")
@@ -149,20 +150,6 @@ def trace(
     else:
         _print_summary(result.summary())
     err.print(f"wrote {out_path}", highlight=False)
-
-
-def _split_perturbations(text: str) -> list[str]:
-    """``skip,mask:keep=0.3`` -> ["skip", "mask:keep=0.3"]; options after ':' may use ';' between them."""
-    parts: list[str] = []
-    for piece in text.split(","):
-        piece = piece.strip()
-        if not piece:
-            continue
-        if "=" in piece and ":" not in piece and parts:
-            parts[-1] += "," + piece  # an option of the previous kind: mask:keep=0.3,draws=5
-        else:
-            parts.append(piece)
-    return parts
 
 
 def _print_summary(summary: dict) -> None:

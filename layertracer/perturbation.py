@@ -27,9 +27,14 @@ import torch
 from layertracer.errors import LayerTracerError
 from layertracer.models.adapters import ModelAdapter
 from layertracer.recording import StackRecording, zero_child_output
+from layertracer.spec.perturbations import (  # noqa: F401 (KINDS re-exported: the engine's list of kinds)
+    DEFAULT_KEEP,
+    DEFAULT_SCALE,
+    KINDS,
+    STOCHASTIC,
+    parse_perturbation,
+)
 
-KINDS = ("skip", "zero-attn", "zero-mlp", "noise", "mask")
-STOCHASTIC = ("noise", "mask")
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,8 @@ class Perturbation:
     """A perturbation kind and its parameters (see the module docstring for the exact definitions)."""
 
     kind: str
-    scale: float = 1.0
-    keep: float = 0.5
+    scale: float = DEFAULT_SCALE
+    keep: float = DEFAULT_KEEP
     draws: int = 1
     seed: int = 0
     params: dict = field(default_factory=dict, compare=False)
@@ -61,26 +66,14 @@ class Perturbation:
 
     @classmethod
     def parse(cls, text: str, *, seed: int = 0, draws: int = 3) -> "Perturbation":
-        """``skip``, ``zero-attn``, ``zero-mlp``, ``noise[:scale=S][;draws=N]``, ``mask[:keep=R][;draws=N]``."""
-        kind, _, rest = text.strip().partition(":")
-        if kind not in KINDS:
-            raise LayerTracerError(f"unknown perturbation {kind!r}; use one of {', '.join(KINDS)}")
-        values: dict[str, float] = {}
-        for part in filter(None, (p.strip() for p in rest.replace(";", ",").split(","))):
-            key, sep, value = part.partition("=")
-            if not sep or key not in {"scale", "keep", "draws"}:
-                raise LayerTracerError(f"bad perturbation option {part!r} in {text!r} (use scale=, keep=, draws=)")
-            try:
-                values[key] = float(value)
-            except ValueError:
-                raise LayerTracerError(f"bad perturbation option {part!r}: {value!r} is not a number") from None
-        keep = values.get("keep", 0.5)
-        if not 0.0 <= keep <= 1.0:
-            raise LayerTracerError(f"mask keep ratio must be in [0, 1], got {keep}")
-        n_draws = int(values.get("draws", draws if kind in STOCHASTIC else 1))
+        """``skip``, ``zero-attn``, ``zero-mlp``, ``noise[:scale=S][,draws=N]``, ``mask[:keep=R][,draws=N]``
+        (the grammar of ``layertracer.spec.perturbations``); ``draws`` is the default for stochastic kinds."""
+        parsed = parse_perturbation(text)
+        n_draws = parsed.draws if parsed.draws is not None else (draws if parsed.kind in STOCHASTIC else 1)
         if n_draws < 1:
             raise LayerTracerError("draws must be at least 1")
-        return cls(kind=kind, scale=values.get("scale", 1.0), keep=keep, draws=n_draws, seed=seed)
+        return cls(kind=parsed.kind, scale=DEFAULT_SCALE if parsed.scale is None else parsed.scale,
+                   keep=DEFAULT_KEEP if parsed.keep is None else parsed.keep, draws=n_draws, seed=seed)
 
 
 def _seed(*parts: int) -> int:

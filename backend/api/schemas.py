@@ -12,11 +12,11 @@ from typing import Annotated, Any, Generic, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+from layertracer.spec.perturbations import parse_perturbation
 from layertracer.spec.trace_options import SEED_MAX, TraceOptionsSpec
 
 T = TypeVar("T")
 
-PERTURBATION_KINDS = ("skip", "zero-attn", "zero-mlp", "noise", "mask")
 ALLOCATION_PRESETS = ("train-shallow", "train-deep", "full")
 RANGES_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -78,39 +78,12 @@ class ListOf(BaseModel, Generic[T]):
 
 
 def check_perturbation(text: str) -> str:
-    """Validate ``skip|zero-attn|zero-mlp|noise[:scale=S][,draws=N]|mask[:keep=R][,draws=N]``; returns it
-    stripped. Raises ValueError with a one-line reason (mirrors the engine's Perturbation.parse)."""
+    """Validate a perturbation by the engine's grammar (``layertracer.spec.perturbations``); returns it
+    stripped. Raises ValueError (PerturbationError is one) with a one-line reason."""
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("a perturbation is an empty string")
-    text = text.strip()
-    kind, _, rest = text.partition(":")
-    if kind not in PERTURBATION_KINDS:
-        raise ValueError(f"unknown perturbation {kind!r}; use one of {', '.join(PERTURBATION_KINDS)}")
-    allowed = {"noise": {"scale", "draws"}, "mask": {"keep", "draws"}}.get(kind, set())
-    seen = set()
-    for part in filter(None, (p.strip() for p in rest.replace(";", ",").split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or key not in allowed:
-            hint = ", ".join(f"{k}=" for k in sorted(allowed)) or "no options"
-            raise ValueError(f"bad option {part!r} in perturbation {text!r} ({kind} takes {hint})")
-        if key in seen:
-            raise ValueError(f"option {key!r} given twice in perturbation {text!r}")
-        seen.add(key)
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"bad option {part!r} in perturbation {text!r}: {value!r} is not a number") from None
-        if not math.isfinite(number):
-            raise ValueError(f"bad option {part!r} in perturbation {text!r}: not a finite number")
-        if key == "keep" and not 0.0 <= number <= 1.0:
-            raise ValueError(f"mask keep must be in [0, 1], got {value} in {text!r}")
-        if key == "scale" and not 0.0 < number <= 100.0:
-            raise ValueError(f"noise scale must be in (0, 100], got {value} in {text!r}")
-        if key == "draws" and (number != int(number) or not 1 <= number <= 100):
-            raise ValueError(f"draws must be an integer in [1, 100], got {value} in {text!r}")
-    if not rest and ":" in text:
-        raise ValueError(f"perturbation {text!r} ends with ':'")
-    return text
+        raise ValueError("a perturbation is empty")
+    parse_perturbation(text)
+    return text.strip()
 
 
 def check_allocation(text: str) -> str:

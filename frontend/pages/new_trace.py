@@ -12,6 +12,15 @@ from dash import Input, Output, State, dcc, html
 from frontend.api_client import ApiError
 from frontend.components import api_error_box, client, error_box, notice, rel
 from layertracer.spec.fields import number_bounds
+from layertracer.spec.perturbations import (
+    DEFAULT_KEEP,
+    DEFAULT_SCALE,
+    KEEP_RANGE,
+    SCALE_RANGE,
+    PerturbationError,
+    format_perturbation,
+    parse_perturbation,
+)
 from layertracer.spec.trace_options import TraceOptionsSpec
 
 dash.register_page(__name__, path="/new/trace", name="New trace", title="New trace · LayerTracer", order=1)
@@ -114,10 +123,10 @@ def layout(token: Optional[str] = None, model: Optional[str] = None, **query: An
                               value=["skip"], className="lt-checks"),
                 html.Div([
                     html.Div([html.Label("mask: keep probability", htmlFor=f"{P}-keep"),
-                              dcc.Input(id=f"{P}-keep", type="number", min=0, max=1, step=0.05, value=0.5, className="lt-input")],
+                              dcc.Input(id=f"{P}-keep", type="number", min=KEEP_RANGE[0], max=KEEP_RANGE[1], step=0.05, value=DEFAULT_KEEP, className="lt-input")],
                              className="lt-field"),
                     html.Div([html.Label("noise: scale (× RMS of the output)", htmlFor=f"{P}-scale"),
-                              dcc.Input(id=f"{P}-scale", type="number", min=0, step=0.1, value=1.0, className="lt-input")],
+                              dcc.Input(id=f"{P}-scale", type="number", min=0, max=SCALE_RANGE[1], step=0.1, value=DEFAULT_SCALE, className="lt-input")],
                              className="lt-field"),
                 ], className="lt-row"),
             ]),
@@ -132,16 +141,29 @@ def layout(token: Optional[str] = None, model: Optional[str] = None, **query: An
 
 
 def perturbation_specs(kinds: list[str], keep: Any, scale: Any) -> list[str]:
-    """Checked kinds -> engine perturbation specs (``mask:keep=0.5``, ``noise:scale=1.0``)."""
+    """Checked kinds -> perturbation texts of the engine's grammar (``mask:keep=0.5``, ``noise:scale=1``)."""
     specs = []
     for kind in kinds or []:
         if kind == "mask":
-            specs.append(f"mask:keep={keep}")
+            specs.append(format_perturbation("mask", keep=float(keep)))
         elif kind == "noise":
-            specs.append(f"noise:scale={scale}")
+            specs.append(format_perturbation("noise", scale=float(scale)))
         else:
             specs.append(kind)
     return specs
+
+
+def perturbation_errors(kinds: list[str], keep: Any, scale: Any) -> list[str]:
+    """The grammar's own messages for the keep and scale fields (its limits, not the form's)."""
+    errors = []
+    for kind, name, value in (("mask", "keep", keep), ("noise", "scale", scale)):
+        if kind not in (kinds or []):
+            continue
+        try:
+            parse_perturbation(format_perturbation(kind, **{name: float(value)}))
+        except (TypeError, ValueError) as exc:  # PerturbationError is a ValueError
+            errors.append(f"{kind}: {exc}" if isinstance(exc, PerturbationError) else f"{kind}: give a {name}.")
+    return errors
 
 
 def validate(model: Optional[str], tasks: Optional[list], perts: Optional[list], keep: Any, scale: Any,
@@ -154,10 +176,7 @@ def validate(model: Optional[str], tasks: Optional[list], perts: Optional[list],
         errors.append("Choose at least one task set.")
     if not perts:
         errors.append("Choose at least one perturbation (skip is the usual one).")
-    if "mask" in (perts or []) and (keep is None or not 0 <= float(keep) <= 1):
-        errors.append("The mask keep probability must be between 0 and 1.")
-    if "noise" in (perts or []) and (scale is None or float(scale) < 0):
-        errors.append("The noise scale must be 0 or more.")
+    errors += perturbation_errors(perts, keep, scale)
     options: dict[str, Any] = {}
     for key, label, default, lo, hi, integer in NUMBER_FIELDS:
         value = numbers.get(key)

@@ -95,3 +95,57 @@ def test_the_form_shows_the_spec_bounds_as_input_limits():
         bounds = number_bounds(TraceOptionsSpec, name)
         assert (inputs[name].min, inputs[name].max) == (bounds.low, bounds.high), name
         assert inputs[name].value == bounds.default
+
+
+def _perturbation_texts():
+    kinds = st.sampled_from(["skip", "zero-attn", "zero-mlp", "noise", "mask", "wobble", ""])
+    option = st.tuples(st.sampled_from(["scale", "keep", "draws", "bogus"]),
+                       st.one_of(st.sampled_from(["0", "1", "-1", "0.5", "100", "101", "2.5", "nan", "x", ""]),
+                                 st.floats(allow_nan=False, width=32).map(lambda f: f"{f:g}")))
+    return st.tuples(kinds, st.lists(option, max_size=3), st.sampled_from([",", ";"])).map(
+        lambda t: t[0] + (":" + t[2].join(f"{k}={v}" for k, v in t[1]) if t[1] else ""))
+
+
+@given(text=_perturbation_texts())
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_api_and_engine_parse_perturbations_alike(text):
+    from backend.api.schemas import check_perturbation
+    from layertracer.errors import LayerTracerError
+    from layertracer.perturbation import Perturbation
+
+    try:
+        check_perturbation(text)
+        api = True
+    except ValueError:
+        api = False
+    try:
+        Perturbation.parse(text)
+        engine = True
+    except LayerTracerError:
+        engine = False
+    assert api == engine, text
+
+
+@pytest.mark.parametrize("kind, name", [("mask", "keep"), ("noise", "scale")])
+def test_form_and_api_agree_on_the_perturbation_fields(kind, name, cli, tmp_path):
+    from backend.api.schemas import check_perturbation
+    from frontend.pages import new_trace as page
+
+    numbers = {key: default for key, _, default, *_ in page.NUMBER_FIELDS}
+
+    @given(value=st.one_of(st.sampled_from([-0.01, 0.0, 0.5, 1.0, 1.01, 100.0, 100.5]),
+                           st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)))
+    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def agree(value):
+        keep, scale = (value, 1.0) if kind == "mask" else (0.5, value)
+        body, errors = page.validate("m", ["antonyms_en"], [kind], keep, scale, numbers)
+        try:
+            check_perturbation(f"{kind}:{name}={value!r}")
+            api = True
+        except ValueError:
+            api = False
+        assert (not errors) == api, (kind, value, errors)
+        if api:
+            check_perturbation(body["perturbations"][0])  # what the form sends, the API takes
+
+    agree()
