@@ -47,7 +47,9 @@ def port_free(host: str, port: int) -> bool:
     """Whether ``host:port`` can be bound now (the check behind the one-line 'port taken' error)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
-        # No SO_REUSEADDR: a listening socket must make the bind fail, as it will for uvicorn.
+        # SO_REUSEADDR, as uvicorn sets it: connections of a server that just stopped (TIME_WAIT, up to
+        # a minute) must not count as "in use", while a listening socket still makes the bind fail.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

@@ -143,3 +143,22 @@ def test_kill_9_of_up_takes_its_children_with_it_and_a_new_up_starts(tmp_path):
         second.send_signal(signal.SIGINT)
         assert second.wait(timeout=60) == 0
     wait_for(lambda: not _processes_with(data), 10, "every child of the second `up` to exit", interval=0.1)
+
+
+def test_a_port_whose_server_just_stopped_is_free_and_a_listening_one_is_not():
+    """Connections of a stopped server linger in TIME_WAIT for up to a minute; `up` run again at once
+    must still start (uvicorn binds with SO_REUSEADDR), while a live listener is refused."""
+    from layertracer.cli_service import port_free
+
+    port = free_port()
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen()
+    assert not port_free("127.0.0.1", port)
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server side closes first: its end of the connection goes to TIME_WAIT
+    client.close()
+    server.close()
+    assert port_free("127.0.0.1", port)
