@@ -15,6 +15,10 @@ from dash import ALL, Input, Output, State, ctx, dcc, html
 from frontend.api_client import ApiError
 from frontend.components import api_error_box, client, notice, rel
 from frontend.viz.common import FREEZE_COLOUR, KIND_NAME, TRAIN_COLOUR, base_layout, depth_axis, empty_figure
+from layertracer.spec.fields import defaults, number_bounds
+from layertracer.spec.training import TrainingOptionsSpec
+
+TRAINING_DEFAULTS = defaults(TrainingOptionsSpec)
 
 PRESETS = ("train-shallow", "train-deep", "full", "from-trace")
 TOGGLES = [("embeddings", "embeddings"), ("head", "output head"), ("final_norm", "final norm")]
@@ -198,24 +202,31 @@ def validate(kind: str, *, model: Optional[str], info: Optional[dict], allocatio
     if problem:
         errors.append(f"Seeds: {problem}.")
 
-    def number(value, name, lo, hi, integer):
+    def number(value, name, key):
+        """The value if the spec's bounds for ``key`` admit it (layertracer/spec/training.py)."""
+        bounds = number_bounds(TrainingOptionsSpec, key)
         try:
             x = float(value)
         except (TypeError, ValueError):
             errors.append(f"{name}: give a number.")
             return None
-        if integer and x != int(x):
+        if bounds.integer and x != int(x):
             errors.append(f"{name}: must be a whole number.")
             return None
-        if not lo <= x <= hi:
-            errors.append(f"{name}: must be between {lo:g} and {hi:g}.")
-            return None
-        return int(x) if integer else x
+        if not bounds.admits(x):
+            def shown(v: float) -> str:
+                return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
 
-    steps_v = number(steps, "Steps", 1, 10_000_000, True)
-    lr_v = number(lr, "Learning rate", 1e-9, 1.0, False)
-    batch_v = number(batch_size, "Batch size", 1, 65536, True)
-    block_v = number(block_size, "Block size", 8, 1_000_000, True)
+            low = f"more than {shown(bounds.low)}" if bounds.strict_low else f"at least {shown(bounds.low)}"
+            high = f"below {shown(bounds.high)}" if bounds.strict_high else f"at most {shown(bounds.high)}"
+            errors.append(f"{name}: must be {low} and {high}.")
+            return None
+        return int(x) if bounds.integer else x
+
+    steps_v = number(steps, "Steps", "steps")
+    lr_v = number(lr, "Learning rate", "lr")
+    batch_v = number(batch_size, "Batch size", "batch_size")
+    block_v = number(block_size, "Block size", "block_size")
     if errors:
         return None, errors
     body: dict[str, Any] = {
@@ -305,10 +316,11 @@ def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Di
                 html.Legend("Training"),
                 html.Div([
                     _text(p, "seeds", "Seeds (comma-separated)", query.get("seeds", "1,2,3" if kind == "experiment" else "1")),
-                    _number(p, "steps", "Steps", query.get("steps", 100), 1),
-                    _number(p, "lr", "Learning rate", query.get("lr", 1e-4), "any"),
-                    _number(p, "batch_size", "Batch size (sequences)", query.get("batch_size", 8), 1),
-                    _number(p, "block_size", "Block size (tokens per sequence)", query.get("block_size", 256), 1),
+                    _number(p, "steps", "Steps", query.get("steps", TRAINING_DEFAULTS["steps"]), 1),
+                    _number(p, "lr", "Learning rate", query.get("lr", TRAINING_DEFAULTS["lr"]), "any"),
+                    _number(p, "batch_size", "Batch size (sequences)", query.get("batch_size", TRAINING_DEFAULTS["batch_size"]), 1),
+                    _number(p, "block_size", "Block size (tokens per sequence)",
+                            query.get("block_size", TRAINING_DEFAULTS["block_size"]), 1),
                 ], className="lt-row"),
             ]),
             html.Div(id=f"{p}-errors", role="alert"),
@@ -323,8 +335,10 @@ def _text(p, key, label, value):
 
 
 def _number(p, key, label, value, step):
+    bounds = number_bounds(TrainingOptionsSpec, key)  # the browser's limits are the spec's too
     return html.Div([html.Label(label, htmlFor=f"{p}-{key}"),
-                     dcc.Input(id=f"{p}-{key}", type="number", value=value, step=step, className="lt-input")], className="lt-field")
+                     dcc.Input(id=f"{p}-{key}", type="number", value=value, step=step, min=bounds.low, max=bounds.high,
+                               className="lt-input")], className="lt-field")
 
 
 def _model_info(models: list[dict], model_id: Optional[str], token: Optional[str]) -> Optional[dict]:

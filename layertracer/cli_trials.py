@@ -9,7 +9,19 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from layertracer.cli_common import JSON_OPTION, MODEL_HELP, REVISION_OPTION, Bar, err, fail, out, print_json, split_list
+from layertracer.cli_common import (
+    JSON_OPTION,
+    MODEL_HELP,
+    REVISION_OPTION,
+    Bar,
+    err,
+    fail,
+    out,
+    print_json,
+    spec_option,
+    split_list,
+)
+from layertracer.spec.training import TrainingOptionsSpec
 
 _BENCH_HELP = "Comma-separated benchmark specs: cmmlu:DIR, ceval:DIR."
 _MODE_HELP = (
@@ -82,13 +94,15 @@ def _experiment_spec(model, corpus, allocations, benchmark, seeds, steps, batch_
                      embeddings, head, final_norm, part, eval_mode="loglikelihood"):
     from layertracer.experiments.spec import ExperimentSpec
 
-    return ExperimentSpec(
+    spec = ExperimentSpec(
         model=model, corpus=corpus, allocations=allocations, seeds=_seeds(seeds),
         benchmarks=split_list(benchmark), steps=steps, batch_size=batch_size, grad_accum=grad_accum,
         block_size=block_size, lr=lr, warmup_steps=warmup_steps, eval_shots=eval_shots, eval_limit=eval_limit,
         trace_tasks=trace_tasks, trace_limit=trace_limit, device=device, dtype=dtype,
         embeddings=embeddings, head=head, final_norm=final_norm, part=part, eval_mode=eval_mode,
     )
+    spec.validate()  # every option checked before the model is even looked for: a typo fails at once
+    return spec
 
 
 def _run_and_report(spec, out_dir: Path) -> None:
@@ -149,7 +163,18 @@ def print_experiment_table(result: dict) -> None:
 
 
 _MODEL = typer.Option(..., "--model", "-m", help="Base model folder or hub id.")
-_EVAL_MODE = typer.Option("loglikelihood", help=_MODE_HELP)
+_EVAL_MODE = typer.Option(TrainingOptionsSpec.model_fields["eval_mode"].default, help=_MODE_HELP)
+# The hyper-parameters of trial and experiment: defaults and ranges from layertracer/spec/training.py.
+_STEPS = spec_option(TrainingOptionsSpec, "steps", "--steps")
+_BATCH_SIZE = spec_option(TrainingOptionsSpec, "batch_size", "--batch-size")
+_GRAD_ACCUM = spec_option(TrainingOptionsSpec, "grad_accum", "--grad-accum")
+_BLOCK_SIZE = spec_option(TrainingOptionsSpec, "block_size", "--block-size")
+_LR = spec_option(TrainingOptionsSpec, "lr", "--lr")
+_WARMUP = spec_option(TrainingOptionsSpec, "warmup_steps", "--warmup-steps")
+_EVAL_SHOTS = spec_option(TrainingOptionsSpec, "eval_shots", "--eval-shots")
+_EVAL_LIMIT = spec_option(TrainingOptionsSpec, "eval_limit", "--eval-limit")
+_TRACE_LIMIT = spec_option(TrainingOptionsSpec, "trace_limit", "--trace-limit")
+_PART = typer.Option(TrainingOptionsSpec.model_fields["part"].default, help="Within trainable blocks: all, mixer or mlp.")
 _CORPUS = typer.Option(..., "--corpus", "-c", help="Text/JSONL/parquet file or a folder of them.")
 
 
@@ -159,21 +184,21 @@ def trial_command(
     allocation: str = typer.Option(..., "--allocation", "-a", help="train-shallow, train-deep, full, from-trace[:PATH] or ranges such as 0-7,12."),
     benchmark: str = typer.Option("", "--benchmark", "-b", help=_BENCH_HELP),
     seeds: str = typer.Option("0", help="Comma-separated seeds: one trial each."),
-    steps: int = typer.Option(100),
-    batch_size: int = typer.Option(8),
-    grad_accum: int = typer.Option(1),
-    block_size: int = typer.Option(256, help="Tokens per training sequence."),
-    lr: float = typer.Option(1e-4),
-    warmup_steps: int = typer.Option(10),
-    eval_shots: int = typer.Option(5),
+    steps: int = _STEPS,
+    batch_size: int = _BATCH_SIZE,
+    grad_accum: int = _GRAD_ACCUM,
+    block_size: int = _BLOCK_SIZE,
+    lr: float = _LR,
+    warmup_steps: int = _WARMUP,
+    eval_shots: int = _EVAL_SHOTS,
     eval_mode: str = _EVAL_MODE,
-    eval_limit: Optional[int] = typer.Option(None, help="At most this many questions per subject."),
+    eval_limit: Optional[int] = _EVAL_LIMIT,
     trace_tasks: str = typer.Option("", help="Tasks to trace before and after training ('' to skip)."),
-    trace_limit: int = typer.Option(20),
+    trace_limit: int = _TRACE_LIMIT,
     embeddings: Optional[bool] = typer.Option(None, "--embeddings/--no-embeddings", help="Train the input embeddings too."),
     head: Optional[bool] = typer.Option(None, "--head/--no-head", help="Train the output head too."),
     final_norm: Optional[bool] = typer.Option(None, "--final-norm/--no-final-norm", help="Train the final norm too."),
-    part: str = typer.Option("all", help="Within trainable blocks: all, mixer or mlp."),
+    part: str = _PART,
     device: str = typer.Option("auto"),
     dtype: str = typer.Option("auto"),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Result folder (a re-run resumes)."),
@@ -191,21 +216,21 @@ def experiment_command(
     allocations: str = typer.Option("train-shallow,full,train-deep", "--allocations", "-a", help="Comma-separated allocations; ranges inside need quoting with ';' between ranges, e.g. '0-3;6'."),
     benchmark: str = typer.Option("", "--benchmark", "-b", help=_BENCH_HELP),
     seeds: str = typer.Option("1,2,3", help="Comma-separated seeds."),
-    steps: int = typer.Option(100),
-    batch_size: int = typer.Option(8),
-    grad_accum: int = typer.Option(1),
-    block_size: int = typer.Option(256),
-    lr: float = typer.Option(1e-4),
-    warmup_steps: int = typer.Option(10),
-    eval_shots: int = typer.Option(5),
+    steps: int = _STEPS,
+    batch_size: int = _BATCH_SIZE,
+    grad_accum: int = _GRAD_ACCUM,
+    block_size: int = _BLOCK_SIZE,
+    lr: float = _LR,
+    warmup_steps: int = _WARMUP,
+    eval_shots: int = _EVAL_SHOTS,
     eval_mode: str = _EVAL_MODE,
-    eval_limit: Optional[int] = typer.Option(None),
+    eval_limit: Optional[int] = _EVAL_LIMIT,
     trace_tasks: str = typer.Option("", help="Tasks to trace before and after training ('' to skip)."),
-    trace_limit: int = typer.Option(20),
+    trace_limit: int = _TRACE_LIMIT,
     embeddings: Optional[bool] = typer.Option(None, "--embeddings/--no-embeddings"),
     head: Optional[bool] = typer.Option(None, "--head/--no-head"),
     final_norm: Optional[bool] = typer.Option(None, "--final-norm/--no-final-norm"),
-    part: str = typer.Option("all"),
+    part: str = _PART,
     device: str = typer.Option("auto"),
     dtype: str = typer.Option("auto"),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Result folder (a re-run resumes)."),
@@ -250,7 +275,7 @@ def export_command(
     embeddings: Optional[bool] = typer.Option(None, "--embeddings/--no-embeddings"),
     head: Optional[bool] = typer.Option(None, "--head/--no-head"),
     final_norm: Optional[bool] = typer.Option(None, "--final-norm/--no-final-norm"),
-    part: str = typer.Option("all"),
+    part: str = _PART,
 ) -> None:
     """Print an allocation as a config snippet for LLaMA-Factory, axolotl or ms-swift."""
     from layertracer.models.inspection import load_structure

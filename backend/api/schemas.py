@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, 
 
 from layertracer.spec.perturbations import parse_perturbation
 from layertracer.spec.trace_options import SEED_MAX, TraceOptionsSpec
+from layertracer.spec.training import TrainingOptionsSpec
 
 T = TypeVar("T")
 
@@ -341,8 +342,9 @@ class SensitivityView(BaseModel):
 
 
 # -- experiments -------------------------------------------------------------------------------------
-class _TrainingFields(Request):
-    """Fields shared by trials and experiments (the engine's ExperimentSpec)."""
+class _TrainingFields(Request, TrainingOptionsSpec):
+    """Fields shared by trials and experiments (the engine's ExperimentSpec); the hyper-parameters and
+    evaluation settings, with their defaults and limits, are the spec's (layertracer/spec/training.py)."""
 
     model_id: str = Field(min_length=1, max_length=64)
     name: Optional[str] = Field(default=None, max_length=200)
@@ -352,28 +354,10 @@ class _TrainingFields(Request):
     # say how to write the value; pydantic's would only quote the pattern).
     benchmarks: list[Annotated[str, Field(max_length=1100, json_schema_extra={"pattern": r"^(ceval|cmmlu):\S"})]] = Field(
         default_factory=list, max_length=10, description="ceval:DIR or cmmlu:DIR")
-    steps: int = Field(default=100, ge=1, le=10_000_000)
-    batch_size: int = Field(default=8, ge=1, le=4096)
-    grad_accum: int = Field(default=1, ge=1, le=4096)
-    block_size: int = Field(default=256, ge=8, le=131_072)
-    lr: float = Field(default=1e-4, gt=0.0, le=1.0)
-    min_lr_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
-    warmup_steps: int = Field(default=10, ge=0, le=10_000_000)
-    weight_decay: float = Field(default=0.01, ge=0.0, le=10.0)
-    max_grad_norm: float = Field(default=1.0, ge=0.0, le=1e6)
-    eval_every: int = Field(default=0, ge=0, le=10_000_000)
-    checkpoint_every: int = Field(default=50, ge=0, le=10_000_000)
-    holdout: float = Field(default=0.05, ge=0.0, lt=0.5)
     embeddings: Optional[StrictBool] = None
     head: Optional[StrictBool] = None
     final_norm: Optional[StrictBool] = None
-    part: Literal["all", "mixer", "mlp"] = "all"
-    eval_mode: Literal["loglikelihood", "answer-only", "cloze"] = "loglikelihood"
-    eval_shots: int = Field(default=5, ge=0, le=16)
-    eval_limit: Optional[int] = Field(default=None, ge=1, le=10_000_000)
-    eval_batch_size: int = Field(default=8, ge=1, le=1024)
     trace_tasks: str = Field(default="", max_length=2000, description="built-in task names, comma-separated, or all")
-    trace_limit: int = Field(default=20, ge=1, le=100_000)
     trace_perturbations: list[Item] = Field(default_factory=lambda: ["skip"], min_length=1, max_length=10)
     device: str = Field(default="auto", max_length=20, json_schema_extra={"pattern": DEVICE_RE.pattern})
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"

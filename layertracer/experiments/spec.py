@@ -11,8 +11,14 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
+from pydantic import ValidationError
+
 from layertracer.errors import LayerTracerError
+from layertracer.spec.fields import defaults, validation_message
+from layertracer.spec.training import TrainingOptionsSpec
 from layertracer.training.loop import TrainConfig
+
+_SPEC = defaults(TrainingOptionsSpec)
 
 
 @dataclass
@@ -36,28 +42,29 @@ class ExperimentSpec:
     allocations: list[str] = field(default_factory=lambda: ["train-shallow"])
     seeds: list[int] = field(default_factory=lambda: [0])
     benchmarks: list[str] = field(default_factory=list)
-    steps: int = 100
-    batch_size: int = 8
-    grad_accum: int = 1
-    block_size: int = 256
-    lr: float = 1e-4
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 10
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    eval_every: int = 0
-    checkpoint_every: int = 50
-    holdout: float = 0.05
+    # Hyper-parameters and evaluation settings: the spec's defaults (layertracer/spec/training.py).
+    steps: int = _SPEC["steps"]
+    batch_size: int = _SPEC["batch_size"]
+    grad_accum: int = _SPEC["grad_accum"]
+    block_size: int = _SPEC["block_size"]
+    lr: float = _SPEC["lr"]
+    min_lr_ratio: float = _SPEC["min_lr_ratio"]
+    warmup_steps: int = _SPEC["warmup_steps"]
+    weight_decay: float = _SPEC["weight_decay"]
+    max_grad_norm: float = _SPEC["max_grad_norm"]
+    eval_every: int = _SPEC["eval_every"]
+    checkpoint_every: int = _SPEC["checkpoint_every"]
+    holdout: float = _SPEC["holdout"]
     embeddings: Optional[bool] = None
     head: Optional[bool] = None
     final_norm: Optional[bool] = None
-    part: str = "all"
-    eval_mode: str = "loglikelihood"
-    eval_shots: int = 5
-    eval_limit: Optional[int] = None
-    eval_batch_size: int = 8
+    part: str = _SPEC["part"]
+    eval_mode: str = _SPEC["eval_mode"]
+    eval_shots: int = _SPEC["eval_shots"]
+    eval_limit: Optional[int] = _SPEC["eval_limit"]
+    eval_batch_size: int = _SPEC["eval_batch_size"]
     trace_tasks: str = ""
-    trace_limit: int = 20
+    trace_limit: int = _SPEC["trace_limit"]
     trace_perturbations: list[str] = field(default_factory=lambda: ["skip"])
     device: str = "auto"
     dtype: str = "auto"
@@ -72,8 +79,10 @@ class ExperimentSpec:
             raise LayerTracerError("an allocation is listed twice")
         if len(set(self.seeds)) != len(self.seeds):
             raise LayerTracerError("a seed is listed twice")
-        if not 0.0 <= self.holdout < 0.5:
-            raise LayerTracerError("holdout must be in [0, 0.5)")
+        try:  # the spec's limits hold here too: the engine refuses what the API and the forms refuse
+            TrainingOptionsSpec.model_validate({name: getattr(self, name) for name in TrainingOptionsSpec.model_fields})
+        except ValidationError as exc:
+            raise LayerTracerError(f"experiment option {validation_message(exc)}") from None
         unknown = sorted(set(self.labels) - set(self.allocations))
         if unknown:
             raise LayerTracerError(f"labels name allocation(s) the experiment does not run: {', '.join(unknown)}")

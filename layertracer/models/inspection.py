@@ -10,14 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from layertracer.errors import ModelLoadError
-from layertracer.models.loading import (
-    LoadedModel,
-    _hub_error,
-    _require_causal_lm,
-    _snapshot_folder,
-    resolve_source,
-    wrap_model,
-)
+from layertracer.models.loading import LoadedModel, _snapshot_folder, load_config, resolve_source, wrap_model
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -27,19 +20,10 @@ def load_structure(source: str, *, revision: Optional[str] = None, trust_remote_
     """A LoadedModel whose parameters live on the meta device (no weights read, no memory for them)
     and with no tokenizer: for inspection, parameter counts and allocation exports only."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     parsed = resolve_source(source, revision=revision, allowed_roots=allowed_roots)
-    try:
-        config = AutoConfig.from_pretrained(parsed.location, revision=parsed.revision,
-                                            trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        if not parsed.is_local:
-            raise _hub_error(parsed, exc) from None
-        raise ModelLoadError(f"cannot load model {str(parsed)!r}: {str(exc).splitlines()[0]}") from None
-    except ValueError as exc:
-        raise ModelLoadError(f"cannot read the config of {str(parsed)!r}: {str(exc).splitlines()[0]}") from None
-    _require_causal_lm(config, str(parsed), trust_remote_code)
+    config = load_config(parsed, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     snapshot = None if parsed.is_local else _snapshot_folder(parsed.location, parsed.revision)

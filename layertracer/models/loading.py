@@ -198,6 +198,24 @@ def _hub_error(source: ModelSource, exc: Exception) -> ModelLoadError:
     return ModelLoadError(f"cannot load model {str(source)!r}: {first}")
 
 
+def load_config(parsed: ModelSource, *, trust_remote_code: bool = False):
+    """The config of a resolved source (for a hub id, read through the cache), checked to be a causal
+    LM's; ModelLoadError with one line otherwise."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(parsed.location, revision=parsed.revision,
+                                            trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        if not parsed.is_local:
+            raise _hub_error(parsed, exc) from None
+        raise ModelLoadError(f"cannot load model {str(parsed)!r}: {str(exc).splitlines()[0]}") from None
+    except ValueError as exc:
+        raise ModelLoadError(f"cannot read the config of {str(parsed)!r}: {str(exc).splitlines()[0]}") from None
+    _require_causal_lm(config, str(parsed), trust_remote_code)
+    return config
+
+
 def resolve_source(source: str, *, revision: Optional[str] = None,
                    allowed_roots: Optional[Sequence[str]] = None) -> ModelSource:
     """The one model-source rule (``layertracer.spec.sources``), plus the engine's checks of a local
@@ -232,22 +250,14 @@ def load_model(
     id that is malformed or not cached offline, a config that is not a causal LM, or weights that do
     not load.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     parsed = resolve_source(source, revision=revision, allowed_roots=allowed_roots)
     where = {"pretrained_model_name_or_path": parsed.location, "revision": parsed.revision}
     source = str(parsed)
-    try:
-        config = AutoConfig.from_pretrained(**where, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        if not parsed.is_local:
-            raise _hub_error(parsed, exc) from None
-        raise ModelLoadError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}") from None
-    except ValueError as exc:
-        raise ModelLoadError(f"cannot read the config of {source!r}: {str(exc).splitlines()[0]}") from None
-    _require_causal_lm(config, source, trust_remote_code)
+    config = load_config(parsed, trust_remote_code=trust_remote_code)
     snapshot = None if parsed.is_local else _snapshot_folder(parsed.location, parsed.revision)
     commit = Path(snapshot).name if snapshot else None
     if commit:

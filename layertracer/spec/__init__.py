@@ -9,6 +9,10 @@ Modules:
 - ``trace_options``: the options of a trace, their defaults and limits (``TraceOptionsSpec``): the
   API's request model, the New trace form's input limits, ``layertracer trace``'s defaults and ranges,
   and the engine's ``TraceOptions`` defaults and checks.
+- ``training``: the hyper-parameters and evaluation settings of trials and experiments
+  (``TrainingOptionsSpec``): the API's trial/experiment fields, the form's limits, the CLI's defaults
+  and ranges, and the engine's ``ExperimentSpec`` / ``TrainConfig`` defaults and checks.
+- ``perturbations``: the perturbation grammar (``parse_perturbation``), shared by all four.
 - ``fields``: reading a declaration back (``number_bounds``, ``defaults``, ``validation_message``).
 - ``jsonlines``: one JSON Lines record, parsed alike by task files and uploads.
 """

@@ -37,14 +37,21 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from layertracer.errors import LayerTracerError
 from layertracer.models.loading import LoadedModel
+from layertracer.spec.fields import defaults, validation_message
+from layertracer.spec.training import TRAIN_CONFIG_FIELDS, TrainingOptionsSpec
 from layertracer.training import distributed as dist_utils
 from layertracer.training.allocation import Allocation, ParameterCount, apply_allocation, count_parameters
 from layertracer.training.fused_loss import fused_loss_module
+
+
+# Defaults of the hyper-parameters a user sets: the spec's (layertracer/spec/training.py).
+_SPEC = defaults(TrainingOptionsSpec)
 
 
 @dataclass
@@ -61,29 +68,29 @@ class TrainConfig:
         soft-capped logits always use the standard forward.
     """
 
-    steps: int = 100
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 3e-4
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 10
-    weight_decay: float = 0.01
+    steps: int = _SPEC["steps"]
+    batch_size: int = _SPEC["batch_size"]
+    grad_accum: int = _SPEC["grad_accum"]
+    lr: float = _SPEC["lr"]
+    min_lr_ratio: float = _SPEC["min_lr_ratio"]
+    warmup_steps: int = _SPEC["warmup_steps"]
+    weight_decay: float = _SPEC["weight_decay"]
     beta1: float = 0.9
     beta2: float = 0.95
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = _SPEC["max_grad_norm"]
     seed: int = 0
-    eval_every: int = 0
+    eval_every: int = _SPEC["eval_every"]
     eval_batches: int = 4
-    checkpoint_every: int = 0
+    checkpoint_every: int = _SPEC["checkpoint_every"]
     autocast: str = "auto"
     gradient_checkpointing: bool = False
     fused_loss: bool = True
 
     def validate(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise LayerTracerError("steps, batch size and gradient accumulation must be at least 1")
-        if not self.lr > 0:
-            raise LayerTracerError("the learning rate must be positive")
+        try:  # the spec's limits (layertracer/spec/training.py)
+            TrainingOptionsSpec.model_validate({name: getattr(self, name) for name in TRAIN_CONFIG_FIELDS})
+        except ValidationError as exc:
+            raise LayerTracerError(f"training option {validation_message(exc)}") from None
 
 
 @dataclass

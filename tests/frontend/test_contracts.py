@@ -149,3 +149,57 @@ def test_form_and_api_agree_on_the_perturbation_fields(kind, name, cli, tmp_path
             check_perturbation(body["perturbations"][0])  # what the form sends, the API takes
 
     agree()
+
+
+TRAINING_FORM = {"steps": "Steps", "lr": "Learning rate", "batch_size": "Batch size", "block_size": "Block size"}
+TRAINING_CLI = {"steps": "--steps", "lr": "--lr", "batch_size": "--batch-size", "block_size": "--block-size"}
+
+
+def _training_values(name: str):
+    from layertracer.spec.training import TrainingOptionsSpec
+
+    bounds = number_bounds(TrainingOptionsSpec, name)
+    if bounds.integer:
+        near = [b + d for b in (bounds.low, bounds.high) for d in (-1, 0, 1)]
+        return st.one_of(st.sampled_from(near), st.integers(min_value=-10**9, max_value=10**9))
+    near = [bounds.low - 1e-9, bounds.low, bounds.low + 1e-9, bounds.high, bounds.high + 1e-9]
+    return st.one_of(st.sampled_from(near), st.floats(min_value=-10.0, max_value=10.0, allow_nan=False))
+
+
+@pytest.mark.parametrize("name", list(TRAINING_FORM))
+def test_trial_form_api_engine_and_cli_agree(name, cli, tmp_path):
+    from backend.api.schemas import TrialCreate
+    from frontend.run_form import validate as validate_form
+    from layertracer.errors import LayerTracerError
+    from layertracer.experiments.spec import ExperimentSpec
+    from layertracer.spec.training import TrainingOptionsSpec
+
+    base = {"steps": 10, "lr": 1e-4, "batch_size": 4, "block_size": 64}
+
+    @given(value=_training_values(name))
+    @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def agree(value):
+        numbers = {**base, name: value}
+        try:
+            TrialCreate.model_validate({"model_id": "m", "corpus": "c", "allocation": "full", **numbers})
+            api = True
+        except ValidationError:
+            api = False
+        body, errors = validate_form("trial", model="m", info={"num_layers": 4}, toggles=[],
+                                     allocations=["full"], corpus="c", benchmarks="", seeds="1", trace_tasks="",
+                                     **numbers)
+        form = not errors
+        try:
+            ExperimentSpec(model="m", corpus="c", allocations=["full"], **numbers).validate()
+            engine = True
+        except LayerTracerError:
+            engine = False
+        code, _, err = cli("trial", "--model", str(tmp_path / "no-model"), "--corpus", "c", "-a", "full",
+                           "--out", str(tmp_path / "out"), TRAINING_CLI[name], repr(value))
+        # refused as a usage error (typer's range) or by the spec's check, before the model is looked for
+        command_line = "Invalid value" not in err and "experiment option" not in err
+        verdicts = {"api": api, "form": form, "engine": engine, "cli": command_line}
+        assert len(set(verdicts.values())) == 1, (name, value, verdicts, errors)
+        assert api == number_bounds(TrainingOptionsSpec, name).admits(value)
+
+    agree()
