@@ -10,6 +10,7 @@ from typing import Any, Optional, Sequence
 import plotly.graph_objects as go
 
 from frontend.viz.common import OKABE_ITO, base_layout, empty_figure, layer_positions, depth_title
+from layertracer.spec.significance import verdict
 
 Result = dict[str, Any]
 
@@ -218,7 +219,7 @@ def significance_table(result: Result, bench: str) -> tuple[list[str], list[list
             t = c.get(test) or {}
             return f"{t.get('p_value', float('nan')):.3g} ({t.get('p_adjusted', float('nan')):.3g})"
 
-        significant = all((c.get(t) or {}).get("p_adjusted", 1.0) < 0.05 for t in ("bootstrap", "mcnemar", "permutation"))
+        significant = verdict(c)
         rows.append([c["a"], c["b"], f"{c['diff']:+.3f}", f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]",
                      p("bootstrap"), p("mcnemar"), p("permutation"), "yes" if significant else "no"])
     return header, rows

@@ -17,10 +17,10 @@ from typing import Any, Optional
 import plotly.graph_objects as go
 
 from frontend.viz.common import OKABE_ITO, base_layout, empty_figure
+from layertracer.spec.significance import TESTS, verdict  # noqa: F401 (TESTS: the tests, in table order)
 
 Result = dict[str, Any]
-ALPHA = 0.05
-TESTS = ("bootstrap", "mcnemar", "permutation")
+# The significance rule and its level are the engine's (layertracer/spec/significance.py).
 
 
 # -- names and numbers -------------------------------------------------------------------------------
@@ -142,10 +142,8 @@ def results_table(result: Result) -> tuple[list[str], list[list[str]]]:
 
 
 def significant(comparison: dict) -> bool:
-    """Significant at 0.05 after Holm: every test present (bootstrap, McNemar, permutation) rejects."""
-    adjusted = [(comparison.get(t) or {}).get("p_adjusted") for t in TESTS]
-    adjusted = [p for p in adjusted if p is not None]
-    return bool(adjusted) and all(p < ALPHA for p in adjusted)
+    """The engine's verdict (``layertracer.spec.significance``: every test rejects at 0.05 after Holm)."""
+    return verdict(comparison)
 
 
 SIGNIFICANCE_HEADER = ["a", "b", "accuracy a − b", "95% CI (paired bootstrap)", "McNemar p", "McNemar p (Holm)",

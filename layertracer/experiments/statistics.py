@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from layertracer.errors import LayerTracerError
+from layertracer.spec.significance import ALPHA, TESTS as SIGNIFICANCE_TESTS, is_significant
 
 # Rows of an index / sign matrix materialised at once: resamples are processed in chunks of at most
 # this many elements, so 10k resamples of 10k questions never hold a 10^8 matrix (800 MB) in memory.
@@ -464,7 +465,8 @@ def compare_allocations(
       ``a``, ``b``, ``accuracy_a``, ``accuracy_b`` and ``diff`` (mean over questions of the
       seed-averaged per-question accuracy), ``ci_low`` / ``ci_high`` (paired bootstrap over
       questions of the seed-averaged accuracies), and per test ``bootstrap`` / ``mcnemar`` /
-      ``permutation`` with the raw ``p_value`` and the Holm-adjusted ``p_adjusted``;
+      ``permutation`` with the raw ``p_value`` and the Holm-adjusted ``p_adjusted``, and
+      ``significant`` (``layertracer.spec.significance``: all three Holm p-values below ``alpha``);
     - ``n_questions``, ``level``, ``resamples``, ``seed``, ``mcnemar_basis``, ``correction``,
       ``methods`` (a sentence per test).
 
@@ -543,10 +545,12 @@ def compare_allocations(
                 "permutation": {"p_value": perm["p_value"], "method": perm["method"]},
             }
         )
-    for test_name in ("bootstrap", "mcnemar", "permutation"):
+    for test_name in SIGNIFICANCE_TESTS:
         adjusted = holm([c[test_name]["p_value"] for c in comparisons])
         for comparison, value in zip(comparisons, adjusted):
             comparison[test_name]["p_adjusted"] = value
+    for comparison in comparisons:
+        comparison["significant"] = is_significant(comparison)
 
     return {
         "n_questions": int(n_questions),
@@ -555,6 +559,7 @@ def compare_allocations(
         "seed": int(seed),
         "mcnemar_basis": mcnemar_basis,
         "correction": "holm",
+        "alpha": ALPHA,
         "allocations": allocations,
         "comparisons": comparisons,
         "methods": {

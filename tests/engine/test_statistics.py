@@ -329,3 +329,29 @@ def test_compare_allocations_errors():
         compare_allocations({"x": np.ones((2, 10)), "y": np.ones((3, 10))}, mcnemar_basis="pooled")
     uneven = compare_allocations({"x": np.ones((2, 10)), "y": np.ones((3, 10))}, resamples=100)
     assert "note" in uneven["comparisons"][0]["mcnemar"]
+
+
+def test_each_comparison_carries_the_one_significance_verdict():
+    """The engine writes the verdict (all three Holm p-values below 0.05, layertracer.spec.significance)
+    and the dashboard and report read that, not rules of their own."""
+    from layertracer.experiments.statistics import compare_allocations
+    from layertracer.spec.significance import verdict
+
+    rng = np.random.default_rng(3)
+    strong = (rng.random((3, 300)) < 0.9).astype(int)
+    weak = (rng.random((3, 300)) < 0.3).astype(int)
+    same = (rng.random((3, 300)) < 0.3).astype(int)
+    result = compare_allocations({"strong": strong, "weak": weak, "same": same}, resamples=2000, seed=1)
+    assert result["alpha"] == 0.05
+    by_pair = {(c["a"], c["b"]): c for c in result["comparisons"]}
+    for comparison in by_pair.values():
+        expected = all(comparison[t]["p_adjusted"] < 0.05 for t in ("bootstrap", "mcnemar", "permutation"))
+        assert comparison["significant"] is expected
+        assert verdict(comparison) is expected
+        # a result written before the engine wrote verdicts is read by the same rule
+        assert verdict({k: v for k, v in comparison.items() if k != "significant"}) is expected
+    assert by_pair[("strong", "weak")]["significant"] is True
+    assert by_pair[("weak", "same")]["significant"] is False
+    missing = {**by_pair[("strong", "weak")], "mcnemar": {"p_value": None, "p_adjusted": None}}
+    missing.pop("significant")
+    assert verdict(missing) is False  # a missing test is no evidence
