@@ -18,7 +18,12 @@ from rich.table import Table
 from layertracer import cli_demo, cli_service, cli_trials
 from layertracer._version import __version__
 from layertracer.cli_common import (
+    ATTN_OPTION,
+    DEVICE_MAP_OPTION,
     JSON_OPTION,
+    LOAD_IN_OPTION,
+    MAX_MEMORY_OPTION,
+    OFFLOAD_FOLDER_OPTION,
     MODEL_HELP,
     REVISION_OPTION,
     Bar,
@@ -26,6 +31,7 @@ from layertracer.cli_common import (
     err,
     fail,
     out,
+    placement,
     print_json,
     spec_option,
 )
@@ -89,6 +95,11 @@ def trace(
     boundary: str = typer.Option("median", help="Freeze-plan boundary: the median or the earliest (min) task particle."),
     min_train: int = spec_option(TraceOptionsSpec, "min_train_layers", "--min-train"),
     trust_remote_code: bool = typer.Option(False, help="Allow the model folder's own Python code to run."),
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
+    max_memory: Optional[str] = MAX_MEMORY_OPTION,
+    offload_folder: Optional[Path] = OFFLOAD_FOLDER_OPTION,
+    attn_implementation: Optional[str] = ATTN_OPTION,
+    load_in: Optional[str] = LOAD_IN_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Trace a model on tasks and write OUT.json (schema in the README). A trace stopped part-way keeps
@@ -124,7 +135,8 @@ def trace(
         fail(f"--boundary must be 'median' or 'min', not {boundary!r}")
     task_list = load_tasks(tasks, shots=shots, limit=limit)
     with err.status(f"loading {model}"):
-        loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision)
+        loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision,
+                            **placement(device_map, max_memory, offload_folder, attn_implementation, load_in))
     err.print(
         f"{loaded.info.architecture}: {loaded.info.num_layers} blocks "
         f"({', '.join(sorted(set(loaded.info.block_kinds)))}), {loaded.info.num_parameters:,} parameters, "

@@ -39,6 +39,22 @@ MODEL_HELP = "A local model folder, or a hub id: org/name, org/name@revision (fr
 REVISION_OPTION = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of a hub id; the same as org/name@revision.")
 
 
+# Big-model placement (layertracer/spec/loading.py has the grammar), for the commands that run a model.
+DEVICE_MAP_OPTION = typer.Option(None, "--device-map", help="Place a model larger than one device: auto, balanced, "
+                                 "balanced_low_0, sequential, or a JSON file of module -> device (accelerate).")
+MAX_MEMORY_OPTION = typer.Option(None, "--max-memory", help="Memory per device for the placement, e.g. 0=70GiB,1=70GiB,cpu=200GiB.")
+OFFLOAD_FOLDER_OPTION = typer.Option(None, "--offload-folder", help="Folder for the weights that fit nowhere else (disk offload).")
+ATTN_OPTION = typer.Option(None, "--attn-implementation", help="eager, sdpa, flash_attention_2 or flex_attention (default: the model's).")
+LOAD_IN_OPTION = typer.Option(None, "--load-in", help="8bit or 4bit: quantize the weights with bitsandbytes (CUDA only).")
+
+
+def placement(device_map, max_memory, offload_folder, attn_implementation, load_in) -> dict[str, Any]:
+    """The placement options as load_model's keyword arguments."""
+    return {"device_map": device_map, "max_memory": max_memory,
+            "offload_folder": str(offload_folder) if offload_folder else None,
+            "attn_implementation": attn_implementation, "load_in": load_in}
+
+
 def print_json(data: Any) -> None:
     """One JSON document on stdout: plain text (no colours, no wrapping), non-ASCII kept, NaN as null."""
     sys.stdout.write(json.dumps(data, ensure_ascii=False, allow_nan=False, default=str) + "\n")

@@ -10,13 +10,19 @@ import typer
 from rich.table import Table
 
 from layertracer.cli_common import (
+    ATTN_OPTION,
+    DEVICE_MAP_OPTION,
     JSON_OPTION,
+    LOAD_IN_OPTION,
+    MAX_MEMORY_OPTION,
+    OFFLOAD_FOLDER_OPTION,
     MODEL_HELP,
     REVISION_OPTION,
     Bar,
     err,
     fail,
     out,
+    placement,
     print_json,
     spec_option,
     split_list,
@@ -51,6 +57,11 @@ def eval_command(
     device: str = typer.Option("auto"),
     dtype: str = typer.Option("auto"),
     trust_remote_code: bool = typer.Option(False, help="Allow the model folder's own Python code to run."),
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
+    max_memory: Optional[str] = MAX_MEMORY_OPTION,
+    offload_folder: Optional[Path] = OFFLOAD_FOLDER_OPTION,
+    attn_implementation: Optional[str] = ATTN_OPTION,
+    load_in: Optional[str] = LOAD_IN_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Evaluate a model on C-Eval / CMMLU-layout benchmarks (accuracy per subject, category, overall).
@@ -61,7 +72,8 @@ def eval_command(
     if out_path is not None and not out_path.parent.exists():
         fail(f"output folder {str(out_path.parent)!r} does not exist")
     specs = split_list(benchmark)
-    loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision)
+    loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision,
+                        **placement(device_map, max_memory, offload_folder, attn_implementation, load_in))
     results = {}
     for spec in specs:
         with Bar() as progress:

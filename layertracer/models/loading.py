@@ -14,6 +14,13 @@ from torch import nn
 
 from layertracer.errors import ModelLoadError
 from layertracer.models.adapters import ModelAdapter, resolve_adapter
+from layertracer.spec.loading import (
+    LoadOptionError,
+    check_attn_implementation,
+    check_load_in,
+    parse_device_map,
+    parse_max_memory,
+)
 from layertracer.spec.sources import ModelSource, parse_model_source
 
 _DTYPES = {
@@ -239,9 +246,20 @@ def load_model(
     trust_remote_code: bool = False,
     allowed_roots: Optional[Sequence[str]] = None,
     revision: Optional[str] = None,
+    device_map: Optional[str] = None,
+    max_memory: Optional[str] = None,
+    offload_folder: Optional[str] = None,
+    attn_implementation: Optional[str] = None,
+    load_in: Optional[str] = None,
 ) -> LoadedModel:
     """Load ``source`` (a local folder, or a hub id ``org/name[@revision]``) as a causal LM with its
     tokenizer.
+
+    A model larger than one device: ``device_map`` (``auto``, ``balanced``, ``balanced_low_0``,
+    ``sequential`` or a JSON file of module -> device) and ``max_memory`` (``0=70GiB,cpu=200GiB``)
+    place its blocks with accelerate, spilling to CPU and to ``offload_folder`` on disk; the tracer
+    follows the blocks wherever they are. ``load_in`` ``8bit`` / ``4bit`` quantizes with bitsandbytes
+    (CUDA only). The grammar is ``layertracer.spec.loading``.
 
     A hub id is read through the standard Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``) and
     honours ``HF_HUB_OFFLINE``; ``info.commit`` records the commit it resolved to. safetensors weights
@@ -254,6 +272,8 @@ def load_model(
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    placement = _placement(device_map, max_memory, offload_folder, load_in, torch_device)
+    attention = {"attn_implementation": check_attn_implementation(attn_implementation)} if attn_implementation else {}
     parsed = resolve_source(source, revision=revision, allowed_roots=allowed_roots)
     where = {"pretrained_model_name_or_path": parsed.location, "revision": parsed.revision}
     source = str(parsed)
@@ -269,6 +289,8 @@ def load_model(
             dtype=torch_dtype,
             trust_remote_code=trust_remote_code,
             use_safetensors=None,
+            **placement,
+            **attention,
         )
     except ValueError as exc:
         arch = (getattr(config, "architectures", None) or [type(config).__name__])[0]
@@ -279,7 +301,9 @@ def load_model(
         raise ModelLoadError(f"cannot load the weights of {source!r}: {str(exc).splitlines()[0]}") from None
     except Exception as exc:  # noqa: BLE001 - the weight readers' own errors, each made one line
         raise _weights_error(source, exc) from None
-    model.to(torch_device).eval()
+    if "device_map" not in placement:
+        model.to(torch_device)
+    model.eval()
     try:
         tokenizer = AutoTokenizer.from_pretrained(**where, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -287,6 +311,44 @@ def load_model(
     folder = parsed.location if parsed.is_local else (snapshot or parsed.location)
     return wrap_model(model, tokenizer, source=source, revision=parsed.revision, commit=commit,
                       fingerprint_of=folder)
+
+
+def _placement(device_map: Optional[str], max_memory: Optional[str], offload_folder: Optional[str],
+               load_in: Optional[str], device: torch.device) -> dict[str, Any]:
+    """from_pretrained's placement arguments, checked against this machine (a GPU index that does not
+    exist, or bitsandbytes without CUDA, is a one-line error before any weight is read)."""
+    arguments: dict[str, Any] = {}
+    mapping = parse_device_map(device_map)
+    budget = parse_max_memory(max_memory)
+    quantize = check_load_in(load_in)
+    gpus = torch.cuda.device_count()
+    named = [d for d in (list(budget or {}) + (list(mapping.values()) if isinstance(mapping, dict) else []))
+             if isinstance(d, int) or str(d).isdigit() or str(d).startswith("cuda:")]
+    for entry in named:
+        index = int(str(entry).removeprefix("cuda:"))
+        if index >= gpus:
+            raise LoadOptionError(f"the device map or memory budget names GPU {index}, but this machine has "
+                                  f"{gpus} GPU{'s' if gpus != 1 else ''}")
+    if budget and mapping is None:
+        mapping = "auto"  # a memory budget means placing the blocks by it
+    if mapping is not None:
+        arguments["device_map"] = mapping
+        if budget:
+            arguments["max_memory"] = budget
+        if offload_folder:
+            arguments["offload_folder"] = str(offload_folder)
+    elif offload_folder:
+        raise LoadOptionError("--offload-folder needs --device-map (or --max-memory): nothing is placed on disk otherwise")
+    if quantize:
+        if device.type != "cuda" and gpus == 0:
+            raise LoadOptionError(f"{quantize} loading uses bitsandbytes, which needs a CUDA GPU; this machine has none")
+        try:
+            from transformers import BitsAndBytesConfig
+        except ImportError:  # pragma: no cover - transformers always has it
+            raise LoadOptionError("this transformers has no bitsandbytes support") from None
+        arguments["quantization_config"] = BitsAndBytesConfig(**{f"load_in_{quantize}": True})
+        arguments.setdefault("device_map", "auto")
+    return arguments
 
 
 def _snapshot_folder(repo_id: str, revision: Optional[str]) -> Optional[str]:

@@ -13,6 +13,7 @@ Modules:
   (``TrainingOptionsSpec``): the API's trial/experiment fields, the form's limits, the CLI's defaults
   and ranges, and the engine's ``ExperimentSpec`` / ``TrainConfig`` defaults and checks.
 - ``perturbations``: the perturbation grammar (``parse_perturbation``), shared by all four.
+- ``loading``: how a model is placed and loaded (device map, memory budget, attention, quantization).
 - ``fields``: reading a declaration back (``number_bounds``, ``defaults``, ``validation_message``).
 - ``jsonlines``: one JSON Lines record, parsed alike by task files and uploads.
 """
