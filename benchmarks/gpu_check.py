@@ -1,0 +1,243 @@
+"""The GPU check of the real-models and trials-at-scale issues, as one command (at most ~8 minutes on
+one H200), with random weights from real configs (no hub needed):
+
+1. trace a Qwen3-8B-shaped model in bf16 on 200 prompts x 128 tokens with all five perturbation
+   kinds: prompts/s and tokens/s of the whole trace, peak GPU memory, and how well the last layer's
+   lens agrees with the model's own output (max |p_lens - p_model| of the target token);
+2. the same lens-at-every-layer + skip-scan work written the nnsight tutorial way, when nnsight is
+   installed (``pip install nnsight``), and the ratio;
+3. a bf16 evaluation of 500 generated C-Eval-layout questions (questions/s);
+4. 50 optimizer steps of train-shallow and of full on a Qwen3-1.7B-shaped model under bf16 autocast
+   (tokens/s, MFU against the GPU's bf16 peak, peak memory).
+
+    python benchmarks/gpu_check.py                 # on the GPU machine; prints one JSON line per part
+    python benchmarks/gpu_check.py --tiny --device cpu   # a minute on a CPU: keeps the script runnable
+
+Put the printed figures in benchmarks/README.md ("GPU check").
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+QWEN3_8B = dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                num_key_value_heads=8, head_dim=128, vocab_size=151936)
+QWEN3_1_7B = dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+                  num_key_value_heads=8, head_dim=128, vocab_size=151936)
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, vocab_size=4096)
+H200_BF16_FLOPS = 989e12  # dense bf16 tensor-core peak (NVIDIA's H200 SXM figure)
+WORDS = ("river mountain city road light water stone green market teacher window garden letter "
+         "number music north summer paper animal morning").split()
+
+
+def report(part: str, **figures) -> None:
+    print(json.dumps({"part": part, **figures}), flush=True)
+
+
+def tokenizer_for(vocab: int):
+    from layertracer.demo.tokenizer import train_tokenizer
+
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(40)) for _ in range(400)]
+    texts += ["答案是 A B C D 选项 问题 的 了 是 不 在 有 人 这 中 大 为 上 个 国"] * 50
+    return train_tokenizer(texts, vocab_size=min(vocab, 2048))
+
+
+def build(shape: dict, device: str, dtype: torch.dtype, tokenizer):
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    import layertracer as lt
+
+    config = Qwen3Config(**shape, tie_word_embeddings=False, max_position_embeddings=4096)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return lt.wrap_model(model.eval(), tokenizer)
+
+
+def tasks_of(tokenizer, prompts: int, tokens: int):
+    import layertracer as lt
+
+    rng = random.Random(1)
+    items = []
+    for _ in range(prompts):
+        words = []
+        while len(tokenizer(" ".join(words))["input_ids"]) < tokens - 2:
+            words.append(rng.choice(WORDS))
+        items.append(lt.TaskItem(prompt=" ".join(words), target=" " + rng.choice(WORDS)))
+    return [lt.Task(name="long", items=items, language="en")]
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def peak_gib(device: str):
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith("cuda") else None
+
+
+def part_trace(args, tokenizer) -> tuple:
+    import layertracer as lt
+
+    shape = TINY if args.tiny else QWEN3_8B
+    prompts, tokens = (20, 32) if args.tiny else (200, 128)
+    loaded = build(shape, args.device, torch.bfloat16 if args.device.startswith("cuda") else torch.float32, tokenizer)
+    tasks = tasks_of(tokenizer, prompts, tokens)
+    kinds = ["skip", "zero-attn", "zero-mlp", "noise:scale=1,draws=2", "mask:keep=0.5,draws=2"]
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    sync(args.device)
+    start = time.perf_counter()
+    result = lt.trace(loaded, tasks, perturbations=kinds,
+                      options=lt.TraceOptions(batch_size=args.batch_size, similarity=True, position_view=False))
+    sync(args.device)
+    seconds = time.perf_counter() - start
+    # the last layer's lens against the model's own output distribution at the answer position
+    task = result.tasks["long"]
+    worst = 0.0
+    with torch.no_grad():
+        for index, item in enumerate(tasks[0].items[:16]):
+            ids = tokenizer(item.prompt, return_tensors="pt")["input_ids"].to(args.device)
+            logits = loaded.model(ids).logits[0, -1].float()
+            p_model = torch.softmax(logits, -1)[task.target_token_ids[index]].item()
+            worst = max(worst, abs(p_model - task.target_prob[index][-1]))
+    report("trace", model="Qwen3-8B-shaped" if not args.tiny else "tiny", dtype=str(loaded.info.dtype),
+           prompts=prompts, tokens_per_prompt=tokens, perturbations=kinds, seconds=round(seconds, 2),
+           prompts_per_s=round(prompts / seconds, 2), tokens_per_s=round(prompts * tokens / seconds, 1),
+           peak_gpu_gib=peak_gib(args.device), last_layer_vs_model_max_abs_dp=worst)
+    return loaded, tasks, seconds
+
+
+def part_nnsight(args, loaded, tasks, engine_seconds: float) -> None:
+    try:
+        from nnsight import NNsight
+    except ImportError:
+        report("nnsight", skipped="nnsight is not installed (pip install nnsight)")
+        return
+    adapter, model = loaded.adapter, loaded.model
+    wrapped = NNsight(model)
+    tokenizer = loaded.tokenizer
+    names = {id(module): name for name, module in model.named_modules()}
+
+    def envoy(module):  # the nnsight proxy of a module, by its qualified name (model.layers.3)
+        node = wrapped
+        for part in names[id(module)].split("."):
+            node = node[int(part)] if part.isdigit() else getattr(node, part)
+        return node
+
+    blocks, head = [envoy(b) for b in adapter.blocks], envoy(adapter.head)
+    sync(args.device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for item in tasks[0].items:
+            ids = tokenizer(item.prompt, return_tensors="pt")["input_ids"].to(args.device)
+            with wrapped.trace(ids):  # the lens at every layer, the tutorial way
+                saved = [block.output[0].save() for block in blocks]
+            for hidden in saved:
+                adapter.logits(getattr(hidden, "value", hidden)[..., -1, :])
+            for block in blocks:  # the skip scan: one forward per removed layer
+                with wrapped.trace(ids):
+                    block.output[0][:] = block.inputs[0][0]
+                    head.output.save()
+    sync(args.device)
+    seconds = time.perf_counter() - start
+    report("nnsight", seconds=round(seconds, 2), work="lens at every layer + skip scan",
+           engine_over_nnsight_speed=round(seconds / engine_seconds, 2))
+
+
+def write_ceval(folder: Path, questions: int) -> None:
+    rng = random.Random(2)
+    for split, count in (("dev", 5), ("val", questions)):
+        (folder / split).mkdir(parents=True, exist_ok=True)
+        with open(folder / split / f"high_school_physics_{split}.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["id", "question", "A", "B", "C", "D", "answer", "explanation"])
+            for i in range(count):
+                writer.writerow([i, " ".join(rng.choice(WORDS) for _ in range(30)) + " 的 问题",
+                                 *(rng.choice(WORDS) for _ in range(4)), "ABCD"[i % 4], ""])
+
+
+def part_eval(args, loaded) -> None:
+    from layertracer.evaluation import evaluate
+
+    questions = 20 if args.tiny else 500
+    with tempfile.TemporaryDirectory() as tmp:
+        write_ceval(Path(tmp), questions)
+        sync(args.device)
+        start = time.perf_counter()
+        result = evaluate(loaded, f"ceval:{tmp}", shots=5, batch_size=args.batch_size)
+        sync(args.device)
+        seconds = time.perf_counter() - start
+    report("eval", questions=result.overall.n, seconds=round(seconds, 2),
+           questions_per_s=round(result.overall.n / seconds, 1), accuracy=result.overall.accuracy)
+
+
+def part_train(args, tokenizer) -> None:
+    from layertracer.training.allocation import resolve_allocation
+    from layertracer.training.loop import TrainConfig, train
+
+    shape = TINY if args.tiny else QWEN3_1_7B
+    steps, batch, block = (3, 2, 32) if args.tiny else (50, 8, 1024)
+    for allocation_name in ("train-shallow", "full"):
+        # fp32 weights (the master copy), bf16 autocast on CUDA
+        loaded = build(shape, args.device, torch.float32, tokenizer)
+        blocks = torch.randint(3, tokenizer.vocab_size, (steps * batch, block))
+        allocation = resolve_allocation(allocation_name, loaded.adapter.num_layers)
+        if args.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        result = train(loaded, blocks, allocation, TrainConfig(steps=steps, batch_size=batch, warmup_steps=1,
+                                                               checkpoint_every=0))
+        per_s = [m.tokens_per_s for m in result.history[1:]] or [result.history[-1].tokens_per_s]
+        tokens_per_s = sum(per_s) / len(per_s)
+        parameters = sum(p.numel() for p in loaded.model.parameters())
+        trainable = result.parameters.get("trainable", parameters) if isinstance(result.parameters, dict) else parameters
+        # 6 N FLOPs per token for the trained part's backward+forward, 2 N for the frozen part's forward
+        flops_per_token = 2 * parameters + 4 * trainable
+        report("train", model="Qwen3-1.7B-shaped" if not args.tiny else "tiny", allocation=allocation_name,
+               steps=steps, tokens_per_step=batch * block, tokens_per_s=round(tokens_per_s, 1),
+               mfu=round(tokens_per_s * flops_per_token / H200_BF16_FLOPS, 4) if args.device.startswith("cuda") else None,
+               peak_gpu_gib=peak_gib(args.device), final_loss=round(result.history[-1].loss, 4))
+        del loaded
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes: a smoke run that fits a CPU")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--parts", default="trace,nnsight,eval,train")
+    args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("error: no CUDA device here (use --tiny --device cpu for a smoke run)")
+    parts = set(args.parts.split(","))
+    torch.manual_seed(0)
+    report("machine", device=torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+           torch=torch.__version__)
+    tokenizer = tokenizer_for(QWEN3_8B["vocab_size"])
+    loaded = tasks = None
+    seconds = float("nan")
+    if parts & {"trace", "nnsight", "eval"}:
+        loaded, tasks, seconds = part_trace(args, tokenizer)
+    if "nnsight" in parts:
+        part_nnsight(args, loaded, tasks, seconds)
+    if "eval" in parts:
+        part_eval(args, loaded)
+    del loaded
+    if "train" in parts:
+        part_train(args, tokenizer)
+
+
+if __name__ == "__main__":
+    main()
