@@ -105,7 +105,11 @@ def notice(message: str) -> html.Div:
     return html.Div(message, className="lt-notice", role="status")
 
 
-STATUS_CLASS = {"queued": "queued", "running": "running", "succeeded": "ok", "failed": "bad", "cancelled": "muted"}
+STATUS_CLASS = {"queued": "queued", "running": "running", "stalled": "bad", "succeeded": "ok", "failed": "bad",
+                "cancelled": "muted"}
+# Statuses whose pages keep polling: "stalled" is a running job that missed two heartbeats (the API
+# says so) and becomes queued again when the reaper frees it.
+LIVE_STATUSES = ("queued", "running", "stalled")
 
 
 def status_badge(status: Optional[str]) -> html.Span:

@@ -8,10 +8,11 @@ import logging
 from typing import Any, Optional
 
 from fastapi import HTTPException
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from backend import broker
 from backend.db.models import Job, Model
+from backend.db.types import utcnow
 from backend.settings import Settings
 
 log = logging.getLogger("layertracer.api")
@@ -37,17 +38,35 @@ def not_found(what: str, ident: str) -> HTTPException:
     return HTTPException(404, f"unknown {what} {ident!r}")
 
 
+# Set per request on the database session (backend/api/deps.py): a running job whose last sign of
+# life (heartbeat or progress, ``updated_at``) is older than this many seconds shows as "stalled".
+STALE_AFTER_KEY = "stale_after_seconds"
+
+
+def display_status(job: Job) -> str:
+    """The job's status as the API shows it: ``stalled`` for a running job that has missed two
+    heartbeats (its worker may be dead; the reaper re-queues it when its lease ends), else the stored one."""
+    if job.status != "running":
+        return job.status
+    session = object_session(job)
+    stale_after = session.info.get(STALE_AFTER_KEY) if session is not None else None
+    last = job.updated_at or job.started_at
+    if stale_after and last is not None and (utcnow() - last).total_seconds() > stale_after:
+        return "stalled"
+    return job.status
+
+
 def job_brief(job: Optional[Job]) -> Optional[dict[str, Any]]:
     if job is None:
         return None
-    return {"id": job.id, "status": job.status, "progress": job.progress, "error": job.error,
+    return {"id": job.id, "status": display_status(job), "progress": job.progress, "error": job.error,
             "attempts": job.attempts}
 
 
 def job_public(job: Job) -> dict[str, Any]:
     resource = {"kind": job.resource_kind, "id": job.resource_id} if job.resource_kind and job.resource_id else None
     return {
-        "id": job.id, "kind": job.kind, "queue": job.queue, "status": job.status, "progress": job.progress,
+        "id": job.id, "kind": job.kind, "queue": job.queue, "status": display_status(job), "progress": job.progress,
         "attempts": job.attempts, "max_attempts": job.max_attempts, "cancel_requested": job.cancel_requested,
         "error": job.error, "created_at": job.created_at, "started_at": job.started_at,
         "finished_at": job.finished_at, "resource": resource,
@@ -60,7 +79,7 @@ def model_brief(model: Model) -> dict[str, Any]:
 
 
 def status_of(job: Optional[Job]) -> str:
-    return job.status if job is not None else "unknown"
+    return display_status(job) if job is not None else "unknown"
 
 
 def send(settings: Settings, job: Job) -> None:

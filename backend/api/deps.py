@@ -9,6 +9,7 @@ from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredent
 from sqlalchemy.orm import Session
 
 from backend import security
+from backend.api.common import STALE_AFTER_KEY
 from backend.db.models import Share
 from backend.settings import Settings
 
@@ -25,6 +26,8 @@ def get_settings_dep(request: Request) -> Settings:
 def get_session(request: Request) -> Iterator[Session]:
     """One session per request; the routes commit their own writes."""
     session = request.app.state.sessionmaker()
+    # Two missed heartbeats make a running job "stalled" in what the API shows (backend.api.common).
+    session.info[STALE_AFTER_KEY] = 2 * request.app.state.settings.heartbeat_seconds
     try:
         yield session
     finally:

@@ -12,6 +12,7 @@ from dash import ALL, Input, Output, State, ctx, dcc, html
 
 from frontend.api_client import ApiError
 from frontend.components import (
+    LIVE_STATUSES,
     api_error_box,
     build_search,
     client,
@@ -81,7 +82,7 @@ def _metrics(experiment_id, token, share) -> Optional[dict]:
 def status_view(exp: dict) -> list:
     job = exp.get("job") or {"status": exp.get("status")}
     parts = [progress_bar(job, id=f"{P}-progress")]
-    if exp.get("status") in ("queued", "running"):
+    if exp.get("status") in LIVE_STATUSES:
         parts.append(html.Button("Cancel", id={"type": f"{P}-cancel", "job": str(job.get("id"))},
                                  className="lt-button lt-secondary"))
     return parts

@@ -9,7 +9,7 @@ import dash
 from dash import Input, Output, State, dcc, html
 
 from frontend.api_client import ApiError
-from frontend.components import api_error_box, build_search, client, empty_box, progress_bar, rel, status_badge
+from frontend.components import LIVE_STATUSES, api_error_box, build_search, client, empty_box, progress_bar, rel, status_badge
 
 dash.register_page(__name__, path="/", name="Runs", title="Runs · LayerTracer", order=0)
 
@@ -69,7 +69,7 @@ def with_jobs(items: list[dict], api) -> list[dict]:
     """List items carry a job id only; unfinished ones get their job (status, live progress) attached."""
     out = []
     for item in items:
-        if item.get("job") is None and item.get("job_id") and item.get("status") in ("queued", "running"):
+        if item.get("job") is None and item.get("job_id") and item.get("status") in LIVE_STATUSES:
             try:
                 item = {**item, "job": api.job(item["job_id"])}
             except ApiError:
@@ -85,7 +85,7 @@ def runs_table(items: list[dict], kind: str) -> html.Table:
     for item in items:
         job = item.get("job") or {"status": item.get("status")}
         status = item.get("status") or job.get("status")
-        cell = progress_bar(job) if status in ("queued", "running") else status_badge(status)
+        cell = progress_bar(job) if status in LIVE_STATUSES else status_badge(status)
         rows.append(html.Tr([
             html.Td(dcc.Link(str(item["id"]), href=rel(base + str(item["id"])))),
             html.Td(cell, className="lt-status-cell"),

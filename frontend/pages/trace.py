@@ -17,6 +17,7 @@ from dash import ALL, Input, Output, State, ctx, dcc, html
 
 from frontend.api_client import ApiError, ResultCache
 from frontend.components import (
+    LIVE_STATUSES,
     api_error_box,
     build_search,
     client,
@@ -175,7 +176,7 @@ def body_for(meta: dict, query: dict, token: Optional[str], share: Optional[str]
     job = meta.get("job") or {"status": status}
     if status != "succeeded":
         parts = [progress_bar(job, id=f"{P}-progress")]
-        if status in ("queued", "running"):
+        if status in LIVE_STATUSES:
             parts.append(html.Button("Cancel the trace", id=f"{P}-cancel", className="lt-button lt-secondary"))
             parts.append(html.Span(id=f"{P}-cancel-msg", className="lt-muted"))
             parts.append(empty_box("The figures appear here when the trace finishes."))

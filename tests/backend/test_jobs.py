@@ -241,3 +241,34 @@ def test_stale_queued(engine):
     with new_session(engine) as s:
         assert jobs.stale_queued(s, older_than_seconds=60) == []
         assert jobs.stale_queued(s, older_than_seconds=60, now=utcnow() + timedelta(seconds=120)) == [job.id]
+
+
+def test_a_running_job_that_missed_two_heartbeats_shows_as_stalled_until_requeued(client, db_url):
+    """The API derives "stalled" from the last sign of life (updated_at) and its heartbeat period; the
+    stored state stays "running" until the reaper re-queues the job."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from backend.db.models import Job
+    from backend.db.session import make_engine
+    from backend.db.types import utcnow
+
+    model = client.post("/api/v1/models", json={"source": "models/tiny"}).json()
+    job_id = model["job"]["id"]
+    engine = make_engine(db_url)
+    with Session(engine) as s:
+        assert jobs.claim_job(s, job_id=job_id, worker_id="w", lease_seconds=600) is not None
+    assert client.get(f"/api/v1/jobs/{job_id}").json()["status"] == "running"
+    heartbeat = client.app.state.settings.heartbeat_seconds
+    with Session(engine) as s:
+        s.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow() - timedelta(seconds=2 * heartbeat + 1)))
+        s.commit()
+    assert client.get(f"/api/v1/jobs/{job_id}").json()["status"] == "stalled"
+    assert client.get(f"/api/v1/models/{model['id']}").json()["status"] == "stalled"
+    with Session(engine) as s:
+        assert s.get(Job, job_id).status == "running"  # stored state unchanged
+        jobs.heartbeat(s, job_id=job_id, worker_id="w", lease_seconds=600)  # a late beat: alive again
+    assert client.get(f"/api/v1/jobs/{job_id}").json()["status"] == "running"
+    engine.dispose()

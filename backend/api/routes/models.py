@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from sqlalchemy import func, or_, select
 
 from backend import jobs
-from backend.api.common import scoped_key, get_model_or_404, job_brief, send
+from backend.api.common import display_status, scoped_key, get_model_or_404, job_brief, send
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.schemas import created_or_existing, ModelCreate, ModelPublic, ModelsPublic
 from backend.db.models import Job, Model, new_id
@@ -34,7 +34,7 @@ def model_public(model: Model) -> dict:
     return {
         "id": model.id, "source": model.source, "source_kind": model.source_kind, "name": model.name,
         "trust_remote_code": model.trust_remote_code, "fingerprint": model.fingerprint, "info": model.info,
-        "status": model.job.status if model.job else None, "job": job_brief(model.job),
+        "status": display_status(model.job) if model.job else None, "job": job_brief(model.job),
         "created_at": model.created_at,
     }
 
