@@ -31,10 +31,10 @@ import os
 import shutil
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from pydantic import ValidationError
@@ -112,6 +112,7 @@ class TrainResult:
 
     world_size: processes that trained together (1 = single process); tokens are counted over all.
     fused_loss: whether the chunked head + loss ran (False: the model's own forward computed the loss).
+    precision: the mixed-precision policy (``master_weights``, ``frozen`` load dtypes, ``autocast``).
     """
 
     allocation: dict
@@ -126,6 +127,7 @@ class TrainResult:
     stopped: bool = False
     world_size: int = 1
     fused_loss: bool = False
+    precision: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -334,6 +336,39 @@ def _eval_loss_sharded(model: nn.Module, blocks: torch.Tensor, *, batch_size: in
     return total / max(count, 1.0)
 
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+@contextmanager
+def master_weights(model: nn.Module, params: list[nn.Parameter], config: TrainConfig) -> Iterator[dict]:
+    """Mixed precision done right, for the duration of a training run: the trainable parameters (and
+    so AdamW's state) in float32, the frozen ones left in the load dtype, and bf16 autocast for the
+    forward when the model holds bf16/fp16 weights (on CUDA also for an fp32 model, unless
+    ``config.autocast`` is "off"). Updates of continued pre-training (lr 1e-5 on weights ~1e-2) are far
+    below bf16's resolution: accumulated in float32 they are applied instead of rounded away. On exit
+    the trained parameters go back to their load dtype (also when the run raises).
+
+    Yields the precision policy recorded in the result: ``master_weights``, ``frozen`` (the load
+    dtypes), ``autocast`` (dtype name or None).
+    """
+    originals = [(param, param.dtype) for param in params if param.dtype in LOW_PRECISION]
+    frozen = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters() if not p.requires_grad})
+    low = any(p.dtype in LOW_PRECISION for p in model.parameters())
+    device = next(model.parameters()).device
+    wanted = config.autocast not in ("off", "false", "none")
+    on = wanted and (low or (device.type == "cuda" and config.autocast in ("auto", "bf16", "true")))
+    try:
+        for param, _ in originals:
+            param.data = param.data.float()
+        yield {"master_weights": "float32" if all(p.dtype == torch.float32 for p in params) else "mixed",
+               "frozen": frozen, "autocast": "bfloat16" if on else None}
+    finally:
+        for param, dtype in originals:
+            param.data = param.data.to(dtype)
+            if param.grad is not None:
+                param.grad = None
+
+
 def train(
     loaded: LoadedModel,
     blocks: torch.Tensor,
@@ -370,7 +405,6 @@ def train(
         raise LayerTracerError("the training data must be a non-empty (num_blocks, block_size) tensor")
     ranks = _join_process_group(model, config, distributed)
     device = next(model.parameters()).device
-    use_autocast = device.type == "cuda" and config.autocast in ("auto", "bf16", "true")
     counts: ParameterCount = count_parameters(model, adapter, allocation)
     result = TrainResult(allocation=allocation.to_dict(), parameters=counts.to_dict(), config=asdict(config))
     result.world_size = ranks.size if ranks is not None else 1
@@ -379,7 +413,9 @@ def train(
     if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
         model.gradient_checkpointing_enable()
     ddp = None
-    with apply_allocation(model, adapter, allocation) as params:
+    with apply_allocation(model, adapter, allocation) as params, master_weights(model, params, config) as policy:
+        result.precision = policy
+        autocast_dtype = getattr(torch, policy["autocast"]) if policy["autocast"] else None
         optimizer = torch.optim.AdamW(
             params, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
         )
@@ -447,7 +483,8 @@ def train(
                     # DDP averages gradients over ranks on the last micro-batch only.
                     sync = ddp is None or micro == config.grad_accum - 1
                     with nullcontext() if sync else ddp.no_sync():
-                        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
+                        with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
+                                            enabled=autocast_dtype is not None):
                             loss = forward(batch) if fused is not None else forward(input_ids=batch, labels=batch).loss
                         (loss / config.grad_accum).backward()
                     total_loss += float(loss.detach()) / config.grad_accum

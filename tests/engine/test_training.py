@@ -158,3 +158,39 @@ def test_corpus_formats_and_errors(tmp_path, tokenizer):
         read_texts(tmp_path / "bad.jsonl")
     with pytest.raises(CorpusError, match="fewer than one block"):
         pack(tokenizer, ["hi"], 1000)
+
+
+def test_bf16_weights_train_with_fp32_master_weights(tokenizer):
+    """A model loaded in bf16: an lr-1e-4 update of weights near 1 is below bf16's resolution (one step
+    rounds away), yet 60 steps move the trained weights by about lr x steps because AdamW updates a
+    float32 copy; the frozen weights stay bf16 and untouched, the trained ones return to bf16."""
+    import torch
+
+    import tiny_models
+    from layertracer.models.loading import wrap_model
+    from layertracer.training.allocation import resolve_allocation
+    from layertracer.training.loop import TrainConfig, train
+
+    near_one = torch.tensor([1.0, 1.0078125, 0.9921875], dtype=torch.bfloat16)
+    assert torch.equal(near_one + torch.tensor(1e-4, dtype=torch.bfloat16), near_one)  # bf16 alone: no update
+    model = tiny_models.build_model("llama", 0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "layernorm" in name or name.endswith("norm.weight"):
+                param.fill_(1.0)
+    model = model.to(torch.bfloat16)
+    loaded = wrap_model(model, tokenizer)
+    block = loaded.adapter.blocks[0]
+    trained = block.input_layernorm.weight
+    frozen = loaded.adapter.blocks[3].input_layernorm.weight
+    before_trained, before_frozen = trained.detach().clone(), frozen.detach().clone()
+    blocks = torch.randint(3, 300, (16, 16))
+    allocation = resolve_allocation("0", loaded.adapter.num_layers)
+    result = train(loaded, blocks, allocation,
+                   TrainConfig(steps=60, batch_size=4, lr=1e-4, warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0,
+                               max_grad_norm=0.0, checkpoint_every=0))
+    assert result.precision == {"master_weights": "float32", "frozen": ["bfloat16"], "autocast": "bfloat16"}
+    assert trained.dtype == torch.bfloat16 and frozen.dtype == torch.bfloat16
+    moved = (trained.float() - before_trained.float()).abs()
+    assert moved.mean() > 2e-3  # ~60 x 1e-4 accumulated, then rounded to bf16 once
+    assert torch.equal(frozen, before_frozen)
