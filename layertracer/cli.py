@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from layertracer import cli_demo, cli_service, cli_trials
@@ -33,6 +33,7 @@ from layertracer.cli_common import (
     out,
     placement,
     print_json,
+    progress_display,
     spec_option,
 )
 from layertracer.errors import LayerTracerError
@@ -310,9 +311,9 @@ def demo_model(
             f"{recipe.steps} steps) into {folder}",
             highlight=False,
         )
-        with Progress(
+        with progress_display(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), console=err,
+            TimeRemainingColumn(),
         ) as bar:
             task = bar.add_task("training", total=recipe.steps)
 

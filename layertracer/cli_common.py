@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -66,17 +67,92 @@ def fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-class Bar:
-    """A rich progress bar on stderr fed by engine ProgressEvents."""
+def progress_seconds() -> float:
+    """Seconds between plain progress lines when stderr is not a terminal (``LAYERTRACER_PROGRESS_SECONDS``,
+    default 10): a CI log, ``docker logs`` or ``> log`` shows steady lines instead of nothing."""
+    try:
+        return max(0.0, float(os.environ.get("LAYERTRACER_PROGRESS_SECONDS", "10")))
+    except ValueError:
+        return 10.0
+
+
+class LineProgress:
+    """rich's Progress interface (add_task / update / context) as plain lines on stderr, for a stderr
+    that is no terminal: one line per task when it starts, at most one every ``progress_seconds()``
+    while it runs, and one when it finishes. The percentage and the count come from the same numbers;
+    the time left is the measured rate's."""
 
     def __init__(self) -> None:
-        self.progress = Progress(
+        self.tasks: dict[int, dict[str, Any]] = {}
+        self.interval = progress_seconds()
+
+    def __enter__(self) -> "LineProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for task_id, task in self.tasks.items():
+            if not task["finished"] and task["completed"]:
+                self._line(task_id, force=True)
+
+    def add_task(self, description: str, total: Optional[float] = None, **_: Any) -> int:
+        task_id = len(self.tasks)
+        now = time.monotonic()
+        self.tasks[task_id] = {"description": description, "total": total, "completed": 0.0, "started": now,
+                               "printed": -1e18, "finished": False}
+        self._line(task_id, force=True)
+        return task_id
+
+    def update(self, task_id: int, *, completed: Optional[float] = None, total: Optional[float] = None,
+               description: Optional[str] = None, **_: Any) -> None:
+        task = self.tasks[task_id]
+        if total is not None:
+            task["total"] = total
+        if completed is not None:
+            task["completed"] = completed
+        if description is not None:
+            task["description"] = description
+        done = task["total"] is not None and task["completed"] >= task["total"]
+        self._line(task_id, force=done and not task["finished"])
+        task["finished"] = task["finished"] or done
+
+    def _line(self, task_id: int, *, force: bool = False) -> None:
+        task = self.tasks[task_id]
+        now = time.monotonic()
+        if not force and now - task["printed"] < self.interval:
+            return
+        task["printed"] = now
+        elapsed = now - task["started"]
+        done, total = task["completed"], task["total"]
+        text = f"[progress] {task['description']}: {done:g}"
+        if total:
+            text += f"/{total:g} ({100.0 * done / total:.0f}%)"
+            if 0 < done < total and elapsed > 0:
+                text += f", about {_seconds((total - done) * elapsed / done)} left"
+        text += f", {_seconds(elapsed)} elapsed"
+        err.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
+
+
+def progress_display(*columns, **options):
+    """A rich Progress on a terminal, plain progress lines (LineProgress) elsewhere."""
+    if err.is_terminal:
+        return Progress(*columns, console=err, **options)
+    return LineProgress()
+
+
+class Bar:
+    """A progress display on stderr fed by engine ProgressEvents (a bar, or plain lines off a terminal)."""
+
+    def __init__(self) -> None:
+        self.progress = progress_display(
             TextColumn("{task.description:<28}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=err,
             transient=False,
         )
         self.task_id: Optional[int] = None

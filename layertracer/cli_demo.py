@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
-from layertracer.cli_common import err, out
+from layertracer.cli_common import err, out, progress_display
 from layertracer.cli_service import LocalService
 from layertracer.errors import LayerTracerError
 
@@ -94,8 +94,8 @@ class ApiClient:
     def wait(self, job_id: str, label: str, on_poll: Optional[Callable[[], None]] = None) -> dict:
         """Poll a job to its end with a progress bar; returns the job, or raises with its error.
         ``on_poll`` runs at every poll (the demo keeps its service's worker alive with it)."""
-        with Progress(TextColumn("{task.description:<44}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      TimeElapsedColumn(), console=err) as bar:
+        with progress_display(TextColumn("{task.description:<44}"), BarColumn(),
+                              TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn()) as bar:
             task = bar.add_task(label, total=100)
             while True:
                 job = self.get(f"/jobs/{job_id}")
@@ -128,8 +128,8 @@ def prepare_world(data_dir: Path) -> tuple[Path, Any]:
     if cached_demo_model(folder, recipe):
         err.print(f"demo model: cached in {folder}", highlight=False)
     else:
-        with Progress(TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err) as bar:
+        with progress_display(TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(),
+                              TimeElapsedColumn()) as bar:
             task = bar.add_task("training the demo model", total=recipe.steps)
             build_demo_model(folder, recipe=recipe, force=True, on_step=lambda m: bar.update(
                 task, completed=m.step, description=f"training the demo model (loss {m.loss:.2f})"))

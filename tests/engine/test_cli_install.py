@@ -118,3 +118,23 @@ def test_json_output_of_tasks():
     entry = next(t for t in listing if t["name"] == "antonyms_zh")
     assert entry["example"] == {"prompt": first.prompt, "target": first.target}
     assert entry["items"] == len(builtin_task("antonyms_zh", shots=0).items)
+
+
+def test_progress_off_a_terminal_is_plain_lines(saved_model, tmp_path):
+    """stderr piped to a file (a CI log, docker logs): steady plain lines, each percentage from its own
+    count, the last one at 100%, instead of a bar that shows nothing until the end."""
+    if not CONSOLE_SCRIPT.is_file():
+        pytest.skip("no console script in this environment")
+    env = dict(os.environ, LAYERTRACER_PROGRESS_SECONDS="0")
+    proc = subprocess.run([str(CONSOLE_SCRIPT), "trace", "--model", str(saved_model("qwen3")), "--tasks", "antonyms_en",
+                           "--limit", "6", "--batch-size", "2", "--no-similarity", "--out", str(tmp_path / "t.json")],
+                          capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("[progress] ")]
+    assert len(lines) >= 5 and "\x1b[" not in proc.stderr  # no terminal codes in a log
+    for line in lines:
+        match = re.search(r": (\d+)/(\d+) \((\d+)%\)", line)
+        assert match, line
+        done, total, percent = map(int, match.groups())
+        assert percent == round(100 * done / total), line
+    assert lines[-1].split(": ", 1)[1].startswith("30/30 (100%)")
