@@ -38,6 +38,7 @@ from layertracer.stats import (
 )
 from layertracer.tasks.encoding import EncodedItem, encode_task
 from layertracer.tasks.sets import Task, load_tasks
+from layertracer.tokens import readable_sequence, readable_token
 from layertracer.trace_checkpoint import TraceCheckpoint, checkpoint_key
 from layertracer.spec.fields import defaults, validation_message
 from layertracer.spec.trace_options import ENGINE_FIELDS, TraceOptionsSpec
@@ -100,8 +101,8 @@ class _TokenText:
 
     def __call__(self, token_id: int) -> str:
         text = self.cache.get(token_id)
-        if text is None:
-            text = self.cache[token_id] = self.tokenizer.decode([token_id])
+        if text is None:  # bytes of a partial character as <0xNN>, never "�" (layertracer.tokens)
+            text = self.cache[token_id] = readable_token(self.tokenizer, token_id)
         return text
 
 
@@ -441,7 +442,7 @@ def _position_view(
     return PositionView(
         task=task_name,
         prompt_index=options.position_prompt,
-        tokens=[text(int(i)) for i in prompt.encoded.input_ids],
+        tokens=readable_sequence(text.tokenizer, [int(i) for i in prompt.encoded.input_ids]),
         target_token=prompt.encoded.target_token,
         target_prob=target_rows,
         top1_tokens=top_rows,

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 from layertracer.errors import PromptError
 from layertracer.tasks.sets import Task, TaskItem
+from layertracer.tokens import readable_token
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def encode_item(tokenizer: Any, item: TaskItem, *, max_length: Optional[int] = N
     return EncodedItem(
         input_ids=input_ids,
         target_id=target_id,
-        target_token=tokenizer.decode([target_id]),
+        target_token=readable_token(tokenizer, target_id),
         boundary_merged=merged,
     )
 

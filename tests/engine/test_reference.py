@@ -18,6 +18,7 @@ Everything is parametrised over every architecture of ``tiny_models``.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -430,7 +431,11 @@ def test_logit_lens_matches_reference(arch, engine_result, reference, tokenizer)
                 # The engine's j-th token must be one whose reference probability ties the j-th largest.
                 candidates = np.flatnonzero(np.abs(p - ref_top[row, layer, j]) <= TIE * ref_top[row, layer, j])
                 texts = {tokenizer.decode([int(c)]) for c in candidates}
-                assert top_tokens[row, layer][j] in texts, (row, layer, j)
+                shown = top_tokens[row, layer][j]
+                if shown not in texts:
+                    # bytes of a partial character (where decode says "\ufffd") are shown as <0xNN>...
+                    as_decode = re.sub(r"(<0x[0-9A-F]{2}>)+", "\ufffd", shown)
+                    assert as_decode in {re.sub("\ufffd+", "\ufffd", t) for t in texts}, (row, layer, j, shown, texts)
 
     baseline = np.concatenate([result.tasks[name].baseline_prob for name in result.tasks])
     np.testing.assert_allclose(baseline, ref.baseline, rtol=0, atol=PROB_TOL)
