@@ -24,7 +24,10 @@ METRICS = {
     "entropy": ("entropy (nats)", "entropy of the lens distribution, in nats"),
 }
 
-FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, 'Noto Sans', 'Noto Sans CJK SC', sans-serif", size=13)
+# Latin first, then the CJK fonts of macOS, Windows and Linux, so Chinese never renders as boxes
+# (assets/style.css repeats this stack for the page itself: CSS cannot read Python).
+FONT_STACK = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Noto Sans', 'PingFang SC', 'Hiragino Sans GB', 'Microsoft YaHei', 'Noto Sans CJK SC', 'Source Han Sans SC', 'WenQuanYi Micro Hei', sans-serif"
+FONT = dict(family=FONT_STACK, size=13)
 
 
 def graph_config(filename: str) -> dict:

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import plotly.graph_objects as go
 
-from frontend.viz.common import OKABE_ITO, base_layout, empty_figure
+from frontend.viz.common import FONT_STACK, OKABE_ITO, base_layout, empty_figure
 from layertracer.spec.significance import TESTS, verdict  # noqa: F401 (TESTS: the tests, in table order)
 
 Result = dict[str, Any]
@@ -421,8 +421,7 @@ def methods(result: Result) -> list[str]:
 
 # -- the self-contained HTML file --------------------------------------------------------------------
 
-CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'Noto Sans','Noto Sans CJK SC',sans-serif;margin:0;
+CSS = "body{font-family:" + FONT_STACK + """;margin:0;
  color:#1b1f24;background:#f6f7f9;line-height:1.45}
 main{max-width:1200px;margin:0 auto;padding:24px}
 h1{font-size:1.6rem;margin:0 0 4px} h2{font-size:1.2rem;margin:28px 0 8px} h3{font-size:1rem;margin:18px 0 6px}
