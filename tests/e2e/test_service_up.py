@@ -3,6 +3,7 @@ bound to 127.0.0.1; a model registered through it is inspected by its worker; Ct
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -162,3 +163,73 @@ def test_a_port_whose_server_just_stopped_is_free_and_a_listening_one_is_not():
     client.close()
     server.close()
     assert port_free("127.0.0.1", port)
+
+
+def test_up_killed_mid_trace_resumes_in_the_next_up_with_identical_results(tmp_path, model_root):
+    """The whole `up` tree killed with SIGKILL in the middle of a trace: the next `up` on the same data
+    folder re-queues the job (its worker is gone), resumes it from the trace checkpoint, and the result
+    is the same, number for number, as the same trace run without interruption."""
+    data = tmp_path / "data"
+    shutil.copytree(model_root / "tiny", data / "models" / "tiny")
+    port = free_port()
+    env = quiet_env()
+    for key in ("LAYERTRACER_DATA_DIR", "LAYERTRACER_DATABASE_URL", "LAYERTRACER_BROKER_URL"):
+        env.pop(key, None)
+    env.update(LAYERTRACER_LEASE_SECONDS="3", LAYERTRACER_HEARTBEAT_SECONDS="1", LAYERTRACER_TRACE_CHECKPOINT_SECONDS="0.5")
+    base = f"http://127.0.0.1:{port}"
+
+    def start(name: str) -> subprocess.Popen:
+        out = tmp_path / f"{name}.out"
+        with open(out, "wb") as stdout, open(tmp_path / f"{name}.err", "wb") as stderr:
+            up = subprocess.Popen([sys.executable, "-m", "layertracer", "up", "--data-dir", str(data), "--port", str(port)],
+                                  cwd=REPO, env=env, stdout=stdout, stderr=stderr)
+        wait_for(lambda: f"LayerTracer is running at {base}/" in out.read_text() or up.poll() is not None, 120,
+                 f"`up` ({name}) to print its URL", interval=0.1)
+        assert up.poll() is None, (tmp_path / f"{name}.err").read_text()
+        return up
+
+    body = {"task_sets": ["all"], "perturbations": ["skip", "mask:keep=0.5,draws=4", "noise:scale=1,draws=4"],
+            "options": {"limit": 30, "batch_size": 1, "similarity": False, "position_view": False}}
+    first = start("first")
+    with httpx.Client(base_url=f"{base}/api/v1", timeout=30) as client:
+        model = client.post("/models", json={"source": "models/tiny"}).json()
+        wait_for(lambda: client.get(f"/jobs/{model['job']['id']}").json()["status"] == "succeeded", 90, "the inspection")
+        trace = client.post("/traces", json={"model_id": model["id"], **body}).json()
+        job_id = trace["job"]["id"]
+        wait_for(lambda: 0 < ((client.get(f"/jobs/{job_id}").json().get("progress") or {}).get("percent") or 0) < 60,
+                 90, "the trace to be under way", interval=0.1)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    wait_for(lambda: not _processes_with(data), 60, "the children of the killed `up` to exit", interval=0.1)
+
+    second = start("second")
+    try:
+        with httpx.Client(base_url=f"{base}/api/v1", timeout=30) as client:
+            def finished(job: str):
+                state = client.get(f"/jobs/{job}").json()
+                return state if state["status"] in ("succeeded", "failed", "cancelled") else None
+
+            job = wait_for(lambda: finished(job_id), 300, "the interrupted trace to finish", interval=0.2)
+            assert job["status"] == "succeeded", job
+            # Two runs by two workers: the first stopped with `up` (its parent-death signal; a stop
+            # gives the attempt back), the second, under the new `up`, took up where it stopped.
+            runs = [json.loads(line) for line in (data / "jobs" / job_id / "runs.jsonl").read_text().splitlines()]
+            first_worker = runs[0]["worker"]
+            assert [r["status"] for r in runs if r["event"] == "end" and r["worker"] == first_worker] \
+                and all(r["status"] == "released" for r in runs if r["event"] == "end" and r["worker"] == first_worker)
+            assert runs[-1]["event"] == "end" and runs[-1]["status"] == "succeeded" and runs[-1]["worker"] != first_worker
+            resumed = client.get(f"/traces/{trace['id']}/result").json()
+            assert resumed["timings"]["resumed_prompts"] > 0
+            again = client.post("/traces", json={"model_id": model["id"], **body}).json()
+            assert wait_for(lambda: finished(again["job"]["id"]), 300, "the uninterrupted trace")["status"] == "succeeded"
+            clean = client.get(f"/traces/{again['id']}/result").json()
+    finally:
+        second.send_signal(signal.SIGINT)
+        second.wait(timeout=60)
+    assert resumed["tasks"].keys() == clean["tasks"].keys()
+    for name, task in clean["tasks"].items():
+        assert resumed["tasks"][name]["target_prob"] == task["target_prob"], name  # bit for bit
+        assert resumed["tasks"][name]["top_tokens"] == task["top_tokens"], name
+    for name, sens in clean["sensitivities"].items():
+        assert resumed["sensitivities"][name]["js"] == sens["js"], name
+    assert resumed["freeze_plan"] == clean["freeze_plan"]
