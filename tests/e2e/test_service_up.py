@@ -111,33 +111,41 @@ def test_up_serves_api_and_dashboard_on_one_port_and_stops_cleanly(mode, tmp_pat
     wait_for(lambda: not _processes_with(data), 10, "every child of `up` to exit", interval=0.1)
 
 
+def _embedded_env(**values: str) -> dict[str, str]:
+    """The environment of an embedded-mode `up` (SQLite, the folder broker), with ``values`` added."""
+    env = quiet_env()
+    for key in ("LAYERTRACER_DATA_DIR", "LAYERTRACER_DATABASE_URL", "LAYERTRACER_BROKER_URL"):
+        env.pop(key, None)
+    env.update(values)
+    return env
+
+
+def _start_up(tmp_path: Path, name: str, data: Path, port: int, env: dict[str, str]) -> subprocess.Popen:
+    """`layertracer up` on ``data`` and ``port``, once it prints its URL (logs: tmp_path/NAME.out, .err)."""
+    out = tmp_path / f"{name}.out"
+    with open(out, "wb") as stdout, open(tmp_path / f"{name}.err", "wb") as stderr:
+        up = subprocess.Popen([sys.executable, "-m", "layertracer", "up", "--data-dir", str(data), "--port", str(port)],
+                              cwd=REPO, env=env, stdout=stdout, stderr=stderr)
+    wait_for(lambda: f"LayerTracer is running at http://127.0.0.1:{port}/" in out.read_text() or up.poll() is not None,
+             120, f"`up` ({name}) to print its URL", interval=0.1)
+    assert up.poll() is None, (tmp_path / f"{name}.err").read_text()
+    return up
+
+
 def test_kill_9_of_up_takes_its_children_with_it_and_a_new_up_starts(tmp_path):
     """`up` killed with SIGKILL cannot stop its children itself: the kernel's parent-death signal does,
     so the port is free again and a new `up` on the same data folder and port starts."""
     data = tmp_path / "data"
     port = free_port()
-    env = quiet_env()
-    for key in ("LAYERTRACER_DATA_DIR", "LAYERTRACER_DATABASE_URL", "LAYERTRACER_BROKER_URL"):
-        env.pop(key, None)
+    env = _embedded_env()
     base = f"http://127.0.0.1:{port}"
-
-    def start(name: str) -> tuple[subprocess.Popen, Path]:
-        out = tmp_path / f"{name}.out"
-        with open(out, "wb") as stdout, open(tmp_path / f"{name}.err", "wb") as stderr:
-            up = subprocess.Popen([sys.executable, "-m", "layertracer", "up", "--data-dir", str(data), "--port", str(port)],
-                                  cwd=REPO, env=env, stdout=stdout, stderr=stderr)
-        wait_for(lambda: f"LayerTracer is running at {base}/" in out.read_text() or up.poll() is not None, 120,
-                 f"`up` ({name}) to print its URL", interval=0.1)
-        assert up.poll() is None, (tmp_path / f"{name}.err").read_text()
-        return up, out
-
-    first, _ = start("first")
+    first = _start_up(tmp_path, "first", data, port, env)
     children = [pid for pid in _processes_with(data) if pid != first.pid]
     assert len(children) >= 2  # the worker and uvicorn
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     wait_for(lambda: not _processes_with(data), 60, "the children of the killed `up` to exit", interval=0.1)
-    second, _ = start("second")
+    second = _start_up(tmp_path, "second", data, port, env)
     try:
         assert httpx.get(f"{base}/api/v1/health", timeout=30).status_code == 200
     finally:
@@ -172,25 +180,13 @@ def test_up_killed_mid_trace_resumes_in_the_next_up_with_identical_results(tmp_p
     data = tmp_path / "data"
     shutil.copytree(model_root / "tiny", data / "models" / "tiny")
     port = free_port()
-    env = quiet_env()
-    for key in ("LAYERTRACER_DATA_DIR", "LAYERTRACER_DATABASE_URL", "LAYERTRACER_BROKER_URL"):
-        env.pop(key, None)
-    env.update(LAYERTRACER_LEASE_SECONDS="3", LAYERTRACER_HEARTBEAT_SECONDS="1", LAYERTRACER_TRACE_CHECKPOINT_SECONDS="0.5")
+    env = _embedded_env(LAYERTRACER_LEASE_SECONDS="3", LAYERTRACER_HEARTBEAT_SECONDS="1",
+                        LAYERTRACER_TRACE_CHECKPOINT_SECONDS="0.5")
     base = f"http://127.0.0.1:{port}"
-
-    def start(name: str) -> subprocess.Popen:
-        out = tmp_path / f"{name}.out"
-        with open(out, "wb") as stdout, open(tmp_path / f"{name}.err", "wb") as stderr:
-            up = subprocess.Popen([sys.executable, "-m", "layertracer", "up", "--data-dir", str(data), "--port", str(port)],
-                                  cwd=REPO, env=env, stdout=stdout, stderr=stderr)
-        wait_for(lambda: f"LayerTracer is running at {base}/" in out.read_text() or up.poll() is not None, 120,
-                 f"`up` ({name}) to print its URL", interval=0.1)
-        assert up.poll() is None, (tmp_path / f"{name}.err").read_text()
-        return up
 
     body = {"task_sets": ["all"], "perturbations": ["skip", "mask:keep=0.5,draws=4", "noise:scale=1,draws=4"],
             "options": {"limit": 30, "batch_size": 1, "similarity": False, "position_view": False}}
-    first = start("first")
+    first = _start_up(tmp_path, "first", data, port, env)
     with httpx.Client(base_url=f"{base}/api/v1", timeout=30) as client:
         model = client.post("/models", json={"source": "models/tiny"}).json()
         wait_for(lambda: client.get(f"/jobs/{model['job']['id']}").json()["status"] == "succeeded", 90, "the inspection")
@@ -202,7 +198,7 @@ def test_up_killed_mid_trace_resumes_in_the_next_up_with_identical_results(tmp_p
     first.wait(timeout=30)
     wait_for(lambda: not _processes_with(data), 60, "the children of the killed `up` to exit", interval=0.1)
 
-    second = start("second")
+    second = _start_up(tmp_path, "second", data, port, env)
     try:
         with httpx.Client(base_url=f"{base}/api/v1", timeout=30) as client:
             def finished(job: str):
