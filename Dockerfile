@@ -22,6 +22,7 @@ RUN python -c "import tomllib; extras = tomllib.load(open('pyproject.toml', 'rb'
 COPY layertracer ./layertracer
 COPY backend ./backend
 COPY frontend ./frontend
+COPY service ./service
 # plotly.js's cartesian bundle (frontend/plotly_bundle.py): a third of the full bundle the browser evaluates.
 ENV LAYERTRACER_PLOTLY_BUNDLE=/app/vendor/plotly-cartesian.min.js
 RUN pip install --no-deps . \
@@ -32,7 +33,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=5 \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/api/v1/health', timeout=4)"
 # uvicorn directly: the `layertracer` CLI belongs to the engine (it imports torch).
-CMD ["python", "-m", "uvicorn", "backend.combined:create_api_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "uvicorn", "service.app:create_api_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
 
 # A GPU worker: torch first, pinned, from the chosen index (a bare "torch" resolves to whatever is newest);
 # everything else at the versions of the lock file (constraints.txt, written by scripts/lock).
@@ -44,6 +45,7 @@ COPY pyproject.toml README.md constraints.txt ./
 COPY layertracer ./layertracer
 COPY backend ./backend
 COPY worker ./worker
+COPY service ./service
 RUN pip install -c constraints.txt ".[service]"
 USER layertracer
 VOLUME ["/data", "/models", "/cache/huggingface"]

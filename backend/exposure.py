@@ -105,3 +105,18 @@ async def _refuse(scope, send, status: int, detail: str) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+def dashboard_exposure_problem(api_url: str, api_auth: Optional[str], insecure_override: bool) -> Optional[str]:
+    """Why a dashboard served alone may not answer other machines, or None when it may.
+
+    The dashboard holds no credential of its own: each call it makes carries its browser tab's token.
+    It is therefore as open as the API it drives, and may face a network only when that API checks
+    tokens (``api_auth``, from the API's ``/health``; None: it did not answer) or behind the user's
+    own authenticating gateway (``insecure_override``).
+    """
+    if api_auth == "token" or insecure_override:
+        return None
+    why = ("did not answer, so whether it checks tokens is unknown (start the API first)" if api_auth is None
+           else "runs without authentication (LAYERTRACER_AUTH=none), so anyone reaching the dashboard could drive it")
+    return f"the API at {api_url} {why}"

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from backend.exposure import default_allowed_hosts, is_loopback_host
@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     # Whether a model folder's own Python code may run (trust_remote_code) on this server's workers.
     # Off by default; when on, only an admin token (or the local user in local mode) may ask for it.
     allow_remote_code: bool = False
+    # Whether LAYERTRACER_ALLOWED_HOSTS was given (else the allowlist is the mode's default).
+    _allowed_hosts_given: bool = PrivateAttr(False)
 
     @field_validator("model_roots", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
@@ -96,6 +98,7 @@ class Settings(BaseSettings):
                 "and a LAYERTRACER_SECRET_KEY (tokens: python -m backend.admin create-token NAME), or bind 127.0.0.1; "
                 "behind an authenticating gateway of your own, LAYERTRACER_INSECURE_EXPOSE_WITHOUT_AUTH=1"
             )
+        self._allowed_hosts_given = bool(self.allowed_hosts)
         if not self.allowed_hosts:
             self.allowed_hosts = default_allowed_hosts(self.auth, self.host)
         return self
@@ -104,6 +107,11 @@ class Settings(BaseSettings):
     def local_only(self) -> bool:
         """Local mode: requests from other machines are refused (see backend/exposure.py)."""
         return self.auth == "none" and not self.insecure_expose_without_auth
+
+    def hosts_for(self, auth: str) -> list[str]:
+        """The Host allowlist of a server in ``auth`` mode: LAYERTRACER_ALLOWED_HOSTS when given, else the
+        mode's default (the standalone dashboard takes the mode of the API it drives)."""
+        return list(self.allowed_hosts) if self._allowed_hosts_given else default_allowed_hosts(auth, self.host)
 
     @property
     def broker_dir(self) -> Path:

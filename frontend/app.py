@@ -1,7 +1,7 @@
 """The LayerTracer dashboard: a multi-page Dash app that talks to the API over HTTP only.
 
-``create_dash(api_url=..., requests_pathname_prefix="/")`` builds the app; ``backend/combined.py``
-mounts it at ``/`` next to the API, and ``python -m frontend.app`` serves it alone.
+``create_dash(api_url=..., requests_pathname_prefix="/")`` builds the app; ``service/app.py``
+mounts it at ``/`` next to the API, or alone (``layertracer dashboard``, behind its exposure guard).
 
 Pages (``frontend/pages``) register themselves with ``dash.register_page`` and are imported here once
 the app exists; each page module has a ``register_callbacks(app)`` that attaches its module-level
@@ -10,7 +10,6 @@ callback functions to the app (so several apps in one process each get them).
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 from typing import Optional
@@ -131,17 +130,3 @@ def create_dash(api_url: Optional[str] = None, requests_pathname_prefix: str = "
         prevent_initial_call=True,
     )
     return app
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve the LayerTracer dashboard alone (the API runs elsewhere).")
-    parser.add_argument("--api-url", default=None, help="the API's base URL (default LAYERTRACER_API_URL)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8050)
-    parser.add_argument("--debug", action="store_true")
-    args = parser.parse_args(argv)
-    create_dash(api_url=args.api_url).run(host=args.host, port=args.port, debug=args.debug)
-
-
-if __name__ == "__main__":
-    main()

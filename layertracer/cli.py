@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from layertracer import cli_demo, cli_service, cli_trials
+from layertracer import cli_trials
 from layertracer._version import __version__
 from layertracer.cli_common import (
     ATTN_OPTION,
@@ -274,9 +275,15 @@ def plan(
 
 for _name, _command in cli_trials.COMMANDS.items():
     app.command(_name)(_command)
-for _name, _command in cli_service.COMMANDS.items():
-    app.command(_name)(_command)
-app.command("demo")(cli_demo.demo)
+# Commands of other parts of the distribution (the service's `up`, `api`, `worker`, `dashboard`,
+# `demo`: service/commands.py) arrive as entry points, so the engine never imports them; a part that is
+# not installed (the engine-only image) just has no command.
+COMMAND_ENTRY_POINTS = "layertracer.commands"
+for _entry in entry_points(group=COMMAND_ENTRY_POINTS):
+    try:
+        app.command(_entry.name)(_entry.load())
+    except ImportError:
+        pass
 
 
 def _quiet_transformers() -> None:

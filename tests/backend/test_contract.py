@@ -52,7 +52,7 @@ def test_a_method_a_path_does_not_take_is_405_with_allow(db_url, tmp_path, roots
     OPTIONS on an API path is the API's answer, not a dashboard page."""
     from fastapi.testclient import TestClient
 
-    from backend.combined import create_app
+    from service.app import create_app
     from backend.settings import Settings
 
     app = create_app(Settings(data_dir=tmp_path / "data", database_url=db_url, model_roots=[roots]))

@@ -82,7 +82,7 @@ class Service:
     def start_api(self) -> None:
         # Migrations first, once, so the API and the worker never race to create the tables.
         subprocess.run([sys.executable, "-m", "worker.migrate"], env=self.env, cwd=REPO, check=True, timeout=120)
-        self.api = self._spawn([sys.executable, "-m", "uvicorn", "backend.combined:create_api_app", "--factory",
+        self.api = self._spawn([sys.executable, "-m", "uvicorn", "service.app:create_api_app", "--factory",
                                 "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"], "api.log")
         wait_for(self._healthy, 60, "the API to answer /health", interval=0.1)
 

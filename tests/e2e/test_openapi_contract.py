@@ -31,7 +31,7 @@ def _serve(tmp_path: Path, **settings: str):
     subprocess.run([sys.executable, "-m", "backend.preflight", "--migrate"], env=env, cwd=REPO, check=True, timeout=120)
     port = free_port()
     log = open(tmp_path / "app.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "backend.combined:create_app", "--factory",
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
                                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
                               env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"

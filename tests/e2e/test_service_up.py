@@ -157,7 +157,7 @@ def test_kill_9_of_up_takes_its_children_with_it_and_a_new_up_starts(tmp_path):
 def test_a_port_whose_server_just_stopped_is_free_and_a_listening_one_is_not():
     """Connections of a stopped server linger in TIME_WAIT for up to a minute; `up` run again at once
     must still start (uvicorn binds with SO_REUSEADDR), while a live listener is refused."""
-    from layertracer.cli_service import port_free
+    from service.supervisor import port_free
 
     port = free_port()
     server = socket.socket()

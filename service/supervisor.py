@@ -1,18 +1,18 @@
-"""``layertracer up | api | worker | dashboard``: run the service, whole or in parts.
+"""The local supervisor: the processes of ``layertracer up`` (and of the demo), started and watched.
 
-These commands only start processes (``python -m uvicorn ...``, ``python -m celery ...``): the engine
-never imports the web stack (tests/test_layering.py checks it), and each part runs as it would in a
-team deployment.
+It only starts processes (``python -m uvicorn service.app:...``, ``python -m celery -A worker.app ...``)
+and imports no web package itself, so each part runs as it would in a team deployment.
 
-``up`` is the one-person, one-machine mode: migrations, then one worker and one uvicorn process serving
-the API at ``/api/v1`` and the dashboard at ``/`` on one port bound to 127.0.0.1, with everything
+``LocalService`` is the one-person, one-machine mode: migrations, then one worker and one uvicorn process
+serving the API at ``/api/v1`` and the dashboard at ``/`` on one port bound to 127.0.0.1, with everything
 (SQLite file, embedded broker, job folders) under the data folder. With ``LAYERTRACER_DATABASE_URL``
-(Postgres) and ``LAYERTRACER_BROKER_URL`` (Redis) in the environment the same command uses those.
+(Postgres) and ``LAYERTRACER_BROKER_URL`` (Redis) in the environment the same processes use those.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -24,9 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-import typer
-
-from layertracer.cli_common import err, fail, out
+from layertracer.cli_common import err
 from layertracer.errors import LayerTracerError
 
 DEFAULT_QUEUES = "trace,train"
@@ -35,9 +33,13 @@ START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
 # At most one worker restart per this many seconds (a worker that dies at start must not spin).
 WORKER_RESTART_GAP_S = 5.0
+# The ASGI factories uvicorn serves (service/app.py).
+ONE_PORT_APP = "service.app:create_app"
+API_APP = "service.app:create_api_app"
+DASHBOARD_APP = "service.app:create_dashboard_app"
 
 
-def _data_dir(value: Optional[Path]) -> Path:
+def data_dir_of(value: Optional[Path]) -> Path:
     folder = (value or Path(os.environ.get("LAYERTRACER_DATA_DIR", "data"))).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -109,6 +111,16 @@ def _wait_for_http(url: str, processes: list[subprocess.Popen], timeout: float) 
             pass
         time.sleep(0.2)
     return f"{url} did not answer within {timeout:.0f} s"
+
+
+def api_auth_mode(api_url: str, timeout: float = 5.0) -> Optional[str]:
+    """The auth mode the API at ``api_url`` reports on ``/api/v1/health`` (``"none"`` or ``"token"``), or
+    None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/api/v1/health", timeout=timeout) as response:
+            return json.loads(response.read()).get("auth")
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return None
 
 
 def stop_processes(processes: list[subprocess.Popen], timeout: float = STOP_TIMEOUT_S) -> None:
@@ -205,7 +217,7 @@ class LocalService:
             self._log = open(self.log_file, "a", encoding="utf-8")
         if self.worker_cmd:
             self.processes.append(_spawn(self.worker_cmd, self.env, self._log))
-        self.server = _spawn(uvicorn_command("backend.combined:create_app", self.host, self.port), self.env, self._log)
+        self.server = _spawn(uvicorn_command(ONE_PORT_APP, self.host, self.port), self.env, self._log)
         self.processes.append(self.server)
         problem = _wait_for_http(f"{self.url}/api/v1/health", self.processes, START_TIMEOUT_S)
         if problem:
@@ -230,86 +242,3 @@ class LocalService:
         if self._log is not None:
             self._log.close()
             self._log = None
-
-
-def up(
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default: $LAYERTRACER_DATA_DIR or ./data)."),
-    host: str = typer.Option("127.0.0.1", help="Address to bind; the default keeps the service on this machine."),
-    port: int = typer.Option(int(os.environ.get("LAYERTRACER_PORT", 8000)), help="Port of the API and dashboard."),
-    queues: str = typer.Option(DEFAULT_QUEUES, help="Queues the worker takes jobs from."),
-    no_worker: bool = typer.Option(False, "--no-worker", help="Start no worker (jobs wait for one started elsewhere)."),
-) -> None:
-    """Start everything on one machine: migrations, a worker, the API and the dashboard on one port."""
-    folder = _data_dir(data_dir)
-    service = LocalService(folder, host, port, queues=queues, worker=not no_worker)
-
-    def on_term(_signum, _frame):  # SIGTERM to `up` stops the children like Ctrl-C does
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        service.start()
-        base_url = service.url
-        out.print(f"LayerTracer is running at {base_url}/  (API {base_url}/api/v1, docs {base_url}/docs)", highlight=False)
-        err.print(f"data in {folder}; Ctrl-C stops it", highlight=False)
-        while True:
-            service.supervise()
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        err.print("stopping…", highlight=False)
-        service.stop()
-        err.print("stopped", highlight=False)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _exec(command: list[str], env: dict[str, str]) -> None:
-    """Become the child process (signals such as Ctrl-C then reach it directly)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(command[0], command, env)
-
-
-def api(
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default: $LAYERTRACER_DATA_DIR or ./data)."),
-    host: str = typer.Option(os.environ.get("LAYERTRACER_HOST", "127.0.0.1"), help="Address to bind."),
-    port: int = typer.Option(int(os.environ.get("LAYERTRACER_PORT", 8000)), help="Port."),
-) -> None:
-    """Run the API alone (uvicorn; migrations at start). Jobs need `layertracer worker` somewhere."""
-    folder = _data_dir(data_dir)
-    env = service_env(folder, host=host, port=port)
-    preflight(env, migrate=False)  # the settings' own rules first (e.g. no public address without auth)
-    if not port_free(host, port):
-        fail(f"port {port} on {host} is already in use; stop what uses it or pick another with --port")
-    _exec(uvicorn_command("backend.combined:create_api_app", host, port, loglevel="info"), env)
-
-
-def worker(
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default: $LAYERTRACER_DATA_DIR or ./data)."),
-    queues: str = typer.Option(DEFAULT_QUEUES, help="Comma-separated queues: trace, train."),
-    name: Optional[str] = typer.Option(None, help="Worker node name (default: celery@HOST)."),
-    loglevel: str = typer.Option("INFO", help="Celery log level."),
-) -> None:
-    """Run one worker process (one job at a time; start one per GPU)."""
-    unknown = sorted(set(q.strip() for q in queues.split(",") if q.strip()) - {"trace", "train"})
-    if unknown or not queues.strip():
-        fail(f"--queues takes trace and/or train, not {queues!r}")
-    folder = _data_dir(data_dir)
-    _exec(worker_command(queues, name=name, loglevel=loglevel), service_env(folder))
-
-
-def dashboard(
-    host: str = typer.Option("127.0.0.1", help="Address to bind."),
-    port: int = typer.Option(8050, help="Port."),
-    api_url: str = typer.Option(
-        os.environ.get("LAYERTRACER_API_URL", "http://127.0.0.1:8000"), help="Where the dashboard finds the API."
-    ),
-) -> None:
-    """Run the dashboard alone; it talks to the API at --api-url over HTTP."""
-    if not port_free(host, port):
-        fail(f"port {port} on {host} is already in use; stop what uses it or pick another with --port")
-    env = dict(os.environ, LAYERTRACER_API_URL=api_url, PYTHONUNBUFFERED="1")
-    _exec(uvicorn_command("backend.combined:create_dashboard_app", host, port, loglevel="info"), env)
-
-
-COMMANDS = {"up": up, "api": api, "worker": worker, "dashboard": dashboard}

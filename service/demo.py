@@ -1,4 +1,4 @@
-"""``layertracer demo``: the papers' experiment in miniature, run through the service on this machine.
+"""The demo launcher (``layertracer demo``): the papers' experiment in miniature, run through the service on this machine.
 
 1. Train the bundled demo model (or reuse it from the cache) and write the demo world: the old-facts
    benchmark (retention), the new-facts benchmark (acquisition) and the new-domain corpus.
@@ -15,8 +15,6 @@ The client speaks JSON over ``urllib`` (the engine imports no web package).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 import urllib.error
 import urllib.request
@@ -24,11 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import typer
 from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
-from layertracer.cli_common import err, out, progress_display
-from layertracer.cli_service import LocalService
+from layertracer.cli_common import err, progress_display
 from layertracer.errors import LayerTracerError
 
 POLL_S = 0.5
@@ -172,49 +168,3 @@ def run_demo(api: ApiClient, model_dir: Path, world, plan: DemoPlan) -> dict[str
     api.wait(experiment["job"]["id"], f"experiment: {trials} trials")
     detail = api.get(f"/experiments/{experiment['id']}")
     return {"model": model["id"], "trace": trace["id"], "experiment": experiment["id"], "result": detail.get("result")}
-
-
-def demo(
-    quick: bool = typer.Option(False, "--quick", help="One seed, shorter training, fewer prompts."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default: $LAYERTRACER_DATA_DIR or ./data)."),
-    port: int = typer.Option(int(os.environ.get("LAYERTRACER_PORT", 8000)), help="Port of the API and dashboard (127.0.0.1)."),
-    exit_when_done: bool = typer.Option(False, "--exit", help="Stop the service when the experiment is done instead of serving the dashboard."),
-) -> None:
-    """The main job: demo model, trace, freeze plan and the train-shallow / full / train-deep experiment,
-    through the embedded service; then the dashboard's URLs."""
-    from layertracer.cli_trials import print_experiment_table
-
-    started = time.monotonic()
-    folder = (data_dir or Path(os.environ.get("LAYERTRACER_DATA_DIR", "data"))).expanduser().resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    model_dir, world = prepare_world(folder)
-    # The demo's own bars show progress; the service's processes log to a file.
-    log_file = folder / "logs" / "demo-service.log"
-    service = LocalService(folder, "127.0.0.1", port, name="demo", loglevel="WARNING", log_file=log_file)
-
-    def on_term(_signum, _frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        service.start()
-        err.print(f"service running at {service.url}/ (data in {folder}; its log: {log_file})", highlight=False)
-        ids = run_demo(ApiClient(service.url, on_poll=service.supervise), model_dir, world, QUICK if quick else FULL)
-        if ids["result"]:
-            print_experiment_table(ids["result"])
-        out.print(f"\ntrace:      {service.url}/traces/{ids['trace']}", highlight=False)
-        out.print(f"experiment: {service.url}/experiments/{ids['experiment']}", highlight=False)
-        out.print(f"report:     {service.url}/experiments/{ids['experiment']}/report", highlight=False)
-        out.print(f"all runs:   {service.url}/", highlight=False)
-        err.print(f"demo finished in {time.monotonic() - started:.0f} s", highlight=False)
-        if exit_when_done:
-            return
-        err.print("serving the dashboard; Ctrl-C stops it", highlight=False)
-        while True:
-            service.supervise()
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        err.print("stopping…", highlight=False)
-    finally:
-        service.stop()
-        signal.signal(signal.SIGTERM, previous)

@@ -1,9 +1,11 @@
-"""One ASGI app for one port: the API at ``/api/v1`` (and its docs) and the Dash dashboard at ``/``.
+"""The ASGI apps uvicorn serves: the composition root, the one place that imports both the API and
+the dashboard (``backend`` never imports ``frontend``, nor ``frontend`` ``backend``).
 
-``layertracer up`` serves ``create_app`` with uvicorn; ``layertracer api`` serves ``create_api_app`` and
-``layertracer dashboard`` serves ``create_dashboard_app`` (the parts of a team deployment). The Dash
-app is a WSGI (Flask) app; a2wsgi's WSGIMiddleware runs it in a thread pool beside the async API. The
-dashboard still reaches the API over HTTP (``LAYERTRACER_API_URL``), exactly as when it runs alone.
+``layertracer up`` serves ``create_app`` (the API at ``/api/v1`` with its docs, and the dashboard at
+``/``, on one port); ``layertracer api`` serves ``create_api_app`` and ``layertracer dashboard``
+``create_dashboard_app`` (the parts of a team deployment). The Dash app is a WSGI (Flask) app;
+a2wsgi's WSGIMiddleware runs it in a thread pool beside the async API. The dashboard still reaches the
+API over HTTP (``LAYERTRACER_API_URL``), exactly as when it runs alone.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 
+from backend.exposure import ExposureGuard, dashboard_exposure_problem
 from backend.settings import Settings, get_settings
+from service.supervisor import api_auth_mode
 
-log = logging.getLogger("layertracer.combined")
+log = logging.getLogger("layertracer.service")
 # Threads for Dash requests (page loads, callbacks, which call the API back over HTTP).
 DASH_THREADS = 8
 
@@ -88,11 +92,22 @@ def methods_for_path(app: FastAPI, path: str) -> set[str]:
 
 
 def create_dashboard_app(settings: Optional[Settings] = None) -> FastAPI:
-    """The dashboard alone at ``/`` (``layertracer dashboard``); it calls the API at ``api_url``."""
+    """The dashboard alone at ``/`` (``layertracer dashboard``); it calls the API at ``api_url``.
+
+    It answers other machines only when the API it drives checks tokens (asked once, at start, on the
+    API's ``/health``; ``backend.exposure.dashboard_exposure_problem``), else this machine only, like
+    the API in local mode, whatever address uvicorn was told to bind.
+    """
     settings = settings or get_settings()
     app = FastAPI(title="LayerTracer dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     dashboard = dash_wsgi(settings)
     if dashboard is None:
         raise RuntimeError("the dashboard needs the 'dashboard' extra: pip install 'layertracer[dashboard]'")
     app.mount("/", dashboard, name="dashboard")
+    api_auth = api_auth_mode(settings.api_url)
+    problem = dashboard_exposure_problem(settings.api_url, api_auth, settings.insecure_expose_without_auth)
+    if problem:
+        log.warning("the dashboard answers this machine only: %s", problem)
+    app.add_middleware(ExposureGuard, allowed_hosts=settings.hosts_for("none" if problem else "token"),
+                       local_only=problem is not None)
     return app
