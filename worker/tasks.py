@@ -24,6 +24,8 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from celery.exceptions import Reject
+
 from backend import jobs as job_fns
 from backend import results as result_fns
 from backend.db.session import session_scope
@@ -223,6 +225,12 @@ class MetricsJournal:
 def execute(job_id: str, settings: Optional[Settings] = None) -> dict[str, Any]:
     """Claim and run one job; returns {"job_id", "status"} (status "skipped" when not claimed)."""
     settings = settings or get_settings()
+    if shutting_down.is_set():
+        # A worker that is stopping takes no new job: not even the one it has just released and
+        # re-sent (the solo pool may read one more message before it exits), which would load the
+        # model again only to be stopped. The message goes back to the queue, unclaimed, for the next.
+        log.info("job %s: not started, the worker is shutting down; back to the queue", job_id)
+        raise Reject("the worker is shutting down", requeue=True)
     engine = engine_for(settings.database_url)
     me = worker_id()
     claimed_at = time.monotonic()  # before the claim: the lease surely lasts until this + lease_seconds

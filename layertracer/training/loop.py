@@ -108,7 +108,8 @@ class StepMetrics:
 
 @dataclass
 class TrainResult:
-    """What a training run did; ``history`` holds one StepMetrics per step run in this call.
+    """What a training run did; ``history`` holds one StepMetrics per step, those of the run it resumed
+    from included (they travel in the checkpoint).
 
     world_size: processes that trained together (1 = single process); tokens are counted over all.
     fused_loss: whether the chunked head + loss ran (False: the model's own forward computed the loss).
@@ -421,7 +422,9 @@ def train(
         )
 
         def save(step_done: int) -> None:
-            extra = {"allocation": allocation.to_dict()}
+            # The metrics so far travel with the weights, so a resumed run's result covers every step.
+            extra = {"allocation": allocation.to_dict(), "history": [asdict(m) for m in result.history],
+                     "eval_history": result.eval_history, "tokens_seen": result.tokens_seen}
             if ranks is None:
                 store.save(step_done, model, params, optimizer, extra)
                 return
@@ -444,6 +447,9 @@ def train(
                 state = store.load(latest, model, params, optimizer)
                 start_step = int(state["step"])
                 result.resumed_from = start_step
+                result.history = [StepMetrics(**m) for m in state.get("history", [])]
+                result.eval_history = [(int(step), float(loss)) for step, loss in state.get("eval_history", [])]
+                result.tokens_seen = int(state.get("tokens_seen", 0))
         fused = fused_loss_module(model, adapter) if config.fused_loss else None
         result.fused_loss = fused is not None
         forward: nn.Module = fused if fused is not None else model

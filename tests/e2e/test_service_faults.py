@@ -78,6 +78,8 @@ def test_worker_killed_mid_trial_resumes_from_its_checkpoint(service, model_root
     training = result["trials"][0]["training"]
     assert training["steps"] == steps
     assert 2 * every <= training["resumed_from"] < steps and training["resumed_from"] % every == 0
+    # The result's loss curve covers the killed run's steps too (they travel in the checkpoint).
+    assert [step for step, _ in training["loss_curve"]] == list(range(1, steps + 1))
     # Every optimizer step has its metrics row, once: those of the killed run too.
     curves = service.client.get(f"/experiments/{trial['id']}/metrics").json()["trials"]
     assert [p["step"] for p in curves["train-shallow-seed1"]] == list(range(1, steps + 1))

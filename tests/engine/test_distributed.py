@@ -100,10 +100,11 @@ def _worker(folder: Path) -> None:
         report.update(
             first={"stopped": first.stopped, "steps_done": first.steps_done, "world_size": first.world_size},
             second={"resumed_from": second.resumed_from, "steps_done": second.steps_done},
-            losses=[m.loss for m in first.history + second.history],
-            grad_norms=[m.grad_norm for m in first.history + second.history],
-            eval=[list(e) for e in first.eval_history + second.eval_history],
-            tokens_seen=first.tokens_seen + second.tokens_seen,
+            # The resumed run's history holds the killed run's steps too (they travel in the checkpoint).
+            losses=[m.loss for m in second.history],
+            grad_norms=[m.grad_norm for m in second.history],
+            eval=[list(e) for e in second.eval_history],
+            tokens_seen=second.tokens_seen,
             saves=saves,
             fed=fed,
         )

@@ -121,7 +121,7 @@ def test_resume_gives_the_same_weights(tokenizer, blocks, tmp_path):
     config = TrainConfig(steps=6, batch_size=4, lr=5e-3, warmup_steps=2, checkpoint_every=3, seed=3)
     allocation = resolve_allocation("0-1", 4)
     straight = wrap_model(tiny_models.build_model("qwen3"), tokenizer)
-    train(straight, blocks, allocation, config)
+    straight_result = train(straight, blocks, allocation, config)
 
     interrupted = wrap_model(tiny_models.build_model("qwen3"), tokenizer)
     calls = iter(range(100))
@@ -130,7 +130,12 @@ def test_resume_gives_the_same_weights(tokenizer, blocks, tmp_path):
     assert first.stopped and first.steps_done == 3
     resumed_model = wrap_model(tiny_models.build_model("qwen3"), tokenizer)  # fresh process stand-in
     second = train(resumed_model, blocks, allocation, config, checkpoint_dir=tmp_path)
-    assert second.resumed_from == 3 and second.steps_done == 6 and len(second.history) == 3
+    assert second.resumed_from == 3 and second.steps_done == 6
+    # The metrics of the killed run travel in the checkpoint: the resumed result has all six steps,
+    # with the losses of the run never interrupted.
+    assert [m.step for m in second.history] == list(range(1, 7))
+    assert [m.loss for m in second.history] == [m.loss for m in straight_result.history]
+    assert second.tokens_seen == straight_result.tokens_seen
     for (name, a), (_, b) in zip(straight.model.named_parameters(), resumed_model.model.named_parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     stored = sorted(p.name for p in tmp_path.iterdir())

@@ -289,6 +289,28 @@ def test_a_trial_released_at_shutdown_cancelled_then_retried_resumes_its_checkpo
     assert partial["trials"]["train-shallow-seed1"]["steps"] == 600
 
 
+def test_a_worker_that_is_shutting_down_starts_no_job_and_gives_its_message_back(settings, engine, saved_model):
+    """The solo pool may hand a stopping worker one more message (often the job it has just released):
+    it must not claim it (that would load the model again only to stop), and the message must go back
+    to the broker for the next worker (rejected with requeue, under late acks: never acked, never lost)."""
+    from celery.exceptions import Reject
+
+    from worker.app import shutting_down
+
+    job_id, _ = _trace_job(engine, str(saved_model("qwen3")))
+    shutting_down.set()
+    try:
+        with pytest.raises(Reject) as refused:
+            tasks.execute(job_id, settings)
+    finally:
+        shutting_down.clear()
+    assert refused.value.requeue is True
+    job = _job(engine, job_id)
+    assert job.status == "queued" and job.attempts == 0 and job.worker_id is None
+    assert _runs(settings, job_id) == []  # no attempt began
+    assert tasks.execute(job_id, settings)["status"] == "succeeded"  # the next worker runs it
+
+
 def test_a_job_stops_itself_before_an_unrenewed_lease_can_lapse(settings, engine, saved_model):
     """If heartbeats fail (the database is away), the job must stop before another worker could claim it."""
     job_id, _ = _trace_job(engine, str(saved_model("qwen3")))
