@@ -17,40 +17,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import Counter
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.db.models import (
-    Experiment,
-    Model,
-    TraceLayerMetric,
-    TraceSensitivity,
-    TraceTaskData,
-    TrainMetric,
-    Trace,
-    TracePart,
-    TraceResultRow,
-)
+from backend.db.models import Experiment, Model, TrainMetric, Trace, TracePart, TraceResultRow
 from backend.db.types import utcnow
+from layertracer.spec.views import clean_json, trace_overview, trace_summary
 
 
 class ResultError(ValueError):
     """The resource is unknown or the result does not have the documented shape."""
-
-
-def clean_json(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by None (recursively through dicts and lists)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): clean_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean_json(v) for v in value]
-    return value
 
 
 def dumps(value: Any) -> str:
@@ -59,90 +38,6 @@ def dumps(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except ValueError:
         return json.dumps(clean_json(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def _mean_columns(matrix: Optional[list], num_layers: int) -> list[Optional[float]]:
-    """Per-layer mean over prompts of a [P][L] matrix, skipping nulls (None where a layer has none)."""
-    sums = [0.0] * num_layers
-    counts = [0] * num_layers
-    for row in matrix or []:
-        for layer, value in enumerate(row[:num_layers]):
-            if value is None:
-                continue
-            value = float(value)
-            if math.isfinite(value):
-                sums[layer] += value
-                counts[layer] += 1
-    return [sums[i] / counts[i] if counts[i] else None for i in range(num_layers)]
-
-
-def _layer_list(values: Optional[Iterable], num_layers: int) -> list[Optional[float]]:
-    out = list(clean_json(list(values or [])))[:num_layers]
-    return out + [None] * (num_layers - len(out))
-
-
-def trace_summary(result: dict[str, Any]) -> dict[str, Any]:
-    """``{"num_layers", "block_kinds", "tasks": [names], "particles": {task: layer|null},
-    "final_accuracy": {task: float}, "vulnerable_layer", "primary_perturbation", "freeze_plan"}``."""
-    tasks = result.get("tasks") or {}
-    sensitivity = result.get("sensitivity") or {}
-    return {
-        "num_layers": result.get("num_layers"),
-        "block_kinds": result.get("block_kinds") or [],
-        "tasks": list(tasks),
-        "particles": {name: t.get("task_particle") for name, t in tasks.items()},
-        "final_accuracy": {name: t.get("final_accuracy") for name, t in tasks.items()},
-        "vulnerable_layer": result.get("vulnerable_layer"),
-        "primary_perturbation": sensitivity.get("perturbation"),
-        "freeze_plan": result.get("freeze_plan"),
-    }
-
-
-# Per-prompt arrays of a task (the README's task table): the overview leaves them out.
-TASK_PROMPT_KEYS = ("prompts", "targets", "target_tokens", "target_token_ids", "boundary_merged", "target_prob",
-                    "target_rank", "entropy", "top_tokens", "top_probs", "baseline_prob", "prompt_particles")
-OVERVIEW_TOP1 = 3  # most frequent top-1 lens tokens kept per task and layer
-
-
-def _top1_counts(top_tokens: Optional[list], num_layers: int) -> list[list[list[Any]]]:
-    """[L] per layer the OVERVIEW_TOP1 most frequent top-1 lens tokens over the prompts: [[token, count], ...]."""
-    counts = [Counter() for _ in range(num_layers)]
-    for row in top_tokens or []:
-        for layer, tokens in enumerate((row or [])[:num_layers]):
-            if tokens:
-                counts[layer][tokens[0]] += 1
-    return [[[token, n] for token, n in c.most_common(OVERVIEW_TOP1)] for c in counts]
-
-
-def trace_overview(result: dict[str, Any]) -> dict[str, Any]:
-    """The trace result without what grows with the number of prompts: what a trace page, a comparison
-    or a freeze-plan reader needs, in a few hundred kB where the result can be tens of MB.
-
-    Same keys as the result (README "OUT.json") except: no ``prompt_index``; sensitivities without their
-    per-prompt ``js`` matrix; each task without the per-prompt arrays (``TASK_PROMPT_KEYS``) but with
-    ``num_prompts``, ``mean_target_rank`` and ``mean_entropy`` ([L], means over prompts, nulls skipped)
-    and ``top1_tokens`` ([L] of up to 3 ``[token, count]``: the most frequent top-1 lens tokens).
-    """
-    num_layers = int(result["num_layers"])
-    out = {k: v for k, v in result.items() if k not in ("prompt_index", "tasks", "sensitivity", "sensitivities")}
-
-    def slim_sensitivity(sens: Optional[dict]) -> Optional[dict]:
-        return None if sens is None else {k: v for k, v in sens.items() if k != "js"}
-
-    out["sensitivity"] = slim_sensitivity(result.get("sensitivity"))
-    out["sensitivities"] = {name: slim_sensitivity(s) for name, s in (result.get("sensitivities") or {}).items()}
-    tasks = {}
-    for name, task in (result.get("tasks") or {}).items():
-        slim = {k: v for k, v in task.items() if k not in TASK_PROMPT_KEYS}
-        slim["num_prompts"] = len(task.get("prompts") or task.get("target_prob") or [])
-        if not slim.get("mean_target_prob"):
-            slim["mean_target_prob"] = _mean_columns(task.get("target_prob"), num_layers)
-        slim["mean_target_rank"] = _mean_columns(task.get("target_rank"), num_layers)
-        slim["mean_entropy"] = _mean_columns(task.get("entropy"), num_layers)
-        slim["top1_tokens"] = _top1_counts(task.get("top_tokens"), num_layers)
-        tasks[name] = slim
-    out["tasks"] = tasks
-    return clean_json(out)
 
 
 def task_part(name: str) -> str:
@@ -183,16 +78,15 @@ def ensure_trace_parts(session: Session, trace_id: str) -> bool:
 
 
 def store_trace_result(session: Session, *, trace_id: str, result: dict[str, Any]) -> Trace:
-    """Store the engine's TraceResult JSON dict for ``trace_id`` and derive the query rows:
+    """Store the engine's TraceResult JSON dict for ``trace_id``, once, with the views derived from it by
+    the engine's own rules (``layertracer.spec.views``):
 
-    - ``trace_results.body`` (``Trace.result_json``): the JSON text, served as-is by ``GET /traces/{id}/result``;
-    - ``traces.summary`` (see ``trace_summary``), ``traces.position_view``, ``traces.provenance``
+    - ``trace_results.body``: the JSON text, served as-is by ``GET /traces/{id}/result``;
+    - ``trace_parts``: the overview (``trace_overview``) and each task's object, as JSON text, served
+      by ``/overview`` and ``/tasks/{task}`` (and read by the CSV export);
+    - ``traces.summary`` (``trace_summary``), ``traces.position_view``, ``traces.provenance``
       (``code_version`` = result["version"], ``model_fingerprint`` = result["model"]["fingerprint"],
-      ``seeds`` = [options.seed], ``spec`` = the trace's request spec);
-    - ``trace_layer_metrics``: one row per (task, layer): mean target prob, mean rank, mean entropy;
-    - ``trace_sensitivity``: one row per (perturbation name, layer): mean JS, ci_low, ci_high;
-    - ``trace_task_data``: per task the [P] / [P][L] arrays for the per-prompt drill-down;
-    - ``trace_parts``: the overview and each task's object as JSON text (``trace_parts``).
+      ``seeds`` = [options.seed], ``spec`` = the trace's request spec): what lists and headers show.
 
     Also fills the model's fingerprint if it has none. Replaces anything stored before. Raises
     ResultError for an unknown trace or a result without ``num_layers`` / ``tasks``.
@@ -204,56 +98,6 @@ def store_trace_result(session: Session, *, trace_id: str, result: dict[str, Any
     if not isinstance(num_layers, int) or num_layers <= 0 or not isinstance(result.get("tasks"), dict):
         raise ResultError("a trace result needs num_layers (int > 0) and tasks (object)")
     text = dumps(result)
-
-    layer_rows: list[dict[str, Any]] = []
-    task_rows: list[dict[str, Any]] = []
-    for position, (name, task) in enumerate(result["tasks"].items()):
-        probs = clean_json(task.get("target_prob") or [])
-        ranks = clean_json(task.get("target_rank") or [])
-        entropy = clean_json(task.get("entropy") or [])
-        mean_prob = (_layer_list(task["mean_target_prob"], num_layers) if task.get("mean_target_prob")
-                     else _mean_columns(probs, num_layers))
-        mean_rank = _mean_columns(ranks, num_layers)
-        mean_entropy = _mean_columns(entropy, num_layers)
-        for layer in range(num_layers):
-            layer_rows.append(dict(trace_id=trace_id, task=name, layer=layer, mean_prob=mean_prob[layer],
-                                   mean_rank=mean_rank[layer], mean_entropy=mean_entropy[layer]))
-        task_rows.append(dict(trace_id=trace_id, task=name, position=position, data={
-            "prompts": task.get("prompts") or [],
-            "targets": task.get("targets") or [],
-            "target_tokens": task.get("target_tokens") or [],
-            "target_prob": probs,
-            "target_rank": ranks,
-            "entropy": entropy,
-            "prompt_particles": task.get("prompt_particles") or [],
-            "mean_target_prob": mean_prob,
-            "task_particle": task.get("task_particle"),
-            "final_accuracy": clean_json(task.get("final_accuracy")),
-            "language": task.get("language"),
-        }))
-    sens_rows: list[dict[str, Any]] = []
-    sensitivities = dict(result.get("sensitivities") or {})
-    primary = result.get("sensitivity")
-    if primary and primary.get("perturbation") and primary["perturbation"] not in sensitivities:
-        sensitivities[primary["perturbation"]] = primary
-    for name, sens in sensitivities.items():
-        if not sens:
-            continue
-        mean = _layer_list(sens.get("mean_js"), num_layers)
-        low = _layer_list(sens.get("ci_low"), num_layers)
-        high = _layer_list(sens.get("ci_high"), num_layers)
-        for layer in range(num_layers):
-            sens_rows.append(dict(trace_id=trace_id, perturbation=name, layer=layer, mean_js=mean[layer],
-                                  ci_low=low[layer], ci_high=high[layer]))
-
-    for table in (TraceLayerMetric, TraceSensitivity, TraceTaskData):
-        session.execute(delete(table).where(table.trace_id == trace_id))
-    if layer_rows:
-        session.execute(insert(TraceLayerMetric), layer_rows)
-    if sens_rows:
-        session.execute(insert(TraceSensitivity), sens_rows)
-    if task_rows:
-        session.execute(insert(TraceTaskData), task_rows)
     _replace_parts(session, trace_id, trace_parts(result))
 
     model_info = result.get("model") or {}

@@ -203,15 +203,6 @@ class ApiClient:
         """One task of a finished trace, as in the result (every per-prompt array; memoised)."""
         return self._immutable(f"/traces/{trace_id}/tasks/{quote(task, safe='')}")
 
-    def heatmap(self, trace_id: str, metric: str = "prob") -> dict:
-        return self.get(f"/traces/{trace_id}/heatmap", metric=metric)
-
-    def prompts(self, trace_id: str, task: str, metric: str = "prob") -> dict:
-        return self.get(f"/traces/{trace_id}/tasks/{task}/prompts", metric=metric)
-
-    def sensitivity(self, trace_id: str) -> dict:
-        return self.get(f"/traces/{trace_id}/sensitivity")
-
     def models(self) -> dict:
         return self.get("/models")
 

@@ -164,6 +164,14 @@ class TraceResult:
             },
         })
 
+    def overview(self) -> dict[str, Any]:
+        """The result without what grows with the prompts (per-task means, top-1 tokens, stability
+        curves without the per-prompt JS): ``layertracer.spec.views.trace_overview``, the one
+        implementation the API serves too."""
+        from layertracer.spec.views import trace_overview
+
+        return trace_overview(self.to_dict())
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TraceResult":
         def maybe(kind, value):

@@ -5,7 +5,6 @@ Request bodies forbid unknown fields (a typo is a 422, not silently ignored).
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, Optional, TypeVar
@@ -301,44 +300,6 @@ class TraceListItem(BaseModel):
 
 class TracesPublic(ListOf[TraceListItem]):
     pass
-
-
-class Heatmap(BaseModel):
-    """values[t][l]: the task's mean metric at layer l (null where no prompt had a value)."""
-
-    metric: str
-    layers: list[int]
-    tasks: list[str]
-    values: list[list[Optional[float]]]
-    particles: dict[str, Optional[int]]
-
-
-class PromptsView(BaseModel):
-    """values[p][l]: prompt p's metric at layer l; particles[p]: prompt p's particle layer."""
-
-    metric: str
-    task: str
-    layers: list[int]
-    prompts: list[str]
-    targets: list[str]
-    values: list[list[Optional[float]]]
-    particles: list[Optional[int]]
-    task_particle: Optional[int] = None
-
-
-class Curve(BaseModel):
-    mean: list[Optional[float]]
-    lo: list[Optional[float]]
-    hi: list[Optional[float]]
-
-
-class SensitivityView(BaseModel):
-    """Per perturbation: mean JS (nats) per layer with its 95% bootstrap interval."""
-
-    layers: list[int]
-    perturbations: dict[str, Curve]
-    primary: Optional[str] = None
-    vulnerable_layer: Optional[int] = None
 
 
 # -- experiments -------------------------------------------------------------------------------------

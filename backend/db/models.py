@@ -187,7 +187,7 @@ class TracePart(Base):
     """A JSON document derived from one trace's result, stored as text and served as-is (with its sha256
     as the ETag), so a page needs a few hundred kB instead of the whole result:
 
-    - part ``overview``: the result without its per-prompt arrays (``backend.results.trace_overview``);
+    - part ``overview``: the result without its per-prompt arrays (``layertracer.spec.views.trace_overview``);
     - part ``task:<name>``: one task's object exactly as in the result (every per-prompt array).
 
     Written with the result; a trace stored before these existed gets them on first request.
@@ -199,47 +199,6 @@ class TracePart(Base):
     part: Mapped[str] = mapped_column(String(220), primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
-
-
-class TraceLayerMetric(Base):
-    """One (trace, task, layer) aggregate: the heatmap cell. Means over the task's prompts."""
-
-    __tablename__ = "trace_layer_metrics"
-
-    trace_id: Mapped[str] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"), primary_key=True)
-    task: Mapped[str] = mapped_column(String(200), primary_key=True)
-    layer: Mapped[int] = mapped_column(Integer, primary_key=True)
-    mean_prob: Mapped[Optional[float]] = mapped_column(Float)
-    mean_rank: Mapped[Optional[float]] = mapped_column(Float)
-    mean_entropy: Mapped[Optional[float]] = mapped_column(Float)
-
-
-class TraceSensitivity(Base):
-    """One (trace, perturbation, layer) point of a stability curve: mean JS (nats) and its 95% interval."""
-
-    __tablename__ = "trace_sensitivity"
-
-    trace_id: Mapped[str] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"), primary_key=True)
-    perturbation: Mapped[str] = mapped_column(String(200), primary_key=True)
-    layer: Mapped[int] = mapped_column(Integer, primary_key=True)
-    mean_js: Mapped[Optional[float]] = mapped_column(Float)
-    ci_low: Mapped[Optional[float]] = mapped_column(Float)
-    ci_high: Mapped[Optional[float]] = mapped_column(Float)
-
-
-class TraceTaskData(Base):
-    """Per-prompt arrays of one task of a trace, for the drill-down without parsing the whole result.
-
-    prompts/targets: [P] str; target_prob, entropy: [P][L] float|null; target_rank: [P][L] int;
-    prompt_particles: [P] int|null; mean_target_prob: [L]; task_particle: int|null.
-    """
-
-    __tablename__ = "trace_task_data"
-
-    trace_id: Mapped[str] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"), primary_key=True)
-    task: Mapped[str] = mapped_column(String(200), primary_key=True)
-    position: Mapped[int] = mapped_column(Integer, default=0)
-    data: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class Experiment(Base):
@@ -314,6 +273,6 @@ class ApiToken(Base):
 
 
 __all__ = [
-    "Base", "Job", "Model", "TaskSet", "Trace", "TraceResultRow", "TracePart", "TraceLayerMetric", "TraceSensitivity", "TraceTaskData",
+    "Base", "Job", "Model", "TaskSet", "Trace", "TraceResultRow", "TracePart",
     "Experiment", "TrainMetric", "Share", "ApiToken", "JOB_STATES", "TERMINAL_STATES", "JOB_KINDS", "new_id",
 ]

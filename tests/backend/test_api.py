@@ -40,7 +40,7 @@ def test_health_and_docs(client):
     assert client.get(f"{API}/health").json()["status"] == "ok"
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/api/v1/traces/{trace_id}/heatmap", "/api/v1/trials", "/api/v1/jobs/{job_id}/retry",
+    for path in ("/api/v1/traces/{trace_id}/overview", "/api/v1/trials", "/api/v1/jobs/{job_id}/retry",
                  "/api/v1/shares/{share_id}", "/api/v1/task-sets"):
         assert path in paths
 
@@ -120,7 +120,8 @@ def test_create_trace_and_read_every_view(client, db_url, tmp_path):
         assert spec["tasks"] == ["antonyms_en"] and spec["limit"] == 5 and spec["model_id"] == model["id"]
         assert spec["options"]["seed"] == 3 and "limit" not in spec["options"]
     assert client.get(f"{API}/traces/{trace['id']}/result").status_code == 409
-    assert "no result yet" in one_line(client.get(f"{API}/traces/{trace['id']}/heatmap"))
+    assert "no result yet" in one_line(client.get(f"{API}/traces/{trace['id']}/overview"))
+    assert "no result yet" in one_line(client.get(f"{API}/traces/{trace['id']}/export.csv"))
     # the worker runs it
     data = trace_result(num_layers=6, tasks=3, prompts=5)
     with Session(engine) as s:
@@ -145,24 +146,15 @@ def test_create_trace_and_read_every_view(client, db_url, tmp_path):
     assert full.headers["content-type"] == "application/json"
     assert full.json() == data
 
-    heat = client.get(f"{API}/traces/{trace['id']}/heatmap", params={"metric": "prob"}).json()
-    assert heat["layers"] == list(range(6)) and heat["tasks"] == ["task0", "task1", "task2"]
-    assert heat["values"][1] == pytest.approx(data["tasks"]["task1"]["mean_target_prob"])
-    ent = client.get(f"{API}/traces/{trace['id']}/heatmap", params={"metric": "entropy"}).json()
-    expected = [sum(row[l] for row in data["tasks"]["task2"]["entropy"]) / 5 for l in range(6)]
-    assert ent["values"][2] == pytest.approx(expected)
-    assert client.get(f"{API}/traces/{trace['id']}/heatmap", params={"metric": "bogus"}).status_code == 422
-
-    drill = client.get(f"{API}/traces/{trace['id']}/tasks/task1/prompts", params={"metric": "rank"}).json()
-    assert drill["prompts"] == data["tasks"]["task1"]["prompts"]
-    assert drill["values"] == data["tasks"]["task1"]["target_rank"]
-    assert drill["particles"] == data["tasks"]["task1"]["prompt_particles"]
-    assert client.get(f"{API}/traces/{trace['id']}/tasks/nope/prompts").status_code == 404
-
-    sens = client.get(f"{API}/traces/{trace['id']}/sensitivity").json()
-    assert set(sens["perturbations"]) == {"skip", "mask(keep=0.5)"} and sens["primary"] == "skip"
-    assert sens["perturbations"]["skip"]["mean"] == pytest.approx(data["sensitivities"]["skip"]["mean_js"])
-    assert sens["vulnerable_layer"] == data["vulnerable_layer"]
+    overview = client.get(f"{API}/traces/{trace['id']}/overview").json()
+    assert list(overview["tasks"]) == ["task0", "task1", "task2"]
+    assert overview["tasks"]["task1"]["mean_target_prob"] == pytest.approx(data["tasks"]["task1"]["mean_target_prob"])
+    assert "entropy" not in overview["tasks"]["task2"] and "js" not in overview["sensitivities"]["skip"]
+    task1 = client.get(f"{API}/traces/{trace['id']}/tasks/task1").json()
+    assert task1 == data["tasks"]["task1"]  # every per-prompt array, as the engine wrote it
+    assert client.get(f"{API}/traces/{trace['id']}/tasks/nope").status_code == 404
+    for gone in ("/heatmap", "/tasks/task1/prompts", "/sensitivity"):  # read by nothing: removed
+        assert client.get(f"{API}/traces/{trace['id']}{gone}").status_code == 404
 
     assert client.get(f"{API}/traces/{trace['id']}/position").json()["task"] == "task0"
     assert client.get(f"{API}/traces/{trace['id']}/freeze-plan").json()["boundary"] == 3
@@ -174,6 +166,14 @@ def test_create_trace_and_read_every_view(client, db_url, tmp_path):
     particle_rows = [(r["task"], r["layer"]) for r in rows if r["is_particle"] == "1"]
     assert particle_rows == [("task1", "2"), ("task2", "3")]
     assert float(rows[7]["mean_prob"]) == pytest.approx(data["tasks"]["task1"]["mean_target_prob"][1])
+    # Means over the prompts, computed here from the result's [P][L] arrays.
+    entropy = data["tasks"]["task2"]["entropy"]
+    assert [float(r["mean_entropy"]) for r in rows[12:18]] == pytest.approx([sum(p[l] for p in entropy) / 5 for l in range(6)])
+    ranks = data["tasks"]["task0"]["target_rank"]
+    assert [float(r["mean_rank"]) for r in rows[0:6]] == pytest.approx([sum(p[l] for p in ranks) / 5 for l in range(6)])
+    assert list(rows[0])[-1] == "mean_js_skip"
+    assert [float(r["mean_js_skip"]) for r in rows[6:12]] == pytest.approx(data["sensitivities"]["skip"]["mean_js"])
+    assert [r["normalized_depth"] for r in rows[:6]] == [f"{(l + 1) / 6:.6g}" for l in range(6)]
     assert json.loads(client.get(f"{API}/traces/{trace['id']}/export.json").content) == data
 
     listing = client.get(f"{API}/traces", params={"status": "succeeded"}).json()
@@ -229,8 +229,8 @@ def test_bad_trace_requests(client, change, status, message):
 
 
 def test_unknown_ids_are_404(client):
-    for path in ("/traces/x", "/traces/x/result", "/traces/x/heatmap", "/traces/x/tasks/t/prompts",
-                 "/traces/x/sensitivity", "/traces/x/export.csv", "/experiments/x", "/experiments/x/metrics",
+    for path in ("/traces/x", "/traces/x/result", "/traces/x/overview", "/traces/x/tasks/t",
+                 "/traces/x/position", "/traces/x/freeze-plan", "/traces/x/export.csv", "/experiments/x", "/experiments/x/metrics",
                  "/jobs/x", "/jobs/x/log", "/models/x", "/task-sets/x"):
         response = client.get(API + path)
         assert response.status_code == 404, path

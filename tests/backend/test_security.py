@@ -83,7 +83,7 @@ def test_share_link_grants_reading_one_resource(secured):
     token = share["token"]
     assert share["url"].endswith(f"/api/v1/traces/{trace['id']}?share={token}")
     assert share["dashboard_path"] == f"/traces/{trace['id']}?share={token}"
-    for path in ("", "/result", "/heatmap", "/tasks/task0/prompts", "/sensitivity", "/export.csv"):
+    for path in ("", "/result", "/overview", "/tasks/task0", "/position", "/freeze-plan", "/export.csv"):
         response = client.get(f"{API}/traces/{trace['id']}{path}", params={"share": token})
         assert response.status_code == 200, path
     assert client.get(f"{API}/traces/{trace['id']}", headers={"X-Share-Token": token}).status_code == 200

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend import results, tasksets
-from backend.db.models import Base, Experiment, Model, TaskSet, Trace, TraceLayerMetric, TraceSensitivity, TraceTaskData
+from backend.db.models import Base, Experiment, Model, TaskSet, Trace, TracePart
 from backend.settings import PLACEHOLDER_SECRET, Settings
 
 from backend_factories import trace_result
@@ -35,24 +35,22 @@ def test_migrations_equal_the_models(engine):
     assert diff == []
 
 
-def test_store_trace_result_derives_rows(engine):
+def test_store_trace_result_stores_it_once_with_its_views(engine):
     data = trace_result(num_layers=5, tasks=2, prompts=4)
     data["tasks"]["task0"]["target_prob"][0][1] = float("nan")
     with Session(engine, expire_on_commit=False) as s:
         trace = _model_and_trace(s)
         results.store_trace_result(s, trace_id=trace.id, result=data)
         results.store_trace_result(s, trace_id=trace.id, result=data)  # idempotent: replaces
-        rows = s.execute(select(TraceLayerMetric).where(TraceLayerMetric.task == "task1")
-                         .order_by(TraceLayerMetric.layer)).scalars().all()
-        assert [r.layer for r in rows] == [0, 1, 2, 3, 4]
-        expected = data["tasks"]["task1"]["mean_target_prob"]
-        assert [r.mean_prob for r in rows] == pytest.approx(expected)
+        parts = {p.part: json.loads(p.body) for p in s.execute(select(TracePart).where(TracePart.trace_id == trace.id)).scalars()}
+        assert sorted(parts) == ["overview", "task:task0", "task:task1"]
+        overview = parts["overview"]["tasks"]["task1"]
+        assert overview["mean_target_prob"] == pytest.approx(data["tasks"]["task1"]["mean_target_prob"])
         ranks = data["tasks"]["task1"]["target_rank"]
-        assert rows[2].mean_rank == pytest.approx(sum(r[2] for r in ranks) / 4)
-        sens = s.execute(select(TraceSensitivity).where(TraceSensitivity.perturbation == "mask(keep=0.5)")
-                         .order_by(TraceSensitivity.layer)).scalars().all()
-        assert [r.mean_js for r in sens] == pytest.approx(data["sensitivities"]["mask(keep=0.5)"]["mean_js"])
-        assert s.query(TraceTaskData).count() == 2
+        assert overview["mean_target_rank"][2] == pytest.approx(sum(r[2] for r in ranks) / 4)
+        assert "target_rank" not in overview and parts["task:task1"]["target_rank"] == ranks
+        assert parts["overview"]["sensitivities"]["mask(keep=0.5)"]["mean_js"] == \
+            pytest.approx(data["sensitivities"]["mask(keep=0.5)"]["mean_js"])
         stored = s.get(Trace, trace.id)
         assert json.loads(stored.result_json)["tasks"]["task0"]["target_prob"][0][1] is None
         assert stored.summary["particles"] == {"task0": None, "task1": 2}
@@ -206,7 +204,9 @@ def test_migrations_go_down_and_up_again(db_url):
     engine = make_engine(db_url)
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     upgrade(db_url)
-    assert {"jobs", "traces", "trace_layer_metrics", "shares", "api_tokens"} <= set(inspect(engine).get_table_names())
+    tables = set(inspect(engine).get_table_names())
+    assert {"jobs", "traces", "trace_results", "trace_parts", "shares", "api_tokens"} <= tables
+    assert not tables & {"trace_layer_metrics", "trace_sensitivity", "trace_task_data"}  # dropped by 0006
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     engine.dispose()
@@ -240,6 +240,43 @@ def test_migration_0003_moves_stored_results(db_url):
         conn.commit()
     upgrade(db_url)
     engine.dispose()
+
+
+def test_a_trace_stored_before_0006_stays_readable(db_url, make_client):
+    """0006 drops the tables of copied aggregates; a trace stored before (its result, the old copies,
+    no parts yet) is still served whole, and its overview and CSV are derived from the result."""
+    import csv
+    import io
+
+    from alembic import command
+    from sqlalchemy import text
+
+    from backend.db.migrate import alembic_config, upgrade
+    from backend.db.session import make_engine
+
+    data = trace_result(num_layers=3, tasks=2, prompts=2)
+    body = json.dumps(data)
+    command.downgrade(alembic_config(db_url), "0005")
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO models (id, source, source_kind, name, trust_remote_code, created_at) "
+                          "VALUES ('m1', '/m', 'local', 'm', false, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO traces (id, model_id, spec, created_at, result_sha256, summary) "
+                          "VALUES ('t1', 'm1', '{}', CURRENT_TIMESTAMP, :sha, :summary)"),
+                     {"sha": hashlib.sha256(body.encode()).hexdigest(),
+                      "summary": json.dumps({"num_layers": 3, "tasks": ["task0", "task1"]})})
+        conn.execute(text("INSERT INTO trace_results (trace_id, sha256, body) VALUES ('t1', :sha, :body)"),
+                     {"sha": hashlib.sha256(body.encode()).hexdigest(), "body": body})
+        conn.execute(text("INSERT INTO trace_layer_metrics (trace_id, task, layer, mean_prob) VALUES ('t1', 'task0', 0, 0.5)"))
+    engine.dispose()
+    upgrade(db_url)
+    client = make_client()
+    assert client.get("/api/v1/traces/t1/result").json() == data
+    overview = client.get("/api/v1/traces/t1/overview").json()
+    assert overview["tasks"]["task1"]["mean_target_prob"] == pytest.approx(data["tasks"]["task1"]["mean_target_prob"])
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/v1/traces/t1/export.csv").text)))
+    assert [(r["task"], r["layer"]) for r in rows] == [(t, str(l)) for t in ("task0", "task1") for l in range(3)]
+    assert float(rows[4]["mean_prob"]) == pytest.approx(data["tasks"]["task1"]["mean_target_prob"][1])
 
 
 def test_alembic_cli_upgrades_an_empty_database_to_the_models(tmp_path):

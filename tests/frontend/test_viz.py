@@ -253,7 +253,7 @@ def test_every_figure_draws_the_same_from_the_overview(trace_result, hybrid_trac
     its exported rows must be exactly what the whole result gives."""
     import json
 
-    from backend.results import trace_overview
+    from layertracer.spec.views import trace_overview
 
     for result in (trace_result, hybrid_trace_result):
         overview = json.loads(json.dumps(trace_overview(result)))

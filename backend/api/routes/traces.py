@@ -1,40 +1,26 @@
 """Traces: create (model, task sets, perturbations, options) and read the results: summary, the engine
-JSON, its overview and one task of it, heatmap aggregates, per-prompt drill-down, sensitivity curves, per-position view, freeze plan, CSV."""
+JSON, its overview and one task of it, the per-position view, the freeze plan, CSV."""
 
 from __future__ import annotations
 
 import csv
 import io
-from typing import Annotated, Literal, Optional
+import json
+from typing import Annotated, Optional
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Request, Response
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from backend import __version__, jobs, tasksets
 from backend.api.common import reused_key_check, scoped_key, get_model_or_404, job_brief, model_brief, send, status_of
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
-from backend.api.schemas import (
-    created_or_existing,
-    Heatmap,
-    PromptsView,
-    SensitivityView,
-    TraceCreate,
-    TracePublic,
-    TracesPublic,
-)
-from backend.db.models import (
-    Job, Model, Trace, TraceLayerMetric, TracePart, TraceResultRow, TraceSensitivity, TraceTaskData, new_id,
-)
+from backend.api.schemas import created_or_existing, TraceCreate, TracePublic, TracesPublic
+from backend.db.models import Job, Model, Trace, TracePart, TraceResultRow, new_id
 from backend.results import ensure_trace_parts, task_part
+from layertracer.spec.views import layer_table
 
 router = APIRouter(prefix="/traces", tags=["traces"])
-
-Metric = Literal["prob", "rank", "entropy"]
-LAYER_COLUMN = {"prob": TraceLayerMetric.mean_prob, "rank": TraceLayerMetric.mean_rank,
-                "entropy": TraceLayerMetric.mean_entropy}
-PROMPT_KEY = {"prob": "target_prob", "rank": "target_rank", "entropy": "entropy"}
-
 
 def trace_public(trace: Trace) -> dict:
     return {
@@ -249,54 +235,6 @@ def get_task(trace_id: str, task: str, session: SessionDep, request: Request):
     return _json_bytes_response(request, body, sha)
 
 
-@router.get("/{trace_id}/heatmap", response_model=Heatmap)
-def heatmap(trace_id: str, session: SessionDep, metric: Annotated[Metric, Query()] = "prob"):
-    """Layers x tasks: each task's mean target probability, rank or entropy per layer."""
-    summary = _finished_or_409(_trace_or_404(session, trace_id))
-    num_layers = int(summary["num_layers"])
-    tasks = list(summary.get("tasks") or [])
-    values = {t: [None] * num_layers for t in tasks}
-    column = LAYER_COLUMN[metric]
-    for task, layer, value in session.execute(
-        select(TraceLayerMetric.task, TraceLayerMetric.layer, column).where(TraceLayerMetric.trace_id == trace_id)
-    ):
-        if task in values and 0 <= layer < num_layers:
-            values[task][layer] = value
-    return {"metric": metric, "layers": list(range(num_layers)), "tasks": tasks,
-            "values": [values[t] for t in tasks], "particles": summary.get("particles") or {}}
-
-
-@router.get("/{trace_id}/tasks/{task}/prompts", response_model=PromptsView)
-def prompts(trace_id: str, task: str, session: SessionDep, metric: Annotated[Metric, Query()] = "prob"):
-    """Layers x prompts of one task: each prompt's metric per layer and its particle."""
-    summary = _finished_or_409(_trace_or_404(session, trace_id))
-    data = session.execute(
-        select(TraceTaskData.data).where(TraceTaskData.trace_id == trace_id, TraceTaskData.task == task)
-    ).scalar_one_or_none()
-    if data is None:
-        raise HTTPException(404, f"trace {trace_id!r} has no task {task!r}")
-    num_layers = int(summary["num_layers"])
-    return {"metric": metric, "task": task, "layers": list(range(num_layers)), "prompts": data.get("prompts") or [],
-            "targets": data.get("targets") or [], "values": data.get(PROMPT_KEY[metric]) or [],
-            "particles": data.get("prompt_particles") or [], "task_particle": data.get("task_particle")}
-
-
-@router.get("/{trace_id}/sensitivity", response_model=SensitivityView)
-def sensitivity(trace_id: str, session: SessionDep):
-    """Per perturbation: mean JS divergence (nats) per layer with its 95% interval; the vulnerable layer."""
-    summary = _finished_or_409(_trace_or_404(session, trace_id))
-    num_layers = int(summary["num_layers"])
-    curves: dict[str, dict[str, list]] = {}
-    for row in session.execute(
-        select(TraceSensitivity).where(TraceSensitivity.trace_id == trace_id)
-    ).scalars():
-        curve = curves.setdefault(row.perturbation, {k: [None] * num_layers for k in ("mean", "lo", "hi")})
-        if 0 <= row.layer < num_layers:
-            curve["mean"][row.layer], curve["lo"][row.layer], curve["hi"][row.layer] = row.mean_js, row.ci_low, row.ci_high
-    return {"layers": list(range(num_layers)), "perturbations": curves, "primary": summary.get("primary_perturbation"),
-            "vulnerable_layer": summary.get("vulnerable_layer")}
-
-
 @router.get("/{trace_id}/position")
 def position_view(trace_id: str, session: SessionDep) -> Optional[dict]:
     """The per-position view (one prompt: target probability and top-1 token per layer x position), or null."""
@@ -313,26 +251,16 @@ def freeze_plan(trace_id: str, session: SessionDep) -> dict:
 
 
 @router.get("/{trace_id}/export.csv", responses={200: {"content": {"text/csv": {}}}})
-def export_csv(trace_id: str, session: SessionDep):
-    """One row per task x layer: mean prob, rank, entropy, whether it is the particle, primary mean JS."""
-    summary = _finished_or_409(_trace_or_404(session, trace_id))
-    num_layers = int(summary["num_layers"])
-    particles = summary.get("particles") or {}
-    primary = summary.get("primary_perturbation")
-    js = {}
-    if primary:
-        js = dict(session.execute(select(TraceSensitivity.layer, TraceSensitivity.mean_js).where(
-            TraceSensitivity.trace_id == trace_id, TraceSensitivity.perturbation == primary)).all())
-    order = {t: i for i, t in enumerate(summary.get("tasks") or [])}
-    rows = session.execute(select(TraceLayerMetric).where(TraceLayerMetric.trace_id == trace_id)).scalars().all()
-    rows.sort(key=lambda r: (order.get(r.task, len(order)), r.task, r.layer))
+def export_csv(trace_id: str, session: SessionDep, request: Request):
+    """One row per task x layer: mean prob, rank, entropy, whether it is the particle, primary mean JS
+    (``layertracer.spec.views.layer_table`` over the stored overview)."""
+    body, _ = _part_bytes(request, session, trace_id, "overview", f"trace {trace_id!r} has no overview")
+    header, rows = layer_table(json.loads(body))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["task", "layer", "normalized_depth", "mean_prob", "mean_rank", "mean_entropy", "is_particle",
-                     f"mean_js_{primary}" if primary else "mean_js"])
-    for r in rows:
-        writer.writerow([r.task, r.layer, f"{(r.layer + 1) / num_layers:.6g}", _num(r.mean_prob), _num(r.mean_rank),
-                         _num(r.mean_entropy), int(particles.get(r.task) == r.layer), _num(js.get(r.layer))])
+    writer.writerow(header)
+    for task, layer, depth, *numbers, is_particle, js in rows:
+        writer.writerow([task, layer, f"{depth:.6g}", *map(_num, numbers), is_particle, _num(js)])
     return Response(content=out.getvalue(), media_type="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="trace-{trace_id}.csv"'})
 
