@@ -1,4 +1,5 @@
-"""Helpers shared by the routers: ORM rows -> response dicts, broker sends that never fail a request."""
+"""Helpers shared by the routers: ORM rows -> response dicts, broker sends that never fail a request,
+idempotency keys (``backend.api.resources`` has the fetch / page / submit helpers built on them)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 from typing import Any, Optional
 
 from fastapi import HTTPException
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import object_session
 
 from backend import broker
 from backend.db.models import Job, Model
@@ -89,10 +90,3 @@ def send(settings: Settings, job: Job) -> None:
         broker.send_job(job.id, job.kind, settings)
     except Exception as exc:  # noqa: BLE001 - any broker failure is logged, the DB row is the truth
         log.warning("could not send job %s to the broker (%s); it stays queued", job.id, exc)
-
-
-def get_model_or_404(session: Session, model_id: str) -> Model:
-    model = session.get(Model, model_id)
-    if model is None:
-        raise HTTPException(404, f"unknown model {model_id!r}")
-    return model

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Annotated, Optional, Union
 
 from fastapi import APIRouter, Header, HTTPException, Response
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, undefer
 
-from backend import __version__, jobs, results
-from backend.api.common import reused_key_check, scoped_key, get_model_or_404, job_brief, model_brief, send, status_of
+from backend import __version__, results
+from backend.api.common import job_brief, model_brief, not_found, scoped_key, status_of
+from backend.api.resources import get_or_404, page, submit_with_resource
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.schemas import (
     created_or_existing,
@@ -54,7 +55,7 @@ def _confined(settings: Settings, path: str, what: str, kind: Optional[str] = No
 
 def _create(kind: str, body: Union[ExperimentCreate, TrialCreate], session: Session, settings: Settings,
             response: Response, idempotency_key: Optional[str]) -> dict:
-    model = get_model_or_404(session, body.model_id)
+    model = get_or_404(session, Model, body.model_id, "model")
     if model.trust_remote_code:
         raise HTTPException(422, "trials do not run a model folder's own code (trust_remote_code models)")
     fields = body.model_dump()
@@ -78,28 +79,15 @@ def _create(kind: str, body: Union[ExperimentCreate, TrialCreate], session: Sess
         raise HTTPException(422, f"trace task {unknown[0]!r} is not a built-in task")
     experiment_id = new_id()
     spec = {**fields, "allocations": resolved, "model_id": model.id, "kind": kind}
-    job = jobs.submit_job(
-        session, kind="experiment", spec=spec,
-        idempotency_key=scoped_key("experiment", idempotency_key),
-        resource_kind="experiment", resource_id=experiment_id, max_attempts=settings.max_attempts, commit=False,
-    )
-    if job.resource_id != experiment_id:
-        stored_spec = job.spec
-        session.rollback()
-        reused_key_check(stored_spec, spec)
-        existing = session.get(Experiment, job.resource_id)
-        if existing is None:
-            raise HTTPException(409, "an experiment with this Idempotency-Key is being created; try again")
-        response.status_code = 200
-        return experiment_public(existing)
     provenance = {"code_version": __version__, "model_source": model.source, "model_fingerprint": model.fingerprint,
                   "seeds": list(body.seeds), "spec": spec}
-    row = Experiment(id=experiment_id, kind=kind, model_id=model.id, job_id=job.id, name=body.name, spec=spec,
-                     provenance=provenance)
-    session.add(row)
-    session.commit()
-    send(settings, job)
-    return experiment_public(session.get(Experiment, experiment_id))
+    return submit_with_resource(
+        session, settings, response, kind="experiment", spec=spec, resource_kind="experiment",
+        resource_id=experiment_id, key=scoped_key("experiment", idempotency_key),
+        build=lambda job_id: Experiment(id=experiment_id, kind=kind, model_id=model.id, job_id=job_id, name=body.name,
+                                        spec=spec, provenance=provenance),
+        find=lambda ident: session.get(Experiment, ident), public=experiment_public,
+    )
 
 
 @router.post("/experiments", response_model=ExperimentPublic, status_code=201, responses=created_or_existing(ExperimentPublic, "experiment"))
@@ -119,16 +107,11 @@ def create_trial(body: TrialCreate, session: SessionDep, settings: SettingsDep, 
 @router.get("/experiments", response_model=ExperimentsPublic)
 def list_experiments(session: SessionDep, paging: PagingDep):
     """Trials and experiments, newest first (filters: status, q in the name or the model)."""
-    query = select(Experiment).join(Model, Experiment.model_id == Model.id).outerjoin(Job, Experiment.job_id == Job.id)
-    if paging.status:
-        query = query.where(Job.status == paging.status)
-    if paging.q:
-        like = f"%{paging.q}%"
-        query = query.where(or_(Experiment.name.ilike(like), Model.name.ilike(like), Model.source.ilike(like)))
-    count = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    rows = session.execute(
-        query.order_by(Experiment.created_at.desc(), Experiment.id).limit(paging.limit).offset(paging.offset)
-    ).unique().scalars()
+    rows, count = page(
+        session, select(Experiment).join(Model, Experiment.model_id == Model.id).outerjoin(Job, Experiment.job_id == Job.id),
+        paging, order=(Experiment.created_at.desc(), Experiment.id), status_column=Job.status,
+        search=(Experiment.name, Model.name, Model.source),
+    )
     data = [{
         "id": e.id, "kind": e.kind, "name": e.name, "status": status_of(e.job), "model": model_brief(e.model),
         "allocations": list(e.spec.get("allocations") or []), "seeds": list(e.spec.get("seeds") or []),
@@ -144,13 +127,12 @@ def get_experiment(experiment_id: str, session: SessionDep):
         select(Experiment).options(undefer(Experiment.result)).where(Experiment.id == experiment_id)
     ).unique().scalar_one_or_none()
     if row is None:
-        raise HTTPException(404, f"unknown experiment {experiment_id!r}")
+        raise not_found("experiment", experiment_id)
     return experiment_public(row)
 
 
 @router.get("/experiments/{experiment_id}/metrics", response_model=ExperimentMetrics)
 def get_metrics(experiment_id: str, session: SessionDep):
     """Training curves: per trial slug, one point per optimizer step (loss, lr, tokens/s, grad norm)."""
-    if session.get(Experiment, experiment_id) is None:
-        raise HTTPException(404, f"unknown experiment {experiment_id!r}")
+    get_or_404(session, Experiment, experiment_id, "experiment")
     return {"trials": results.train_metrics(session, experiment_id)}

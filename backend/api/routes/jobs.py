@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 from fastapi import APIRouter, HTTPException, Query
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from backend import jobs
-from backend.api.common import job_public, send
+from backend.api.common import job_public, not_found, send
+from backend.api.resources import page
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.schemas import JobLog, JobPublic, JobsPublic
 from backend.db.models import Job
@@ -17,9 +18,9 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
 def _job_or_404(session, job_id: str) -> Job:
-    job = jobs.get_job(session, job_id)
+    job = jobs.get_job(session, job_id)  # as stored now: a worker may have changed it this instant
     if job is None:
-        raise HTTPException(404, f"unknown job {job_id!r}")
+        raise not_found("job", job_id)
     return job
 
 
@@ -27,13 +28,8 @@ def _job_or_404(session, job_id: str) -> Job:
 def list_jobs(session: SessionDep, paging: PagingDep,
               kind: Annotated[Optional[str], Query(max_length=20)] = None):
     """Jobs, newest first (filters: status, kind)."""
-    query = select(Job)
-    if paging.status:
-        query = query.where(Job.status == paging.status)
-    if kind:
-        query = query.where(Job.kind == kind)
-    count = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    rows = session.execute(query.order_by(Job.created_at.desc(), Job.id).limit(paging.limit).offset(paging.offset)).scalars()
+    query = select(Job).where(Job.kind == kind) if kind else select(Job)
+    rows, count = page(session, query, paging, order=(Job.created_at.desc(), Job.id), status_column=Job.status)
     return {"data": [job_public(j) for j in rows], "count": count}
 
 
@@ -55,9 +51,7 @@ def get_log(job_id: str, session: SessionDep, tail: Annotated[int, Query(ge=1, l
 def cancel(job_id: str, session: SessionDep):
     """Cancel: a queued job at once, a running one at its worker's next heartbeat."""
     job = jobs.request_cancel(session, job_id=job_id)
-    if job is None:
-        raise HTTPException(404, f"unknown job {job_id!r}")
-    return job_public(job)
+    return job_public(job if job is not None else _job_or_404(session, job_id))
 
 
 @router.post("/{job_id}/retry", response_model=JobPublic)

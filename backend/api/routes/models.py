@@ -3,13 +3,11 @@ architecture, layers, block kinds and parameter counts."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter, HTTPException, Request, Response
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 
-from backend import jobs
-from backend.api.common import display_status, scoped_key, get_model_or_404, job_brief, send
+from backend.api.common import display_status, job_brief, scoped_key
+from backend.api.resources import get_or_404, page, submit_with_resource
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.schemas import created_or_existing, ModelCreate, ModelPublic, ModelsPublic
 from backend.db.models import Job, Model, new_id
@@ -67,41 +65,27 @@ def create_model(body: ModelCreate, session: SessionDep, settings: SettingsDep, 
         response.status_code = 200
         return model_public(existing)
     model_id = new_id()
-    job = jobs.submit_job(
-        session, kind="inspect", spec={"model_id": model_id}, idempotency_key=scoped_key("model", source),
-        resource_kind="model", resource_id=model_id, max_attempts=settings.max_attempts, commit=False,
+    # The source is the key: a concurrent registration of the same source returns the first one.
+    return submit_with_resource(
+        session, settings, response, kind="inspect", spec={"model_id": model_id}, resource_kind="model",
+        resource_id=model_id, key=scoped_key("model", source), same_request=False,
+        build=lambda job_id: Model(id=model_id, source=source, source_kind=source_kind,
+                                   name=(body.name or default_name)[:200], trust_remote_code=body.trust_remote_code,
+                                   job_id=job_id),
+        find=lambda ident: session.get(Model, ident), public=model_public,
     )
-    if job.resource_id != model_id:  # a concurrent request registered the same source first
-        session.rollback()
-        existing = session.execute(select(Model).where(Model.source == source)).scalar_one_or_none()
-        if existing is None:
-            raise HTTPException(409, "the model is being registered by another request; try again")
-        response.status_code = 200
-        return model_public(existing)
-    model = Model(id=model_id, source=source, source_kind=source_kind, name=(body.name or default_name)[:200],
-                  trust_remote_code=body.trust_remote_code, job_id=job.id)
-    session.add(model)
-    session.commit()
-    send(settings, job)
-    session.refresh(model)
-    return model_public(model)
 
 
 @router.get("", response_model=ModelsPublic)
 def list_models(session: SessionDep, paging: PagingDep):
     """Registered models, newest first (filters: status of the inspect job, q in name or source)."""
-    query = select(Model).outerjoin(Job, Model.job_id == Job.id)
-    if paging.status:
-        query = query.where(Job.status == paging.status)
-    if paging.q:
-        like = f"%{paging.q}%"
-        query = query.where(or_(Model.name.ilike(like), Model.source.ilike(like)))
-    count = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    rows = session.execute(query.order_by(Model.created_at.desc(), Model.id).limit(paging.limit).offset(paging.offset)).unique().scalars()
+    rows, count = page(session, select(Model).outerjoin(Job, Model.job_id == Job.id), paging,
+                       order=(Model.created_at.desc(), Model.id), status_column=Job.status,
+                       search=(Model.name, Model.source))
     return {"data": [model_public(m) for m in rows], "count": count}
 
 
 @router.get("/{model_id}", response_model=ModelPublic)
 def get_model(model_id: str, session: SessionDep):
     """One model with its inspection (info: architecture, num_layers, block_kinds, parameters)."""
-    return model_public(get_model_or_404(session, model_id))
+    return model_public(get_or_404(session, Model, model_id, "model"))

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal, Optional
 
-from fastapi import APIRouter, HTTPException, Query, Response
-from sqlalchemy import func, select
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import select
 
 from backend import security
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
+from backend.api.resources import get_or_404, page
 from backend.api.schemas import ShareCreate, SharePublic, SharesPublic
 from backend.db.models import Experiment, Share, Trace, new_id
 from backend.settings import Settings
@@ -33,8 +34,7 @@ def share_public(share: Share, settings: Settings) -> dict:
 @router.post("", response_model=SharePublic, status_code=201)
 def create_share(body: ShareCreate, session: SessionDep, settings: SettingsDep):
     """Create a read-only link to one trace or experiment."""
-    if session.get(TABLES[body.kind], body.id) is None:
-        raise HTTPException(404, f"unknown {body.kind} {body.id!r}")
+    get_or_404(session, TABLES[body.kind], body.id, body.kind)
     expires = security.now() + timedelta(seconds=body.expires_in_seconds) if body.expires_in_seconds else None
     share = Share(id=new_id(), kind=body.kind, resource_id=body.id, expires_at=expires)
     session.add(share)
@@ -52,17 +52,14 @@ def list_shares(session: SessionDep, settings: SettingsDep, paging: PagingDep,
         query = query.where(Share.kind == kind)
     if resource_id:
         query = query.where(Share.resource_id == resource_id)
-    count = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    rows = session.execute(query.order_by(Share.created_at.desc(), Share.id).limit(paging.limit).offset(paging.offset)).scalars()
+    rows, count = page(session, query, paging, order=(Share.created_at.desc(), Share.id))
     return {"data": [share_public(s, settings) for s in rows], "count": count}
 
 
 @router.delete("/{share_id}", status_code=204)
 def revoke_share(share_id: str, session: SessionDep):
     """Revoke a share link (it stops working at once)."""
-    share = session.get(Share, share_id)
-    if share is None:
-        raise HTTPException(404, f"unknown share {share_id!r}")
+    share = get_or_404(session, Share, share_id, "share")
     if share.revoked_at is None:
         share.revoked_at = security.now()
         session.commit()

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 
 from backend import tasksets
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
-from backend.api.schemas import TaskSetDetail, TaskSetPublic, TaskSetsPublic
+from backend.api.schemas import TaskSetDetail, TaskSetsPublic
 from backend.db.models import TaskSet
 
 router = APIRouter(prefix="/task-sets", tags=["task sets"])

@@ -9,11 +9,12 @@ import json
 from typing import Annotated, Optional
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend import __version__, jobs, tasksets
-from backend.api.common import reused_key_check, scoped_key, get_model_or_404, job_brief, model_brief, send, status_of
+from backend import __version__, tasksets
+from backend.api.common import job_brief, model_brief, not_found, scoped_key, status_of
+from backend.api.resources import get_or_404, page, submit_with_resource
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.schemas import created_or_existing, TraceCreate, TracePublic, TracesPublic
 from backend.db.models import Job, Model, Trace, TracePart, TraceResultRow, new_id
@@ -32,10 +33,7 @@ def trace_public(trace: Trace) -> dict:
 
 
 def _trace_or_404(session: Session, trace_id: str) -> Trace:
-    trace = session.get(Trace, trace_id)
-    if trace is None:
-        raise HTTPException(404, f"unknown trace {trace_id!r}")
-    return trace
+    return get_or_404(session, Trace, trace_id, "trace")
 
 
 def _finished_or_409(trace: Trace) -> dict:
@@ -76,7 +74,7 @@ def create_trace(
     idempotency_key: Annotated[Optional[str], Header(max_length=200)] = None,
 ):
     """Queue a trace; with an Idempotency-Key header seen before, return that trace instead (200)."""
-    model = get_model_or_404(session, body.model_id)
+    model = get_or_404(session, Model, body.model_id, "model")
     names, task_names = _resolve_task_sets(session, body.task_sets)
     options = body.options.model_dump()
     if options["position_task"] is not None and options["position_task"] not in task_names:
@@ -84,46 +82,28 @@ def create_trace(
     limit, shots = options.pop("limit"), options.pop("shots")
     if options["position_task"] is None:
         options.pop("position_task")
-    trace_id = new_id()
     job_spec = {"model_id": model.id, "tasks": names, "perturbations": body.perturbations, "options": options,
                 "limit": limit, "shots": shots}
-    job = jobs.submit_job(
-        session, kind="trace", spec=job_spec, idempotency_key=scoped_key("trace", idempotency_key),
-        resource_kind="trace", resource_id=trace_id, max_attempts=settings.max_attempts, commit=False,
-    )
-    if job.resource_id != trace_id:
-        stored_spec = job.spec
-        session.rollback()
-        reused_key_check(stored_spec, job_spec)
-        existing = session.get(Trace, job.resource_id)
-        if existing is None:
-            raise HTTPException(409, "a trace with this Idempotency-Key is being created; try again")
-        response.status_code = 200
-        return trace_public(existing)
     spec = body.model_dump()
+    trace_id = new_id()
     # Provenance known at submission; store_trace_result replaces it with the engine's own record.
     provenance = {"code_version": __version__, "model_source": model.source, "model_fingerprint": model.fingerprint,
                   "seeds": [body.options.seed], "spec": spec}
-    trace = Trace(id=trace_id, model_id=model.id, job_id=job.id, name=body.name, spec=spec, provenance=provenance)
-    session.add(trace)
-    session.commit()
-    send(settings, job)
-    return trace_public(_trace_or_404(session, trace_id))
+    return submit_with_resource(
+        session, settings, response, kind="trace", spec=job_spec, resource_kind="trace", resource_id=trace_id,
+        key=scoped_key("trace", idempotency_key),
+        build=lambda job_id: Trace(id=trace_id, model_id=model.id, job_id=job_id, name=body.name, spec=spec,
+                                   provenance=provenance),
+        find=lambda ident: session.get(Trace, ident), public=trace_public,
+    )
 
 
 @router.get("", response_model=TracesPublic)
 def list_traces(session: SessionDep, paging: PagingDep):
     """Traces, newest first (filters: status, q in the trace name or the model's name/source)."""
-    query = select(Trace).join(Model, Trace.model_id == Model.id).outerjoin(Job, Trace.job_id == Job.id)
-    if paging.status:
-        query = query.where(Job.status == paging.status)
-    if paging.q:
-        like = f"%{paging.q}%"
-        query = query.where(or_(Trace.name.ilike(like), Model.name.ilike(like), Model.source.ilike(like)))
-    count = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    rows = session.execute(
-        query.order_by(Trace.created_at.desc(), Trace.id).limit(paging.limit).offset(paging.offset)
-    ).unique().scalars()
+    rows, count = page(session, select(Trace).join(Model, Trace.model_id == Model.id).outerjoin(Job, Trace.job_id == Job.id),
+                       paging, order=(Trace.created_at.desc(), Trace.id), status_column=Job.status,
+                       search=(Trace.name, Model.name, Model.source))
     data = [{
         "id": t.id, "name": t.name, "status": status_of(t.job), "model": model_brief(t.model),
         "tasks": (t.summary or {}).get("tasks") or list(t.spec.get("task_sets") or []),
@@ -145,7 +125,7 @@ def _result_bytes(request: Request, session: Session, trace_id: str) -> tuple[by
         select(Trace.result_sha256, Job.status).outerjoin(Job, Trace.job_id == Job.id).where(Trace.id == trace_id)
     ).one_or_none()
     if row is None:
-        raise HTTPException(404, f"unknown trace {trace_id!r}")
+        raise not_found("trace", trace_id)
     if row.result_sha256 is None:
         raise HTTPException(409, f"trace {trace_id!r} has no result yet (status: {row.status or 'unknown'})")
     cache = request.app.state.result_cache
