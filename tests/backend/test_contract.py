@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_api import API, _trace_body, register
+from api_helpers import API, register, trace_body
 
 SECRET = "a-real-secret-key-for-the-tests-0123456789"
 
@@ -69,10 +69,10 @@ def test_a_method_a_path_does_not_take_is_405_with_allow(db_url, tmp_path, roots
 
 def test_an_idempotency_key_names_one_request(client):
     model = register(client)
-    first = client.post(f"{API}/traces", json=_trace_body(model["id"]), headers={"Idempotency-Key": "k1"})
-    again = client.post(f"{API}/traces", json=_trace_body(model["id"]), headers={"Idempotency-Key": "k1"})
+    first = client.post(f"{API}/traces", json=trace_body(model["id"]), headers={"Idempotency-Key": "k1"})
+    again = client.post(f"{API}/traces", json=trace_body(model["id"]), headers={"Idempotency-Key": "k1"})
     assert first.status_code == 201 and again.status_code == 200 and again.json()["id"] == first.json()["id"]
-    other = client.post(f"{API}/traces", json=_trace_body(model["id"], task_sets=["plural_en"]),
+    other = client.post(f"{API}/traces", json=trace_body(model["id"], task_sets=["plural_en"]),
                         headers={"Idempotency-Key": "k1"})
     assert other.status_code == 422 and "used before with another request body" in other.json()["detail"]
     assert client.get(f"{API}/traces").json()["count"] == 1

@@ -1,0 +1,89 @@
+"""backend/api/routes/experiments.py: trials and experiments.
+
+Through FastAPI's TestClient over real databases (a SQLite file and Postgres)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.orm import Session
+
+from backend import jobs, results
+from backend.db.session import make_engine
+
+from api_helpers import API, one_line, register, experiment_body
+
+
+def test_experiments_and_trials(client, db_url, roots):
+    model = register(client)
+    response = client.post(f"{API}/experiments", json=experiment_body(model["id"], name="exp"))
+    assert response.status_code == 201, response.text
+    exp = response.json()
+    assert exp["kind"] == "experiment" and exp["status"] == "queued" and exp["result"] is None
+    assert exp["spec"]["corpus"] == str(roots / "corpus.txt")
+    assert exp["spec"]["benchmarks"] == [f"cmmlu:{roots / 'bench' / 'cmmlu'}"]
+    assert exp["spec"]["allocations"] == ["train-shallow", "0-1,3"]
+    trial_body = experiment_body(model["id"], allocation="from-trace:trace.json",
+                                  labels={"from-trace:trace.json": "freeze plan"})
+    del trial_body["allocations"]
+    trial = client.post(f"{API}/trials", json=trial_body)
+    assert trial.status_code == 201, trial.text
+    trial = trial.json()
+    assert trial["kind"] == "trial" and trial["spec"]["allocations"] == [f"from-trace:{roots / 'trace.json'}"]
+    assert trial["spec"]["labels"] == {f"from-trace:{roots / 'trace.json'}": "freeze plan"}
+    job = client.get(f"{API}/jobs/{trial['job']['id']}").json()
+    assert (job["kind"], job["queue"]) == ("experiment", "train")
+    engine = make_engine(db_url)
+    with Session(engine) as s:
+        spec = jobs.get_job(s, exp["job"]["id"]).spec
+        # the ExperimentSpec fields plus model_id/kind/name (the worker resolves the model)
+        assert spec["model_id"] == model["id"] and spec["kind"] == "experiment" and spec["steps"] == 10
+        assert {"block_size", "holdout", "trace_perturbations", "eval_mode"} <= set(spec)
+        results.append_train_metrics(s, experiment_id=exp["id"], trial="train-shallow-seed1",
+                                     rows=[{"step": 1, "loss": 2.0, "lr": 1e-4, "tokens_per_s": 10.0, "grad_norm": 0.5}])
+        results.store_experiment_result(s, experiment_id=exp["id"], result={
+            "table": [{"allocation": "train-shallow", "mean": 0.5}], "statistics": {"x": 1},
+            "trials": [{"slug": "train-shallow-seed1", "drift": [0.1], "retrace": {"vulnerable_layer": 1}}]},
+            code_version="0.1.0")
+    engine.dispose()
+    shown = client.get(f"{API}/experiments/{exp['id']}").json()
+    assert shown["result"]["statistics"] == {"x": 1} and shown["summary"]["table"][0]["mean"] == 0.5
+    assert shown["provenance"]["seeds"] == [1, 2]
+    metrics = client.get(f"{API}/experiments/{exp['id']}/metrics").json()
+    assert metrics == {"trials": {"train-shallow-seed1": [
+        {"step": 1, "loss": 2.0, "lr": 1e-4, "tokens_per_s": 10.0, "grad_norm": 0.5, "eval_loss": None}]}}
+    listing = client.get(f"{API}/experiments").json()
+    assert listing["count"] == 2 and {e["kind"] for e in listing["data"]} == {"trial", "experiment"}
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "message"),
+    [
+        ({"corpus": "../outside"}, 400, "outside the allowed roots"),
+        ({"corpus": "/etc/passwd"}, 400, "outside the allowed roots"),
+        ({"corpus": "missing.txt"}, 400, "does not exist"),
+        ({"benchmarks": ["cmmlu:escape"]}, 400, "outside the allowed roots"),
+        ({"benchmarks": ["mmlu:bench"]}, 422, "bad benchmark"),
+        ({"allocations": ["7-3"]}, 422, "runs backwards"),
+        ({"allocations": ["shallow"]}, 422, "bad allocation"),
+        ({"allocations": ["full", "full"]}, 422, "listed twice"),
+        ({"allocations": ["from-trace"]}, 422, "needs trace_tasks"),
+        ({"allocations": ["from-trace:../x.json"]}, 400, "outside the allowed roots"),
+        ({"seeds": [1, 1]}, 422, "seed is listed twice"),
+        ({"labels": {"full": "x"}}, 422, "labels name allocation(s) not run: full"),
+        ({"seeds": []}, 422, "seeds"),
+        ({"steps": 0}, 422, "steps"),
+        ({"holdout": 0.5}, 422, "holdout"),
+        ({"lr": 0}, 422, "lr"),
+        ({"device": "tpu"}, 422, "bad device"),
+        ({"trace_tasks": "mine"}, 422, "not a built-in task"),
+        ({"model_id": "nope"}, 404, "unknown model"),
+    ],
+)
+def test_bad_experiment_requests(client, change, status, message):
+    model = register(client)
+    body = experiment_body(model["id"])
+    body.update(change)
+    response = client.post(f"{API}/experiments", json=body)
+    assert response.status_code == status, response.text
+    assert message in one_line(response)
+
