@@ -17,13 +17,8 @@ from sqlalchemy.orm import Session
 
 from backend.db.models import TaskSet
 from layertracer.spec.jsonlines import JsonLineError, parse_json_line
+from layertracer.spec.tasks import BUILTIN_TASK_NAMES
 
-# The engine's built-in task names (layertracer/tasks/sets.py BUILTIN_TASKS), used only until the
-# worker registers the real rows; a mismatch is harmless (the worker's rows win).
-BUILTIN_TASK_NAMES = (
-    "antonyms_en", "antonyms_zh", "synonyms_en", "synonyms_zh", "country_capital_en", "country_capital_zh",
-    "en_to_zh", "zh_to_en", "plural_en", "past_tense_en", "arithmetic_en", "arithmetic_zh",
-)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 ITEM_FIELDS = ("prompt", "target", "id", "task")
 MAX_TEXT = 4000

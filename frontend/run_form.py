@@ -15,63 +15,34 @@ from dash import ALL, Input, Output, State, ctx, dcc, html
 from frontend.api_client import ApiError
 from frontend.components import api_error_box, client, notice, rel
 from frontend.viz.common import FREEZE_COLOUR, KIND_NAME, TRAIN_COLOUR, base_layout, depth_axis, empty_figure
+from layertracer.spec.allocations import (
+    PRESETS, TOGGLES as ALLOCATION_TOGGLES, AllocationError, check_allocation, is_from_trace,
+    preset_layers,
+)
+from layertracer.spec.benchmarks import BenchmarkSpecError, check_benchmark
 from layertracer.spec.fields import defaults, number_bounds
+from layertracer.spec.ranges import RangeError, format_ranges, parse_ranges as spec_parse_ranges
 from layertracer.spec.training import TrainingOptionsSpec
 
 TRAINING_DEFAULTS = defaults(TrainingOptionsSpec)
 
-PRESETS = ("train-shallow", "train-deep", "full", "from-trace")
-TOGGLES = [("embeddings", "embeddings"), ("head", "output head"), ("final_norm", "final norm")]
-BENCH_RE = re.compile(r"^(ceval|cmmlu):\S+$")
+# The engine's toggles (layertracer.spec.allocations.TOGGLES), as the form labels them.
+TOGGLE_LABELS = {"embeddings": "embeddings", "head": "output head", "final_norm": "final norm"}
+TOGGLES = [(key, TOGGLE_LABELS[key]) for key in ALLOCATION_TOGGLES]
 
 
 # -- ranges -----------------------------------------------------------------------------------------------
 
 def parse_ranges(text: Optional[str], num_layers: int) -> tuple[list[int], Optional[str]]:
-    """``"0-3,8"`` -> ([0, 1, 2, 3, 8], None), or ([], message) when malformed or out of 0..L-1."""
-    layers: set[int] = set()
+    """``"0-3,8"`` -> ([0, 1, 2, 3, 8], None), or ([], message) when malformed or out of 0..L-1, by the
+    engine's grammar (``layertracer.spec.ranges``); an empty field is no layers, and no problem."""
     text = (text or "").strip()
     if not text:
         return [], None
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        m = re.fullmatch(r"(\d+)\s*(?:-\s*(\d+))?", part)
-        if not m:
-            return [], f"{part!r} is not a layer or a range like 0-7"
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if lo > hi:
-            return [], f"the range {part} runs backwards"
-        if hi >= num_layers:
-            return [], f"layer {hi} does not exist (the model has layers 0-{num_layers - 1})"
-        layers.update(range(lo, hi + 1))
-    return sorted(layers), None
-
-
-def format_ranges(layers) -> str:
-    """[0, 1, 2, 3, 8] -> ``"0-3,8"``."""
-    out, run = [], []
-    for l in sorted(set(layers)):
-        if run and l == run[-1] + 1:
-            run.append(l)
-        else:
-            if run:
-                out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-            run = [l]
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ",".join(out)
-
-
-def preset_layers(preset: str, num_layers: int) -> list[int]:
-    """The engine's presets: train-shallow [0, L/2), train-deep [L/2, L), full every block."""
-    half = num_layers // 2
-    if preset == "train-shallow":
-        return list(range(0, max(half, 1)))
-    if preset == "train-deep":
-        return list(range(half, num_layers))
-    return list(range(num_layers))
+    try:
+        return spec_parse_ranges(text, num_layers), None
+    except RangeError as exc:
+        return [], str(exc)
 
 
 def allocation_label(layers: list[int], toggles: list[str], num_layers: int) -> str:
@@ -178,7 +149,12 @@ def validate(kind: str, *, model: Optional[str], info: Optional[dict], allocatio
     if not allocations:
         errors.append("Choose the layers to train (a preset, ranges, or clicks on the layer strip).")
     for a in allocations:
-        if a in PRESETS:
+        try:
+            check_allocation(a)
+        except AllocationError as exc:
+            errors.append(f"Allocation: {exc}.")
+            continue
+        if a in PRESETS or is_from_trace(a):  # from-trace:PATH names a trace file on the server
             if a == "from-trace" and not (trace_tasks or "").strip():
                 errors.append("from-trace needs trace tasks to trace the base model first.")
             continue
@@ -196,8 +172,10 @@ def validate(kind: str, *, model: Optional[str], info: Optional[dict], allocatio
         errors.append("Give the training corpus (a text, JSONL or parquet file or folder on the server).")
     bench_list = [b.strip() for b in re.split(r"[,\n]+", benchmarks or "") if b.strip()]
     for b in bench_list:
-        if not BENCH_RE.match(b):
-            errors.append(f"Benchmark {b!r}: write ceval:FOLDER or cmmlu:FOLDER.")
+        try:
+            check_benchmark(b)
+        except BenchmarkSpecError as exc:
+            errors.append(f"Benchmark: {exc}.")
     seed_list, problem = _parse_seeds(seeds)
     if problem:
         errors.append(f"Seeds: {problem}.")

@@ -11,14 +11,14 @@ from typing import Annotated, Any, Generic, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+from layertracer.spec.allocations import check_allocation
+from layertracer.spec.benchmarks import BENCHMARK_KINDS, BENCHMARK_PATTERN, check_benchmark
 from layertracer.spec.perturbations import parse_perturbation
 from layertracer.spec.trace_options import SEED_MAX, TraceOptionsSpec
 from layertracer.spec.training import TrainingOptionsSpec
 
 T = TypeVar("T")
 
-ALLOCATION_PRESETS = ("train-shallow", "train-deep", "full")
-RANGES_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -84,29 +84,6 @@ def check_perturbation(text: str) -> str:
         raise ValueError("a perturbation is empty")
     parse_perturbation(text)
     return text.strip()
-
-
-def check_allocation(text: str) -> str:
-    """Validate an allocation: a preset, ``from-trace``, ``from-trace:PATH`` (path checked by the
-    route), or layer ranges ``0-7,12`` (start <= end)."""
-    text = (text or "").strip()
-    if text in ALLOCATION_PRESETS or text == "from-trace" or text.startswith("from-trace:"):
-        if text == "from-trace:":
-            raise ValueError("allocation 'from-trace:' needs a path")
-        return text
-    if len(text) > 150:  # trial slugs (train_metrics.trial) are built from the ranges text
-        raise ValueError("bad allocation: layer ranges longer than 150 characters")
-    if not RANGES_RE.match(text):
-        raise ValueError(
-            f"bad allocation {text!r}: use {', '.join(ALLOCATION_PRESETS)}, from-trace[:PATH] or ranges like 0-7,12"
-        )
-    for part in text.split(","):
-        start, _, end = part.partition("-")
-        if end and int(start) > int(end):
-            raise ValueError(f"bad allocation {text!r}: range {part} runs backwards")
-        if int(end or start) > 100_000:
-            raise ValueError(f"bad allocation {text!r}: layer {end or start} is out of range")
-    return text
 
 
 # -- jobs --------------------------------------------------------------------------------------------
@@ -313,8 +290,8 @@ class _TrainingFields(Request, TrainingOptionsSpec):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=50)
     # The patterns are documented in the schema and enforced by the validators below (their messages
     # say how to write the value; pydantic's would only quote the pattern).
-    benchmarks: list[Annotated[str, Field(max_length=1100, json_schema_extra={"pattern": r"^(ceval|cmmlu):\S"})]] = Field(
-        default_factory=list, max_length=10, description="ceval:DIR or cmmlu:DIR")
+    benchmarks: list[Annotated[str, Field(max_length=1100, json_schema_extra={"pattern": BENCHMARK_PATTERN})]] = Field(
+        default_factory=list, max_length=10, description=" or ".join(f"{k}:DIR" for k in BENCHMARK_KINDS))
     embeddings: Optional[StrictBool] = None
     head: Optional[StrictBool] = None
     final_norm: Optional[StrictBool] = None
@@ -355,9 +332,7 @@ class _TrainingFields(Request, TrainingOptionsSpec):
     @classmethod
     def _benchmarks(cls, values: list[str]) -> list[str]:
         for v in values:
-            kind, sep, folder = v.partition(":")
-            if kind not in ("ceval", "cmmlu") or not sep or not folder.strip():
-                raise ValueError(f"bad benchmark {v!r}: use ceval:DIR or cmmlu:DIR")
+            check_benchmark(v)
         return values
 
     @field_validator("device")

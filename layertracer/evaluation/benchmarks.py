@@ -20,6 +20,7 @@ from typing import Iterable, Optional, Sequence
 
 from layertracer.evaluation.errors import BenchmarkFormatError, BenchmarkNotFoundError
 from layertracer.evaluation.subjects import subject_info
+from layertracer.spec.benchmarks import split_benchmark
 
 LETTERS: tuple[str, str, str, str] = ("A", "B", "C", "D")
 
@@ -158,9 +159,9 @@ LAYOUTS: dict[str, Layout] = {
 def parse_spec(spec: str | Path) -> tuple[str, Path]:
     """``"ceval:DIR"`` / ``"cmmlu:DIR"`` -> (layout name, folder); a bare folder is recognised by its layout."""
     text = str(spec)
-    name, sep, rest = text.partition(":")
-    if sep and name.lower() in LAYOUTS:
-        return name.lower(), Path(rest).expanduser()
+    kind, rest = split_benchmark(text)
+    if kind is not None:
+        return kind, Path(rest).expanduser()
     folder = Path(text).expanduser()
     if not folder.is_dir():
         raise BenchmarkNotFoundError(f"benchmark folder {text!r} does not exist (use ceval:DIR or cmmlu:DIR)")

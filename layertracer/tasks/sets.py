@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from layertracer.errors import TaskFileError
 from layertracer.spec.jsonlines import JsonLineError, parse_json_line
+from layertracer.spec.tasks import BUILTIN_TASKS
 
 BUILTIN_DIR = Path(__file__).with_name("builtin")
 ZH_DIGITS = "零一二三四五六七八九"
@@ -37,42 +38,6 @@ class Task:
     language: str = "mixed"
     description: str = ""
     source: str = "builtin"
-
-
-@dataclass(frozen=True)
-class BuiltinTask:
-    """A built-in task: facts plus a template with ``{input}`` and ``{output}``.
-
-    The prompt is the template cut just before ``{output}`` (trailing spaces moved to the target), so
-    "The opposite of hot is" / " cold" and "大的反义词是" / "小".
-    """
-
-    name: str
-    language: str
-    template: str
-    description: str
-    file: Optional[str] = None
-    generator: Optional[str] = None
-    separator: str = "\n"
-
-
-BUILTIN_TASKS: dict[str, BuiltinTask] = {
-    t.name: t
-    for t in [
-        BuiltinTask("antonyms_en", "en", "The opposite of {input} is {output}", "English antonyms", "antonyms_en.jsonl"),
-        BuiltinTask("antonyms_zh", "zh", "{input}的反义词是{output}", "Chinese antonyms", "antonyms_zh.jsonl"),
-        BuiltinTask("synonyms_en", "en", "{input} means the same as {output}", "English synonyms", "synonyms_en.jsonl"),
-        BuiltinTask("synonyms_zh", "zh", "{input}的近义词是{output}", "Chinese synonyms", "synonyms_zh.jsonl"),
-        BuiltinTask("country_capital_en", "en", "The capital of {input} is {output}", "Country to capital (English)", "country_capital_en.jsonl"),
-        BuiltinTask("country_capital_zh", "zh", "{input}的首都是{output}", "Country to capital (Chinese)", "country_capital_zh.jsonl"),
-        BuiltinTask("en_to_zh", "mixed", "English: {input} 中文：{output}", "English word to Chinese", "en_to_zh.jsonl"),
-        BuiltinTask("zh_to_en", "mixed", "中文：{input} English: {output}", "Chinese word to English", "zh_to_en.jsonl"),
-        BuiltinTask("plural_en", "en", "one {input}, two {output}", "English plural", "plural_en.jsonl"),
-        BuiltinTask("past_tense_en", "en", "Today I {input}, yesterday I {output}", "English past tense", "past_tense_en.jsonl"),
-        BuiltinTask("arithmetic_en", "en", "{input} = {output}", "One-digit addition and subtraction", generator="arithmetic_en"),
-        BuiltinTask("arithmetic_zh", "zh", "{input}等于{output}", "一位数加减法 (one-digit arithmetic in Chinese numerals)", generator="arithmetic_zh"),
-    ]
-}
 
 
 def _arithmetic(chinese: bool) -> list[tuple[str, str]]:

@@ -17,9 +17,7 @@ from torch import nn
 from layertracer.errors import LayerTracerError
 from layertracer.models.adapters import ModelAdapter
 from layertracer.ranges import format_ranges, parse_ranges
-
-PRESETS = ("train-shallow", "train-deep", "full", "from-trace")
-PARTS = ("all", "mixer", "mlp")
+from layertracer.spec.allocations import PARTS, PRESETS, check_allocation, is_from_trace, preset_layers  # noqa: F401 (PRESETS re-exported)
 
 
 @dataclass(frozen=True)
@@ -67,18 +65,13 @@ def resolve_allocation(
     """
     if part not in PARTS:
         raise LayerTracerError(f"unknown part {part!r}; use one of {', '.join(PARTS)}")
-    half = num_layers // 2
-    spec = spec.strip()
+    spec = check_allocation(spec)
     is_full = spec == "full"
-    if spec == "train-shallow":
-        layers = list(range(0, max(half, 1)))
-    elif spec == "train-deep":
-        layers = list(range(half, num_layers))
-    elif is_full:
-        layers = list(range(num_layers))
-    elif spec.startswith("from-trace"):
+    if is_from_trace(spec):
         _, _, path = spec.partition(":")
         layers = _layers_from_trace(path, num_layers)
+    elif spec in PRESETS:
+        layers = preset_layers(spec, num_layers)
     else:
         layers = parse_ranges(spec, num_layers)
 

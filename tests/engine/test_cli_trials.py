@@ -49,7 +49,7 @@ def test_hybrid_command(saved_model, tmp_path, cli):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--allocation", "0-9"], "layer range '0-9' is outside 0-3"),
+        (["--allocation", "0-9"], "layer 9 does not exist (the model has layers 0-3)"),
         (["--allocation", "train-shallow", "--seeds", "a,b"], "--seeds must be comma-separated integers"),
         (["--allocation", "train-shallow", "--benchmark", "ceval:/nonexistent/bench"], "/nonexistent/bench"),
         (["--allocation", "from-trace"], "needs trace tasks"),

@@ -203,3 +203,83 @@ def test_trial_form_api_engine_and_cli_agree(name, cli, tmp_path):
         assert api == number_bounds(TrainingOptionsSpec, name).admits(value)
 
     agree()
+
+
+def _allocation_texts():
+    number = st.one_of(st.integers(min_value=0, max_value=9), st.sampled_from([12, 100_000, 100_001]))
+    part = st.one_of(number.map(str), st.tuples(number, number).map(lambda t: f"{t[0]}-{t[1]}"),
+                     st.sampled_from(["a", "-1", "1-", "", " 2 - 3 "]))
+    ranges = st.lists(part, min_size=1, max_size=4).map(",".join)
+    return st.one_of(ranges, st.sampled_from(["train-shallow", "train-deep", "full", "from-trace",
+                                              "from-trace:", "from-trace:/t.json", "shallow", "", "0" * 151]))
+
+
+@given(text=_allocation_texts())
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_form_api_and_engine_read_allocations_alike(text):
+    """One grammar (layertracer/spec/allocations.py): the trial form, the API and the engine's resolver
+    accept and refuse the same allocation texts for a model of 10 blocks (a from-trace file aside,
+    which only the engine opens)."""
+    from backend.api.schemas import TrialCreate
+    from frontend.run_form import validate as validate_form
+    from layertracer.errors import LayerTracerError
+    from layertracer.spec.allocations import is_from_trace
+    from layertracer.spec.ranges import RangeError, parse_ranges
+
+    try:
+        TrialCreate.model_validate({"model_id": "m", "corpus": "c", "allocation": text, "trace_tasks": "antonyms_en"})
+        api = True
+    except ValidationError:
+        api = False
+    _, errors = validate_form("trial", model="m", info={"num_layers": 10}, toggles=[], allocations=[text],
+                              corpus="c", benchmarks="", seeds="1", trace_tasks="antonyms_en", steps=10, lr=1e-4,
+                              batch_size=4, block_size=64)
+    form = not errors
+    engine_syntax = True
+    try:
+        from layertracer.spec.allocations import check_allocation
+
+        checked = check_allocation(text)
+    except LayerTracerError:
+        engine_syntax = False
+    assert api == engine_syntax, text
+    if not text.strip():
+        assert not api and not form  # nothing chosen
+        return
+    if engine_syntax and not is_from_trace(checked) and checked not in ("train-shallow", "train-deep", "full"):
+        try:
+            parse_ranges(checked, 10)
+            fits = True
+        except RangeError:
+            fits = False
+        assert form == fits, (text, errors)  # the form also knows the depth
+    else:
+        assert form == engine_syntax, (text, errors)
+
+
+@given(text=st.one_of(
+    st.tuples(st.sampled_from(["ceval", "cmmlu", "CMMLU", "mmlu", "", "ceval "]), st.sampled_from([":", "", "::"]),
+              st.sampled_from(["/data/x", "", " ", "x y"])).map("".join),
+    st.text(max_size=12)))
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_form_api_and_engine_read_benchmark_specs_alike(text):
+    from backend.api.schemas import TrialCreate
+    from frontend.run_form import validate as validate_form
+    from layertracer.evaluation.benchmarks import LAYOUTS
+    from layertracer.spec.benchmarks import BENCHMARK_KINDS, split_benchmark
+
+    assert tuple(LAYOUTS) == BENCHMARK_KINDS  # the engine's layouts are the spec's kinds
+    if "," in text or "\n" in text or not text.strip():
+        return  # the form splits its field on commas and lines: one spec per entry
+    try:
+        TrialCreate.model_validate({"model_id": "m", "corpus": "c", "allocation": "full", "benchmarks": [text]})
+        api = True
+    except ValidationError:
+        api = False
+    _, errors = validate_form("trial", model="m", info={"num_layers": 4}, toggles=[], allocations=["full"],
+                              corpus="c", benchmarks=text, seeds="1", trace_tasks="", steps=10, lr=1e-4,
+                              batch_size=4, block_size=64)
+    assert api == (not errors), (text, errors)
+    if api:
+        kind, folder = split_benchmark(text)
+        assert kind in BENCHMARK_KINDS and folder.strip()  # and the engine reads the same kind and folder
