@@ -10,19 +10,28 @@ from typing import Callable, Optional
 class ProgressEvent:
     """One step of a long computation.
 
-    stage: short machine-readable name ("lens", "sensitivity:skip", "similarity", ...).
-    done / total: units of work finished in this stage and in all (prompt batches, usually).
+    stage: short name, shown to users ("lens", "sensitivity:skip", "trial 2/6 full-seed1: train", ...).
+    done / total: units of work finished in this stage and in all (prompt batches, steps, questions).
+    Where a run has parts (an experiment's baseline and trials), the event also says which, as data:
+    item (the part's name: ``base`` or a trial's slug), work (what the part is doing: ``train``,
+    ``eval``, ``trace``), index / count (1-based part number and the number of parts; 0 for the
+    baseline) and fraction (the whole run's progress in [0, 1]).
     """
 
     stage: str
     done: int
     total: int
+    item: Optional[str] = None
+    work: Optional[str] = None
+    index: Optional[int] = None
+    count: Optional[int] = None
+    fraction: Optional[float] = None
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
 
 
-def report(callback: Optional[ProgressCallback], stage: str, done: int, total: int) -> None:
-    """Call ``callback`` if one was given; the engine never fails because a sink failed to draw."""
+def report(callback: Optional[ProgressCallback], stage: str, done: int, total: int, **parts) -> None:
+    """Call ``callback`` if one was given (``parts``: ProgressEvent's item, work, index, count, fraction)."""
     if callback is not None:
-        callback(ProgressEvent(stage=stage, done=done, total=total))
+        callback(ProgressEvent(stage=stage, done=done, total=total, **parts))

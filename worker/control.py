@@ -105,34 +105,39 @@ def one_line(exc: BaseException) -> str:
 class ProgressState:
     """The latest progress of the running job, written by the engine thread, read by the heartbeat.
 
-    ``fraction(stage, done, total)`` maps one engine event to the job's overall fraction in [0, 1]
-    (None: keep the previous); the ETA is the elapsed time scaled by the remaining fraction.
+    The job's overall fraction in [0, 1] is the event's own ``fraction`` where the engine gives one (an
+    experiment's parts), else done / total; the ETA is the elapsed time scaled by the remaining fraction.
+    The stored progress is ``{stage, done, total, percent, eta_seconds}`` plus, for a run in parts,
+    ``item``, ``work``, ``index`` and ``count`` (see ``layertracer.progress.ProgressEvent``).
     """
 
-    def __init__(self, fraction: Optional[Callable[[str, int, int], Optional[float]]] = None) -> None:
-        self.fraction_of = fraction or (lambda stage, done, total: done / total if total else None)
+    PART_FIELDS = ("item", "work", "index", "count")
+
+    def __init__(self) -> None:
         self.started = time.monotonic()
         self.lock = threading.Lock()
         self.value: dict[str, Any] = {"stage": "starting", "done": 0, "total": 0, "percent": 0.0, "eta_seconds": None}
         self.stage = "starting"
         self.fraction = 0.0
 
-    def update(self, stage: str, done: int, total: int) -> bool:
-        """Record an event; returns whether the stage changed (worth a log line)."""
-        fraction = self.fraction_of(stage, done, total)
+    def update(self, event) -> bool:
+        """Record an engine ProgressEvent; returns whether the stage changed (worth a log line)."""
+        fraction = event.fraction if event.fraction is not None else (
+            event.done / event.total if event.total else None)
         with self.lock:
             if fraction is not None:
                 self.fraction = max(0.0, min(1.0, fraction))
             elapsed = time.monotonic() - self.started
             eta = elapsed * (1.0 - self.fraction) / self.fraction if self.fraction > 0.001 else None
-            changed = stage != self.stage
-            self.stage = stage
+            changed = event.stage != self.stage
+            self.stage = event.stage
             self.value = {
-                "stage": stage,
-                "done": int(done),
-                "total": int(total),
+                "stage": event.stage,
+                "done": int(event.done),
+                "total": int(event.total),
                 "percent": round(100.0 * self.fraction, 2),
                 "eta_seconds": None if eta is None else round(eta, 1),
+                **{key: getattr(event, key) for key in self.PART_FIELDS if getattr(event, key) is not None},
             }
             return changed
 

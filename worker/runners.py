@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from layertracer.errors import LayerTracerError, ModelLoadError
 from layertracer.progress import ProgressCallback
@@ -335,8 +335,10 @@ def run_experiment(
     progress: Optional[ProgressCallback] = None,
     on_step: Optional[Callable[[str, Any], None]] = None,
     should_stop: Optional[Callable[[], bool]] = None,
+    on_partial: Optional[Callable[[dict[str, Any]], None]] = None,
 ) -> dict[str, Any]:
     """Run (or resume) an experiment or trial in ``out_dir``; returns the runner's result.json dict.
+    ``on_partial`` receives the runner's partial results (``{"baseline": ...}``, ``{"trials": ...}``).
 
     ``out_dir`` keeps the baseline, each trial's checkpoints and results: a job run again in the same
     folder skips finished trials and resumes a started one from its last checkpoint. When
@@ -345,22 +347,6 @@ def run_experiment(
     from layertracer.experiments.runner import ExperimentRunner
 
     spec_obj = experiment_spec(spec, roots=roots)
-    runner = ExperimentRunner(spec_obj, out_dir, progress=progress, on_step=on_step, should_stop=should_stop)
+    runner = ExperimentRunner(spec_obj, out_dir, progress=progress, on_step=on_step, should_stop=should_stop,
+                              on_partial=on_partial)
     return runner.run()
-
-
-def experiment_progress_fraction(stage: str, done: int, total: int) -> Optional[float]:
-    """Overall progress in [0, 1] of an experiment from one of the runner's events, or None.
-
-    The runner's stages are ``base: ...`` (the baseline) and ``trial i/n <slug>: train|eval ...|trace``;
-    a trial's training counts for most of its time, so trial i at training fraction f is (i - 1 + f) / n
-    (its evaluation and re-trace after training are folded into its end).
-    """
-    import re
-
-    match = re.match(r"trial (\d+)/(\d+)", stage)
-    if match is None:
-        return 0.0 if stage.startswith("base") else None
-    index, count = int(match.group(1)), int(match.group(2))
-    fraction = done / total if total and stage.endswith(": train") else 1.0
-    return min(1.0, (index - 1 + 0.98 * min(fraction, 1.0)) / max(count, 1))

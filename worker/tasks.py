@@ -82,11 +82,11 @@ class Sink:
         return self.stop_reason() is not None
 
     def __call__(self, event) -> None:
-        self.control.progress.update(event.stage, event.done, event.total)
+        self.control.progress.update(event)
         if event.stage not in self.logged:  # a trace alternates stages per batch: log each one once
             self.logged.add(event.stage)
             self.control.log(f"stage {event.stage}")
-        if not self.raise_in_training and event.stage.endswith(": train"):
+        if not self.raise_in_training and event.work == "train":
             return
         reason = self.stop_reason()
         if reason is not None:
@@ -145,8 +145,6 @@ class _Buffer:
         self.lock = threading.Lock()
         self.metrics: dict[str, list[dict[str, Any]]] = {}
         self.partial: dict[str, Any] = {}
-        # Called at each flush (on the heartbeat thread): partial results found since the last one.
-        self.collectors: list[Callable[[], dict[str, Any]]] = []
 
     def add_step(self, trial: str, metrics) -> dict[str, Any]:
         row = {
@@ -165,10 +163,6 @@ class _Buffer:
             self.partial.update(values)
 
     def flush(self, session, *, kind: str, resource_id: Optional[str]) -> None:
-        for collect in self.collectors:
-            found = collect()
-            if found:
-                self.add_partial(**found)
         with self.lock:
             metrics, self.metrics = self.metrics, {}
             partial, self.partial = self.partial, {}
@@ -240,15 +234,13 @@ def execute(job_id: str, settings: Optional[Settings] = None) -> dict[str, Any]:
             log.info("job %s not claimed (running elsewhere, finished or cancelled)", job_id)
             return {"job_id": job_id, "status": "skipped"}
         kind, attempt = job.kind, job.attempts
-        resource_kind, resource_id = job.resource_kind, job.resource_id
+        resource_id = job.resource_id
         spec = runner_spec(dict(job.spec or {}), _model_of(session, job))
     append_run_log(settings, job_id, "start", worker=me, attempt=attempt, kind=kind)
     buffer = _Buffer()
     partial_kind = "experiment" if kind == "experiment" else "trace"
-    fraction = (lambda stage, done, total: runners.experiment_progress_fraction(stage, done, total)) \
-        if kind == "experiment" else None
     control = JobControl(
-        settings, engine, job_id, me, ProgressState(fraction),
+        settings, engine, job_id, me, ProgressState(),
         flush=lambda s: buffer.flush(s, kind=partial_kind, resource_id=resource_id),
     )
     control.lease_until = claimed_at + settings.lease_seconds
@@ -297,7 +289,6 @@ def _run(kind: str, spec: dict[str, Any], settings: Settings, job_id: str, contr
         return result
     if kind == "experiment":
         sink = Sink(control, raise_in_training=False)
-        trials_done: dict[str, Any] = {}
         journal = MetricsJournal(settings.jobs_dir / job_id / "metrics.jsonl")
         # Steps an earlier (killed) run trained but never flushed to the database: store them too.
         for trial, row in journal.read():
@@ -306,81 +297,17 @@ def _run(kind: str, spec: dict[str, Any], settings: Settings, job_id: str, contr
         def on_step(trial: str, metrics) -> None:
             journal.append(trial, buffer.add_step(trial, metrics))
 
-        baseline_shown = {"done": False}
-
-        def progress(event) -> None:
-            sink(event)
-            if not baseline_shown["done"] and event.stage.startswith("trial "):
-                baseline_shown["done"] = True  # the baseline is complete once the first trial starts
-                buffer.add_partial(baseline=_baseline_partial(settings.jobs_dir / job_id / "baseline"))
-
-        def finished_trials() -> dict[str, Any]:
-            # A trial that finished has written its result.json: show it while the rest runs.
-            now = _finished_trials(settings, job_id)
-            if len(now) == len(trials_done):
-                return {}
-            trials_done.update(now)
-            return {"trials": dict(trials_done)}
-
-        buffer.collectors.append(finished_trials)
-
+        # The runner hands over its partial results (the baseline, then each trial as it ends); the
+        # heartbeat stores them with the next beat.
         result = runners.run_experiment(
-            spec, out_dir=settings.jobs_dir / job_id, roots=roots, progress=progress, on_step=on_step,
-            should_stop=sink.should_stop,
+            spec, out_dir=settings.jobs_dir / job_id, roots=roots, progress=sink, on_step=on_step,
+            should_stop=sink.should_stop, on_partial=lambda values: buffer.add_partial(**values),
         )
         if result.get("status") == "stopped":
             reason = sink.stop_reason()
             raise reason if reason is not None else Cancelled("stopped")
         return result
     raise runners.LayerTracerError(f"unknown job kind {kind!r}")
-
-
-def _baseline_partial(folder) -> dict[str, Any]:
-    """{"evals": {file stem: overall accuracy}, "trace": {task particles, vulnerable layer, plan}} of the
-    base model, from the runner's baseline/ folder."""
-    import json
-
-    out: dict[str, Any] = {"evals": {}}
-    for path in sorted(folder.glob("eval-*.json")):
-        try:
-            out["evals"][path.stem.removeprefix("eval-")] = json.loads(path.read_text(encoding="utf-8"))["overall"]
-        except (OSError, ValueError, KeyError):
-            continue
-    trace = folder / "trace.json"
-    if trace.is_file():
-        try:
-            data = json.loads(trace.read_text(encoding="utf-8"))
-            out["trace"] = {
-                "task_particles": {name: t.get("task_particle") for name, t in data["tasks"].items()},
-                "vulnerable_layer": data.get("vulnerable_layer"),
-                "freeze_plan": {k: data["freeze_plan"].get(k) for k in ("train_ranges", "freeze_ranges")},
-            }
-        except (OSError, ValueError, KeyError, AttributeError):
-            pass
-    return out
-
-
-def _finished_trials(settings: Settings, job_id: str) -> dict[str, Any]:
-    """{slug: short summary} of the trials with a result.json in the job's folder."""
-    import json
-
-    folder = settings.jobs_dir / job_id / "trials"
-    out: dict[str, Any] = {}
-    if not folder.is_dir():
-        return out
-    for path in sorted(folder.glob("*/result.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        training = data.get("training") or {}
-        out[path.parent.name] = {
-            "allocation": data.get("allocation_spec"), "seed": data.get("seed"),
-            "final_loss": training.get("final_loss"), "steps": training.get("steps"),
-            "evals": {b: {"accuracy": e.get("accuracy"), "change": e.get("change")}
-                      for b, e in (data.get("evals") or {}).items()},
-        }
-    return out
 
 
 def _finish(settings, engine, job_id, me, kind, resource_id, status, error, outcome, buffer, control) -> str:

@@ -88,7 +88,10 @@ def check_perturbation(text: str) -> str:
 
 # -- jobs --------------------------------------------------------------------------------------------
 class Progress(BaseModel):
-    """Progress of a running job: stage name, units done of total, percent (0-100), ETA in seconds."""
+    """Progress of a running job: stage name, units done of total, percent (0-100) of the whole job, ETA
+    in seconds; for a job in parts (an experiment's baseline and trials) also which part (``item``: base
+    or a trial's slug; ``index`` of ``count``, 0 for the baseline) and what it does (``work``: train,
+    eval, trace), as the engine reports them (``layertracer.progress.ProgressEvent``)."""
 
     model_config = ConfigDict(extra="allow")
     stage: Optional[str] = None
@@ -96,6 +99,10 @@ class Progress(BaseModel):
     total: Optional[float] = None
     percent: Optional[float] = None
     eta_seconds: Optional[float] = None
+    item: Optional[str] = None
+    work: Optional[str] = None
+    index: Optional[int] = None
+    count: Optional[int] = None
 
 
 class ResourceRef(BaseModel):

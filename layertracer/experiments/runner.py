@@ -80,6 +80,28 @@ def _trace_summary(result) -> dict[str, Any]:
     }
 
 
+def baseline_partial(base: dict[str, Any]) -> dict[str, Any]:
+    """What the service shows of the base model while the trials run: ``{"evals": {benchmark slug:
+    overall scores}, "trace": {"task_particles", "vulnerable_layer", "freeze_plan": {train_ranges,
+    freeze_ranges}} (when traced)}``."""
+    out: dict[str, Any] = {"evals": {bench_slug(b): r.summary()["overall"] for b, r in base["evals"].items()}}
+    summary = base.get("trace")
+    if summary:
+        out["trace"] = {"task_particles": summary["task_particles"], "vulnerable_layer": summary["vulnerable_layer"],
+                        "freeze_plan": {"train_ranges": summary["freeze_plan"]["train"],
+                                        "freeze_ranges": summary["freeze_plan"]["freeze"]}}
+    return out
+
+
+def trial_partial(trial: dict[str, Any]) -> dict[str, Any]:
+    """A finished trial, briefly: allocation, seed, steps, final loss, per benchmark accuracy and change."""
+    training = trial.get("training") or {}
+    return {"allocation": trial.get("allocation_spec"), "seed": trial.get("seed"), "final_loss": training.get("final_loss"),
+            "steps": training.get("steps"),
+            "evals": {b: {"accuracy": e.get("accuracy"), "change": e.get("change")}
+                      for b, e in (trial.get("evals") or {}).items()}}
+
+
 def _retrace_change(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """How particles, sensitivity and the vulnerable layer moved between two trace summaries."""
     moved = {
@@ -110,6 +132,7 @@ class ExperimentRunner:
         on_step: Optional[Callable[[str, StepMetrics], None]] = None,
         should_stop: Optional[Callable[[], bool]] = None,
         distributed: Optional[bool] = None,
+        on_partial: Optional[Callable[[dict[str, Any]], None]] = None,
     ) -> None:
         spec.validate()
         self.spec = spec
@@ -124,13 +147,36 @@ class ExperimentRunner:
         self.progress = progress
         self.on_step = on_step
         self.should_stop = should_stop
+        # Partial results while the run goes on (rank 0): {"baseline": ...} once the base model is
+        # measured, then {"trials": {slug: summary}} as each trial ends (or is found ended, on a resume).
+        self.on_partial = on_partial
         self.trials = [(a, s) for a in spec.allocations for s in spec.seeds]
+
+    # -- progress -----------------------------------------------------------------------------
+    def _emit(self, what: str, done: int, total: int, trial: Optional[tuple[int, str]] = None) -> None:
+        """A progress event for the baseline (``trial`` None) or trial ``(index, slug)``, with the whole
+        run's fraction: a trial's training counts for most of its time, so trial i (0-based) at training
+        share f is (i + 0.98 f) / n; its evaluation and re-trace after training are folded into its end."""
+        count = len(self.trials)
+        work = what.split(" ", 1)[0]
+        if trial is None:
+            report(self.progress, f"base: {what}", done, total, item="base", work=work, index=0, count=count,
+                   fraction=0.0)
+            return
+        index, slug = trial
+        share = min(done / total, 1.0) if work == "train" and total else 1.0
+        report(self.progress, f"trial {index + 1}/{count} {slug}: {what}", done, total, item=slug, work=work,
+               index=index + 1, count=count, fraction=min(1.0, (index + 0.98 * share) / max(count, 1)))
+
+    def _partial(self, **values: Any) -> None:
+        if self.on_partial is not None and self.main:
+            self.on_partial(values)
 
     # -- pieces -------------------------------------------------------------------------------
     def _load(self) -> LoadedModel:
         return load_model(self.spec.model, device=self.spec.device, dtype=self.spec.dtype)
 
-    def _evaluate(self, loaded: LoadedModel, stage: str) -> dict[str, Any]:
+    def _evaluate(self, loaded: LoadedModel, trial: Optional[tuple[int, str]] = None) -> dict[str, Any]:
         from layertracer.evaluation import evaluate
 
         results = {}
@@ -142,12 +188,12 @@ class ExperimentRunner:
                 shots=self.spec.eval_shots,
                 batch_size=self.spec.eval_batch_size,
                 limit=self.spec.eval_limit,
-                progress=lambda e, b=bench: report(self.progress, f"{stage}: eval {bench_slug(b)}", e.done, e.total),
+                progress=lambda e, b=bench: self._emit(f"eval {bench_slug(b)}", e.done, e.total, trial),
             )
             results[bench] = result
         return results
 
-    def _trace(self, loaded: LoadedModel, stage: str):
+    def _trace(self, loaded: LoadedModel, trial: Optional[tuple[int, str]] = None):
         from layertracer.tasks.sets import load_tasks
         from layertracer.tracer import TraceOptions, trace
 
@@ -156,7 +202,7 @@ class ExperimentRunner:
             load_tasks(self.spec.trace_tasks, limit=self.spec.trace_limit),
             perturbations=self.spec.trace_perturbations,
             options=TraceOptions(batch_size=16, position_view=False, similarity=False),
-            progress=lambda e: report(self.progress, f"{stage}: trace", e.done, e.total),
+            progress=lambda e: self._emit("trace", e.done, e.total, trial),
         )
 
     def _stop_requested(self) -> bool:
@@ -197,7 +243,7 @@ class ExperimentRunner:
                 evals[bench] = EvalResult.load(path)
         missing = [b for b in self.spec.benchmarks if b not in evals]
         if missing:
-            fresh = self._evaluate(loaded, "base")
+            fresh = self._evaluate(loaded)
             for bench in missing:
                 fresh[bench].to_json(folder / f"eval-{bench_slug(bench)}.json")
                 evals[bench] = fresh[bench]
@@ -208,7 +254,7 @@ class ExperimentRunner:
 
             result = TraceResult.load(trace_path) if trace_path.is_file() else None
             if result is None:
-                result = self._trace(loaded, "base")
+                result = self._trace(loaded)
                 folder.mkdir(parents=True, exist_ok=True)
                 result.to_json(trace_path)
             trace_summary = _trace_summary(result)
@@ -221,7 +267,7 @@ class ExperimentRunner:
         done_path = folder / "result.json"
         if done_path.is_file():
             return json.loads(done_path.read_text(encoding="utf-8"))
-        stage = f"trial {index + 1}/{len(self.trials)} {slug}"
+        stage = (index, slug)
         loaded = self._load()
         spec_text = allocation_spec
         if allocation_spec == "from-trace":
@@ -240,7 +286,7 @@ class ExperimentRunner:
         torch.manual_seed(seed)
 
         def step(metrics: StepMetrics) -> None:
-            report(self.progress, f"{stage}: train", metrics.step, config.steps)
+            self._emit("train", metrics.step, config.steps, stage)
             if self.on_step is not None:
                 self.on_step(slug, metrics)
 
@@ -266,7 +312,7 @@ class ExperimentRunner:
             dist_utils.barrier()
         return result
 
-    def _finish_trial(self, loaded, slug, stage, folder, allocation_spec, allocation, seed, counts, before,
+    def _finish_trial(self, loaded, slug, stage: tuple[int, str], folder, allocation_spec, allocation, seed, counts, before,
                       config, trained, blocks, holdout, base) -> dict:
         """Evaluate, measure drift, re-trace and write the trial's result.json (rank 0)."""
         done_path = folder / "result.json"
@@ -338,6 +384,7 @@ class ExperimentRunner:
         blocks = load_corpus(self.spec.corpus, loaded.tokenizer, self.spec.block_size)
         train_blocks, holdout = split_blocks(blocks, self.spec.holdout)
         base = self.baseline(loaded)
+        self._partial(baseline=baseline_partial(base))
         base_holdout = _holdout_loss(loaded, holdout, self.spec.batch_size) if self.main else None
         del loaded
         gc.collect()
@@ -349,6 +396,7 @@ class ExperimentRunner:
             if outcome is None:
                 break
             trials.append(outcome)
+            self._partial(trials={t["slug"]: trial_partial(t) for t in trials})
         complete = len(trials) == len(self.trials)
         result = {
             "spec": self.spec.to_dict(),

@@ -114,10 +114,30 @@ def test_experiment_end_to_end_and_resume(saved_model, world, tmp_path):
         device="cpu",
         dtype="float32",
     )
-    events = []
-    result = run_experiment(spec, tmp_path, progress=events.append)
+    events, partials = [], []
+    result = run_experiment(spec, tmp_path, progress=events.append, on_partial=partials.append)
     assert result["status"] == "complete" and len(result["trials"]) == 4
     assert {e.stage.split(":")[0] for e in events} >= {"base", "trial 1/4 train-shallow-seed1"}
+    # Structured progress: which part, doing what, and the whole run's fraction, recomputed here from
+    # the parts (a trial's training is 98% of its share of the run).
+    slugs = [f"{a}-seed{s}" for a in spec.allocations for s in spec.seeds]
+    assert {(e.item, e.index, e.count, e.fraction) for e in events if e.item == "base"} == {("base", 0, 4, 0.0)}
+    for e in (e for e in events if e.item != "base"):
+        assert e.item == slugs[e.index - 1] and e.count == 4 and e.work in ("train", "eval", "trace")
+        share = e.done / e.total if e.work == "train" else 1.0
+        assert e.fraction == pytest.approx((e.index - 1 + 0.98 * share) / 4)
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx((3 + 0.98) / 4)
+    # Partial results as the run goes: the baseline first, then the trials as they end.
+    assert list(partials[0]) == ["baseline"]
+    assert partials[0]["baseline"]["trace"]["vulnerable_layer"] == result["baseline"]["trace"]["vulnerable_layer"]
+    assert sorted(v["accuracy"] for v in partials[0]["baseline"]["evals"].values()) == \
+        sorted(result["baseline"]["evals"][b]["overall"]["accuracy"] for b in spec.benchmarks)
+    assert [list(p["trials"]) for p in partials[1:]] == [slugs[:n] for n in range(1, 5)]
+    last = partials[-1]["trials"][slugs[-1]]
+    final = result["trials"][-1]
+    assert last["final_loss"] == final["training"]["final_loss"] and last["steps"] == 3
+    assert {b: e["accuracy"] for b, e in last["evals"].items()} == {b: e["accuracy"] for b, e in final["evals"].items()}
     trace_plan = json.loads((tmp_path / "baseline" / "trace.json").read_text())["freeze_plan"]["train_layers"]
     for trial in result["trials"]:
         assert trial["training"]["steps"] == 3

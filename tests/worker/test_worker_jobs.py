@@ -17,6 +17,7 @@ from backend.db.models import Job, Model, TaskSet, Trace
 from backend.db.session import session_scope
 from backend.db.types import utcnow
 from backend.settings import Settings
+from layertracer.progress import ProgressEvent
 from worker import control, tasks
 
 
@@ -122,7 +123,7 @@ def test_heartbeat_reports_cancel_and_lost_lease(settings, engine, saved_model):
     with session_scope(engine) as s:
         jobs.claim_job(s, job_id=job_id, worker_id="w1", lease_seconds=3)
     state = control.ProgressState()
-    state.update("lens", 5, 10)
+    state.update(ProgressEvent("lens", 5, 10))
     beat = control.JobControl(settings, engine, job_id, "w1", state)
     beat.log("hello")
     assert beat.beat() is False and not beat.cancelled.is_set()
@@ -146,11 +147,18 @@ def test_heartbeat_reports_cancel_and_lost_lease(settings, engine, saved_model):
 def test_progress_percent_and_eta():
     state = control.ProgressState()
     state.started -= 10.0  # ten seconds in
-    state.update("lens", 1, 4)
+    state.update(ProgressEvent("lens", 1, 4))
     value = state.snapshot()
     assert value["percent"] == 25.0 and value["eta_seconds"] == pytest.approx(30.0, abs=0.5)
-    state.update("sensitivity:skip", 4, 4)
+    assert "item" not in value  # a run without parts
+    state.update(ProgressEvent("sensitivity:skip", 4, 4))
     assert state.snapshot()["percent"] == 100.0 and state.snapshot()["eta_seconds"] == pytest.approx(0.0, abs=0.1)
+    # A run in parts: the engine's fraction of the whole run wins over this part's done / total.
+    state.update(ProgressEvent("trial 2/4 full-seed1: train", 5, 10, item="full-seed1", work="train", index=2,
+                               count=4, fraction=0.3725))
+    value = state.snapshot()
+    assert value["percent"] == 37.25 and (value["item"], value["work"], value["index"], value["count"]) == \
+        ("full-seed1", "train", 2, 4)
 
 
 def _broker_messages(settings) -> list[dict]:
@@ -318,11 +326,11 @@ def test_a_job_stops_itself_before_an_unrenewed_lease_can_lapse(settings, engine
         jobs.claim_job(s, job_id=job_id, worker_id="w1", lease_seconds=settings.lease_seconds)
     beat = control.JobControl(settings, engine, job_id, "w1", control.ProgressState())
     sink = tasks.Sink(beat)
-    sink(type("Event", (), {"stage": "lens", "done": 1, "total": 9})())  # a fresh lease: carries on
+    sink(ProgressEvent("lens", 1, 9))  # a fresh lease: carries on
     beat.lease_until = time.monotonic() + 0.4  # the last good beat was 2.6 s ago (lease 3 s, beats 1 s)
     assert beat.lease_at_risk()
     with pytest.raises(tasks.LeaseLost):
-        sink(type("Event", (), {"stage": "lens", "done": 2, "total": 9})())
+        sink(ProgressEvent("lens", 2, 9))
     assert beat.beat() is False and not beat.lease_at_risk()  # a successful beat renews it
 
 

@@ -171,11 +171,3 @@ def test_experiment_paths_are_confined(saved_model, corpus, tmp_path):
     spec = runners.experiment_spec({"model": str(folder), "corpus": str(corpus), "allocation": "0-1",
                                     "name": "ignored"}, roots=[folder, tmp_path])
     assert spec.allocations == ["0-1"] and spec.corpus == str(corpus.resolve())
-
-
-def test_experiment_progress_fraction():
-    f = runners.experiment_progress_fraction
-    assert f("base: eval cmmlu", 3, 10) == 0.0
-    assert f("trial 1/2 full-seed1: train", 5, 10) == pytest.approx(0.49 / 2)
-    assert f("trial 2/2 full-seed2: eval x", 1, 10) == pytest.approx(1.98 / 2)
-    assert f("something else", 1, 2) is None
