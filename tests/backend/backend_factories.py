@@ -1,15 +1,23 @@
-"""Engine-shaped result dicts (README "OUT.json" schema) built without the engine, deterministically."""
+"""Trace results with chosen numbers, deterministically: real TraceResults (README "OUT.json"), built
+through the engine's own types (options, perturbation parameters, the result's serializer), so that
+they cannot drift from what a trace writes (tests/backend/test_factories.py compares them key for key
+with a real trace's result)."""
 
 from __future__ import annotations
 
 import math
 import random
+from dataclasses import asdict
 from typing import Any
 
 
 def trace_result(num_layers: int = 4, tasks: int = 2, prompts: int = 3, top_k: int = 3,
                  perturbations: tuple[str, ...] = ("skip", "mask(keep=0.5)"), seed: int = 0) -> dict[str, Any]:
     """A TraceResult JSON dict with L layers, T tasks of P prompts, top-k tokens and the sensitivities."""
+    from layertracer.perturbation import Perturbation
+    from layertracer.results import TraceResult
+    from layertracer.tracer import TraceOptions
+
     rng = random.Random(seed)
     L = num_layers
     task_dicts: dict[str, Any] = {}
@@ -40,34 +48,43 @@ def trace_result(num_layers: int = 4, tasks: int = 2, prompts: int = 3, top_k: i
         prompt_index.extend([[name, i] for i in range(prompts)])
     n = len(prompt_index)
     sens = {}
-    for p in perturbations:
+    perts = [Perturbation.parse(p.replace("(", ":").rstrip(")")) for p in perturbations]
+    for p, pert in zip(perturbations, perts):
         js = [[rng.uniform(0, math.log(2)) for _ in range(L)] for _ in range(n)]
         mean_js = [sum(r[l] for r in js) / n for l in range(L)]
+        by_task = {name: [sum(js[i][l] for i, (t, _) in enumerate(prompt_index) if t == name) / prompts
+                          for l in range(L)] for name in task_dicts}
         sens[p] = {
-            "perturbation": p, "params": {"kind": p.split("(")[0], "draws": 1, "seed": 0},
+            "perturbation": p, "params": pert.describe(),
             "js": js, "mean_js": mean_js, "ci_low": [m * 0.9 for m in mean_js], "ci_high": [m * 1.1 for m in mean_js],
-            "ci_level": 0.95, "mean_js_by_task": {}, "vulnerable_layer": max(range(L), key=lambda l: mean_js[l]),
+            "ci_level": 0.95, "mean_js_by_task": by_task, "vulnerable_layer": max(range(L), key=lambda l: mean_js[l]),
         }
     primary = sens[perturbations[0]] if perturbations else None
     vulnerable = primary["vulnerable_layer"] if primary else None
     boundary = L // 2
-    return {
+    options = TraceOptions(seed=7, batch_size=8, top_k=top_k)
+    data = {
         "schema_version": 1, "version": "0.1.0", "num_layers": L,
         "block_kinds": ["attention"] * L, "normalized_depth": [(l + 1) / L for l in range(L)],
         "model": {"source": "/models/m", "architecture": "Qwen3ForCausalLM", "num_layers": L, "hidden_size": 32,
                   "vocab_size": 1000, "num_parameters": 12345, "block_kinds": ["attention"] * L,
-                  "adapter_source": "table", "dtype": "float32", "device": "cpu", "fingerprint": "f" * 64},
-        "options": {"seed": 7, "batch_size": 8, "top_k": top_k, "perturbations": list(perturbations)},
+                  "adapter_source": "table", "dtype": "float32", "device": "cpu", "fingerprint": "f" * 64,
+                  "revision": None, "commit": None, "weights_sha256": {}},
+        "options": {**asdict(options), "perturbations": [p.describe() for p in perts]},
         "tasks": task_dicts, "prompt_index": prompt_index, "sensitivity": primary, "sensitivities": sens,
         "vulnerable_layer": vulnerable,
         "similarity": {"cka": [[1.0] * L for _ in range(L)], "consecutive_cosine": [0.9] * (L - 1), "prompts_used": n},
         "position_view": {"task": "task0", "prompt_index": 0, "tokens": ["a", "b"], "target_token": " target0",
                           "target_prob": [[0.1, 0.2]] * L, "top1_tokens": [["x", "y"]] * L, "top1_probs": [[0.5, 0.6]] * L},
-        "freeze_plan": {"train_layers": list(range(boundary)), "freeze_layers": list(range(boundary, L)),
+        "freeze_plan": {"num_layers": L, "train_layers": list(range(boundary)), "freeze_layers": list(range(boundary, L)),
                         "train_ranges": f"0-{boundary - 1}", "freeze_ranges": f"{boundary}-{L - 1}",
-                        "boundary": boundary, "rule": "median", "parameters": {"min_train": 1},
-                        "evidence": {"task_particles": {}, "earliest_particle": None, "vulnerable_layer": vulnerable,
+                        "boundary": boundary, "rule": "median",
+                        "parameters": {"min_train": 1, "boundary": "median", "protect_vulnerable": True},
+                        "evidence": {"task_particles": {name: t["task_particle"] for name, t in task_dicts.items()},
+                                     "earliest_particle": None, "vulnerable_layer": vulnerable,
                                      "vulnerable_mean_js": None, "fallback": False},
                         "reasons": ["because"]},
-        "timings": {"trace": 1.0},
+        "timings": {key: 0.0 for key in ("load", "oom_batch_splits", "resumed_prompts", "lens", "sensitivity",
+                                         "statistics", "similarity", "positions")} | {"total": 1.0},
     }
+    return TraceResult.from_dict(data).to_dict()
