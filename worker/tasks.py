@@ -30,6 +30,7 @@ from backend import jobs as job_fns
 from backend import results as result_fns
 from backend.db.session import session_scope
 from backend.settings import Settings, get_settings
+from layertracer.spec.jobs import JobSpecError, parse_job_spec
 from worker import runners
 from worker.app import app, shutting_down
 from worker.control import JobControl, ProgressState, append_run_log, engine_for, one_line, release, worker_id
@@ -235,7 +236,11 @@ def execute(job_id: str, settings: Optional[Settings] = None) -> dict[str, Any]:
             return {"job_id": job_id, "status": "skipped"}
         kind, attempt = job.kind, job.attempts
         resource_id = job.resource_id
-        spec = runner_spec(dict(job.spec or {}), _model_of(session, job))
+        try:  # the stored spec, parsed once by its kind's model (layertracer.spec.jobs)
+            typed = parse_job_spec(kind, job.spec or {})
+        except JobSpecError as exc:
+            typed, spec_error = None, str(exc)
+        spec = runner_spec(typed.model_dump(), _model_of(session, job)) if typed is not None else {}
     append_run_log(settings, job_id, "start", worker=me, attempt=attempt, kind=kind)
     buffer = _Buffer()
     partial_kind = "experiment" if kind == "experiment" else "trace"
@@ -248,6 +253,8 @@ def execute(job_id: str, settings: Optional[Settings] = None) -> dict[str, Any]:
     control.start()
     status, error, outcome = "failed", None, None
     try:
+        if typed is None:
+            raise runners.LayerTracerError(spec_error)
         outcome = _run(kind, spec, settings, job_id, control, buffer)
         status = "succeeded"
     except LeaseLost:

@@ -5,25 +5,17 @@ Request bodies forbid unknown fields (a typo is a 422, not silently ignored).
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from layertracer.spec.allocations import check_allocation
-from layertracer.spec.benchmarks import BENCHMARK_KINDS, BENCHMARK_PATTERN, check_benchmark
-from layertracer.spec.perturbations import parse_perturbation
-from layertracer.spec.trace_options import SEED_MAX, TraceOptionsSpec
-from layertracer.spec.training import TrainingOptionsSpec
+from layertracer.spec.jobs import ExperimentFields, Item, check_perturbation  # noqa: F401 (check_perturbation: the API's name for it)
+from layertracer.spec.trace_options import TraceOptionsSpec
 
 T = TypeVar("T")
 
-DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-# One element of a list of names (task sets, perturbations): never empty.
-Item = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class ErrorBody(BaseModel):
@@ -75,15 +67,6 @@ class Request(BaseModel):
 class ListOf(BaseModel, Generic[T]):
     data: list[T]
     count: int
-
-
-def check_perturbation(text: str) -> str:
-    """Validate a perturbation by the engine's grammar (``layertracer.spec.perturbations``); returns it
-    stripped. Raises ValueError (PerturbationError is one) with a one-line reason."""
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("a perturbation is empty")
-    parse_perturbation(text)
-    return text.strip()
 
 
 # -- jobs --------------------------------------------------------------------------------------------
@@ -287,75 +270,9 @@ class TracesPublic(ListOf[TraceListItem]):
 
 
 # -- experiments -------------------------------------------------------------------------------------
-class _TrainingFields(Request, TrainingOptionsSpec):
-    """Fields shared by trials and experiments (the engine's ExperimentSpec); the hyper-parameters and
-    evaluation settings, with their defaults and limits, are the spec's (layertracer/spec/training.py)."""
-
-    model_id: str = Field(min_length=1, max_length=64)
-    name: Optional[str] = Field(default=None, max_length=200)
-    corpus: str = Field(min_length=1, max_length=1000, description="text/JSONL/parquet file or folder under the roots")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=50)
-    # The patterns are documented in the schema and enforced by the validators below (their messages
-    # say how to write the value; pydantic's would only quote the pattern).
-    benchmarks: list[Annotated[str, Field(max_length=1100, json_schema_extra={"pattern": BENCHMARK_PATTERN})]] = Field(
-        default_factory=list, max_length=10, description=" or ".join(f"{k}:DIR" for k in BENCHMARK_KINDS))
-    embeddings: Optional[StrictBool] = None
-    head: Optional[StrictBool] = None
-    final_norm: Optional[StrictBool] = None
-    trace_tasks: str = Field(default="", max_length=2000, description="built-in task names, comma-separated, or all")
-    trace_perturbations: list[Item] = Field(default_factory=lambda: ["skip"], min_length=1, max_length=10)
-    device: str = Field(default="auto", max_length=20, json_schema_extra={"pattern": DEVICE_RE.pattern})
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    labels: dict[str, str] = Field(default_factory=dict, max_length=10,
-                                   description="display names of allocations in the results table")
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, values: dict[str, str]) -> dict[str, str]:
-        if any(len(k) > 1000 or not v or len(v) > 200 for k, v in values.items()):
-            raise ValueError("labels: allocation -> a name of 1-200 characters")
-        return values
-
-    def _check_labels(self, allocations: list[str]) -> None:
-        unknown = sorted(set(self.labels) - set(allocations))
-        if unknown:
-            raise ValueError(f"labels name allocation(s) not run: {', '.join(unknown)}")
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, values: list[int]) -> list[int]:
-        if any(not 0 <= v <= SEED_MAX for v in values):
-            raise ValueError(f"seeds must be in [0, {SEED_MAX}]")
-        if len(set(values)) != len(values):
-            raise ValueError("a seed is listed twice")
-        return values
-
-    @field_validator("trace_perturbations")
-    @classmethod
-    def _trace_perturbations(cls, values: list[str]) -> list[str]:
-        return [check_perturbation(v) for v in values]
-
-    @field_validator("benchmarks")
-    @classmethod
-    def _benchmarks(cls, values: list[str]) -> list[str]:
-        for v in values:
-            check_benchmark(v)
-        return values
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if not DEVICE_RE.match(value):
-            raise ValueError(f"bad device {value!r}: use auto, cpu, mps, cuda or cuda:N")
-        return value
-
-    @field_validator("trace_tasks")
-    @classmethod
-    def _trace_tasks(cls, value: str) -> str:
-        names = [n.strip() for n in value.split(",") if n.strip()]
-        if any(not re.match(r"^[A-Za-z0-9_.-]+$", n) for n in names):
-            raise ValueError("trace_tasks: comma-separated task names")
-        return ",".join(names)
+class _TrainingFields(Request, ExperimentFields):
+    """Fields shared by trials and experiments: the spec's (layertracer/spec/jobs.py ExperimentFields,
+    with the hyper-parameters of layertracer/spec/training.py), their defaults, limits and checks."""
 
 
 class ExperimentCreate(_TrainingFields):

@@ -13,6 +13,13 @@ Modules:
   (``TrainingOptionsSpec``): the API's trial/experiment fields, the form's limits, the CLI's defaults
   and ranges, and the engine's ``ExperimentSpec`` / ``TrainConfig`` defaults and checks.
 - ``perturbations``: the perturbation grammar (``parse_perturbation``), shared by all four.
+- ``ranges``: layer ranges as text (``0-7,12``); ``allocations``: which blocks a trial trains (presets,
+  ``from-trace:PATH``, ranges); ``benchmarks``: ``ceval:DIR`` / ``cmmlu:DIR``; ``tasks``: the table
+  of built-in tasks.
+- ``jobs``: the typed job specs the API queues and the worker parses once (``parse_job_spec``), and
+  the experiment fields the API's trial and experiment requests take.
+- ``views``: the views derived from a trace result's JSON (summary, overview, the task x layer table).
+- ``significance``: the one verdict rule of a comparison.
 - ``loading``: how a model is placed and loaded (device map, memory budget, attention, quantization).
 - ``fields``: reading a declaration back (``number_bounds``, ``defaults``, ``validation_message``).
 - ``jsonlines``: one JSON Lines record, parsed alike by task files and uploads.

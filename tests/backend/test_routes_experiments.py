@@ -38,6 +38,10 @@ def test_experiments_and_trials(client, db_url, roots):
         # the ExperimentSpec fields plus model_id/kind/name (the worker resolves the model)
         assert spec["model_id"] == model["id"] and spec["kind"] == "experiment" and spec["steps"] == 10
         assert {"block_size", "holdout", "trace_perturbations", "eval_mode"} <= set(spec)
+        # and the worker's parser of experiment job specs takes it whole
+        from layertracer.spec.jobs import parse_job_spec
+
+        assert parse_job_spec("experiment", spec).model_dump() == spec
         results.append_train_metrics(s, experiment_id=exp["id"], trial="train-shallow-seed1",
                                      rows=[{"step": 1, "loss": 2.0, "lr": 1e-4, "tokens_per_s": 10.0, "grad_norm": 0.5}])
         results.store_experiment_result(s, experiment_id=exp["id"], result={

@@ -18,6 +18,8 @@ from backend.db.session import make_engine
 
 from backend_factories import trace_result
 
+from layertracer.spec.jobs import parse_job_spec
+
 from api_helpers import API, one_line, register, queued_messages, trace_body
 
 
@@ -54,6 +56,7 @@ def test_create_trace_and_read_every_view(client, db_url, tmp_path):
         spec = jobs.get_job(s, trace["job"]["id"]).spec
         assert spec["tasks"] == ["antonyms_en"] and spec["limit"] == 5 and spec["model_id"] == model["id"]
         assert spec["options"]["seed"] == 3 and "limit" not in spec["options"]
+        assert parse_job_spec("trace", spec).model_dump() == spec  # the worker's parser takes it whole
     assert client.get(f"{API}/traces/{trace['id']}/result").status_code == 409
     assert "no result yet" in one_line(client.get(f"{API}/traces/{trace['id']}/overview"))
     assert "no result yet" in one_line(client.get(f"{API}/traces/{trace['id']}/export.csv"))

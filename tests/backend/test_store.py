@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import uuid
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -313,7 +314,7 @@ def test_concurrent_upgrades_of_a_fresh_database(tmp_path, request):
     try:
         request.getfixturevalue("pg_url")  # skips when Postgres does not answer
         admin = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test", isolation_level="AUTOCOMMIT")
-        name = f"lt_migrate_{tmp_path.name[-8:].replace('-', '_').lower()}"
+        name = f"lt_migrate_{uuid.uuid4().hex[:12]}"  # unique: another run may use this server at once
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             conn.execute(text(f'CREATE DATABASE "{name}"'))

@@ -1,5 +1,6 @@
-"""A worker process killed with SIGKILL in the middle of a trace and of a trial: after a worker
-restarts and the lease expires, each job completes, nothing is lost, and no two runs overlapped."""
+"""A worker process killed with SIGKILL in the middle of a trace and of a trial, in embedded and in
+served mode: after a worker restarts, each job completes, nothing is lost, no two runs overlapped, and
+the result is the same, number for number, as the same job run again without interruption."""
 
 from __future__ import annotations
 
@@ -23,10 +24,9 @@ def _assert_one_run_at_a_time(runs: list[dict], killed_at: float) -> None:
 
 def test_worker_killed_mid_trace(service, model_root):
     model = service.register_model(model_root / "tiny")
-    trace = service.post("/traces", {
-        "model_id": model["id"], "task_sets": ["all"], "perturbations": ["skip", "mask:keep=0.5,draws=3"],
-        "options": {"limit": 20, "batch_size": 1, "similarity": False, "position_view": False},
-    })
+    body = {"model_id": model["id"], "task_sets": ["all"], "perturbations": ["skip", "mask:keep=0.5,draws=3"],
+            "options": {"limit": 20, "batch_size": 1, "similarity": False, "position_view": False}}
+    trace = service.post("/traces", body)
     job_id = trace["job"]["id"]
     wait_for(lambda: 0 < ((service.job(job_id).get("progress") or {}).get("percent") or 0) < 70, 60,
              "the trace to be under way")
@@ -50,6 +50,16 @@ def test_worker_killed_mid_trace(service, model_root):
     resumed = result["timings"]["resumed_prompts"]
     assert 0 < resumed < 240 and f"{int(resumed)} prompts were done" in log
     assert not (service.data_dir / "jobs" / job_id / "trace-checkpoint.npz").exists()
+    # Bit-identical to the same trace never interrupted.
+    again = service.post("/traces", body)
+    assert service.wait_job(again["job"]["id"], timeout=120)["status"] == "succeeded"
+    clean = service.client.get(f"/traces/{again['id']}/result").json()
+    for name, task in clean["tasks"].items():
+        assert result["tasks"][name]["target_prob"] == task["target_prob"], name
+        assert result["tasks"][name]["top_tokens"] == task["top_tokens"], name
+    for name, sens in clean["sensitivities"].items():
+        assert result["sensitivities"][name]["js"] == sens["js"], name
+    assert result["freeze_plan"] == clean["freeze_plan"]
 
 
 def test_worker_killed_mid_trial_resumes_from_its_checkpoint(service, model_root):
@@ -58,11 +68,10 @@ def test_worker_killed_mid_trial_resumes_from_its_checkpoint(service, model_root
     corpus.write_text("\n\n".join(item.prompt + item.target for name in ("antonyms_en", "synonyms_en", "plural_en")
                                   for item in builtin_task(name).items), encoding="utf-8")
     steps, every = 300, 20
-    trial = service.post("/trials", {
-        "model_id": model["id"], "corpus": str(corpus), "allocation": "train-shallow", "seeds": [1],
-        "steps": steps, "batch_size": 8, "block_size": 64, "checkpoint_every": every, "warmup_steps": 5,
-        "holdout": 0.0, "device": "cpu", "dtype": "float32",
-    })
+    body = {"model_id": model["id"], "corpus": str(corpus), "allocation": "train-shallow", "seeds": [1],
+            "steps": steps, "batch_size": 8, "block_size": 64, "checkpoint_every": every, "warmup_steps": 5,
+            "holdout": 0.0, "device": "cpu", "dtype": "float32"}
+    trial = service.post("/trials", body)
     job_id = trial["job"]["id"]
     checkpoints = service.data_dir / "jobs" / job_id / "trials" / "train-shallow-seed1" / "checkpoints"
     wait_for(lambda: (checkpoints / f"step-{2 * every:06d}").is_dir(), 90, "the trial's second checkpoint",
@@ -83,3 +92,11 @@ def test_worker_killed_mid_trial_resumes_from_its_checkpoint(service, model_root
     # Every optimizer step has its metrics row, once: those of the killed run too.
     curves = service.client.get(f"/experiments/{trial['id']}/metrics").json()["trials"]
     assert [p["step"] for p in curves["train-shallow-seed1"]] == list(range(1, steps + 1))
+    # Bit-identical to the same trial never interrupted: losses, weights (drift) and evaluation.
+    again = service.post("/trials", body)
+    assert service.wait_job(again["job"]["id"], timeout=150)["status"] == "succeeded"
+    clean = service.client.get(f"/experiments/{again['id']}").json()["result"]["trials"][0]
+    assert training["loss_curve"] == clean["training"]["loss_curve"]
+    assert result["trials"][0]["drift"] == clean["drift"] and result["trials"][0]["evals"] == clean["evals"]
+    clean_curve = service.client.get(f"/experiments/{again['id']}/metrics").json()["trials"]["train-shallow-seed1"]
+    assert [p["loss"] for p in curves["train-shallow-seed1"]] == [p["loss"] for p in clean_curve]

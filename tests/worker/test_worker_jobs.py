@@ -48,8 +48,8 @@ def _trace_job(engine, source: str, spec: dict | None = None) -> tuple[str, str]
         s.flush()
         job = jobs.submit_job(
             s, kind="trace", resource_kind="trace", resource_id=trace.id, commit=False, max_attempts=2,
-            spec=spec or {"tasks": ["antonyms_en"], "limit": 2,
-                          "options": {"similarity": False, "bootstrap_resamples": 20}},
+            spec={"model_id": model.id, **(spec or {"tasks": ["antonyms_en"], "limit": 2,
+                                                   "options": {"similarity": False, "bootstrap_resamples": 20}})},
         )
         trace.job_id = job.id
         return job.id, trace.id
@@ -90,6 +90,21 @@ def test_a_job_held_by_a_live_lease_is_not_run_again(settings, engine, saved_mod
     job = _job(engine, job_id)
     assert job.status == "running" and job.worker_id == "someone-else" and job.attempts == 1
     assert _runs(settings, job_id) == []
+
+
+@pytest.mark.parametrize("spec, reason", [
+    ({"tasks": []}, "tasks: List should have at least 1 item"),
+    ({"tasks": ["antonyms_en"], "perturbations": ["wobble"]}, "perturbations: unknown perturbation 'wobble'"),
+    ({"tasks": ["antonyms_en"], "colour": "red"}, "colour: Extra inputs are not permitted"),
+])
+def test_a_malformed_job_spec_fails_the_job_with_one_line_before_any_work(settings, engine, saved_model, spec, reason):
+    """The worker parses the stored spec once, by its kind's model (layertracer.spec.jobs): a spec no
+    API would write ends the job with the field at fault, before a model is loaded."""
+    job_id, _ = _trace_job(engine, str(saved_model("qwen3")), spec=spec)
+    assert tasks.execute(job_id, settings)["status"] == "failed"
+    job = _job(engine, job_id)
+    assert job.error.startswith("the trace job's spec is not valid: ") and reason in job.error, job.error
+    assert "\n" not in job.error and "stage load" not in (job.log or "")  # no model was loaded
 
 
 def test_a_failing_job_ends_failed_with_a_one_line_reason(settings, engine, tmp_path):

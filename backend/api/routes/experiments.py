@@ -25,6 +25,7 @@ from backend.db.models import Experiment, Job, Model, new_id
 from backend.security import PathError, confine_path
 from backend.settings import Settings
 from backend.tasksets import BUILTIN_TASK_NAMES
+from layertracer.spec.jobs import ExperimentJobSpec
 
 router = APIRouter(tags=["experiments"])
 
@@ -78,7 +79,8 @@ def _create(kind: str, body: Union[ExperimentCreate, TrialCreate], session: Sess
     if unknown:
         raise HTTPException(422, f"trace task {unknown[0]!r} is not a built-in task")
     experiment_id = new_id()
-    spec = {**fields, "allocations": resolved, "model_id": model.id, "kind": kind}
+    spec = ExperimentJobSpec.model_validate({**fields, "allocations": resolved, "model_id": model.id,
+                                             "kind": kind}).model_dump()
     provenance = {"code_version": __version__, "model_source": model.source, "model_fingerprint": model.fingerprint,
                   "seeds": list(body.seeds), "spec": spec}
     return submit_with_resource(

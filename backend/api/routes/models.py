@@ -12,6 +12,7 @@ from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.schemas import created_or_existing, ModelCreate, ModelPublic, ModelsPublic
 from backend.db.models import Job, Model, new_id
 from backend.security import PathError, confine_path
+from layertracer.spec.jobs import InspectJobSpec
 from layertracer.spec.sources import ModelSourceError, is_path_like, parse_model_source
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -67,7 +68,7 @@ def create_model(body: ModelCreate, session: SessionDep, settings: SettingsDep, 
     model_id = new_id()
     # The source is the key: a concurrent registration of the same source returns the first one.
     return submit_with_resource(
-        session, settings, response, kind="inspect", spec={"model_id": model_id}, resource_kind="model",
+        session, settings, response, kind="inspect", spec=InspectJobSpec(model_id=model_id).model_dump(), resource_kind="model",
         resource_id=model_id, key=scoped_key("model", source), same_request=False,
         build=lambda job_id: Model(id=model_id, source=source, source_kind=source_kind,
                                    name=(body.name or default_name)[:200], trust_remote_code=body.trust_remote_code,

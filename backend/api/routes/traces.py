@@ -19,6 +19,7 @@ from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.schemas import created_or_existing, TraceCreate, TracePublic, TracesPublic
 from backend.db.models import Job, Model, Trace, TracePart, TraceResultRow, new_id
 from backend.results import ensure_trace_parts, task_part
+from layertracer.spec.jobs import TraceJobSpec
 from layertracer.spec.views import layer_table
 
 router = APIRouter(prefix="/traces", tags=["traces"])
@@ -82,8 +83,8 @@ def create_trace(
     limit, shots = options.pop("limit"), options.pop("shots")
     if options["position_task"] is None:
         options.pop("position_task")
-    job_spec = {"model_id": model.id, "tasks": names, "perturbations": body.perturbations, "options": options,
-                "limit": limit, "shots": shots}
+    job_spec = TraceJobSpec(model_id=model.id, tasks=names, perturbations=body.perturbations, options=options,
+                            limit=limit, shots=shots).model_dump()
     spec = body.model_dump()
     trace_id = new_id()
     # Provenance known at submission; store_trace_result replaces it with the engine's own record.
