@@ -12,6 +12,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from layertracer.spec.allocations import PARTS
+
 MAX_STEPS = 10_000_000
 
 
@@ -32,7 +34,7 @@ class TrainingOptionsSpec(BaseModel):
     eval_every: int = Field(default=0, ge=0, le=MAX_STEPS, description="held-out loss every this many steps (0: never)")
     checkpoint_every: int = Field(default=50, ge=0, le=MAX_STEPS, description="checkpoint every this many steps (0: never)")
     holdout: float = Field(default=0.05, ge=0.0, lt=0.5, description="share of corpus blocks kept for the held-out loss")
-    part: Literal["all", "mixer", "mlp"] = Field(default="all", description="within trainable blocks: all, the mixer or the MLP")
+    part: Literal[PARTS] = Field(default="all", description="within trainable blocks: all, the mixer or the MLP")
     eval_mode: Literal["loglikelihood", "answer-only", "cloze"] = Field(default="loglikelihood", description="how benchmarks are scored")
     eval_shots: int = Field(default=5, ge=0, le=16, description="few-shot examples from the dev split")
     eval_limit: Optional[int] = Field(default=None, ge=1, le=MAX_STEPS, description="at most this many questions per subject")
