@@ -5,7 +5,7 @@ prompts, top-10 tokens per layer, two perturbations with per-prompt JS), stores 
 ``backend.results.store_trace_result`` (as the worker does), serves the API with uvicorn in a
 subprocess and times, with httpx over loopback (the full body read, no JSON parse on the client):
 
-    GET /traces/{id}, /traces/{id}/result, /traces/{id}/heatmap, /traces/{id}/tasks/{task}/prompts
+    GET /traces/{id}, /traces/{id}/result, /traces/{id}/overview, /traces/{id}/tasks/{task}, /traces/{id}/export.csv
 
 Prints p50 / p95 in ms per endpoint and the response sizes. Target: /result p95 < 100 ms.
 
@@ -245,8 +245,9 @@ def run(args, url: str, data_dir: Path) -> None:
             endpoints = {
                 "GET /traces/{id}": f"{base}/traces/{trace_id}",
                 "GET /traces/{id}/result": f"{base}/traces/{trace_id}/result",
-                "GET /traces/{id}/heatmap": f"{base}/traces/{trace_id}/heatmap?metric=prob",
-                "GET /traces/{id}/tasks/{task}/prompts": f"{base}/traces/{trace_id}/tasks/{task}/prompts?metric=prob",
+                "GET /traces/{id}/overview": f"{base}/traces/{trace_id}/overview",
+                "GET /traces/{id}/tasks/{task}": f"{base}/traces/{trace_id}/tasks/{task}",
+                "GET /traces/{id}/export.csv": f"{base}/traces/{trace_id}/export.csv",
                 "(floor: same bytes from a bare Starlette app)": f"http://127.0.0.1:{floor_port}/big",
             }
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

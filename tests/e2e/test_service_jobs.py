@@ -25,8 +25,8 @@ def test_trace_end_to_end(service, model_root):
     assert list(result["tasks"]) == ["antonyms_en", "plural_en"] and result["num_layers"] == 4
     assert result["model"]["fingerprint"] == model["fingerprint"]
     assert all(len(row) == 4 for row in result["tasks"]["plural_en"]["target_prob"])
-    heatmap = service.client.get(f"/traces/{trace['id']}/heatmap", params={"metric": "prob"})
-    assert heatmap.status_code == 200
+    overview = service.client.get(f"/traces/{trace['id']}/overview")
+    assert overview.status_code == 200 and list(overview.json()["tasks"]) == ["antonyms_en", "plural_en"]
     log = service.client.get(f"/jobs/{job['id']}/log").json()
     assert any("attempt 1 started" in line for line in log["lines"])
     runs = service.runs(job["id"])
