@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from layertracer.errors import LayerTracerError, ModelLoadError
 from layertracer.progress import ProgressCallback
+from layertracer.spec.loading import PlacementSpec
 from layertracer.spec.sources import ModelSource, is_path_like, parse_model_source
 
 # A task-set name -> its items [{"prompt", "target", "task"?}] or a task file (None: no such set).
@@ -239,13 +240,15 @@ def run_trace(
     progress: Optional[ProgressCallback] = None,
     checkpoint: Optional[str | os.PathLike] = None,
     checkpoint_every_s: Optional[float] = None,
+    offload_folder: Optional[str | os.PathLike] = None,
 ) -> dict[str, Any]:
     """Trace a model; returns the engine's result JSON (the README's OUT.json schema) as a dict.
     ``checkpoint``: the engine's partial-results file, so a run stopped part-way resumes.
+    ``offload_folder``: where a ``placement`` with a device map puts the weights that fit nowhere else.
 
     spec: {"model": source (or {"source", "trust_remote_code"}), "tasks": names (list or "a,b"),
     "perturbations"?: ["skip", ...], "options"?: TraceOptions fields, "limit"?, "shots"?, "device"?,
-    "dtype"?, "trust_remote_code"?}. ``progress`` receives the engine's events (stage, done, total in
+    "dtype"?, "trust_remote_code"?, "placement"?: PlacementSpec fields}. ``progress`` receives the engine's events (stage, done, total in
     prompt-units over the whole trace) and may raise :class:`Interrupted` to stop.
     """
     from layertracer.models.loading import load_model
@@ -268,12 +271,14 @@ def run_trace(
         roots=roots,
     )
     report(progress, "load", 0, 1)
+    placement = PlacementSpec.model_validate(spec.get("placement") or {})
     loaded = load_model(
         source,
         device=str(spec.get("device") or "auto"),
         dtype=str(spec.get("dtype") or "auto"),
         trust_remote_code=trust,
         allowed_roots=_allowed_roots(roots) if parsed.is_local else None,
+        **placement.load_kwargs(None if offload_folder is None else str(offload_folder)),
     )
     report(progress, "load", 1, 1)
     result = trace(loaded, tasks, perturbations=list(perturbations), options=options, progress=progress,

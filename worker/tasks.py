@@ -20,6 +20,7 @@ trials' checkpoints there.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -288,8 +289,13 @@ def _run(kind: str, spec: dict[str, Any], settings: Settings, job_id: str, contr
     if kind == "trace":
         # A run stopped part-way (killed worker, lost lease, shutdown, cancel then retry) resumes from here.
         checkpoint = settings.jobs_dir / job_id / "trace-checkpoint.npz"
-        result = runners.run_trace(spec, roots=roots, task_set=_task_set_resolver(settings), progress=Sink(control),
-                                   checkpoint=checkpoint, checkpoint_every_s=settings.trace_checkpoint_seconds)
+        offload = settings.jobs_dir / job_id / "offload"  # a placement's disk offload, this job's alone
+        try:
+            result = runners.run_trace(spec, roots=roots, task_set=_task_set_resolver(settings), progress=Sink(control),
+                                       checkpoint=checkpoint, checkpoint_every_s=settings.trace_checkpoint_seconds,
+                                       offload_folder=offload)
+        finally:
+            shutil.rmtree(offload, ignore_errors=True)
         resumed = int((result.get("timings") or {}).get("resumed_prompts") or 0)
         if resumed:
             control.log(f"resumed from the checkpoint of an earlier attempt: {resumed} prompts were done")

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, 
 
 from layertracer.spec.allocations import check_allocation
 from layertracer.spec.jobs import ExperimentFields, Item, check_perturbation  # noqa: F401 (check_perturbation: the API's name for it)
+from layertracer.spec.loading import PlacementSpec
 from layertracer.spec.trace_options import TraceOptionsSpec
 
 T = TypeVar("T")
@@ -201,6 +202,7 @@ class TraceCreate(Request):
     task_sets: list[Item] = Field(min_length=1, max_length=50)
     perturbations: list[Item] = Field(default_factory=lambda: ["skip"], min_length=1, max_length=10)
     options: TraceOptions = Field(default_factory=TraceOptions)
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
     name: Optional[str] = Field(default=None, max_length=200)
 
     @field_validator("perturbations")

@@ -8,10 +8,12 @@ from typing import Any, Optional
 
 import dash
 from dash import Input, Output, State, dcc, html
+from pydantic import ValidationError
 
 from frontend.api_client import ApiError
 from frontend.components import api_error_box, client, error_box, notice, rel
-from layertracer.spec.fields import number_bounds
+from layertracer.spec.fields import number_bounds, validation_message
+from layertracer.spec.loading import ATTN_IMPLEMENTATIONS, DEVICE_MAP_STRATEGIES, LOAD_IN, PlacementSpec
 from layertracer.spec.perturbations import (
     DEFAULT_KEEP,
     DEFAULT_SCALE,
@@ -134,10 +136,42 @@ def layout(token: Optional[str] = None, model: Optional[str] = None, **query: An
                 html.Div([html.Label("Per-position view: task (empty: the first)", htmlFor=f"{P}-position_task"),
                           dcc.Input(id=f"{P}-position_task", type="text", className="lt-input")], className="lt-field"),
             ], className="lt-row")]),
+            placement_fields(),
             html.Div(id=f"{P}-errors", role="alert"),
             html.Button("Start the trace", id=f"{P}-submit", type="button", className="lt-button lt-primary"),
         ], className="lt-form", **{"aria-label": "new trace"}),
     ])
+
+
+# The placement inputs: (id, label, choices or None for free text); choices are the spec's.
+PLACEMENT_FIELDS = [
+    ("device_map", "Device map", DEVICE_MAP_STRATEGIES),
+    ("max_memory", "Memory per device (e.g. 0=70GiB,cpu=200GiB)", None),
+    ("attn_implementation", "Attention kernel", ATTN_IMPLEMENTATIONS),
+    ("load_in", "Quantize (CUDA)", LOAD_IN),
+]
+
+
+def placement_fields() -> html.Details:
+    """Advanced, folded: where the worker puts a model larger than one GPU (the API's ``placement``)."""
+    fields = []
+    for key, label, choices in PLACEMENT_FIELDS:
+        control = (dcc.Dropdown(id=f"{P}-place-{key}", options=[{"label": c, "value": c} for c in choices],
+                                placeholder="the default", clearable=True, className="lt-input")
+                   if choices else dcc.Input(id=f"{P}-place-{key}", type="text", className="lt-input"))
+        fields.append(html.Div([html.Label(label, htmlFor=f"{P}-place-{key}"), control], className="lt-field"))
+    return html.Details([html.Summary("Placement: models larger than one GPU"),
+                         html.Div(fields, className="lt-row")], className="lt-advanced")
+
+
+def placement_body(values: dict[str, Any]) -> tuple[dict[str, Any], Optional[str]]:
+    """The placement inputs -> (the API's ``placement`` object, None) or ({}, what to fix), checked by
+    the spec (``layertracer.spec.loading.PlacementSpec``), as the API checks it."""
+    given = {k: (v.strip() if isinstance(v, str) else v) for k, v in (values or {}).items() if v not in (None, "")}
+    try:
+        return PlacementSpec.model_validate(given).model_dump(exclude_none=True), None
+    except ValidationError as exc:
+        return {}, f"Placement: {validation_message(exc)}."
 
 
 def perturbation_specs(kinds: list[str], keep: Any, scale: Any) -> list[str]:
@@ -167,7 +201,8 @@ def perturbation_errors(kinds: list[str], keep: Any, scale: Any) -> list[str]:
 
 
 def validate(model: Optional[str], tasks: Optional[list], perts: Optional[list], keep: Any, scale: Any,
-             numbers: dict[str, Any], position_task: Optional[str] = None) -> tuple[Optional[dict], list[str]]:
+             numbers: dict[str, Any], position_task: Optional[str] = None,
+             placement: Optional[dict[str, Any]] = None) -> tuple[Optional[dict], list[str]]:
     """The form -> (the POST /traces body, []) or (None, messages saying what to fix)."""
     errors = []
     if not model:
@@ -197,20 +232,28 @@ def validate(model: Optional[str], tasks: Optional[list], perts: Optional[list],
             options[key] = int(number) if integer else number
     if (position_task or "").strip():
         options["position_task"] = position_task.strip()
+    placed, problem = placement_body(placement or {})
+    if problem:
+        errors.append(problem)
     if errors:
         return None, errors
-    return {"model_id": model, "task_sets": list(tasks), "perturbations": perturbation_specs(perts, keep, scale),
-            "options": options}, []
+    body = {"model_id": model, "task_sets": list(tasks), "perturbations": perturbation_specs(perts, keep, scale),
+            "options": options}
+    if placed:
+        body["placement"] = placed
+    return body, []
 
 
 def submit(n_clicks, model, tasks, perts, keep, scale, limit, batch_size, top_k, seed, draws, shots, position_prompt,
-           position_task, token):
+           position_task, device_map, max_memory, attn_implementation, load_in, token):
     """Validate, POST /traces, and go to the new trace's page (or show what is wrong)."""
     if not n_clicks:
         return dash.no_update, dash.no_update
     body, errors = validate(model, tasks, perts, keep, scale,
                             {"limit": limit, "batch_size": batch_size, "top_k": top_k, "seed": seed, "draws": draws,
-                             "shots": shots, "position_prompt": position_prompt}, position_task)
+                             "shots": shots, "position_prompt": position_prompt}, position_task,
+                            {"device_map": device_map, "max_memory": max_memory,
+                             "attn_implementation": attn_implementation, "load_in": load_in})
     if errors:
         return html.Ul([html.Li(e) for e in errors], className="lt-error"), dash.no_update
     try:
@@ -259,6 +302,7 @@ def register_callbacks(app: dash.Dash) -> None:
                  Input(f"{P}-submit", "n_clicks"), State(f"{P}-model", "value"), State(f"{P}-tasks", "value"),
                  State(f"{P}-perts", "value"), State(f"{P}-keep", "value"), State(f"{P}-scale", "value"),
                  *[State(f"{P}-{key}", "value") for key, *_ in NUMBER_FIELDS], State(f"{P}-position_task", "value"),
+                 *[State(f"{P}-place-{key}", "value") for key, *_ in PLACEMENT_FIELDS],
                  auth, prevent_initial_call=True)(submit)
     app.callback(Output(f"{P}-model-msg", "children"), Output(f"{P}-model", "options"), Output(f"{P}-model", "value"),
                  Input(f"{P}-model-add", "n_clicks"), State(f"{P}-model-source", "value"), auth,

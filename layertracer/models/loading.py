@@ -53,6 +53,8 @@ class ModelInfo:
     commit: Optional[str] = None
     # Weight file -> sha256 of its content, where known without reading it (a hub cache snapshot).
     weights_sha256: dict[str, str] = field(default_factory=dict)
+    # A model placed by accelerate: module name -> where it went ("0", "cpu", "disk"); else None.
+    device_map: Optional[dict[str, str]] = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -384,6 +386,8 @@ def wrap_model(model: nn.Module, tokenizer: Any, *, source: str = "<in memory>",
         revision=revision,
         commit=commit,
         weights_sha256=weight_hashes(fingerprint_of) if fingerprint_of else {},
+        device_map=({str(k): str(v) for k, v in model.hf_device_map.items()}
+                    if isinstance(getattr(model, "hf_device_map", None), dict) else None),
     )
     return LoadedModel(model=model, tokenizer=tokenizer, adapter=adapter, info=info)
 

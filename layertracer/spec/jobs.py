@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from layertracer.errors import LayerTracerError
 from layertracer.spec.allocations import check_allocation
 from layertracer.spec.benchmarks import BENCHMARK_KINDS, BENCHMARK_PATTERN, check_benchmark
+from layertracer.spec.loading import PlacementSpec
 from layertracer.spec.perturbations import parse_perturbation
 from layertracer.spec.trace_options import SEED_MAX
 from layertracer.spec.training import TrainingOptionsSpec
@@ -132,6 +133,7 @@ class TraceJobSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     limit: Optional[int] = Field(default=None, ge=1)
     shots: int = Field(default=3, ge=0)
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
 
     @field_validator("perturbations")
     @classmethod

@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Literal, Optional, Union
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from layertracer.errors import LayerTracerError
 
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -83,3 +85,34 @@ def check_attn_implementation(value: Optional[str]) -> Optional[str]:
     if value not in ATTN_IMPLEMENTATIONS:
         raise LoadOptionError(f"unknown attention implementation {value!r}; use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
     return value
+
+
+class PlacementSpec(BaseModel):
+    """How a service job places a model larger than one device (the API's ``placement`` field of a trace,
+    trial or experiment; the worker passes it to the engine's ``load_model``). A device map is one of
+    accelerate's strategies here: a module -> device file is a path on the worker, which the CLI takes
+    (``--device-map FILE.json``) and the service does not. Weights that fit nowhere else go to the job's
+    own folder on the worker (disk offload)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_map: Optional[Literal[DEVICE_MAP_STRATEGIES]] = Field(
+        default=None, description="accelerate's placement: " + ", ".join(DEVICE_MAP_STRATEGIES))
+    max_memory: Optional[str] = Field(default=None, max_length=200,
+                                      description="memory per device for the placement, e.g. 0=70GiB,cpu=200GiB")
+    attn_implementation: Optional[Literal[ATTN_IMPLEMENTATIONS]] = Field(default=None, description="the attention kernel")
+    load_in: Optional[Literal[LOAD_IN]] = Field(default=None, description="8bit or 4bit quantization (CUDA only)")
+
+    @field_validator("max_memory")
+    @classmethod
+    def _max_memory(cls, value: Optional[str]) -> Optional[str]:
+        if value is None or not value.strip():
+            return None
+        parse_max_memory(value)
+        return value.strip()
+
+    def load_kwargs(self, offload_folder: Optional[str] = None) -> dict:
+        """``load_model``'s keyword arguments (``offload_folder`` only where a placement can use it)."""
+        return {"device_map": self.device_map, "max_memory": self.max_memory,
+                "offload_folder": offload_folder if (self.device_map or self.max_memory) else None,
+                "attn_implementation": self.attn_implementation, "load_in": self.load_in}

@@ -69,7 +69,7 @@ def trace_result(num_layers: int = 4, tasks: int = 2, prompts: int = 3, top_k: i
         "model": {"source": "/models/m", "architecture": "Qwen3ForCausalLM", "num_layers": L, "hidden_size": 32,
                   "vocab_size": 1000, "num_parameters": 12345, "block_kinds": ["attention"] * L,
                   "adapter_source": "table", "dtype": "float32", "device": "cpu", "fingerprint": "f" * 64,
-                  "revision": None, "commit": None, "weights_sha256": {}},
+                  "revision": None, "commit": None, "weights_sha256": {}, "device_map": None},
         "options": {**asdict(options), "perturbations": [p.describe() for p in perts]},
         "tasks": task_dicts, "prompt_index": prompt_index, "sensitivity": primary, "sensitivities": sens,
         "vulnerable_layer": vulnerable,

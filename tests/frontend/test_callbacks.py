@@ -293,7 +293,7 @@ def test_new_trace_validation():
     for message in ("Choose a model.", "at least one task set", "at least one perturbation", "Top-k", "Batch size",
                     "whole number"):
         assert message in joined
-    errors_div, go = page.submit(1, None, [], ["skip"], 0.5, 1.0, None, 8, 10, 0, 3, 3, 0, "", None)
+    errors_div, go = page.submit(1, None, [], ["skip"], 0.5, 1.0, None, 8, 10, 0, 3, 3, 0, "", None, None, None, None, None)
     assert go is dash.no_update and "Choose a model." in text_of(errors_div)
 
 

@@ -283,3 +283,34 @@ def test_form_api_and_engine_read_benchmark_specs_alike(text):
     if api:
         kind, folder = split_benchmark(text)
         assert kind in BENCHMARK_KINDS and folder.strip()  # and the engine reads the same kind and folder
+
+
+@given(device_map=st.sampled_from([None, "", "auto", "balanced", "sequential", "everywhere", "/tmp/map.json"]),
+       max_memory=st.one_of(st.none(), st.sampled_from(["", "0=70GiB,cpu=200GiB", "cpu=120KB", "lots", "0=70", "x=1GB",
+                                                         "cpu=1GB,cpu=2GB", " disk=10GiB "]),
+                            st.text(alphabet="0123456789=,cpuGiBMK.", max_size=14)),
+       attn=st.sampled_from([None, "sdpa", "eager", "flash_attention_2", "fast"]),
+       load_in=st.sampled_from([None, "8bit", "4bit", "2bit"]))
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_the_trace_form_and_the_api_agree_on_placement(device_map, max_memory, attn, load_in):
+    """The placement of a big model (layertracer/spec/loading.py PlacementSpec): what the New trace form
+    accepts, the API accepts, and what it sends is what the worker gets."""
+    from backend.api.schemas import TraceCreate
+    from frontend.pages import new_trace as page
+    from layertracer.spec.jobs import TraceJobSpec
+
+    numbers = {key: default for key, _, default, *_ in page.NUMBER_FIELDS}
+    placement = {"device_map": device_map, "max_memory": max_memory, "attn_implementation": attn, "load_in": load_in}
+    body, errors = page.validate("m", ["antonyms_en"], ["skip"], 0.5, 1.0, numbers, None, placement)
+    api_body = {"model_id": "m", "task_sets": ["antonyms_en"],
+                "placement": {k: v for k, v in placement.items() if v not in (None, "")}}
+    try:
+        sent = TraceCreate.model_validate(api_body).placement
+        api = True
+    except ValidationError:
+        api = False
+    assert (not errors) == api, (placement, errors)
+    if api:
+        assert TraceCreate.model_validate(body).placement == sent
+        job = TraceJobSpec(model_id="m", tasks=["antonyms_en"], placement=sent)
+        assert TraceJobSpec.model_validate(job.model_dump()).placement == sent

@@ -171,3 +171,23 @@ def test_experiment_paths_are_confined(saved_model, corpus, tmp_path):
     spec = runners.experiment_spec({"model": str(folder), "corpus": str(corpus), "allocation": "0-1",
                                     "name": "ignored"}, roots=[folder, tmp_path])
     assert spec.allocations == ["0-1"] and spec.corpus == str(corpus.resolve())
+
+
+def test_a_trace_placed_by_its_spec_offloads_to_its_folder_and_traces_alike(saved_model, tmp_path):
+    """The service's placement (layertracer.spec.loading.PlacementSpec) reaches the engine's loader: a
+    CPU budget below the model's size puts blocks on disk, and the numbers are those of the model in
+    memory."""
+    import numpy as np
+
+    folder = saved_model("qwen3")
+    spec = {"model": str(folder), "tasks": ["antonyms_en"], "limit": 3, "device": "cpu", "dtype": "float32",
+            "perturbations": ["skip"], "options": {"similarity": False, "position_view": False, "bootstrap_resamples": 20}}
+    plain = runners.run_trace(spec, roots=[folder])
+    placed = runners.run_trace({**spec, "placement": {"max_memory": "cpu=120KB"}}, roots=[folder],
+                               offload_folder=tmp_path / "offload")
+    where = placed["model"]["device_map"]  # the result records where each module went
+    assert plain["model"]["device_map"] is None and {"cpu", "disk"} <= set(where.values()), where
+    np.testing.assert_allclose(np.array(placed["tasks"]["antonyms_en"]["target_prob"], dtype=float),
+                               np.array(plain["tasks"]["antonyms_en"]["target_prob"], dtype=float), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.array(placed["sensitivity"]["js"], dtype=float),
+                               np.array(plain["sensitivity"]["js"], dtype=float), atol=1e-5, rtol=0)

@@ -84,7 +84,7 @@ def create_trace(
     if options["position_task"] is None:
         options.pop("position_task")
     job_spec = TraceJobSpec(model_id=model.id, tasks=names, perturbations=body.perturbations, options=options,
-                            limit=limit, shots=shots).model_dump()
+                            limit=limit, shots=shots, placement=body.placement).model_dump()
     spec = body.model_dump()
     trace_id = new_id()
     # Provenance known at submission; store_trace_result replaces it with the engine's own record.
