@@ -103,7 +103,7 @@ def eval_command(
 
 def _experiment_spec(model, corpus, allocations, benchmark, seeds, steps, batch_size, grad_accum, block_size,
                      lr, warmup_steps, eval_shots, eval_limit, trace_tasks, trace_limit, device, dtype,
-                     embeddings, head, final_norm, part, eval_mode="loglikelihood"):
+                     embeddings, head, final_norm, part, eval_mode="loglikelihood", placed=None):
     from layertracer.experiments.spec import ExperimentSpec
 
     spec = ExperimentSpec(
@@ -112,6 +112,7 @@ def _experiment_spec(model, corpus, allocations, benchmark, seeds, steps, batch_
         block_size=block_size, lr=lr, warmup_steps=warmup_steps, eval_shots=eval_shots, eval_limit=eval_limit,
         trace_tasks=trace_tasks, trace_limit=trace_limit, device=device, dtype=dtype,
         embeddings=embeddings, head=head, final_norm=final_norm, part=part, eval_mode=eval_mode,
+        placement={k: v for k, v in (placed or {}).items() if v is not None},
     )
     spec.validate()  # every option checked before the model is even looked for: a typo fails at once
     return spec
@@ -213,12 +214,18 @@ def trial_command(
     part: str = _PART,
     device: str = typer.Option("auto"),
     dtype: str = typer.Option("auto"),
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
+    max_memory: Optional[str] = MAX_MEMORY_OPTION,
+    offload_folder: Optional[Path] = OFFLOAD_FOLDER_OPTION,
+    attn_implementation: Optional[str] = ATTN_OPTION,
+    load_in: Optional[str] = LOAD_IN_OPTION,
     out_dir: Path = typer.Option(..., "--out", "-o", help="Result folder (a re-run resumes)."),
 ) -> None:
     """Continue pre-training with one allocation over seeds; evaluate before and after."""
     spec = _experiment_spec(model, corpus, [allocation], benchmark, seeds, steps, batch_size, grad_accum,
                             block_size, lr, warmup_steps, eval_shots, eval_limit, trace_tasks, trace_limit,
-                            device, dtype, embeddings, head, final_norm, part, eval_mode)
+                            device, dtype, embeddings, head, final_norm, part, eval_mode,
+                            placement(device_map, max_memory, offload_folder, attn_implementation, load_in))
     _run_and_report(spec, out_dir)
 
 
@@ -245,13 +252,19 @@ def experiment_command(
     part: str = _PART,
     device: str = typer.Option("auto"),
     dtype: str = typer.Option("auto"),
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
+    max_memory: Optional[str] = MAX_MEMORY_OPTION,
+    offload_folder: Optional[Path] = OFFLOAD_FOLDER_OPTION,
+    attn_implementation: Optional[str] = ATTN_OPTION,
+    load_in: Optional[str] = LOAD_IN_OPTION,
     out_dir: Path = typer.Option(..., "--out", "-o", help="Result folder (a re-run resumes)."),
 ) -> None:
     """Several allocations x seeds on the same data, compared with intervals and significance tests."""
     names = [a.replace(";", ",") for a in split_list(allocations)]
     spec = _experiment_spec(model, corpus, names, benchmark, seeds, steps, batch_size, grad_accum, block_size,
                             lr, warmup_steps, eval_shots, eval_limit, trace_tasks, trace_limit, device, dtype,
-                            embeddings, head, final_norm, part, eval_mode)
+                            embeddings, head, final_norm, part, eval_mode,
+                            placement(device_map, max_memory, offload_folder, attn_implementation, load_in))
     _run_and_report(spec, out_dir)
 
 

@@ -310,6 +310,10 @@ def experiment_spec(spec: Mapping[str, Any], *, roots: Sequence[str | os.PathLik
         data["benchmarks"] = [b.strip() for b in data["benchmarks"].split(",") if b.strip()]
     if isinstance(data.get("trace_tasks"), (list, tuple)):
         data["trace_tasks"] = ",".join(task_names(data["trace_tasks"]))
+    # The service's placement (PlacementSpec: strategies only) as load_model's arguments; its disk
+    # offload goes to the job's folder (the runner's out_dir).
+    data["placement"] = {k: v for k, v in PlacementSpec.model_validate(data.get("placement") or {}).model_dump().items()
+                         if v is not None}
     if not data.get("corpus"):
         raise LayerTracerError("the spec names no corpus")
     data["corpus"] = str(confine(data["corpus"], roots, "corpus"))

@@ -173,8 +173,18 @@ class ExperimentRunner:
             self.on_partial(values)
 
     # -- pieces -------------------------------------------------------------------------------
-    def _load(self) -> LoadedModel:
-        return load_model(self.spec.model, device=self.spec.device, dtype=self.spec.dtype)
+    def _load(self, training: bool = False) -> LoadedModel:
+        placement = dict(self.spec.placement)
+        if (placement.get("device_map") or placement.get("max_memory")) and not placement.get("offload_folder"):
+            placement["offload_folder"] = str(self.out / "offload")
+        loaded = load_model(self.spec.model, device=self.spec.device, dtype=self.spec.dtype,
+                            **{k: v for k, v in placement.items() if v is not None})
+        if training and any(p.device.type == "meta" for p in loaded.model.parameters()):
+            # Offloaded weights live in accelerate's hooks, not in the parameters the optimizer updates.
+            where = sorted({str(v) for v in (getattr(loaded.model, "hf_device_map", None) or {}).values()})
+            raise LayerTracerError(f"a trial cannot train weights offloaded by its placement (placed on {', '.join(where)}); "
+                                   "give the devices more memory (max_memory) or spread the model over GPUs only")
+        return loaded
 
     def _evaluate(self, loaded: LoadedModel, trial: Optional[tuple[int, str]] = None) -> dict[str, Any]:
         from layertracer.evaluation import evaluate
@@ -214,7 +224,11 @@ class ExperimentRunner:
         path = self.out / "spec.json"
         if path.is_file():
             stored = json.loads(path.read_text(encoding="utf-8"))
-            if stored != self.spec.to_dict():
+            current = self.spec.to_dict()
+            # A field added since the folder was written counts as its default there.
+            blank = ExperimentSpec(model=self.spec.model, corpus=self.spec.corpus).to_dict()
+            stored = {**{k: v for k, v in current.items() if k not in stored and v == blank[k]}, **stored}
+            if stored != current:
                 raise LayerTracerError(
                     f"{self.out} holds another experiment (its spec.json differs); use a new --out folder"
                 )
@@ -268,7 +282,7 @@ class ExperimentRunner:
         if done_path.is_file():
             return json.loads(done_path.read_text(encoding="utf-8"))
         stage = (index, slug)
-        loaded = self._load()
+        loaded = self._load(training=True)
         spec_text = allocation_spec
         if allocation_spec == "from-trace":
             spec_text = f"from-trace:{base['trace_path']}"

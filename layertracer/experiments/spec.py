@@ -19,6 +19,7 @@ from layertracer.spec.training import TrainingOptionsSpec
 from layertracer.training.loop import TrainConfig
 
 _SPEC = defaults(TrainingOptionsSpec)
+PLACEMENT_KEYS = ("device_map", "max_memory", "offload_folder", "attn_implementation", "load_in")
 
 
 @dataclass
@@ -69,6 +70,11 @@ class ExperimentSpec:
     device: str = "auto"
     dtype: str = "auto"
     labels: dict[str, str] = field(default_factory=dict)
+    # Big-model placement, load_model's keyword arguments (device_map, max_memory, offload_folder,
+    # attn_implementation, load_in; layertracer.spec.loading has their grammar). A trial trains what
+    # it loads, so a placement that leaves weights offloaded (to the CPU beside a GPU, or to disk) is
+    # refused when the model is loaded; it serves a model spread over several GPUs.
+    placement: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if not self.allocations:
@@ -88,6 +94,9 @@ class ExperimentSpec:
             raise LayerTracerError(f"labels name allocation(s) the experiment does not run: {', '.join(unknown)}")
         if any(a == "from-trace" for a in self.allocations) and not self.trace_tasks:
             raise LayerTracerError("allocation 'from-trace' needs trace tasks (--trace-tasks) to trace the base model")
+        unknown = sorted(set(self.placement) - set(PLACEMENT_KEYS))
+        if unknown:
+            raise LayerTracerError(f"unknown placement option(s): {', '.join(unknown)}")
         self.train_config(self.seeds[0]).validate()
 
     def train_config(self, seed: int) -> TrainConfig:

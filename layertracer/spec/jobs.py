@@ -61,6 +61,7 @@ class ExperimentFields(TrainingOptionsSpec):
     trace_perturbations: list[Item] = Field(default_factory=lambda: ["skip"], min_length=1, max_length=10)
     device: str = Field(default="auto", max_length=20, json_schema_extra={"pattern": DEVICE_RE.pattern})
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
     labels: dict[str, str] = Field(default_factory=dict, max_length=10,
                                    description="display names of allocations in the results table")
 

@@ -91,3 +91,20 @@ def test_bad_experiment_requests(client, change, status, message):
     assert response.status_code == status, response.text
     assert message in one_line(response)
 
+
+
+def test_a_trial_carries_its_placement_to_the_worker(client, db_url):
+    model = register(client)
+    body = {**experiment_body(model["id"]), "placement": {"device_map": "auto", "max_memory": "0=70GiB,cpu=200GiB"}}
+    created = client.post(f"{API}/experiments", json=body)
+    assert created.status_code == 201, created.text
+    engine = make_engine(db_url)
+    with Session(engine) as s:
+        spec = jobs.get_job(s, created.json()["job"]["id"]).spec
+    engine.dispose()
+    assert spec["placement"] == {"device_map": "auto", "max_memory": "0=70GiB,cpu=200GiB", "attn_implementation": None,
+                                 "load_in": None}
+    for bad, message in ((({"device_map": "/etc/map.json"}), "device_map"), ({"max_memory": "lots"}, "max memory 'lots'"),
+                         ({"load_in": "2bit"}, "load_in")):
+        refused = client.post(f"{API}/experiments", json={**experiment_body(model["id"]), "placement": bad})
+        assert refused.status_code == 422 and message in one_line(refused), refused.text

@@ -210,3 +210,23 @@ def test_experiment_under_a_launcher_matches_one_process(saved_model, world, tmp
         assert [l for _, l in a["training"]["loss_curve"]] == pytest.approx([l for _, l in b["training"]["loss_curve"]], abs=1e-5)
         for bench in world.benchmarks:
             assert a["evals"][bench]["accuracy"] == b["evals"][bench]["accuracy"]
+
+
+def test_a_trial_places_its_model_and_refuses_to_train_offloaded_weights(saved_model, world, tmp_path, cli):
+    """A placement that keeps every weight in the parameters (here: accelerate's map, all on the CPU)
+    trains exactly as the model loaded plainly; one that offloads weights (a CPU budget below the
+    model's size: blocks on disk) cannot train them, and says so in one line, in the CLI too."""
+    base = dict(model=str(saved_model("qwen3")), corpus=str(world.new_corpus), allocations=["train-shallow"],
+                seeds=[1], steps=3, batch_size=4, block_size=32, lr=1e-2, warmup_steps=1, device="cpu",
+                dtype="float32", checkpoint_every=0, holdout=0.0)
+    plain = run_experiment(ExperimentSpec(**base), tmp_path / "plain")
+    placed = run_experiment(ExperimentSpec(**base, placement={"device_map": "sequential"}), tmp_path / "placed")
+    assert placed["trials"][0]["training"]["loss_curve"] == plain["trials"][0]["training"]["loss_curve"]
+    assert placed["trials"][0]["drift"] == plain["trials"][0]["drift"]
+    with pytest.raises(LayerTracerError, match="cannot train weights offloaded by its placement"):
+        run_experiment(ExperimentSpec(**base, placement={"max_memory": "cpu=120KB"}), tmp_path / "offloaded")
+    code, _, err = cli("trial", "--model", base["model"], "--corpus", base["corpus"], "-a", "train-shallow",
+                       "--seeds", "1", "--steps", "2", "--batch-size", "4", "--block-size", "32", "--device", "cpu",
+                       "--max-memory", "cpu=120KB", "--out", str(tmp_path / "cli"))
+    lines = err.strip().splitlines()
+    assert code == 2 and "cannot train weights offloaded by its placement" in lines[-1], err

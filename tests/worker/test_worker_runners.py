@@ -191,3 +191,14 @@ def test_a_trace_placed_by_its_spec_offloads_to_its_folder_and_traces_alike(save
                                np.array(plain["tasks"]["antonyms_en"]["target_prob"], dtype=float), atol=1e-5, rtol=0)
     np.testing.assert_allclose(np.array(placed["sensitivity"]["js"], dtype=float),
                                np.array(plain["sensitivity"]["js"], dtype=float), atol=1e-5, rtol=0)
+
+
+def test_an_experiment_job_passes_its_placement_to_the_runner(saved_model, corpus, tmp_path):
+    folder = saved_model("qwen3")
+    spec = runners.experiment_spec({"model": str(folder), "corpus": str(corpus), "allocation": "0-1",
+                                    "placement": {"device_map": "auto", "max_memory": None, "load_in": None}},
+                                   roots=[folder, tmp_path])
+    assert spec.placement == {"device_map": "auto"}
+    with pytest.raises(Exception, match="device_map"):
+        runners.experiment_spec({"model": str(folder), "corpus": str(corpus), "allocation": "0-1",
+                                 "placement": {"device_map": "/etc/passwd"}}, roots=[folder, tmp_path])
