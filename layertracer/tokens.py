@@ -38,7 +38,8 @@ def _is_byte_level(tokenizer: Any) -> bool:
 
 def token_bytes(tokenizer: Any, token_id: int) -> bytes:
     """The bytes a token stands for (for a byte-level BPE tokenizer, through GPT-2's byte alphabet)."""
-    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    convert = getattr(tokenizer, "convert_ids_to_tokens", None)  # every HF tokenizer; a plain one may lack it
+    piece = convert(int(token_id)) if convert is not None else None
     if isinstance(piece, str):
         match = _BYTE_TOKEN.match(piece)
         if match:
