@@ -233,3 +233,16 @@ def test_checkpoints_are_written_while_the_trace_runs(loaded, tasks, tmp_path, m
     result = lt.trace(loaded, tasks, options=options, checkpoint=left_by_a_kill)
     assert result.timings["resumed_prompts"] == 4
     _assert_same_numbers(result, expected)
+
+
+@pytest.mark.parametrize("arch", tiny_models.ARCHITECTURES)
+def test_the_recording_holds_each_block_boundary_once(arch, tokenizer):
+    """A block's output is the next block's input: the recording keeps references to the one tensor, so
+    a batch's recording costs L + 1 boundary states (B, T, d), not 2L. Checked by storage, for every
+    architecture the tests build (a model that changed the state between blocks would show here)."""
+    loaded = wrap_model(tiny_models.build_model(arch), tokenizer)
+    ids = torch.randint(3, 100, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        rec = recording_module.record_stack(loaded.model, loaded.adapter, ids)
+    storages = {t.untyped_storage().data_ptr() for t in rec.inputs + rec.outputs}
+    assert len(storages) == loaded.adapter.num_layers + 1
