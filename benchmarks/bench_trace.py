@@ -18,6 +18,15 @@ same machine conditions, then compares the numbers, the wall times, the peak mem
     .venv/bin/python benchmarks/bench_trace.py            # full configuration (2-4 minutes idle)
     .venv/bin/python benchmarks/bench_trace.py --quick    # smaller configuration, under a minute
     .venv/bin/python benchmarks/bench_trace.py --json out.json
+    .venv/bin/python benchmarks/bench_trace.py --whole-process --peer-python .venv-bench/bin/python
+
+``--whole-process`` times whole processes instead, side by side (engine, peer, engine, peer, ...):
+``layertracer trace`` on the model saved to disk with a word-level tokenizer of the same vocabulary,
+against ``benchmarks/nnsight_peer.py`` (nnsight 0.8 written the tutorial way, in the environment of
+``--peer-python``, which needs nnsight: ``python -m venv .venv-bench && .venv-bench/bin/pip install
+-c constraints.txt torch==2.13.0 transformers nnsight==0.8.0``), each from its start to its exit
+(imports, loading, the trace, writing the result), and prints the ratio of the medians and the
+numbers' agreement. Target: the whole process at least 8x faster than nnsight.
 """
 
 from __future__ import annotations
@@ -735,6 +744,74 @@ def report(cfg: BenchConfig, engine: dict, naive: dict, rounds: list, args) -> t
     return figures, numbers_ok, speed_ok and memory_ok
 
 
+def save_workload(cfg: BenchConfig, folder: Path) -> tuple[Path, Path]:
+    """The model and prompts of ``cfg`` on disk, as a user would have them: the model folder (weights and
+    a word-level tokenizer whose token ``t<i>`` is id i, so every random id is one word) and a task file
+    of ``{"prompt", "target"}`` lines. Returns (model folder, task file)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    model_dir, tasks = folder / "model", folder / "tasks.jsonl"
+    build_model(cfg).save_pretrained(model_dir)
+    vocab = {f"t{i}": i for i in range(cfg.vocab_size)}
+    words = Tokenizer(models.WordLevel(vocab=vocab, unk_token="t0"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=words, unk_token="t0", pad_token="t0", eos_token="t2").save_pretrained(model_dir)
+    ids, targets = make_prompts(cfg)
+    with open(tasks, "w", encoding="utf-8") as handle:
+        for row, target in zip(ids.tolist(), targets.tolist()):
+            handle.write(json.dumps({"prompt": " ".join(f"t{i}" for i in row), "target": f" t{target}"}) + "\n")
+    return model_dir, tasks
+
+
+def whole_process(cfg: BenchConfig, peer_python: str, runs: int) -> int:
+    """Time ``layertracer trace`` and the nnsight peer as whole processes, alternately; print the
+    medians, their ratio and how far apart their numbers are. Returns 0, or 1 when they disagree."""
+    import statistics
+    import subprocess
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="bench-whole-") as temp:
+        folder = Path(temp)
+        model_dir, tasks = save_workload(cfg, folder)
+        engine_out, peer_out = folder / "engine.json", folder / "peer.json"
+        env = dict(os.environ, OMP_NUM_THREADS=str(cfg.threads), TOKENIZERS_PARALLELISM="false")
+        commands = {
+            "layertracer trace": [sys.executable, "-m", "layertracer", "trace", "--model", str(model_dir),
+                                  "--tasks", str(tasks), "--perturbation", "skip", "--batch-size", str(cfg.batch_size),
+                                  "--no-similarity", "--no-position-view", "--device", "cpu", "--dtype", "float32",
+                                  "--out", str(engine_out)],
+            "nnsight 0.8 (tutorial way)": [peer_python, str(Path(__file__).with_name("nnsight_peer.py")), str(model_dir),
+                                           str(tasks), str(peer_out), "--batch-size", str(cfg.batch_size)],
+        }
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(runs):
+            for name, command in commands.items():
+                started = time.perf_counter()
+                done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(ROOT))
+                if done.returncode != 0:
+                    print(f"{name} failed:\n{done.stderr[-3000:]}")
+                    return 1
+                times[name].append(time.perf_counter() - started)
+        engine = json.loads(engine_out.read_text())["tasks"]
+        task = next(iter(engine.values()))
+        peer = json.loads(peer_out.read_text())
+        gap = max(float(np.max(np.abs(np.array(task["target_prob"]) - np.array(peer["target_prob"])))),
+                  float(np.max(np.abs(np.array(json.loads(engine_out.read_text())["sensitivity"]["js"]) - np.array(peer["js"])))))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"whole process, {cfg.num_layers} layers, hidden {cfg.hidden_size}, vocabulary {cfg.vocab_size:,}, "
+          f"{cfg.prompts} prompts x {cfg.tokens} tokens, {cfg.threads} threads, {runs} alternating runs each, "
+          f"load average {load:.1f}")
+    for name, values in times.items():
+        print(f"  {name:28s} median {statistics.median(values):6.1f} s   (runs: {', '.join(f'{v:.1f}' for v in values)})")
+    names = list(times)
+    ratio = statistics.median(times[names[1]]) / statistics.median(times[names[0]])
+    print(f"  the peer takes {ratio:.1f}x the time of layertracer (target: at least 8x)")
+    print(f"  largest difference of target probabilities and skip JS between the two: {gap:.2e}")
+    return 0 if gap < 1e-4 else 1
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -756,6 +833,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--tolerance", type=float, default=1e-5, help="max abs diff allowed (default 1e-5)")
     parser.add_argument("--strict", action="store_true", help="exit 1 also when speed or memory FAIL")
     parser.add_argument("--json", metavar="OUT", help="write every figure to this JSON file")
+    parser.add_argument("--whole-process", action="store_true",
+                        help="time `layertracer trace` against the nnsight peer as whole processes")
+    parser.add_argument("--peer-python", default=str(ROOT / ".venv-bench" / "bin" / "python"),
+                        help="the Python with nnsight for --whole-process (default .venv-bench/bin/python)")
+    parser.add_argument("--runs", type=int, default=3, help="alternating runs of each for --whole-process")
     # internal: one implementation in this process
     parser.add_argument("--worker", choices=sorted(IMPLEMENTATIONS), help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -779,6 +861,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     }
     overrides.update(threads=args.threads, seed=args.seed)
     cfg = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
+    if args.whole_process:
+        if not Path(args.peer_python).exists():
+            print(f"no Python at {args.peer_python} for the nnsight peer (see the module docstring)")
+            return 2
+        return whole_process(cfg, args.peer_python, args.runs)
     print(f"bench_trace: {'quick' if args.quick else 'full'} configuration, {cfg.threads} threads", flush=True)
     # Naive first: its process is the long one; run one after the other, never concurrently.
     engine, naive, rounds = run_pair(cfg)
