@@ -107,11 +107,17 @@ def dashboard(
     ),
 ) -> None:
     """Run the dashboard alone; it talks to the API at --api-url over HTTP."""
+    from pydantic import ValidationError
+
     from backend.exposure import dashboard_exposure_problem, is_loopback_host
-    from backend.settings import Settings
+    from backend.settings import Settings, settings_problem
 
     if not is_loopback_host(host):
-        problem = dashboard_exposure_problem(api_url, api_auth_mode(api_url), Settings().insecure_expose_without_auth)
+        try:
+            override = Settings().insecure_expose_without_auth
+        except ValidationError as exc:
+            fail(settings_problem(exc))
+        problem = dashboard_exposure_problem(api_url, api_auth_mode(api_url), override)
         if problem:
             fail(f"refusing to serve the dashboard on {host or 'every address'}: {problem}; "
                  "bind 127.0.0.1, or serve an API with LAYERTRACER_AUTH=token")
@@ -132,8 +138,7 @@ def demo(
     from layertracer.cli_trials import print_experiment_table
 
     started = time.monotonic()
-    folder = (data_dir or Path(os.environ.get("LAYERTRACER_DATA_DIR", "data"))).expanduser().resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = data_dir_of(data_dir)
     model_dir, world = prepare_world(folder)
     # The demo's own bars show progress; the service's processes log to a file.
     log_file = folder / "logs" / "demo-service.log"

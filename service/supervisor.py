@@ -40,6 +40,7 @@ DASHBOARD_APP = "service.app:create_dashboard_app"
 
 
 def data_dir_of(value: Optional[Path]) -> Path:
+    """The data folder (``--data-dir``, else ``$LAYERTRACER_DATA_DIR``, else ./data), made if missing."""
     folder = (value or Path(os.environ.get("LAYERTRACER_DATA_DIR", "data"))).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
