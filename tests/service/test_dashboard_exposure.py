@@ -99,3 +99,14 @@ def test_the_cli_refuses_a_public_dashboard_for_an_api_without_auth(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: refusing to serve the dashboard on 0.0.0.0")
     assert "runs without authentication" in lines[0]
+
+
+def test_a_bad_setting_is_one_line_for_the_dashboard_too():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAYERTRACER_")}
+    env["LAYERTRACER_AUTH"] = "token"  # and no secret key
+    result = subprocess.run([sys.executable, "-m", "layertracer", "dashboard", "--host", "0.0.0.0", "--port",
+                             str(free_port())], capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: LAYERTRACER_") and "SECRET_KEY" in lines[0]
