@@ -124,6 +124,11 @@ class Settings(BaseSettings):
         return self.data_dir / "jobs"
 
     @property
+    def corpus_cache_dir(self) -> Path:
+        """Tokenized corpora, shared by every job on the same corpus: ``<data_dir>/corpora``."""
+        return self.data_dir / "corpora"
+
+    @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
 

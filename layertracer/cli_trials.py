@@ -188,7 +188,8 @@ _EVAL_SHOTS = spec_option(TrainingOptionsSpec, "eval_shots", "--eval-shots")
 _EVAL_LIMIT = spec_option(TrainingOptionsSpec, "eval_limit", "--eval-limit")
 _TRACE_LIMIT = spec_option(TrainingOptionsSpec, "trace_limit", "--trace-limit")
 _PART = typer.Option(TrainingOptionsSpec.model_fields["part"].default, help="Within trainable blocks: all, mixer or mlp.")
-_CORPUS = typer.Option(..., "--corpus", "-c", help="Text/JSONL/parquet file or a folder of them.")
+_CORPUS = typer.Option(..., "--corpus", "-c", help="Text/JSONL/parquet file or a folder of them; tokenized "
+                       "once into $LAYERTRACER_CORPUS_CACHE (default ~/.cache/layertracer/corpora).")
 
 
 def trial_command(

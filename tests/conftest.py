@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ sys.path.insert(0, str(TESTS))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# Tokenized corpora go to a folder of this run, never the user's ~/.cache (subprocesses inherit it).
+os.environ.setdefault("LAYERTRACER_CORPUS_CACHE", tempfile.mkdtemp(prefix="layertracer-corpora-"))
 
 import tiny_models  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402

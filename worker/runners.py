@@ -345,9 +345,11 @@ def run_experiment(
     on_step: Optional[Callable[[str, Any], None]] = None,
     should_stop: Optional[Callable[[], bool]] = None,
     on_partial: Optional[Callable[[dict[str, Any]], None]] = None,
+    corpus_cache: Optional[str | os.PathLike] = None,
 ) -> dict[str, Any]:
     """Run (or resume) an experiment or trial in ``out_dir``; returns the runner's result.json dict.
-    ``on_partial`` receives the runner's partial results (``{"baseline": ...}``, ``{"trials": ...}``).
+    ``on_partial`` receives the runner's partial results (``{"baseline": ...}``, ``{"trials": ...}``);
+    ``corpus_cache`` is where the tokenized corpus is kept (the service's ``<data_dir>/corpora``).
 
     ``out_dir`` keeps the baseline, each trial's checkpoints and results: a job run again in the same
     folder skips finished trials and resumes a started one from its last checkpoint. When
@@ -357,5 +359,5 @@ def run_experiment(
 
     spec_obj = experiment_spec(spec, roots=roots)
     runner = ExperimentRunner(spec_obj, out_dir, progress=progress, on_step=on_step, should_stop=should_stop,
-                              on_partial=on_partial)
+                              on_partial=on_partial, corpus_cache=corpus_cache)
     return runner.run()

@@ -315,6 +315,7 @@ def _run(kind: str, spec: dict[str, Any], settings: Settings, job_id: str, contr
         result = runners.run_experiment(
             spec, out_dir=settings.jobs_dir / job_id, roots=roots, progress=sink, on_step=on_step,
             should_stop=sink.should_stop, on_partial=lambda values: buffer.add_partial(**values),
+            corpus_cache=settings.corpus_cache_dir,
         )
         if result.get("status") == "stopped":
             reason = sink.stop_reason()

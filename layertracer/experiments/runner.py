@@ -37,7 +37,7 @@ from layertracer.models.loading import LoadedModel, load_model
 from layertracer.progress import ProgressCallback, report
 from layertracer.training import distributed as dist_utils
 from layertracer.training.allocation import count_parameters, resolve_allocation
-from layertracer.training.corpus import load_corpus
+from layertracer.training.shards import TokenBlocks, prepare_corpus
 from layertracer.training.drift import weight_drift, weight_snapshot
 from layertracer.training.loop import StepMetrics, train
 
@@ -59,12 +59,18 @@ def bench_slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", f"{kind}-{name}" if folder else name)
 
 
-def split_blocks(blocks: torch.Tensor, holdout: float, seed: int = 0) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(train, holdout) blocks: a seeded permutation, the last ``holdout`` share held out for eval loss."""
+Blocks = torch.Tensor | TokenBlocks  # (num_blocks, block_size) token ids, in memory or on disk
+
+
+def split_blocks(blocks: Blocks, holdout: float, seed: int = 0) -> tuple[Blocks, Optional[Blocks]]:
+    """(train, holdout) blocks: a seeded permutation, the last ``holdout`` share held out for eval loss
+    (views of the corpus on disk for ``TokenBlocks``: nothing is read)."""
     count = int(len(blocks) * holdout)
     if count == 0 or len(blocks) - count < 1:
         return blocks, None
     order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))
+    if isinstance(blocks, TokenBlocks):
+        return blocks.select(order[:-count]), blocks.select(order[-count:])
     return blocks[order[:-count]], blocks[order[-count:]]
 
 
@@ -133,6 +139,7 @@ class ExperimentRunner:
         should_stop: Optional[Callable[[], bool]] = None,
         distributed: Optional[bool] = None,
         on_partial: Optional[Callable[[dict[str, Any]], None]] = None,
+        corpus_cache: Optional[str | Path] = None,
     ) -> None:
         spec.validate()
         self.spec = spec
@@ -150,6 +157,8 @@ class ExperimentRunner:
         # Partial results while the run goes on (rank 0): {"baseline": ...} once the base model is
         # measured, then {"trials": {slug: summary}} as each trial ends (or is found ended, on a resume).
         self.on_partial = on_partial
+        # Where the tokenized corpus is cached (shards.default_cache_dir() when None).
+        self.corpus_cache = corpus_cache
         self.trials = [(a, s) for a in spec.allocations for s in spec.seeds]
 
     # -- progress -----------------------------------------------------------------------------
@@ -395,7 +404,9 @@ class ExperimentRunner:
             if allocation != "from-trace":
                 resolve_allocation(allocation, loaded.adapter.num_layers, embeddings=self.spec.embeddings,
                                    head=self.spec.head, final_norm=self.spec.final_norm, part=self.spec.part)
-        blocks = load_corpus(self.spec.corpus, loaded.tokenizer, self.spec.block_size)
+        stream = prepare_corpus(self.spec.corpus, loaded.tokenizer, cache_dir=self.corpus_cache,
+                                progress=lambda read, total: self._emit("tokenize corpus (bytes)", read, total))
+        blocks = stream.blocks(self.spec.block_size)
         train_blocks, holdout = split_blocks(blocks, self.spec.holdout)
         base = self.baseline(loaded)
         self._partial(baseline=baseline_partial(base))
@@ -416,7 +427,8 @@ class ExperimentRunner:
             "spec": self.spec.to_dict(),
             "status": "complete" if complete else "stopped",
             "version": __version__,
-            "corpus": {"blocks": len(blocks), "train_blocks": len(train_blocks),
+            "corpus": {"key": stream.key, "tokens": len(stream.tokens), "documents": stream.index["documents"],
+                       "blocks": len(blocks), "train_blocks": len(train_blocks),
                        "holdout_blocks": 0 if holdout is None else len(holdout), "block_size": self.spec.block_size},
             "baseline": {
                 "evals": {b: r.summary() for b, r in base["evals"].items()},

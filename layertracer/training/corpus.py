@@ -1,5 +1,6 @@
-"""Training corpora: text files, JSONL (``text``), parquet, or a folder of them, tokenized with EOS and
-packed into fixed-length blocks."""
+"""Training corpora: text files, JSONL (``text``), parquet, or a folder of them, read one document at a
+time; ``pack`` tokenizes documents in memory (small corpora, the demo), ``shards.prepare_corpus`` into a
+cached token file (training)."""
 
 from __future__ import annotations
 
@@ -18,60 +19,91 @@ class CorpusError(LayerTracerError):
     """The corpus is missing, empty or unreadable; the message names the file."""
 
 
-def _read_jsonl(path: Path) -> Iterator[str]:
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CorpusError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-        text = record.get("text") if isinstance(record, dict) else None
-        if not isinstance(text, str):
-            raise CorpusError(f"{path}:{number}: expected an object with a string 'text'")
-        if text:
-            yield text
+def _read_jsonl(path: Path) -> Iterator[tuple[str, int]]:
+    """(text, bytes read so far in this file) per non-empty record, one line in memory at a time."""
+    offset = 0
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            at, offset = offset, offset + len(raw)
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except UnicodeDecodeError:
+                raise CorpusError(f"{path}:{number} (byte {at}): not UTF-8 text") from None
+            except json.JSONDecodeError as exc:
+                raise CorpusError(f"{path}:{number} (byte {at + exc.pos}): invalid JSON ({exc.msg})") from None
+            text = record.get("text") if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                raise CorpusError(f"{path}:{number} (byte {at}): expected an object with a string 'text'")
+            if text:
+                yield text, offset
 
 
-def _read_parquet(path: Path) -> Iterator[str]:
+def _read_parquet(path: Path) -> Iterator[tuple[str, int]]:
+    """(text, approximate bytes read so far) per non-empty row, one row group in memory at a time."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise CorpusError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from None
     try:
-        table = pq.read_table(path, columns=["text"])
+        parquet = pq.ParquetFile(path)
+        if "text" not in parquet.schema_arrow.names:
+            raise KeyError("text")
+        groups = parquet.num_row_groups
+        size = path.stat().st_size
+        for group in range(groups):
+            column = parquet.read_row_group(group, columns=["text"]).column("text")
+            read = size * (group + 1) // groups
+            for text in column.to_pylist():
+                if isinstance(text, str) and text:
+                    yield text, read
     except (OSError, ValueError, KeyError) as exc:
         raise CorpusError(f"{path}: cannot read a 'text' column ({exc})") from None
-    for text in table.column("text").to_pylist():
-        if isinstance(text, str) and text:
-            yield text
 
 
-def read_texts(source: str | Path) -> list[str]:
-    """Documents of a corpus: a .txt file (the whole file is one document), a .jsonl file (``text`` per
-    line), a .parquet file (``text`` column), or a folder holding any of these (sorted by name, not
-    recursive). Raises CorpusError naming the file for anything missing, empty or unreadable."""
+def _read_text(path: Path) -> Iterator[tuple[str, int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{path} (byte {exc.start}): not UTF-8 text") from None
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read ({exc.strerror})") from None
+    if text.strip():
+        yield text, path.stat().st_size
+
+
+def corpus_files(source: str | Path) -> list[Path]:
+    """The files of a corpus: the file itself, or the .txt/.jsonl/.parquet files of a folder (sorted by
+    name, not recursive). Raises CorpusError for a missing path or a folder without such files."""
     path = Path(source)
     if not path.exists():
         raise CorpusError(f"corpus {str(source)!r} does not exist")
-    files = sorted(p for p in path.iterdir() if p.suffix in CORPUS_SUFFIXES) if path.is_dir() else [path]
-    if path.is_dir() and not files:
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.suffix in CORPUS_SUFFIXES and p.is_file())
+    if not files:
         raise CorpusError(f"corpus folder {str(source)!r} holds no .txt, .jsonl or .parquet files")
-    texts: list[str] = []
+    return files
+
+
+def iter_documents(files: Sequence[Path]) -> Iterator[tuple[str, int]]:
+    """Each document of ``files`` with the bytes read so far over all of them, streaming: a .jsonl file
+    line by line (``text`` per line), a .parquet file row group by row group (``text`` column); any
+    other file (.txt) is one document. Empty documents are skipped."""
+    done = 0
     for file in files:
-        if file.suffix == ".jsonl":
-            texts.extend(_read_jsonl(file))
-        elif file.suffix == ".parquet":
-            texts.extend(_read_parquet(file))
-        elif file.suffix == ".txt" or not path.is_dir():
-            try:
-                text = file.read_text(encoding="utf-8")
-            except UnicodeDecodeError:
-                raise CorpusError(f"{file}: not UTF-8 text") from None
-            except OSError as exc:
-                raise CorpusError(f"{file}: cannot read ({exc.strerror})") from None
-            if text.strip():
-                texts.append(text)
+        reader = _read_jsonl if file.suffix == ".jsonl" else _read_parquet if file.suffix == ".parquet" else _read_text
+        for text, read in reader(file):
+            yield text, done + read
+        done += file.stat().st_size
+
+
+def read_texts(source: str | Path) -> list[str]:
+    """Documents of a corpus in memory (``iter_documents`` over ``corpus_files``), for small corpora;
+    training reads through ``shards.prepare_corpus``. Raises CorpusError naming the file for anything
+    missing, empty or unreadable."""
+    texts = [text for text, _ in iter_documents(corpus_files(source))]
     if not texts:
         raise CorpusError(f"corpus {str(source)!r} is empty")
     return texts

@@ -158,6 +158,28 @@ def sample_indices(step: int, micro: int, config: TrainConfig, num_blocks: int) 
     return indices
 
 
+def data_position(blocks, step: int, config: TrainConfig) -> dict:
+    """Where in the data a run is after ``step`` steps, stored in every checkpoint: the corpus (its cache
+    key; None for blocks in memory), its block count and the blocks drawn so far. The draw itself is a
+    function of seed and step (``sample_indices``), so a resumed run continues with the next block."""
+    return {"corpus": getattr(blocks, "key", None), "blocks": len(blocks),
+            "samples": step * config.grad_accum * config.batch_size}
+
+
+def _check_same_data(stored: Optional[dict], current: dict, checkpoint: Path) -> None:
+    """Refuse to resume a checkpoint written on other data (its position would mean other blocks)."""
+    if not stored:
+        return  # a checkpoint from before data positions were recorded
+    if stored.get("blocks") != current["blocks"] or (
+        stored.get("corpus") and current["corpus"] and stored["corpus"] != current["corpus"]
+    ):
+        raise LayerTracerError(
+            f"the checkpoint {checkpoint} was written on other data ({stored.get('blocks')} blocks of corpus "
+            f"{stored.get('corpus')}, now {current['blocks']} of {current['corpus']}): train on the same "
+            "corpus and block size, or remove the checkpoint to start over"
+        )
+
+
 def _param_names(model: nn.Module) -> dict[int, str]:
     names: dict[int, str] = {}
     for name, param in model.named_parameters(remove_duplicate=True):
@@ -424,7 +446,8 @@ def train(
         def save(step_done: int) -> None:
             # The metrics so far travel with the weights, so a resumed run's result covers every step.
             extra = {"allocation": allocation.to_dict(), "history": [asdict(m) for m in result.history],
-                     "eval_history": result.eval_history, "tokens_seen": result.tokens_seen}
+                     "eval_history": result.eval_history, "tokens_seen": result.tokens_seen,
+                     "data": data_position(blocks, step_done, config)}
             if ranks is None:
                 store.save(step_done, model, params, optimizer, extra)
                 return
@@ -446,6 +469,7 @@ def train(
             if latest is not None:
                 state = store.load(latest, model, params, optimizer)
                 start_step = int(state["step"])
+                _check_same_data(state.get("data"), data_position(blocks, start_step, config), latest)
                 result.resumed_from = start_step
                 result.history = [StepMetrics(**m) for m in state.get("history", [])]
                 result.eval_history = [(int(step), float(loss)) for step, loss in state.get("eval_history", [])]

@@ -117,6 +117,14 @@ def test_experiment_end_to_end_and_resume(saved_model, world, tmp_path):
     events, partials = [], []
     result = run_experiment(spec, tmp_path, progress=events.append, on_partial=partials.append)
     assert result["status"] == "complete" and len(result["trials"]) == 4
+    # The corpus, tokenized into the cache: each JSONL document's ids and EOS, cut into 32-token blocks.
+    from transformers import AutoTokenizer
+
+    plain = AutoTokenizer.from_pretrained(spec.model)
+    documents = [json.loads(line)["text"] for line in world.new_corpus.read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+    tokens = sum(len(plain(d, add_special_tokens=False)["input_ids"]) + 1 for d in documents)
+    assert (result["corpus"]["tokens"], result["corpus"]["blocks"]) == (tokens, tokens // 32)
     assert {e.stage.split(":")[0] for e in events} >= {"base", "trial 1/4 train-shallow-seed1"}
     # Structured progress: which part, doing what, and the whole run's fraction, recomputed here from
     # the parts (a trial's training is 98% of its share of the run).
@@ -167,6 +175,7 @@ def test_experiment_end_to_end_and_resume(saved_model, world, tmp_path):
     again = run_experiment(spec, tmp_path)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert again["table"] == result["table"]
+    assert again["corpus"] == result["corpus"]  # the same cached token file
     # A different spec in the same folder is refused.
     with pytest.raises(LayerTracerError, match="holds another experiment"):
         run_experiment(ExperimentSpec(**{**spec.to_dict(), "steps": 4}), tmp_path)

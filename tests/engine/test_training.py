@@ -161,7 +161,7 @@ def test_corpus_formats_and_errors(tmp_path, tokenizer):
     with pytest.raises(CorpusError, match="holds no .txt, .jsonl or .parquet"):
         read_texts(tmp_path / "empty")
     (tmp_path / "bad.jsonl").write_text('{"txt": 1}\n', encoding="utf-8")
-    with pytest.raises(CorpusError, match="bad.jsonl:1: expected an object with a string 'text'"):
+    with pytest.raises(CorpusError, match=r"bad.jsonl:1 \(byte 0\): expected an object with a string 'text'"):
         read_texts(tmp_path / "bad.jsonl")
     with pytest.raises(CorpusError, match="fewer than one block"):
         pack(tokenizer, ["hi"], 1000)
