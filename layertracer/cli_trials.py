@@ -103,7 +103,8 @@ def eval_command(
 
 def _experiment_spec(model, corpus, allocations, benchmark, seeds, steps, batch_size, grad_accum, block_size,
                      lr, warmup_steps, eval_shots, eval_limit, trace_tasks, trace_limit, device, dtype,
-                     embeddings, head, final_norm, part, eval_mode="loglikelihood", placed=None):
+                     embeddings, head, final_norm, part, eval_mode="loglikelihood", placed=None, strategy="ddp",
+                     gradient_checkpointing=False, autocast="auto"):
     from layertracer.experiments.spec import ExperimentSpec
 
     spec = ExperimentSpec(
@@ -113,6 +114,7 @@ def _experiment_spec(model, corpus, allocations, benchmark, seeds, steps, batch_
         trace_tasks=trace_tasks, trace_limit=trace_limit, device=device, dtype=dtype,
         embeddings=embeddings, head=head, final_norm=final_norm, part=part, eval_mode=eval_mode,
         placement={k: v for k, v in (placed or {}).items() if v is not None},
+        strategy=strategy, gradient_checkpointing=gradient_checkpointing, autocast=autocast,
     )
     spec.validate()  # every option checked before the model is even looked for: a typo fails at once
     return spec
@@ -188,6 +190,15 @@ _EVAL_SHOTS = spec_option(TrainingOptionsSpec, "eval_shots", "--eval-shots")
 _EVAL_LIMIT = spec_option(TrainingOptionsSpec, "eval_limit", "--eval-limit")
 _TRACE_LIMIT = spec_option(TrainingOptionsSpec, "trace_limit", "--trace-limit")
 _PART = typer.Option(TrainingOptionsSpec.model_fields["part"].default, help="Within trainable blocks: all, mixer or mlp.")
+_STRATEGY = typer.Option(TrainingOptionsSpec.model_fields["strategy"].default, "--strategy",
+                         help="Under torchrun: ddp (every process holds the model) or fsdp (parameters, gradients "
+                         "and AdamW state sharded over the processes).")
+_AUTOCAST = typer.Option(TrainingOptionsSpec.model_fields["autocast"].default, "--autocast",
+                         help="The forward's precision: auto (bf16 on CUDA or for bf16 weights), bf16, fp16 "
+                         "(with a gradient scaler) or off; the trained weights stay float32 either way.")
+_GRADIENT_CHECKPOINTING = typer.Option(TrainingOptionsSpec.model_fields["gradient_checkpointing"].default,
+                                       "--gradient-checkpointing/--no-gradient-checkpointing",
+                                       help="Recompute activations in backward: less memory, more compute.")
 _CORPUS = typer.Option(..., "--corpus", "-c", help="Text/JSONL/parquet file or a folder of them; tokenized "
                        "once into $LAYERTRACER_CORPUS_CACHE (default ~/.cache/layertracer/corpora).")
 
@@ -220,13 +231,17 @@ def trial_command(
     offload_folder: Optional[Path] = OFFLOAD_FOLDER_OPTION,
     attn_implementation: Optional[str] = ATTN_OPTION,
     load_in: Optional[str] = LOAD_IN_OPTION,
+    strategy: str = _STRATEGY,
+    autocast: str = _AUTOCAST,
+    gradient_checkpointing: bool = _GRADIENT_CHECKPOINTING,
     out_dir: Path = typer.Option(..., "--out", "-o", help="Result folder (a re-run resumes)."),
 ) -> None:
     """Continue pre-training with one allocation over seeds; evaluate before and after."""
     spec = _experiment_spec(model, corpus, [allocation], benchmark, seeds, steps, batch_size, grad_accum,
                             block_size, lr, warmup_steps, eval_shots, eval_limit, trace_tasks, trace_limit,
                             device, dtype, embeddings, head, final_norm, part, eval_mode,
-                            placement(device_map, max_memory, offload_folder, attn_implementation, load_in))
+                            placement(device_map, max_memory, offload_folder, attn_implementation, load_in),
+                            strategy, gradient_checkpointing, autocast)
     _run_and_report(spec, out_dir)
 
 
@@ -258,6 +273,9 @@ def experiment_command(
     offload_folder: Optional[Path] = OFFLOAD_FOLDER_OPTION,
     attn_implementation: Optional[str] = ATTN_OPTION,
     load_in: Optional[str] = LOAD_IN_OPTION,
+    strategy: str = _STRATEGY,
+    autocast: str = _AUTOCAST,
+    gradient_checkpointing: bool = _GRADIENT_CHECKPOINTING,
     out_dir: Path = typer.Option(..., "--out", "-o", help="Result folder (a re-run resumes)."),
 ) -> None:
     """Several allocations x seeds on the same data, compared with intervals and significance tests."""
@@ -265,7 +283,8 @@ def experiment_command(
     spec = _experiment_spec(model, corpus, names, benchmark, seeds, steps, batch_size, grad_accum, block_size,
                             lr, warmup_steps, eval_shots, eval_limit, trace_tasks, trace_limit, device, dtype,
                             embeddings, head, final_norm, part, eval_mode,
-                            placement(device_map, max_memory, offload_folder, attn_implementation, load_in))
+                            placement(device_map, max_memory, offload_folder, attn_implementation, load_in),
+                            strategy, gradient_checkpointing, autocast)
     _run_and_report(spec, out_dir)
 
 

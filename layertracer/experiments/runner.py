@@ -37,6 +37,7 @@ from layertracer.models.loading import LoadedModel, load_model
 from layertracer.progress import ProgressCallback, report
 from layertracer.training import distributed as dist_utils
 from layertracer.training.allocation import count_parameters, resolve_allocation
+from layertracer.training.sharded import check_strategy
 from layertracer.training.shards import TokenBlocks, prepare_corpus
 from layertracer.training.drift import weight_drift, weight_snapshot
 from layertracer.training.loop import StepMetrics, train
@@ -150,6 +151,7 @@ class ExperimentRunner:
         if self.distributed:
             dist_utils.init_from_env(timeout=timedelta(hours=6))  # rank 0 evaluates while the others wait
         self.main = dist_utils.is_main()
+        check_strategy(spec.strategy, self.distributed or None)  # before any work: fsdp needs a launcher
         self.out = Path(out_dir)
         self.progress = progress
         self.on_step = on_step

@@ -55,6 +55,9 @@ class ExperimentSpec:
     max_grad_norm: float = _SPEC["max_grad_norm"]
     eval_every: int = _SPEC["eval_every"]
     checkpoint_every: int = _SPEC["checkpoint_every"]
+    autocast: str = _SPEC["autocast"]
+    strategy: str = _SPEC["strategy"]
+    gradient_checkpointing: bool = _SPEC["gradient_checkpointing"]
     holdout: float = _SPEC["holdout"]
     embeddings: Optional[bool] = None
     head: Optional[bool] = None
@@ -97,6 +100,9 @@ class ExperimentSpec:
         unknown = sorted(set(self.placement) - set(PLACEMENT_KEYS))
         if unknown:
             raise LayerTracerError(f"unknown placement option(s): {', '.join(unknown)}")
+        if self.strategy == "fsdp" and (self.placement.get("device_map") or self.placement.get("load_in")):
+            raise LayerTracerError("strategy fsdp places the model itself (a shard on each process): drop the "
+                                   "device map and the quantized loading, or use strategy ddp")
         self.train_config(self.seeds[0]).validate()
 
     def train_config(self, seed: int) -> TrainConfig:
@@ -112,6 +118,9 @@ class ExperimentSpec:
             seed=seed,
             eval_every=self.eval_every,
             checkpoint_every=self.checkpoint_every,
+            autocast=self.autocast,
+            strategy=self.strategy,
+            gradient_checkpointing=self.gradient_checkpointing,
         )
 
     def to_dict(self) -> dict[str, Any]:

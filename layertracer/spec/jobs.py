@@ -65,6 +65,14 @@ class ExperimentFields(TrainingOptionsSpec):
     labels: dict[str, str] = Field(default_factory=dict, max_length=10,
                                    description="display names of allocations in the results table")
 
+    @field_validator("strategy")
+    @classmethod
+    def _one_process(cls, value: str) -> str:
+        if value != "ddp":  # a job runs in one worker process (multi-GPU jobs are not served yet)
+            raise ValueError(f"strategy {value} needs several processes and the service runs a job in one: run it "
+                             f"with torchrun -m layertracer experiment --strategy {value}")
+        return value
+
     @field_validator("labels")
     @classmethod
     def _labels(cls, values: dict[str, str]) -> dict[str, str]:

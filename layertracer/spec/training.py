@@ -33,6 +33,14 @@ class TrainingOptionsSpec(BaseModel):
     max_grad_norm: float = Field(default=1.0, ge=0.0, le=1e6, description="gradient clipping norm (0: off)")
     eval_every: int = Field(default=0, ge=0, le=MAX_STEPS, description="held-out loss every this many steps (0: never)")
     checkpoint_every: int = Field(default=50, ge=0, le=MAX_STEPS, description="checkpoint every this many steps (0: never)")
+    autocast: Literal["auto", "bf16", "fp16", "off"] = Field(default="auto", description="the forward's precision: "
+                                                           "auto (bf16 on CUDA or for bf16 weights), bf16, fp16 "
+                                                           "(with a gradient scaler) or off")
+    strategy: Literal["ddp", "fsdp"] = Field(default="ddp", description="with several processes: ddp (each "
+                                             "holds the whole model) or fsdp (parameters, gradients and "
+                                             "AdamW state sharded over them)")
+    gradient_checkpointing: bool = Field(default=False, description="recompute each block's activations in "
+                                         "backward: less memory, about a third more compute")
     holdout: float = Field(default=0.05, ge=0.0, lt=0.5, description="share of corpus blocks kept for the held-out loss")
     part: Literal[PARTS] = Field(default="all", description="within trainable blocks: all, the mixer or the MLP")
     eval_mode: Literal["loglikelihood", "answer-only", "cloze"] = Field(default="loglikelihood", description="how benchmarks are scored")
@@ -44,4 +52,5 @@ class TrainingOptionsSpec(BaseModel):
 
 # The fields the engine's TrainConfig shares with the spec (the rest belong to the experiment).
 TRAIN_CONFIG_FIELDS = ("steps", "batch_size", "grad_accum", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
-                       "max_grad_norm", "eval_every", "checkpoint_every")
+                       "max_grad_norm", "eval_every", "checkpoint_every", "autocast", "strategy",
+                       "gradient_checkpointing")

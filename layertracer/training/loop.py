@@ -31,7 +31,7 @@ import os
 import shutil
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -48,6 +48,10 @@ from layertracer.spec.training import TRAIN_CONFIG_FIELDS, TrainingOptionsSpec
 from layertracer.training import distributed as dist_utils
 from layertracer.training.allocation import Allocation, ParameterCount, apply_allocation, count_parameters
 from layertracer.training.fused_loss import fused_loss_module
+from layertracer.training.precision import LOW_PRECISION, forward_dtype
+from layertracer.training.sharded import ShardedCheckpoints, check_strategy, sharded_training
+from layertracer.training.sharded import eval_loss as sharded_eval_loss
+from layertracer.training.sharded import total_norm as sharded_total_norm
 
 
 # Defaults of the hyper-parameters a user sets: the spec's (layertracer/spec/training.py).
@@ -62,10 +66,14 @@ class TrainConfig:
     so a step sees batch_size * grad_accum * block_size tokens. lr: peak learning rate after
     ``warmup_steps`` linear warmup, then cosine to ``lr * min_lr_ratio`` at ``steps``.
     max_grad_norm: clipping (0 = off). eval_every / checkpoint_every: in steps (0 = never).
-    autocast: bf16 autocast on CUDA ("auto": on when the device is CUDA).
+    autocast: the forward's precision: "auto" (bf16 on CUDA, or when the model holds bf16/fp16 weights),
+        "bf16", "fp16" (float16 autocast with a gradient scaler: its loss scale travels in checkpoints)
+        or "off".
     fused_loss: compute the head and the loss in chunks, never holding the (B, T, V) logits (see
         ``training.fused_loss``; the same loss and gradients, less peak memory). Models with
         soft-capped logits always use the standard forward.
+    strategy: with several processes, "ddp" (each holds the whole model, its gradients and AdamW state)
+        or "fsdp" (each holds 1/N of them; see ``training.sharded``).
     """
 
     steps: int = _SPEC["steps"]
@@ -82,9 +90,10 @@ class TrainConfig:
     eval_every: int = _SPEC["eval_every"]
     eval_batches: int = 4
     checkpoint_every: int = _SPEC["checkpoint_every"]
-    autocast: str = "auto"
-    gradient_checkpointing: bool = False
+    autocast: str = _SPEC["autocast"]
+    gradient_checkpointing: bool = _SPEC["gradient_checkpointing"]
     fused_loss: bool = True
+    strategy: str = _SPEC["strategy"]
 
     def validate(self) -> None:
         try:  # the spec's limits (layertracer/spec/training.py)
@@ -359,7 +368,6 @@ def _eval_loss_sharded(model: nn.Module, blocks: torch.Tensor, *, batch_size: in
     return total / max(count, 1.0)
 
 
-LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 @contextmanager
@@ -378,13 +386,12 @@ def master_weights(model: nn.Module, params: list[nn.Parameter], config: TrainCo
     frozen = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters() if not p.requires_grad})
     low = any(p.dtype in LOW_PRECISION for p in model.parameters())
     device = next(model.parameters()).device
-    wanted = config.autocast not in ("off", "false", "none")
-    on = wanted and (low or (device.type == "cuda" and config.autocast in ("auto", "bf16", "true")))
+    dtype = forward_dtype(config.autocast, low, device)
     try:
         for param, _ in originals:
             param.data = param.data.float()
         yield {"master_weights": "float32" if all(p.dtype == torch.float32 for p in params) else "mixed",
-               "frozen": frozen, "autocast": "bfloat16" if on else None}
+               "frozen": frozen, "autocast": dtype, "loss_scaling": dtype == "float16"}
     finally:
         for param, dtype in originals:
             param.data = param.data.to(dtype)
@@ -427,18 +434,29 @@ def train(
     if blocks.ndim != 2 or len(blocks) == 0:
         raise LayerTracerError("the training data must be a non-empty (num_blocks, block_size) tensor")
     ranks = _join_process_group(model, config, distributed)
+    check_strategy(config.strategy, ranks)
+    fsdp = config.strategy == "fsdp"
     device = next(model.parameters()).device
     counts: ParameterCount = count_parameters(model, adapter, allocation)
     result = TrainResult(allocation=allocation.to_dict(), parameters=counts.to_dict(), config=asdict(config))
     result.world_size = ranks.size if ranks is not None else 1
-    store = Checkpoints(Path(checkpoint_dir)) if checkpoint_dir else None
+    store = (ShardedCheckpoints if fsdp else Checkpoints)(Path(checkpoint_dir)) if checkpoint_dir else None
     started = time.perf_counter()
-    if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+    if config.gradient_checkpointing and not fsdp and hasattr(model, "gradient_checkpointing_enable"):
         model.gradient_checkpointing_enable()
-    ddp = None
-    with apply_allocation(model, adapter, allocation) as params, master_weights(model, params, config) as policy:
+    ddp = sharded = None
+    with ExitStack() as contexts:
+        params = contexts.enter_context(apply_allocation(model, adapter, allocation))
+        if fsdp:  # the model's shards train in a sharded twin; its weights come back on exit
+            sharded = contexts.enter_context(sharded_training(model, config, device))
+            params, policy = sharded.params, sharded.policy
+        else:
+            policy = contexts.enter_context(master_weights(model, params, config))
         result.precision = policy
         autocast_dtype = getattr(torch, policy["autocast"]) if policy["autocast"] else None
+        # fp16's narrow range: the loss is scaled up before backward so small gradients do not flush to
+        # zero, and unscaled before clipping; a step with inf/nan gradients is skipped, the scale lowered.
+        scaler = torch.amp.GradScaler(device.type) if policy.get("loss_scaling") else None
         optimizer = torch.optim.AdamW(
             params, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
         )
@@ -448,8 +466,13 @@ def train(
             extra = {"allocation": allocation.to_dict(), "history": [asdict(m) for m in result.history],
                      "eval_history": result.eval_history, "tokens_seen": result.tokens_seen,
                      "data": data_position(blocks, step_done, config)}
+            if scaler is not None:
+                extra["loss_scale"] = scaler.state_dict()
             if ranks is None:
                 store.save(step_done, model, params, optimizer, extra)
+                return
+            if sharded is not None:  # every rank writes its shards
+                store.save(step_done, sharded, optimizer, {**extra, "world_size": ranks.size}, ranks)
                 return
             error: Optional[BaseException] = None
             if ranks.main:
@@ -467,17 +490,24 @@ def train(
         if store is not None:
             latest = store.latest() if ranks is None else _agreed_latest(store, ranks)
             if latest is not None:
-                state = store.load(latest, model, params, optimizer)
+                state = (store.load(latest, sharded, optimizer) if sharded is not None
+                         else store.load(latest, model, params, optimizer))
                 start_step = int(state["step"])
                 _check_same_data(state.get("data"), data_position(blocks, start_step, config), latest)
                 result.resumed_from = start_step
                 result.history = [StepMetrics(**m) for m in state.get("history", [])]
                 result.eval_history = [(int(step), float(loss)) for step, loss in state.get("eval_history", [])]
                 result.tokens_seen = int(state.get("tokens_seen", 0))
-        fused = fused_loss_module(model, adapter) if config.fused_loss else None
+                if scaler is not None and state.get("loss_scale"):
+                    scaler.load_state_dict(state["loss_scale"])
+        if sharded is not None:
+            fused = sharded.forward if sharded.fused else None
+            forward: nn.Module = sharded.forward
+        else:
+            fused = fused_loss_module(model, adapter) if config.fused_loss else None
+            forward = fused if fused is not None else model
         result.fused_loss = fused is not None
-        forward: nn.Module = fused if fused is not None else model
-        if ranks is not None:
+        if ranks is not None and sharded is None:
             from torch.nn.parallel import DistributedDataParallel
 
             ddp = DistributedDataParallel(
@@ -489,7 +519,8 @@ def train(
             )
             forward = ddp
         model.train()
-        cache_configs = _disable_kv_cache(model)
+        forward.train()
+        cache_configs = _disable_kv_cache(model) + (_disable_kv_cache(sharded.twin) if sharded is not None else [])
         tokens_per_step = config.batch_size * config.grad_accum * blocks.shape[1]
         try:
             for step in range(start_step, config.steps):
@@ -510,24 +541,36 @@ def train(
                     if ranks is not None:
                         indices = dist_utils.shard_indices(indices, ranks.rank, ranks.size)
                     batch = blocks[indices].to(device)
-                    # DDP averages gradients over ranks on the last micro-batch only.
-                    sync = ddp is None or micro == config.grad_accum - 1
-                    with nullcontext() if sync else ddp.no_sync():
+                    # DDP averages gradients over ranks on the last micro-batch only; FSDP likewise
+                    # reduce-scatters them only then.
+                    last = micro == config.grad_accum - 1
+                    if sharded is not None:
+                        sharded.forward.set_requires_gradient_sync(last)
+                    with nullcontext() if ddp is None or last else ddp.no_sync():
                         with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
                                             enabled=autocast_dtype is not None):
                             loss = forward(batch) if fused is not None else forward(input_ids=batch, labels=batch).loss
-                        (loss / config.grad_accum).backward()
+                        scaled = loss / config.grad_accum
+                        (scaler.scale(scaled) if scaler is not None else scaled).backward()
                     total_loss += float(loss.detach()) / config.grad_accum
                     del loss, batch  # the graph's bookkeeping, not kept through the next forward
                 if ranks is not None:
                     total_loss = dist_utils.all_reduce_mean(total_loss)
-                if config.max_grad_norm > 0:
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                if sharded is not None:
+                    grad_norm = sharded_total_norm(params, config.max_grad_norm)
+                elif config.max_grad_norm > 0:
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
                 else:
                     grad_norm = float(torch.linalg.vector_norm(
                         torch.stack([p.grad.norm() for p in params if p.grad is not None])
                     ))
-                optimizer.step()
+                if scaler is not None:
+                    scaler.step(optimizer)  # skipped when the unscaled gradients hold inf/nan
+                    scaler.update()
+                else:
+                    optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 seconds = time.perf_counter() - tick
                 metrics = StepMetrics(
@@ -539,7 +582,12 @@ def train(
                     elapsed_s=time.perf_counter() - started,
                 )
                 if eval_blocks is not None and config.eval_every and (step + 1) % config.eval_every == 0:
-                    if ranks is None:
+                    if sharded is not None:
+                        metrics.eval_loss = sharded_eval_loss(
+                            sharded, eval_blocks, batch_size=config.batch_size, max_batches=config.eval_batches,
+                            ranks=ranks,
+                        )
+                    elif ranks is None:
                         metrics.eval_loss = eval_loss(
                             model, eval_blocks, batch_size=config.batch_size, max_batches=config.eval_batches
                         )
@@ -568,10 +616,14 @@ def train(
             ) from None
         finally:
             forward = ddp = None  # frees the DDP wrapper, which removes its gradient hooks from the parameters
+            if sharded is not None:  # AdamW's shards are not needed to gather the weights back: freed first
+                optimizer.state.clear()
             for cache_config in cache_configs:
                 cache_config.use_cache = True
             model.eval()
             if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_disable"):
                 model.gradient_checkpointing_disable()
+    if scaler is not None:
+        result.precision["loss_scale"] = scaler.get_scale()
     result.seconds = time.perf_counter() - started
     return result

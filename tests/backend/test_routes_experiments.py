@@ -79,6 +79,8 @@ def test_experiments_and_trials(client, db_url, roots):
         ({"holdout": 0.5}, 422, "holdout"),
         ({"lr": 0}, 422, "lr"),
         ({"device": "tpu"}, 422, "bad device"),
+        ({"strategy": "fsdp"}, 422, "strategy fsdp needs several processes and the service runs a job in one"),
+        ({"strategy": "zero3"}, 422, "strategy"),
         ({"trace_tasks": "mine"}, 422, "not a built-in task"),
         ({"model_id": "nope"}, 404, "unknown model"),
     ],

@@ -53,6 +53,9 @@ def test_hybrid_command(saved_model, tmp_path, cli):
         (["--allocation", "train-shallow", "--seeds", "a,b"], "--seeds must be comma-separated integers"),
         (["--allocation", "train-shallow", "--benchmark", "ceval:/nonexistent/bench"], "/nonexistent/bench"),
         (["--allocation", "from-trace"], "needs trace tasks"),
+        (["--allocation", "full", "--strategy", "fsdp"], "strategy fsdp shards the model over several processes"),
+        (["--allocation", "full", "--strategy", "zero"], "experiment option strategy"),
+        (["--allocation", "full", "--strategy", "fsdp", "--device-map", "auto"], "strategy fsdp places the model itself"),
     ],
 )
 def test_trial_bad_input(saved_model, tmp_path, cli, extra, message):

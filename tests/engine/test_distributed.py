@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +28,7 @@ import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 import tiny_models  # noqa: E402
+from launch_ranks import launch  # noqa: E402
 from layertracer.errors import LayerTracerError  # noqa: E402
 from layertracer.models import wrap_model  # noqa: E402
 from layertracer.training import distributed as dist_utils  # noqa: E402
@@ -119,57 +118,8 @@ def _worker(folder: Path) -> None:
 # The launcher
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _launch(folder: Path, world: int, timeout_s: float = TIMEOUT_S) -> None:
-    """Start ``world`` ranks with a torchrun-like environment and wait for them. A rank that fails
-    (or a run past the deadline) fails the test; every rank still running is killed in any case."""
-    port = _free_port()
-    procs: list[subprocess.Popen] = []
-    logs = []
-    try:
-        for rank in range(world):
-            env = dict(
-                os.environ, WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
-                LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
-            )
-            if sys.platform.startswith("linux") and Path("/sys/class/net/lo").exists():
-                env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # the loopback, whatever the hostname resolves to
-            log = open(folder / f"rank{rank}.log", "w+")
-            logs.append(log)
-            procs.append(subprocess.Popen([sys.executable, str(HERE), "--worker", str(folder)], env=env,
-                                          cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL))
-        deadline = time.monotonic() + timeout_s
-        pending = set(range(world))
-        while pending:
-            for rank in sorted(pending):
-                try:
-                    code = procs[rank].wait(timeout=0.2)
-                except subprocess.TimeoutExpired:
-                    continue
-                pending.discard(rank)
-                if code != 0:
-                    logs[rank].seek(0)
-                    pytest.fail(f"rank {rank} exited with {code}:\n{logs[rank].read()[-4000:]}")
-            if pending and time.monotonic() > deadline:
-                tails = []
-                for rank in sorted(pending):
-                    logs[rank].seek(0)
-                    tails.append(f"--- rank {rank} ---\n{logs[rank].read()[-2000:]}")
-                pytest.fail(f"ranks {sorted(pending)} still running after {timeout_s:.0f} s\n" + "\n".join(tails))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        for log in logs:
-            log.close()
+    launch(HERE, ["--worker", str(folder)], folder, world, timeout_s)
 
 
 # --------------------------------------------------------------------------------------------------

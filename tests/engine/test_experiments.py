@@ -92,6 +92,14 @@ def test_spec_validation():
         ExperimentSpec(model="m", corpus="c", seeds=[1, 1]).validate()
     with pytest.raises(LayerTracerError, match="unknown experiment field"):
         ExperimentSpec.from_dict({"model": "m", "corpus": "c", "wobble": 1})
+    with pytest.raises(LayerTracerError, match="strategy fsdp places the model itself"):
+        ExperimentSpec(model="m", corpus="c", strategy="fsdp", placement={"device_map": "auto"}).validate()
+    with pytest.raises(LayerTracerError, match="experiment option strategy"):
+        ExperimentSpec(model="m", corpus="c", strategy="zero3").validate()
+    # An experiment's spec.json written before the strategy existed reads with the defaults.
+    old = {k: v for k, v in ExperimentSpec(model="m", corpus="c").to_dict().items()
+           if k not in ("strategy", "gradient_checkpointing")}
+    assert ExperimentSpec.from_dict(old).strategy == "ddp"
 
 
 def test_experiment_end_to_end_and_resume(saved_model, world, tmp_path):

@@ -196,8 +196,48 @@ def test_bf16_weights_train_with_fp32_master_weights(tokenizer):
     result = train(loaded, blocks, allocation,
                    TrainConfig(steps=60, batch_size=4, lr=1e-4, warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0,
                                max_grad_norm=0.0, checkpoint_every=0))
-    assert result.precision == {"master_weights": "float32", "frozen": ["bfloat16"], "autocast": "bfloat16"}
+    assert result.precision == {"master_weights": "float32", "frozen": ["bfloat16"], "autocast": "bfloat16",
+                                "loss_scaling": False}
     assert trained.dtype == torch.bfloat16 and frozen.dtype == torch.bfloat16
     moved = (trained.float() - before_trained.float()).abs()
     assert moved.mean() > 2e-3  # ~60 x 1e-4 accumulated, then rounded to bf16 once
     assert torch.equal(frozen, before_frozen)
+
+
+def test_fp16_autocast_scales_the_loss_and_resumes_with_its_scale(tmp_path, tokenizer):
+    """autocast fp16: the forward in float16, the loss scaled for backward (torch's GradScaler), float32
+    master weights; the losses follow float32 training's to fp16 rounding; the loss scale is part of the
+    checkpoint, so a run stopped after 2 steps and resumed reaches the weights of one never stopped."""
+    import torch
+
+    import tiny_models
+    from layertracer.models.loading import wrap_model
+    from layertracer.training.allocation import resolve_allocation
+    from layertracer.training.loop import TrainConfig, train
+
+    blocks = torch.randint(3, 300, (16, 16), generator=torch.Generator().manual_seed(0))
+    allocation = resolve_allocation("full", tiny_models.LAYERS)
+
+    def run(autocast: str, steps: int = 4, folder=None, stop_after=None):
+        loaded = wrap_model(tiny_models.build_model("qwen3", 0), tokenizer)
+        calls = iter(range(100))
+        stop = (lambda: next(calls) >= stop_after) if stop_after else None
+        config = TrainConfig(steps=steps, batch_size=4, lr=1e-3, warmup_steps=0, checkpoint_every=2, autocast=autocast)
+        return loaded, train(loaded, blocks, allocation, config, checkpoint_dir=folder, should_stop=stop)
+
+    reference, plain = run("off")
+    loaded, scaled = run("fp16")
+    assert plain.precision["autocast"] is None and not plain.precision["loss_scaling"]
+    assert scaled.precision["autocast"] == "float16" and scaled.precision["loss_scaling"]
+    assert scaled.precision["loss_scale"] == 65536.0  # torch's initial scale: no step overflowed
+    assert [m.loss for m in scaled.history] == pytest.approx([m.loss for m in plain.history], rel=5e-3)
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+
+    _, first = run("fp16", folder=tmp_path / "ckpt", stop_after=2)
+    assert first.stopped and first.steps_done == 2
+    state = json.loads((tmp_path / "ckpt" / "step-000002" / "state.json").read_text(encoding="utf-8"))
+    assert state["loss_scale"]["scale"] == 65536.0
+    resumed_model, resumed = run("fp16", folder=tmp_path / "ckpt")
+    assert resumed.resumed_from == 2
+    for (name, a), (_, b) in zip(loaded.model.named_parameters(), resumed_model.model.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
