@@ -29,7 +29,8 @@ from layertracer.cli_common import (
 )
 from layertracer.spec.training import TrainingOptionsSpec
 
-_BENCH_HELP = "Comma-separated benchmark specs: cmmlu:DIR, ceval:DIR."
+_BENCH_HELP = ("Comma-separated benchmark specs: cmmlu:DIR, ceval:DIR, lm-eval:TASK (any lm-evaluation-harness "
+               "task, through its own evaluator) or lm-eval:FILE.yaml (a task config).")
 _MODE_HELP = (
     "loglikelihood (lm-eval compatible: the letters ' A'..' D' scored), answer-only (the official prompts: "
     "the letters' logits) or cloze (no options shown: each choice's text scored as the answer)."

@@ -13,6 +13,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 import layertracer
+from layertracer.spec.benchmarks import LM_EVAL, split_benchmark
 from layertracer.errors import LayerTracerError
 from layertracer.evaluation.benchmarks import LETTERS, Benchmark, load_benchmark
 from layertracer.evaluation.encoding import EncodedQuestion, encode_question
@@ -66,6 +67,13 @@ def evaluate(
     """
     if shots < 0:
         raise LayerTracerError(f"shots must be 0 or more, got {shots}")
+    if not isinstance(benchmark, Benchmark):
+        kind, value = split_benchmark(str(benchmark))
+        if kind == LM_EVAL:  # lm-eval's own evaluator, prompts and metric (``harness``)
+            from layertracer.evaluation.harness import evaluate_harness
+
+            return evaluate_harness(loaded, value.strip(), shots=shots, batch_size=batch_size, limit=limit,
+                                    progress=progress, seed=seed)
     if isinstance(benchmark, Benchmark):
         if subjects is not None or limit is not None:
             raise LayerTracerError("subjects and limit apply to a benchmark spec; filter with load_benchmark instead")

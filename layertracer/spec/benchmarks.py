@@ -1,17 +1,27 @@
-"""Benchmark specs as text: ``ceval:DIR`` or ``cmmlu:DIR`` (a folder in the official layout).
+"""Benchmark specs as text: ``ceval:DIR`` or ``cmmlu:DIR`` (a folder in the official layout), or
+``lm-eval:TASK`` / ``lm-eval:FILE.yaml`` (an lm-evaluation-harness task, or a task config file).
 
-The engine (``layertracer.evaluation.benchmarks``, whose layouts are keyed by these kinds), the API
-and the trial form read them with this grammar. The engine's CLI also takes a bare ``DIR`` and
-recognises its layout; the service asks for the kind, since the folder lives on the worker.
+The engine (``layertracer.evaluation.benchmarks``, whose layouts are keyed by the folder kinds, and
+``layertracer.evaluation.harness``), the API and the trial form read them with this grammar. The
+engine's CLI also takes a bare ``DIR`` and recognises its layout; the service asks for the kind, since
+the folder lives on the worker. Several tasks are several benchmarks (``-b lm-eval:arc_easy,lm-eval:piqa``),
+each compared on its own.
 """
 
 from __future__ import annotations
 
+import re
+
 from layertracer.errors import LayerTracerError
 
-BENCHMARK_KINDS = ("ceval", "cmmlu")
+FOLDER_KINDS = ("ceval", "cmmlu")
+LM_EVAL = "lm-eval"
+BENCHMARK_KINDS = (*FOLDER_KINDS, LM_EVAL)
+TASK_FILE_SUFFIXES = (".yaml", ".yml")
+TASK_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")  # lm-eval's task and group names
+BENCHMARK_FORMS = ", ".join(f"{k}:FOLDER" for k in FOLDER_KINDS) + f", {LM_EVAL}:TASK or {LM_EVAL}:FILE.yaml"
 # JSON Schema of a service's benchmark spec (the API's schema, the form's check).
-BENCHMARK_PATTERN = r"^(" + "|".join(BENCHMARK_KINDS) + r"):\S"
+BENCHMARK_PATTERN = r"^(" + "|".join(re.escape(k) for k in BENCHMARK_KINDS) + r"):\S"
 
 
 class BenchmarkSpecError(LayerTracerError, ValueError):
@@ -20,15 +30,25 @@ class BenchmarkSpecError(LayerTracerError, ValueError):
 
 def split_benchmark(text: str) -> tuple[str | None, str]:
     """``"cmmlu:/data/cmmlu"`` -> ("cmmlu", "/data/cmmlu"); a text without a known kind -> (None, text)."""
-    kind, sep, folder = str(text).partition(":")
+    kind, sep, rest = str(text).partition(":")
     if sep and kind.strip().lower() in BENCHMARK_KINDS:
-        return kind.strip().lower(), folder
+        return kind.strip().lower(), rest
     return None, str(text)
 
 
+def is_task_file(value: str) -> bool:
+    """Whether an ``lm-eval:`` value names a task config file rather than a task."""
+    return str(value).strip().lower().endswith(TASK_FILE_SUFFIXES)
+
+
 def check_benchmark(text: str) -> tuple[str, str]:
-    """A service's benchmark spec -> (kind, folder); BenchmarkSpecError unless it is ``KIND:FOLDER``."""
-    kind, folder = split_benchmark(text)
-    if kind is None or not folder.strip() or not str(text).startswith(kind):
-        raise BenchmarkSpecError(f"bad benchmark {text!r}: use " + " or ".join(f"{k}:FOLDER" for k in BENCHMARK_KINDS))
-    return kind, folder.strip()
+    """A service's benchmark spec -> (kind, its folder, task or task file); BenchmarkSpecError unless it is
+    ``KIND:FOLDER`` or ``lm-eval:TASK`` / ``lm-eval:FILE.yaml``."""
+    kind, value = split_benchmark(text)
+    value = value.strip()
+    usage = f"use {BENCHMARK_FORMS}"
+    if kind is None or not value or not str(text).startswith(kind):
+        raise BenchmarkSpecError(f"bad benchmark {text!r}: {usage}")
+    if kind == LM_EVAL and not is_task_file(value) and not TASK_NAME.match(value):
+        raise BenchmarkSpecError(f"bad benchmark {text!r}: {value!r} is not an lm-eval task name; {usage}")
+    return kind, value

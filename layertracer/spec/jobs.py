@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 from layertracer.errors import LayerTracerError
 from layertracer.spec.allocations import check_allocation
-from layertracer.spec.benchmarks import BENCHMARK_KINDS, BENCHMARK_PATTERN, check_benchmark
+from layertracer.spec.benchmarks import BENCHMARK_FORMS, BENCHMARK_PATTERN, check_benchmark
 from layertracer.spec.loading import PlacementSpec
 from layertracer.spec.perturbations import parse_perturbation
 from layertracer.spec.trace_options import SEED_MAX
@@ -53,7 +53,7 @@ class ExperimentFields(TrainingOptionsSpec):
     # The patterns are documented in the schema and enforced by the validators below (their messages
     # say how to write the value; pydantic's would only quote the pattern).
     benchmarks: list[Annotated[str, Field(max_length=1100, json_schema_extra={"pattern": BENCHMARK_PATTERN})]] = Field(
-        default_factory=list, max_length=10, description=" or ".join(f"{k}:DIR" for k in BENCHMARK_KINDS))
+        default_factory=list, max_length=10, description=BENCHMARK_FORMS)
     embeddings: Optional[StrictBool] = None
     head: Optional[StrictBool] = None
     final_norm: Optional[StrictBool] = None

@@ -292,11 +292,12 @@ def fsdp_supported() -> bool:
     import inspect
 
     try:
+        import torch.distributed.fsdp as fsdp
         from torch.distributed.checkpoint import HuggingFaceStorageWriter
-        from torch.distributed.fsdp import fully_shard  # noqa: F401
     except ImportError:
         return False
-    return "save_distributed" in inspect.signature(HuggingFaceStorageWriter.__init__).parameters
+    return hasattr(fsdp, "fully_shard") and "save_distributed" in inspect.signature(
+        HuggingFaceStorageWriter.__init__).parameters
 
 
 def check_strategy(strategy: str, ranks) -> None:

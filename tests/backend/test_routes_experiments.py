@@ -67,6 +67,8 @@ def test_experiments_and_trials(client, db_url, roots):
         ({"corpus": "missing.txt"}, 400, "does not exist"),
         ({"benchmarks": ["cmmlu:escape"]}, 400, "outside the allowed roots"),
         ({"benchmarks": ["mmlu:bench"]}, 422, "bad benchmark"),
+        ({"benchmarks": ["lm-eval:/etc/task.yaml"]}, 400, "outside the allowed roots"),
+        ({"benchmarks": ["lm-eval:arc easy"]}, 422, "not an lm-eval task name"),
         ({"allocations": ["7-3"]}, 422, "runs backwards"),
         ({"allocations": ["shallow"]}, 422, "bad allocation"),
         ({"allocations": ["full", "full"]}, 422, "listed twice"),
@@ -103,9 +105,14 @@ def test_a_trial_carries_its_placement_to_the_worker(client, db_url):
     engine = make_engine(db_url)
     with Session(engine) as s:
         spec = jobs.get_job(s, created.json()["job"]["id"]).spec
-    engine.dispose()
     assert spec["placement"] == {"device_map": "auto", "max_memory": "0=70GiB,cpu=200GiB", "attn_implementation": None,
                                  "load_in": None}
+    # An lm-eval task is a name the worker's lm-eval resolves, kept as given (no path to confine).
+    named = client.post(f"{API}/experiments", json={**experiment_body(model["id"]), "benchmarks": ["lm-eval:arc_easy"]})
+    assert named.status_code == 201, named.text
+    with Session(engine) as s:
+        assert jobs.get_job(s, named.json()["job"]["id"]).spec["benchmarks"] == ["lm-eval:arc_easy"]
+    engine.dispose()
     for bad, message in ((({"device_map": "/etc/map.json"}), "device_map"), ({"max_memory": "lots"}, "max memory 'lots'"),
                          ({"load_in": "2bit"}, "load_in")):
         refused = client.post(f"{API}/experiments", json={**experiment_body(model["id"]), "placement": bad})

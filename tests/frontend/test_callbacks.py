@@ -252,7 +252,7 @@ def test_trial_validation_builds_the_api_body():
     ({"allocations": []}, "Choose the layers to train"),
     ({"allocations": ["0-7"]}, "layer 7 does not exist"),
     ({"corpus": " "}, "Give the training corpus"),
-    ({"benchmarks": "mmlu:/x"}, "use ceval:FOLDER or cmmlu:FOLDER"),
+    ({"benchmarks": "mmlu:/x"}, "use ceval:FOLDER, cmmlu:FOLDER, lm-eval:TASK or lm-eval:FILE.yaml"),
     ({"seeds": "1,1"}, "a seed is listed twice"),
     ({"seeds": "one"}, "not a whole number"),
     ({"steps": 0}, "Steps: must be at least 1 and at most 10,000,000"),

@@ -258,17 +258,18 @@ def test_form_api_and_engine_read_allocations_alike(text):
 
 
 @given(text=st.one_of(
-    st.tuples(st.sampled_from(["ceval", "cmmlu", "CMMLU", "mmlu", "", "ceval "]), st.sampled_from([":", "", "::"]),
-              st.sampled_from(["/data/x", "", " ", "x y"])).map("".join),
+    st.tuples(st.sampled_from(["ceval", "cmmlu", "CMMLU", "mmlu", "", "ceval ", "lm-eval", "lm_eval"]),
+              st.sampled_from([":", "", "::"]),
+              st.sampled_from(["/data/x", "", " ", "x y", "arc_easy", "mmlu-pro", "/data/task.yaml", "a/b"])).map("".join),
     st.text(max_size=12)))
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_form_api_and_engine_read_benchmark_specs_alike(text):
     from backend.api.schemas import TrialCreate
     from frontend.run_form import validate as validate_form
     from layertracer.evaluation.benchmarks import LAYOUTS
-    from layertracer.spec.benchmarks import BENCHMARK_KINDS, split_benchmark
+    from layertracer.spec.benchmarks import BENCHMARK_KINDS, FOLDER_KINDS, split_benchmark
 
-    assert tuple(LAYOUTS) == BENCHMARK_KINDS  # the engine's layouts are the spec's kinds
+    assert tuple(LAYOUTS) == FOLDER_KINDS  # the engine's layouts are the spec's folder kinds
     if "," in text or "\n" in text or not text.strip():
         return  # the form splits its field on commas and lines: one spec per entry
     try:

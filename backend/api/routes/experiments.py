@@ -25,6 +25,7 @@ from backend.db.models import Experiment, Job, Model, new_id
 from backend.security import PathError, confine_path
 from backend.settings import Settings
 from backend.tasksets import BUILTIN_TASK_NAMES
+from layertracer.spec.benchmarks import LM_EVAL, check_benchmark, is_task_file
 from layertracer.spec.jobs import ExperimentJobSpec
 
 router = APIRouter(tags=["experiments"])
@@ -64,8 +65,13 @@ def _create(kind: str, body: Union[ExperimentCreate, TrialCreate], session: Sess
     fields["corpus"] = _confined(settings, body.corpus, "corpus")
     benchmarks = []
     for bench in body.benchmarks:
-        name, _, folder = bench.partition(":")
-        benchmarks.append(f"{name}:{_confined(settings, folder, 'benchmark folder', 'dir')}")
+        name, value = check_benchmark(bench)
+        if name == LM_EVAL and not is_task_file(value):
+            benchmarks.append(f"{name}:{value}")  # a task lm-eval knows: a name, no path
+        elif name == LM_EVAL:
+            benchmarks.append(f"{name}:{_confined(settings, value, 'lm-eval task file', 'file')}")
+        else:
+            benchmarks.append(f"{name}:{_confined(settings, value, 'benchmark folder', 'dir')}")
     fields["benchmarks"] = benchmarks
     resolved, renamed = [], {}
     for allocation in allocations:
