@@ -200,8 +200,9 @@ _AUTOCAST = typer.Option(TrainingOptionsSpec.model_fields["autocast"].default, "
 _GRADIENT_CHECKPOINTING = typer.Option(TrainingOptionsSpec.model_fields["gradient_checkpointing"].default,
                                        "--gradient-checkpointing/--no-gradient-checkpointing",
                                        help="Recompute activations in backward: less memory, more compute.")
-_CORPUS = typer.Option(..., "--corpus", "-c", help="Text/JSONL/parquet file or a folder of them; tokenized "
-                       "once into $LAYERTRACER_CORPUS_CACHE (default ~/.cache/layertracer/corpora).")
+_CORPUS = typer.Option(..., "--corpus", "-c", help="Text/JSONL/parquet file, a folder of them, or a hub dataset "
+                       "hf:org/name[@revision][:split]; tokenized once into $LAYERTRACER_CORPUS_CACHE (default "
+                       "~/.cache/layertracer/corpora).")
 
 
 def trial_command(

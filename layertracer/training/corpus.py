@@ -73,9 +73,58 @@ def _read_text(path: Path) -> Iterator[tuple[str, int]]:
         yield text, path.stat().st_size
 
 
+HUB_PREFIX = "hf:"
+
+
+def hub_dataset_files(source: str) -> list[Path]:
+    """The data files of a hub dataset ``hf:org/name[@revision][:split]``, from the Hugging Face cache
+    (downloaded into it first unless ``HF_HUB_OFFLINE`` is set): its .jsonl, .parquet and .txt files,
+    those of ``split`` alone when given (a file or folder named after it, as the hub lays splits out:
+    ``train.jsonl``, ``data/train-00000-of-00004.parquet``, ``train/part-0.jsonl``), else those of
+    ``train`` when the dataset has one, else all. Read by this module's streaming readers, not
+    converted to an Arrow copy first."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    spec = source[len(HUB_PREFIX):]
+    repo, _, split = spec.partition(":")
+    repo_id, _, revision = repo.partition("@")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise CorpusError(f"{source!r} is not a hub dataset id: use hf:org/name[@revision][:split]") from None
+    try:
+        folder = Path(snapshot_download(repo_id, repo_type="dataset", revision=revision or None,
+                                        allow_patterns=[f"*{s}" for s in CORPUS_SUFFIXES]))
+    except LocalEntryNotFoundError:
+        raise CorpusError(
+            f"dataset {repo_id}{'@' + revision if revision else ''} is not in the Hugging Face cache and the hub "
+            f"cannot be reached (HF_HUB_OFFLINE?): fetch it where the hub is reachable with "
+            f"'hf download --repo-type dataset {repo_id}', or point HF_HOME at a cache that has it"
+        ) from None
+    except Exception as exc:  # the hub's own errors: unknown repo, gated, bad revision
+        raise CorpusError(f"dataset {repo_id}: {' '.join(str(exc).split())[:300]}") from None
+    files = sorted(p for p in folder.rglob("*") if p.suffix in CORPUS_SUFFIXES and p.is_file())
+
+    def in_split(path: Path, name: str) -> bool:
+        parts = path.relative_to(folder).parts
+        return any(part == name or part.split(".")[0] == name or part.startswith(f"{name}-") for part in parts)
+
+    wanted = split or ("train" if any(in_split(f, "train") for f in files) else "")
+    chosen = [f for f in files if in_split(f, wanted)] if wanted else files
+    if not chosen:
+        raise CorpusError(f"dataset {repo_id} has no .jsonl, .parquet or .txt files"
+                          + (f" for split {wanted!r}" if wanted else ""))
+    return chosen
+
+
 def corpus_files(source: str | Path) -> list[Path]:
-    """The files of a corpus: the file itself, or the .txt/.jsonl/.parquet files of a folder (sorted by
-    name, not recursive). Raises CorpusError for a missing path or a folder without such files."""
+    """The files of a corpus: the file itself, the .txt/.jsonl/.parquet files of a folder (sorted by
+    name, not recursive), or a hub dataset's (``hf:org/name[@revision][:split]``, see
+    ``hub_dataset_files``). Raises CorpusError for a missing path or a folder without such files."""
+    if str(source).startswith(HUB_PREFIX):
+        return hub_dataset_files(str(source))
     path = Path(source)
     if not path.exists():
         raise CorpusError(f"corpus {str(source)!r} does not exist")

@@ -251,3 +251,45 @@ def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path, tokenizer, 
                                           r"LAYERTRACER_CORPUS_CACHE"):
         prepare_corpus(corpus, tokenizer, cache_dir=small_disk / "cache")
     assert [p.name for p in (small_disk / "cache").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_a_hub_dataset_is_read_from_the_hub_cache_by_split_offline(tmp_path, tokenizer, monkeypatch):
+    """hf:org/name[@revision][:split]: the dataset's files from a hub cache laid out on disk in the hub's
+    own layout, with HF_HUB_OFFLINE=1; the split by the hub's file naming; one clear line when absent."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import hub_cache
+
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    train = [f"training document {i} about rivers" for i in range(30)]
+    test = [f"held-out document {i} about hills" for i in range(10)]
+    pq.write_table(pa.table({"text": train[:15]}), repo / "data" / "train-00000-of-00002.parquet")
+    pq.write_table(pa.table({"text": train[15:]}), repo / "data" / "train-00001-of-00002.parquet")
+    (repo / "data" / "test-00000-of-00001.jsonl").write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in test), encoding="utf-8")
+    (repo / "README.md").write_text("a dataset card", encoding="utf-8")
+    commit = "c0ffee" + "0" * 34
+    cache = tmp_path / "hub"
+    hub_cache.lay_out(cache, "acme/river-corpus", repo, commit=commit, refs={"main": commit}, repo_type="dataset")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    store = tmp_path / "cache"
+    assert prepare_corpus("hf:acme/river-corpus", tokenizer, cache_dir=store).tokens.tolist() == \
+        _expected_stream(tokenizer, train)  # no split given: train
+    assert prepare_corpus("hf:acme/river-corpus:test", tokenizer, cache_dir=store).tokens.tolist() == \
+        _expected_stream(tokenizer, test)
+    assert prepare_corpus(f"hf:acme/river-corpus@{commit}:train", tokenizer, cache_dir=store).tokens.tolist() == \
+        _expected_stream(tokenizer, train)
+    with pytest.raises(CorpusError, match="has no .jsonl, .parquet or .txt files for split 'validation'"):
+        prepare_corpus("hf:acme/river-corpus:validation", tokenizer, cache_dir=store)
+    with pytest.raises(CorpusError, match=r"dataset acme/absent is not in the Hugging Face cache .*hf download "
+                                          r"--repo-type dataset acme/absent"):
+        prepare_corpus("hf:acme/absent", tokenizer, cache_dir=store)
+    with pytest.raises(CorpusError, match="is not a hub dataset id"):
+        prepare_corpus("hf:not a repo", tokenizer, cache_dir=store)
