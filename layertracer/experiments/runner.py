@@ -36,10 +36,10 @@ from layertracer.experiments.statistics import compare_allocations, seed_summary
 from layertracer.models.loading import LoadedModel, load_model
 from layertracer.progress import ProgressCallback, report
 from layertracer.training import distributed as dist_utils
-from layertracer.training.allocation import count_parameters, resolve_allocation
+from layertracer.training.allocation import count_parameters, resolve_allocation, trainable_parameters
 from layertracer.training.sharded import check_strategy
 from layertracer.training.shards import TokenBlocks, prepare_corpus
-from layertracer.training.drift import weight_drift, weight_snapshot
+from layertracer.training.drift import weight_drift, weight_snapshot, with_unchanged
 from layertracer.training.loop import StepMetrics, train
 
 BASE = "base"
@@ -306,7 +306,9 @@ class ExperimentRunner:
             part=self.spec.part,
         )
         counts = count_parameters(loaded.model, loaded.adapter, allocation)
-        before = weight_snapshot(loaded.model)
+        # Rank 0 alone measures drift, and only the trained parameters change: they alone are copied.
+        before = (weight_snapshot(loaded.model, only=trainable_parameters(loaded.model, loaded.adapter, allocation))
+                  if self.main else {})
         config = self.spec.train_config(seed)
         torch.manual_seed(seed)
 
@@ -358,7 +360,7 @@ class ExperimentRunner:
                 "correct": [bool(r.correct) for r in result.records],
                 "settings": result.summary()["settings"],
             }
-        drift = weight_drift(loaded.adapter, before, loaded.model)
+        drift = weight_drift(loaded.adapter, with_unchanged(before, loaded.model), loaded.model)
         retrace = None
         if self.spec.trace_tasks:
             trace_result = self._trace(loaded, stage)

@@ -15,7 +15,7 @@ neither a bf16 model nor a 600M-element embedding loses precision or needs a flo
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -37,23 +37,35 @@ def _module(model: Union[nn.Module, LoadedModel]) -> nn.Module:
     return model.model if isinstance(model, LoadedModel) else model
 
 
-def weight_snapshot(model: Union[nn.Module, LoadedModel]) -> dict[str, torch.Tensor]:
-    """CPU copies of every parameter, by name (``named_parameters(remove_duplicate=False)``).
+def weight_snapshot(model: Union[nn.Module, LoadedModel],
+                    only: Optional[Iterable[nn.Parameter]] = None) -> dict[str, torch.Tensor]:
+    """CPU copies of every parameter, by name (``named_parameters(remove_duplicate=False)``), or of the
+    parameters in ``only`` (those a training run will change: a frozen one needs no copy, the model's
+    own tensor is its "before"; see ``with_unchanged``).
 
     Tied parameters (e.g. input embeddings and head) appear under each of their names but are copied
     once and share the copy, so a snapshot costs one model's worth of CPU memory, in the model's dtype.
     Works for a model on any device; the model is not modified.
     """
+    wanted = None if only is None else {id(p) for p in only}
     copies: dict[int, torch.Tensor] = {}
     snapshot: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for name, param in _module(model).named_parameters(remove_duplicate=False):
+            if wanted is not None and id(param) not in wanted:
+                continue
             if id(param) not in copies:
                 # copy=True: .to("cpu") alone returns the same storage for a CPU model, which training
                 # would then change under the snapshot.
                 copies[id(param)] = param.detach().to("cpu", copy=True)
             snapshot[name] = copies[id(param)]
     return snapshot
+
+
+def with_unchanged(snapshot: Mapping[str, torch.Tensor], model: Union[nn.Module, LoadedModel]) -> dict[str, torch.Tensor]:
+    """A partial ``weight_snapshot`` completed with the model's own tensors for every parameter it
+    left out: the frozen ones, which training did not change, so they are their own "before"."""
+    return {**{n: p for n, p in _module(model).named_parameters(remove_duplicate=False)}, **snapshot}
 
 
 def parameter_groups(model: Union[nn.Module, LoadedModel], adapter: ModelAdapter) -> dict[str, Any]:
@@ -227,4 +239,4 @@ def weight_drift(
     return result
 
 
-__all__ = ["DEFINITION", "drift_between", "parameter_groups", "weight_drift", "weight_snapshot"]
+__all__ = ["DEFINITION", "drift_between", "parameter_groups", "weight_drift", "weight_snapshot", "with_unchanged"]

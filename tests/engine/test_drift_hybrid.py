@@ -57,6 +57,25 @@ def test_drift_is_zero_for_identical_weights(base):
     json.dumps(drift, allow_nan=False)
 
 
+def test_a_snapshot_of_the_trained_parameters_alone_gives_the_full_snapshots_drift(tokenizer):
+    """A trial copies only what it trains (the frozen weights are their own "before"): the same drift,
+    group by group, as a snapshot of every parameter, for a fraction of the copy."""
+    from layertracer.training import TrainConfig, resolve_allocation, train
+    from layertracer.training.allocation import trainable_parameters
+    from layertracer.training.drift import with_unchanged
+
+    loaded = wrap_model(tiny_models.build_model("llama", seed=0), tokenizer)
+    allocation = resolve_allocation("1-2", loaded.adapter.num_layers)
+    full = weight_snapshot(loaded)
+    partial = weight_snapshot(loaded, only=trainable_parameters(loaded.model, loaded.adapter, allocation))
+    assert set(partial) == {n for n in full if n.startswith(("model.layers.1.", "model.layers.2."))}
+    train(loaded, torch.randint(3, 300, (8, 16)), allocation, TrainConfig(steps=2, batch_size=4, lr=1e-2,
+                                                                          warmup_steps=0, checkpoint_every=0))
+    assert weight_drift(loaded.adapter, with_unchanged(partial, loaded), loaded.model) == \
+        weight_drift(loaded.adapter, full, loaded.model)
+    assert weight_drift(loaded.adapter, full, loaded.model)["blocks"][1] > 0
+
+
 def test_drift_exact_for_a_hand_modified_model(base):
     snapshot = weight_snapshot(base)
     after = copy.deepcopy(base.model)
