@@ -385,6 +385,8 @@ class ExperimentRunner:
                 "loss_curve": [[m.step, m.loss] for m in history],
                 "eval_loss": trained.eval_history,
                 "holdout_loss_after": _holdout_loss(loaded, holdout, config.batch_size),
+                "precision": trained.precision,
+                "world_size": trained.world_size,
             },
             "evals": evals,
             "drift": drift,

@@ -152,6 +152,8 @@ def test_experiment_end_to_end_and_resume(saved_model, world, tmp_path):
     assert [list(p["trials"]) for p in partials[1:]] == [slugs[:n] for n in range(1, 5)]
     last = partials[-1]["trials"][slugs[-1]]
     final = result["trials"][-1]
+    assert final["training"]["precision"] == {"master_weights": "float32", "frozen": ["float32"], "autocast": None,
+                                              "loss_scaling": False}  # float32 on the CPU, as the spec asked
     assert last["final_loss"] == final["training"]["final_loss"] and last["steps"] == 3
     assert {b: e["accuracy"] for b, e in last["evals"].items()} == {b: e["accuracy"] for b, e in final["evals"].items()}
     trace_plan = json.loads((tmp_path / "baseline" / "trace.json").read_text())["freeze_plan"]["train_layers"]
