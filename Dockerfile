@@ -46,7 +46,7 @@ COPY layertracer ./layertracer
 COPY backend ./backend
 COPY worker ./worker
 COPY service ./service
-RUN pip install -c constraints.txt ".[service]"
+RUN pip install -c constraints.txt ".[service,gpu]"
 USER layertracer
 VOLUME ["/data", "/models", "/cache/huggingface"]
 HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
@@ -59,7 +59,7 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
 COPY pyproject.toml README.md constraints.txt ./
 COPY layertracer ./layertracer
-RUN pip install -c constraints.txt .
+RUN pip install -c constraints.txt ".[gpu]"
 USER layertracer
 VOLUME ["/data", "/models"]
 ENTRYPOINT ["layertracer"]

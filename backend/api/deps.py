@@ -1,7 +1,5 @@
 """Request dependencies: settings, a database session per request, authorisation, paging."""
 
-from __future__ import annotations
-
 from typing import Annotated, Iterator, Literal, Optional
 
 from fastapi import Depends, HTTPException, Query, Request

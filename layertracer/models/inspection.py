@@ -26,6 +26,8 @@ def load_structure(source: str, *, revision: Optional[str] = None, trust_remote_
     config = load_config(parsed, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()  # the head shares the embedding as when loaded (5.0's from_config leaves it apart)
     snapshot = None if parsed.is_local else _snapshot_folder(parsed.location, parsed.revision)
     folder = parsed.location if parsed.is_local else snapshot
     declared = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)

@@ -334,6 +334,7 @@ def _placement(device_map: Optional[str], max_memory: Optional[str], offload_fol
     if budget and mapping is None:
         mapping = "auto"  # a memory budget means placing the blocks by it
     if mapping is not None:
+        _need_accelerate()
         arguments["device_map"] = mapping
         if budget:
             arguments["max_memory"] = budget
@@ -349,8 +350,23 @@ def _placement(device_map: Optional[str], max_memory: Optional[str], offload_fol
         except ImportError:  # pragma: no cover - transformers always has it
             raise LoadOptionError("this transformers has no bitsandbytes support") from None
         arguments["quantization_config"] = BitsAndBytesConfig(**{f"load_in_{quantize}": True})
+        _need_accelerate()
         arguments.setdefault("device_map", "auto")
     return arguments
+
+
+def _need_accelerate() -> None:
+    """transformers places a model by a device map through accelerate, which is optional here."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("accelerate")
+    except PackageNotFoundError:
+        raise LoadOptionError("placing a model by a device map needs accelerate: pip install 'layertracer[gpu]'") from None
+    major, minor = (int(x) for x in (found.split(".") + ["0"])[:2])
+    if (major, minor) < (1, 2):
+        raise LoadOptionError(f"placing a model by a device map needs accelerate >= 1.2 (this is {found}): "
+                              "pip install -U 'layertracer[gpu]'")
 
 
 def _snapshot_folder(repo_id: str, revision: Optional[str]) -> Optional[str]:

@@ -37,7 +37,7 @@ def test_version_is_the_one_version_string():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["trace", "--bogus"], "No such option: --bogus"),
+        (["trace", "--bogus"], r"No such option:? '?--bogus"),  # typer's words changed across releases
         (["trace", "--tasks", "antonyms_en", "--out", "o.json"], "Missing option '--model'"),
         (["no-such-command"], "No such command 'no-such-command'"),
         (["trace", "-m", "x", "-t", "antonyms_en", "-o", "o.json", "--batch-size", "many"], "Invalid value for '--batch-size'"),
@@ -49,7 +49,7 @@ def test_usage_errors_print_typers_usage_line_and_exit_2(args, message):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("Usage: layertracer")
     # typer draws the message in a box (rich) and wraps it: compare the words alone
-    assert message in " ".join(re.sub(r"[│╭╮╰╯─]", " ", proc.stderr).split())
+    assert re.search(message, " ".join(re.sub(r"[│╭╮╰╯─]", " ", proc.stderr).split()))
 
 
 def test_a_user_error_is_one_error_line_and_exit_2(tmp_path):

@@ -60,7 +60,7 @@ FINAL = {
     "jamba": ("model.final_layernorm",),
     "bamba": ("model.final_layernorm",),
 }
-HEAD = "lm_head"
+HEADS = ("lm_head", "embed_out")  # GPT-NeoX's head was embed_out before transformers renamed it
 # HF quirk: Mamba / Mamba2 do not put the embedding output into ``hidden_states``, so there
 # hidden_states[l] (not [l + 1]) is block l's output. Checked by test_reference_hidden_states_are_block_outputs.
 HIDDEN_OFFSET = {"mamba": 0, "mamba2": 0}
@@ -222,7 +222,7 @@ def lens_logits(model, arch: str, hidden: torch.Tensor) -> torch.Tensor:
         module = module_at(model, path)
         if module is not None:
             hidden = module(hidden)
-    logits = getattr(model, HEAD)(hidden)
+    logits = next(getattr(model, name) for name in HEADS if hasattr(model, name))(hidden)
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap

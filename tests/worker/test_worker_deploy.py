@@ -64,7 +64,7 @@ def test_dockerfile_api_stage_has_no_torch_and_reads_the_extras_from_pyproject()
     assert "COPY worker" not in api  # the web image carries no worker code
     worker = stages["worker"]
     assert 'pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"' in worker
-    assert "cu1" in worker and '".[service]"' in worker and "COPY frontend" not in worker
+    assert "cu1" in worker and '".[service,gpu]"' in worker and "COPY frontend" not in worker
     # The extras the api stage installs exist and hold the web stack but no ML package.
     import tomllib
 
