@@ -490,10 +490,12 @@ def train(
         if store is not None:
             latest = store.latest() if ranks is None else _agreed_latest(store, ranks)
             if latest is not None:
+                # Checked before any weight is loaded: a checkpoint of other data leaves the model as it was.
+                written = json.loads((latest / "state.json").read_text(encoding="utf-8"))
+                _check_same_data(written.get("data"), data_position(blocks, int(written["step"]), config), latest)
                 state = (store.load(latest, sharded, optimizer) if sharded is not None
                          else store.load(latest, model, params, optimizer))
                 start_step = int(state["step"])
-                _check_same_data(state.get("data"), data_position(blocks, start_step, config), latest)
                 result.resumed_from = start_step
                 result.history = [StepMetrics(**m) for m in state.get("history", [])]
                 result.eval_history = [(int(step), float(loss)) for step, loss in state.get("eval_history", [])]

@@ -224,9 +224,13 @@ def test_resuming_on_other_data_is_refused(tmp_path, tokenizer):
     state = json.loads((tmp_path / "ckpt" / "step-000002" / "state.json").read_text(encoding="utf-8"))
     assert state["data"] == {"corpus": first.key, "blocks": len(first), "samples": 4}
     other = corpus("b", "a different text entirely about rivers")
+    fresh = load_model(str(folder), device="cpu", dtype="float32")
+    untouched = {n: p.detach().clone() for n, p in fresh.model.named_parameters()}
     with pytest.raises(LayerTracerError, match="written on other data"):
-        train(loaded, other, allocation, TrainConfig(steps=4, batch_size=2, checkpoint_every=2, seed=0),
+        train(fresh, other, allocation, TrainConfig(steps=4, batch_size=2, checkpoint_every=2, seed=0),
               checkpoint_dir=tmp_path / "ckpt")
+    # Refused before any weight of the checkpoint was loaded into the model.
+    assert all(torch.equal(p, untouched[n]) for n, p in fresh.model.named_parameters())
 
 
 @pytest.fixture
