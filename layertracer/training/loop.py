@@ -48,6 +48,7 @@ from layertracer.spec.training import TRAIN_CONFIG_FIELDS, TrainingOptionsSpec
 from layertracer.training import distributed as dist_utils
 from layertracer.training.allocation import Allocation, ParameterCount, apply_allocation, count_parameters
 from layertracer.training.fused_loss import fused_loss_module
+from layertracer.training.step_folders import StepFolders
 from layertracer.training.precision import LOW_PRECISION, forward_dtype
 from layertracer.training.sharded import ShardedCheckpoints, check_strategy, sharded_training
 from layertracer.training.sharded import eval_loss as sharded_eval_loss
@@ -211,21 +212,12 @@ def eval_loss(model: nn.Module, blocks: torch.Tensor, *, batch_size: int, max_ba
     return sum(l * w for l, w in zip(losses, weights)) / max(sum(weights), 1)
 
 
-class Checkpoints:
+class Checkpoints(StepFolders):
     """Atomic checkpoints in a folder: ``step-000123/`` written as a temp folder, then renamed.
 
     Each holds ``trainable.safetensors`` (the trainable parameters by name), ``optimizer.safetensors``
     (AdamW moments and step counts by parameter name, and the RNG state) and ``state.json``. No pickle.
     """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def latest(self) -> Optional[Path]:
-        if not self.folder.is_dir():
-            return None
-        done = sorted(p for p in self.folder.glob("step-*") if (p / "state.json").is_file())
-        return done[-1] if done else None
 
     def save(self, step: int, model: nn.Module, params: list[nn.Parameter], optimizer, extra: dict) -> Path:
         names = _param_names(model)

@@ -27,7 +27,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ from layertracer.errors import LayerTracerError
 from layertracer.models.adapters import resolve_adapter
 from layertracer.training import distributed as dist_utils
 from layertracer.training.fused_loss import fused_loss_module
+from layertracer.training.step_folders import StepFolders
 from layertracer.training.precision import LOW_PRECISION, forward_dtype
 
 STRATEGIES = ("ddp", "fsdp")
@@ -209,20 +210,11 @@ def eval_loss(sharded: ShardedModel, blocks, *, batch_size: int, max_batches: in
     return total / max(count, 1.0)
 
 
-class ShardedCheckpoints:
+class ShardedCheckpoints(StepFolders):
     """``step-000123/`` folders of sharded checkpoints: the trainable parameters and their AdamW moments
     (``NAME`` and ``NAME::exp_avg`` / ``::exp_avg_sq`` / ``::step``), written by every rank through
     torch.distributed.checkpoint's safetensors storage, and ``state.json`` (rank 0). Written into a temp
     folder that rank 0 renames once every rank is done, so a folder with ``state.json`` is complete."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def latest(self) -> Optional[Path]:
-        if not self.folder.is_dir():
-            return None
-        done = sorted(p for p in self.folder.glob("step-*") if (p / "state.json").is_file())
-        return done[-1] if done else None
 
     @staticmethod
     def _state(sharded: ShardedModel, optimizer, fill: bool) -> dict[str, torch.Tensor]:
