@@ -39,6 +39,7 @@ from layertracer.stats import (
 from layertracer.tasks.encoding import EncodedItem, encode_task
 from layertracer.tasks.sets import Task, load_tasks
 from layertracer.tokens import readable_sequence, readable_token
+from layertracer.training import distributed as dist_utils
 from layertracer.trace_checkpoint import TraceCheckpoint, checkpoint_key
 from layertracer.spec.fields import defaults, validation_message
 from layertracer.spec.trace_options import ENGINE_FIELDS, TraceOptionsSpec
@@ -117,6 +118,7 @@ def trace(
     dtype: str = "auto",
     checkpoint: Optional[str | os.PathLike] = None,
     checkpoint_every_s: Optional[float] = None,
+    split_ranks: bool = False,
 ) -> TraceResult:
     """Trace ``model`` on ``tasks``.
 
@@ -129,6 +131,9 @@ def trace(
         part-way resumes from it with the same numbers; it is removed when the trace finishes. It is
         written when the trace is stopped by an exception and, after a batch, at most every
         ``checkpoint_every_s`` seconds (default ``trace_checkpoint.CHECKPOINT_EVERY_S``, 30).
+    split_ranks: in a process group (torchrun), every rank runs every ``world_size``-th prompt (longest
+        first) and the ranks then sum their rows, so each returns the whole result (the same numbers as one process:
+        a prompt's numbers do not depend on its batch). A collective: every rank calls it alike.
     """
     options = options or TraceOptions()
     timings: dict[str, float] = {}
@@ -149,6 +154,9 @@ def trace(
     names = [p.name for p in perts]
     if len(set(names)) != len(names):
         raise LayerTracerError(f"perturbation given twice: {', '.join(names)}")
+    split = split_ranks and dist_utils.world_size() > 1
+    if split and checkpoint is not None:
+        raise LayerTracerError("a trace split over ranks keeps no checkpoint file")
 
     net, adapter, tokenizer = loaded.model, loaded.adapter, loaded.tokenizer
     device_ = next(net.parameters()).device
@@ -176,12 +184,14 @@ def trace(
 
     # Longest first, so a batch holds prompts of similar length (less padding) and memory peaks early.
     order = sorted(range(n), key=lambda g: -len(prompts[g].encoded.input_ids))
-    batches = [order[s : s + options.batch_size] for s in range(0, n, options.batch_size)]
+    if split:  # every world_size-th prompt: the long ones (first) are dealt out like the short ones
+        order = [order[i] for i in dist_utils.my_share(n)]
+    batches = [order[s : s + options.batch_size] for s in range(0, len(order), options.batch_size)]
     units_per_prompt = 1 + sum(
         p.draws * sum(applicable(p, adapter, layer) for layer in range(n_layers)) for p in perts
     )
     # Progress in prompt-units, so that a batch split after running out of memory keeps the total.
-    total_units = units_per_prompt * n
+    total_units = units_per_prompt * sum(len(batch) for batch in batches)
     clock = {"done": 0, "lens": 0.0, "sensitivity": 0.0}
     pad_id = pad_token_id(tokenizer)
     done_rows = np.zeros(n, dtype=bool)  # prompts whose batch has finished
@@ -297,6 +307,8 @@ def trace(
             if store is not None and done_rows.sum() > resumed:
                 store.save(partial_arrays())
             raise
+    if split:
+        _gather_ranks(partial_arrays(), [f"js_{i}" for i in range(len(perts))])
     timings["oom_batch_splits"] = float(splits)
     timings["resumed_prompts"] = float(resumed)
     lens_time, sens_time = clock["lens"], clock["sensitivity"]
@@ -412,6 +424,28 @@ def trace(
         timings=timings,
         version=__version__,
     )
+
+
+def _gather_ranks(arrays: dict[str, np.ndarray], nan_marked: Sequence[str]) -> None:
+    """Fill ``arrays`` in place with every rank's rows. A rank leaves the rows it did not do at their
+    initial zeros, so sums gather them (and sum ``cosine_sum``, a sum over prompts, as a whole); the
+    ``nan_marked`` arrays start as NaN (and keep NaN for a layer a perturbation does not apply to), so
+    their values travel with a count of finite ones: an element no rank filled stays NaN."""
+    mine = arrays["done_rows"].astype(bool)
+    send: dict[str, np.ndarray] = {}
+    for name, array in arrays.items():
+        if name in nan_marked:
+            finite = np.isfinite(array) & mine[:, None]
+            send[name] = np.where(finite, array, 0.0)
+            send[f"{name}:finite"] = finite
+        else:
+            send[name] = array
+    summed = dist_utils.sum_over_ranks(send)
+    for name, array in arrays.items():
+        if name in nan_marked:
+            array[...] = np.where(summed[f"{name}:finite"] > 0, summed[name], np.nan)
+        else:
+            array[...] = summed[name]
 
 
 def _position_view(

@@ -24,6 +24,7 @@ from layertracer.evaluation.scoring import ScoringRequest, score_requests
 from layertracer.evaluation.subjects import CATEGORY_ORDER
 from layertracer.models.loading import LoadedModel
 from layertracer.progress import ProgressCallback, report
+from layertracer.training import distributed as dist_utils
 
 
 def evaluate(
@@ -40,6 +41,7 @@ def evaluate(
     max_length: Optional[int] = None,
     add_special_tokens: bool = False,
     seed: int = 0,
+    split_ranks: bool = False,
 ) -> EvalResult:
     """Evaluate ``loaded`` on ``benchmark`` and return per-question records and accuracies.
 
@@ -61,6 +63,9 @@ def evaluate(
         for models without one, such as Mamba).
     add_special_tokens: let the tokenizer add BOS/EOS (lm-eval adds none for causal models by default).
     seed: recorded with the result (the first-n few-shot choice is deterministic).
+    split_ranks: in a process group (torchrun), every rank scores every ``world_size``-th question
+        and the ranks then sum their scores, so each returns the whole result. A collective: every rank
+        calls it alike. lm-eval tasks (``lm-eval:``) are not split: lm-eval's own evaluator runs them.
 
     The model runs in eval mode under ``torch.inference_mode`` on its own device; its train/eval mode
     is restored afterwards.
@@ -104,14 +109,21 @@ def evaluate(
     was_training = model.training
     model.eval()  # dropout off even when called in the middle of a training run
     try:
+        requests = [ScoringRequest(e.context_ids, e.continuations) for e in encoded]
+        share = dist_utils.my_share(len(requests)) if split_ranks else range(len(requests))
         scores = score_requests(
             model,
             loaded.adapter,
-            [ScoringRequest(e.context_ids, e.continuations) for e in encoded],
+            [requests[i] for i in share],
             batch_size=batch_size,
             pad_id=pad_token_id(tokenizer),
             progress=progress,
         )
+        if split_ranks and dist_utils.world_size() > 1:  # this rank's rows in place, the others zero
+            width = max((len(r.continuations) for r in requests), default=0)  # a rank may score none
+            mine = np.zeros((len(requests), width))
+            mine[list(share), : scores.shape[1]] = scores
+            scores = dist_utils.sum_over_ranks({"scores": mine})["scores"]
     finally:
         model.train(was_training)
     timings["scoring"] = time.perf_counter() - start

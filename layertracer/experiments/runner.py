@@ -35,6 +35,7 @@ from layertracer.experiments.spec import ExperimentSpec, trial_slug
 from layertracer.experiments.statistics import compare_allocations, seed_summary
 from layertracer.models.loading import LoadedModel, load_model
 from layertracer.progress import ProgressCallback, report
+from layertracer.spec.benchmarks import LM_EVAL, split_benchmark
 from layertracer.training import distributed as dist_utils
 from layertracer.training.allocation import count_parameters, resolve_allocation, trainable_parameters
 from layertracer.training.sharded import check_strategy
@@ -43,6 +44,12 @@ from layertracer.training.drift import weight_drift, weight_snapshot, with_uncha
 from layertracer.training.loop import StepMetrics, train
 
 BASE = "base"
+
+# How long a rank waits in one collective before the group fails (so a rank that died or hangs ends
+# the job instead of holding the others for hours): every rank shares the evaluations and re-traces,
+# so waits are short, except behind lm-eval tasks, which rank 0 runs alone with lm-eval's evaluator.
+RANK_WAIT = timedelta(minutes=30)
+RANK_WAIT_BEHIND_LM_EVAL = timedelta(hours=6)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -145,11 +152,13 @@ class ExperimentRunner:
         spec.validate()
         self.spec = spec
         # Data-parallel training across the processes of a launcher (torchrun, accelerate launch):
-        # every rank trains; rank 0 alone evaluates, traces and writes, the others wait at barriers
-        # and read its files (out_dir must be shared). None: on when WORLD_SIZE > 1.
+        # every rank trains, and the evaluations, re-traces and held-out losses are split over the
+        # ranks; rank 0 alone runs lm-eval tasks, measures drift and writes, and the others read its
+        # files (out_dir must be shared). None: on when WORLD_SIZE > 1.
         self.distributed = dist_utils.env_world_size() > 1 if distributed is None else distributed
         if self.distributed:
-            dist_utils.init_from_env(timeout=timedelta(hours=6))  # rank 0 evaluates while the others wait
+            behind = any(split_benchmark(b)[0] == LM_EVAL for b in spec.benchmarks)
+            dist_utils.init_from_env(timeout=RANK_WAIT_BEHIND_LM_EVAL if behind else RANK_WAIT)
         self.main = dist_utils.is_main()
         check_strategy(spec.strategy, self.distributed or None)  # before any work: fsdp needs a launcher
         self.out = Path(out_dir)
@@ -197,11 +206,18 @@ class ExperimentRunner:
                                    "give the devices more memory (max_memory) or spread the model over GPUs only")
         return loaded
 
-    def _evaluate(self, loaded: LoadedModel, trial: Optional[tuple[int, str]] = None) -> dict[str, Any]:
+    def _evaluate(self, loaded: LoadedModel, trial: Optional[tuple[int, str]] = None,
+                  benchmarks: Optional[list[str]] = None) -> dict[str, Any]:
+        """EvalResults by benchmark (default: all of the spec's). With several ranks the built-in
+        benchmarks are scored by every rank together; an lm-eval task by rank 0 alone (the others
+        leave it out of their dict)."""
         from layertracer.evaluation import evaluate
 
         results = {}
-        for bench in self.spec.benchmarks:
+        for bench in self.spec.benchmarks if benchmarks is None else benchmarks:
+            harness = split_benchmark(bench)[0] == LM_EVAL
+            if harness and not self.main:
+                continue
             result = evaluate(
                 loaded,
                 bench,
@@ -210,6 +226,7 @@ class ExperimentRunner:
                 batch_size=self.spec.eval_batch_size,
                 limit=self.spec.eval_limit,
                 progress=lambda e, b=bench: self._emit(f"eval {bench_slug(b)}", e.done, e.total, trial),
+                split_ranks=self.distributed and not harness,
             )
             results[bench] = result
         return results
@@ -224,7 +241,13 @@ class ExperimentRunner:
             perturbations=self.spec.trace_perturbations,
             options=TraceOptions(batch_size=16, position_view=False, similarity=False),
             progress=lambda e: self._emit("trace", e.done, e.total, trial),
+            split_ranks=self.distributed,
         )
+
+    def _main_says(self, flag: bool) -> bool:
+        """Rank 0's ``flag`` on every rank: decisions that start collective work (is this file there
+        yet?) are taken once, so no two ranks see a file another rank is writing differently."""
+        return dist_utils.broadcast_flag(flag and self.main) if self.distributed else flag
 
     def _stop_requested(self) -> bool:
         """``should_stop`` asked on rank 0, its answer shared with every rank."""
@@ -248,41 +271,39 @@ class ExperimentRunner:
 
     # -- the run ------------------------------------------------------------------------------
     def baseline(self, loaded: LoadedModel) -> dict[str, Any]:
-        """Evaluate and trace the base model once (cached in baseline/; with several ranks rank 0 does
-        it and the others read its files)."""
-        if self.distributed:
-            if self.main:
-                self._baseline(loaded)
-            dist_utils.barrier()
-        return self._baseline(loaded)
-
-    def _baseline(self, loaded: LoadedModel) -> dict[str, Any]:
-        folder = self.out / "baseline"
-        folder.mkdir(parents=True, exist_ok=True)
+        """Evaluate and trace the base model once (cached in baseline/). With several ranks they share
+        the work, rank 0 writes the files, and every rank returns once they are written (a from-trace
+        allocation reads the trace file). Rank 0's dict is complete; the others may lack lm-eval tasks."""
         from layertracer.evaluation import EvalResult
 
-        evals = {}
+        folder = self.out / "baseline"
+        folder.mkdir(parents=True, exist_ok=True)
+        evals, missing = {}, []
         for bench in self.spec.benchmarks:
             path = folder / f"eval-{bench_slug(bench)}.json"
-            if path.is_file():
+            if self._main_says(path.is_file()):
                 evals[bench] = EvalResult.load(path)
-        missing = [b for b in self.spec.benchmarks if b not in evals]
+            else:
+                missing.append(bench)
         if missing:
-            fresh = self._evaluate(loaded)
-            for bench in missing:
-                fresh[bench].to_json(folder / f"eval-{bench_slug(bench)}.json")
-                evals[bench] = fresh[bench]
+            for bench, fresh in self._evaluate(loaded, benchmarks=missing).items():
+                if self.main:
+                    fresh.to_json(folder / f"eval-{bench_slug(bench)}.json")
+                evals[bench] = fresh
         trace_path = folder / "trace.json"
         trace_summary = None
         if self.spec.trace_tasks:
             from layertracer.results import TraceResult
 
-            result = TraceResult.load(trace_path) if trace_path.is_file() else None
-            if result is None:
+            if self._main_says(trace_path.is_file()):
+                result = TraceResult.load(trace_path)
+            else:
                 result = self._trace(loaded)
-                folder.mkdir(parents=True, exist_ok=True)
-                result.to_json(trace_path)
+                if self.main:
+                    result.to_json(trace_path)
             trace_summary = _trace_summary(result)
+        if self.distributed:
+            dist_utils.barrier()
         return {"evals": evals, "trace": trace_summary, "trace_path": str(trace_path) if trace_summary else None}
 
     def run_trial(self, index: int, allocation_spec: str, seed: int, blocks, holdout, base: dict) -> Optional[dict]:
@@ -290,7 +311,7 @@ class ExperimentRunner:
         slug = trial_slug(allocation_spec, seed)
         folder = self.out / "trials" / slug
         done_path = folder / "result.json"
-        if done_path.is_file():
+        if self._main_says(done_path.is_file()):
             return json.loads(done_path.read_text(encoding="utf-8"))
         stage = (index, slug)
         loaded = self._load(training=True)
@@ -330,20 +351,33 @@ class ExperimentRunner:
         )
         if trained.stopped:
             return None
-        if not self.main:  # rank 0 evaluates and writes the trial's result; read it when it is there
-            dist_utils.barrier()
-            return json.loads(done_path.read_text(encoding="utf-8"))
         result = self._finish_trial(loaded, slug, stage, folder, allocation_spec, allocation, seed, counts,
                                     before, config, trained, blocks, holdout, base)
         if self.distributed:
             dist_utils.barrier()
+            if not self.main:  # rank 0 wrote the whole result (drift, lm-eval tasks): read it
+                return json.loads(done_path.read_text(encoding="utf-8"))
         return result
 
     def _finish_trial(self, loaded, slug, stage: tuple[int, str], folder, allocation_spec, allocation, seed, counts, before,
                       config, trained, blocks, holdout, base) -> dict:
-        """Evaluate, measure drift, re-trace and write the trial's result.json (rank 0)."""
+        """Evaluate, measure drift, re-trace and write the trial's result.json. Every rank calls it:
+        the evaluations, the re-trace and the held-out loss are shared; rank 0 alone measures drift
+        and writes (the others return None)."""
         done_path = folder / "result.json"
         after_evals = self._evaluate(loaded, stage)
+        holdout_after = _holdout_loss(loaded, holdout, config.batch_size, split=self.distributed)
+        retrace = None
+        if self.spec.trace_tasks:
+            trace_result = self._trace(loaded, stage)
+            summary = _trace_summary(trace_result)
+            retrace = {"summary": summary, "change": _retrace_change(base["trace"], summary)}
+        if not self.main:
+            del loaded
+            gc.collect()
+            return None
+        if retrace is not None:
+            trace_result.to_json(folder / "trace.json")
         evals = {}
         for bench, result in after_evals.items():
             folder.mkdir(parents=True, exist_ok=True)
@@ -361,12 +395,6 @@ class ExperimentRunner:
                 "settings": result.summary()["settings"],
             }
         drift = weight_drift(loaded.adapter, with_unchanged(before, loaded.model), loaded.model)
-        retrace = None
-        if self.spec.trace_tasks:
-            trace_result = self._trace(loaded, stage)
-            trace_result.to_json(folder / "trace.json")
-            summary = _trace_summary(trace_result)
-            retrace = {"summary": summary, "change": _retrace_change(base["trace"], summary)}
         history = trained.history
         result = {
             "slug": slug,
@@ -384,7 +412,7 @@ class ExperimentRunner:
                 "mean_tokens_per_s": float(np.mean([m.tokens_per_s for m in history])) if history else None,
                 "loss_curve": [[m.step, m.loss] for m in history],
                 "eval_loss": trained.eval_history,
-                "holdout_loss_after": _holdout_loss(loaded, holdout, config.batch_size),
+                "holdout_loss_after": holdout_after,
                 "precision": trained.precision,
                 "world_size": trained.world_size,
             },
@@ -416,7 +444,7 @@ class ExperimentRunner:
         train_blocks, holdout = split_blocks(blocks, self.spec.holdout)
         base = self.baseline(loaded)
         self._partial(baseline=baseline_partial(base))
-        base_holdout = _holdout_loss(loaded, holdout, self.spec.batch_size) if self.main else None
+        base_holdout = _holdout_loss(loaded, holdout, self.spec.batch_size, split=self.distributed)
         del loaded
         gc.collect()
         trials = []
@@ -429,6 +457,9 @@ class ExperimentRunner:
             trials.append(outcome)
             self._partial(trials={t["slug"]: trial_partial(t) for t in trials})
         complete = len(trials) == len(self.trials)
+        if self.distributed and not self.main:  # rank 0's result is the whole one (lm-eval tasks, timings)
+            dist_utils.barrier()
+            return json.loads((self.out / "result.json").read_text(encoding="utf-8"))
         result = {
             "spec": self.spec.to_dict(),
             "status": "complete" if complete else "stopped",
@@ -448,12 +479,9 @@ class ExperimentRunner:
         }
         if self.distributed:
             result["world_size"] = dist_utils.world_size()
-        if self.main:
-            write_json(self.out / "result.json", result)
+        write_json(self.out / "result.json", result)
         if self.distributed:
             dist_utils.barrier()
-            if not self.main:  # rank 0's result (its baseline holdout loss and timings)
-                return json.loads((self.out / "result.json").read_text(encoding="utf-8"))
         return result
 
     # -- comparisons --------------------------------------------------------------------------
@@ -509,12 +537,14 @@ def _strip(evals: dict[str, Any]) -> dict[str, Any]:
     return {b: {k: v for k, v in e.items() if k not in ("question_ids", "correct")} for b, e in evals.items()}
 
 
-def _holdout_loss(loaded: LoadedModel, holdout: Optional[torch.Tensor], batch_size: int) -> Optional[float]:
+def _holdout_loss(loaded: LoadedModel, holdout: Optional[torch.Tensor], batch_size: int,
+                  split: bool = False) -> Optional[float]:
+    """Mean loss (nats/token) on the held-out blocks; ``split``: shared by the ranks (a collective)."""
     from layertracer.training.loop import eval_loss
 
     if holdout is None:
         return None
-    return eval_loss(loaded.model, holdout, batch_size=batch_size, max_batches=1 << 30)
+    return eval_loss(loaded.model, holdout, batch_size=batch_size, max_batches=1 << 30, split_ranks=split)
 
 
 def run_experiment(spec: ExperimentSpec, out_dir: str | Path, **kwargs) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import os
 from datetime import timedelta
 from typing import Optional, Sequence, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -190,3 +191,30 @@ def shard_indices(indices: Sequence[T], rank_: int, world_size_: int, *, strided
         return list(indices[rank_::world_size_])
     share = count // world_size_
     return list(indices[rank_ * share : (rank_ + 1) * share])
+
+
+def my_share(count: int) -> range:
+    """The items ``rank::world_size`` of ``count`` items: this process's share when work is split over
+    the ranks item by item (every item in a single process). The shares of all ranks partition
+    ``range(count)`` and differ in length by at most one."""
+    return range(rank(), count, world_size())
+
+
+def sum_over_ranks(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Element-wise sums over processes of named numpy arrays (same names, shapes and dtypes on every
+    rank), as new arrays; copies of the arrays themselves in a single process. Work split over ranks
+    is gathered this way: each rank fills its own rows and leaves the others zero. Float arrays are
+    summed in float64 and given back in their own dtype; bool arrays as counts of True (int64)."""
+    out = {}
+    for name in sorted(arrays):  # the same order on every rank: collectives pair up by order
+        array = np.asarray(arrays[name])
+        if array.dtype == np.bool_:
+            array = array.astype(np.int64)
+        if world_size() <= 1:
+            out[name] = array.copy()
+            continue
+        wide = np.float64 if array.dtype.kind == "f" else np.int64
+        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=wide)).to(_collective_device())
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        out[name] = tensor.cpu().numpy().astype(array.dtype, copy=False)
+    return out

@@ -197,19 +197,27 @@ def _param_names(model: nn.Module) -> dict[int, str]:
     return names
 
 
-def eval_loss(model: nn.Module, blocks: torch.Tensor, *, batch_size: int, max_batches: int) -> float:
-    """Mean causal-LM loss (nats/token) over the first ``max_batches`` batches of ``blocks`` (N, T)."""
+def eval_loss(model: nn.Module, blocks: torch.Tensor, *, batch_size: int, max_batches: int,
+              split_ranks: bool = False) -> float:
+    """Mean causal-LM loss (nats/token) over the first ``max_batches`` batches of ``blocks`` (N, T).
+    ``split_ranks``: in a process group every rank runs every ``world_size``-th batch and the sums are
+    added over the ranks (a collective: every rank calls it alike)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    losses, weights = [], []
+    starts = list(range(0, min(len(blocks), batch_size * max_batches), batch_size))
+    if split_ranks:
+        starts = [starts[i] for i in dist_utils.my_share(len(starts))]
+    total, weight = 0.0, 0
     with torch.no_grad():
-        for start in range(0, min(len(blocks), batch_size * max_batches), batch_size):
+        for start in starts:
             batch = blocks[start : start + batch_size].to(device)
-            losses.append(float(model(input_ids=batch, labels=batch).loss))
-            weights.append(len(batch))
+            total += float(model(input_ids=batch, labels=batch).loss) * len(batch)
+            weight += len(batch)
     model.train(was_training)
-    return sum(l * w for l, w in zip(losses, weights)) / max(sum(weights), 1)
+    if split_ranks:
+        total, weight = dist_utils.all_reduce_sum([total, weight])
+    return total / max(weight, 1)
 
 
 class Checkpoints(StepFolders):
