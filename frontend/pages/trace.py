@@ -86,8 +86,8 @@ class Figures:
         return self._get("stability", (tuple(pert or ()), norm, tuple(window or ())),
                          lambda: tv.stability_figure(self.result, pert or [], normalized=norm, window=window))
 
-    def position(self, norm: bool) -> Any:
-        return self._get("position", (norm,), lambda: tv.position_grid(self.result, normalized=norm))
+    def position(self, norm: bool, window=None) -> Any:
+        return self._get("position", (norm, tuple(window or ())), lambda: tv.position_grid(self.result, normalized=norm, window=window))
 
     def similarity(self, norm: bool, window) -> Any:
         return self._get("similarity", (norm, tuple(window or ())),
@@ -252,7 +252,7 @@ def figures_view(meta: dict, result: dict, view: dict, source: Optional[tuple] =
                     page=P, what="prompts", note="Hover a cell for the prompt, its target and the top lens tokens."),
         figure_card(f"{P}-stability", figures.stability(view["pert"], norm, window), page=P,
                     what="stability"),
-        figure_card(f"{P}-position", figures.position(norm), page=P, what="position"),
+        figure_card(f"{P}-position", figures.position(norm, window), page=P, what="position"),
         figure_card(f"{P}-similarity", figures.similarity(norm, window), page=P,
                     what="similarity"),
     ]
@@ -330,7 +330,7 @@ def update_figures(metric, pert, window, norm, trace_id, share, token):
         figures.stability(pert or [], normalized, window),
         figures.similarity(normalized, window),
         figures.plan(normalized, window),
-        figures.position(normalized),
+        figures.position(normalized, window),
     )
 
 

@@ -51,13 +51,16 @@ TEMPLATE = go.layout.Template(layout=dict(paper_bgcolor="white", plot_bgcolor="w
                                           xaxis=_AXIS, yaxis=_AXIS, hoverlabel=dict(align="left")))
 
 
+TITLE_MARGIN = 60  # px above the plot area: the figure's title
+
+
 def base_layout(fig: go.Figure, *, title: str, height: int = 420) -> go.Figure:
     fig.update_layout(
         title=dict(text=title, x=0.0, xanchor="left", font=dict(size=15)),
         template=TEMPLATE,
         font=FONT,
         height=height,
-        margin=dict(l=70, r=20, t=60, b=60),
+        margin=dict(l=70, r=20, t=TITLE_MARGIN, b=60),
         hoverlabel=dict(font=dict(family=FONT["family"], size=12)),
     )
     return fig
@@ -76,6 +79,12 @@ def text_margin(labels: Sequence[Any], *, base: int = 45, per_char: float = 7.5,
     return int(min(most, max(least, base + per_char * longest)))
 
 
+def title_length_px(text: str, size: int = FONT["size"]) -> int:
+    """About how long ``text`` runs (px) at ``size`` px in the figures' font: 0.6 em a character, a
+    little more than the average glyph, so a space reserved with it is never too short."""
+    return int(0.6 * size * len(text)) + 10
+
+
 def depth_axis_margin(block_kinds: Sequence[str]) -> int:
     """The bottom margin under a depth axis: one more tick line when the model mixes block kinds."""
     return 75 if len(set(block_kinds or [])) > 1 else 60
@@ -86,6 +95,11 @@ def layer_positions(num_layers: int, normalized: bool) -> list[float]:
     if normalized:
         return [(l + 1) / num_layers for l in range(num_layers)]
     return [float(l) for l in range(num_layers)]
+
+
+def half_step(num_layers: int, normalized: bool) -> float:
+    """Half the distance between neighbouring layers on the depth axis (the margin around a range)."""
+    return 0.5 / num_layers if normalized else 0.5
 
 
 def layer_position(layer: Optional[int], num_layers: int, normalized: bool) -> Optional[float]:
@@ -124,7 +138,7 @@ def depth_axis(fig: go.Figure, num_layers: int, block_kinds: Sequence[str], norm
         if mixed and l < len(block_kinds):
             label += f"<br>{KIND_LETTER.get(block_kinds[l], '?')}"
         text.append(label)
-    half = (0.5 / num_layers) if normalized else 0.5
+    half = half_step(num_layers, normalized)
     axis_title = depth_title(normalized)
     if mixed:
         axis_title += " · A attention, L linear attention, S SSM"

@@ -123,7 +123,9 @@ def scores_figure(result: Result) -> go.Figure:
                 height=400)
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.2, x=0))
     fig.update_yaxes(title_text="accuracy (share of questions correct)", range=[0, 1])
-    fig.update_xaxes(title_text="allocation (trained layers)")
+    # Labels are names, never numbers: plotly types an axis of "0" and "base" as linear (the plan's
+    # allocation "0" is a number to it) and drops the bars whose label is not one.
+    fig.update_xaxes(title_text="allocation (trained layers)", type="category")
     return fig
 
 

@@ -240,7 +240,7 @@ def accuracy_figure(result: Result) -> go.Figure:
     base_layout(fig, title="Accuracy per allocation: mean over seeds, error bars the 95% t-interval", height=420)
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.22, x=0))
     fig.update_yaxes(title_text="accuracy (share of questions correct)", range=[0, 1])
-    fig.update_xaxes(title_text="allocation")
+    fig.update_xaxes(title_text="allocation", type="category")  # names, even those that look like numbers
     return fig
 
 

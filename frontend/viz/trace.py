@@ -34,7 +34,10 @@ from frontend.viz.common import (
     depth_axis_margin,
     text_margin,
     depth_axis,
+    TITLE_MARGIN,
     depth_title,
+    half_step,
+    title_length_px,
     empty_figure,
     layer_position,
     layer_positions,
@@ -231,10 +234,11 @@ def prompt_heatmap(result: Result, task: str, metric: str = "prob", *, normalize
     return fig
 
 
-def position_grid(result: Result, *, normalized: bool = False, last: int = 24, colour: str = "top1") -> go.Figure:
+def position_grid(result: Result, *, normalized: bool = False, last: int = 24, colour: str = "top1",
+                  window: Optional[Sequence[int]] = None) -> go.Figure:
     """The logit lens of one prompt: layers x token positions, coloured by the top-1 probability (or
     the target's probability with ``colour="target"``), each cell annotated with its top-1 token.
-    Shows the last ``last`` positions (the answer position is the last one)."""
+    Shows the last ``last`` positions (the answer position is the last one) and the layers of ``window``."""
     result = as_dict(result)
     view = result.get("position_view")
     if not view:
@@ -245,11 +249,13 @@ def position_grid(result: Result, *, normalized: bool = False, last: int = 24, c
     start = max(0, T - last)
     cols = list(range(start, T))
     xlabels = [f"{i}: {tokens[i]!r}" for i in cols]
-    ys = layer_positions(L, normalized)
+    lo, hi = layer_window(L, window)
+    rows = range(lo, hi + 1)
+    ys = [layer_positions(L, normalized)[l] for l in rows]
     key = "top1_probs" if colour == "top1" else "target_prob"
-    z = [[view[key][l][i] for i in cols] for l in range(L)]
-    text = [[view["top1_tokens"][l][i] for i in cols] for l in range(L)]
-    target = [[view["target_prob"][l][i] for i in cols] for l in range(L)]
+    z = [[view[key][l][i] for i in cols] for l in rows]
+    text = [[view["top1_tokens"][l][i] for i in cols] for l in rows]
+    target = [[view["target_prob"][l][i] for i in cols] for l in rows]
     what = "top-1 probability" if colour == "top1" else f"probability of {view.get('target_token')!r}"
     fig = go.Figure(go.Heatmap(
         z=z, x=xlabels, y=ys, text=text, customdata=target, texttemplate="%{text}",
@@ -259,13 +265,17 @@ def position_grid(result: Result, *, normalized: bool = False, last: int = 24, c
         + "<br>top-1 %{text}<br>" + what + " %{z:.3f}<br>target prob %{customdata:.3f}<extra></extra>",
     ))
     task = view.get("task")
+    # the x labels stand at -45 degrees: about 0.7 of their length is height
+    bottom = text_margin(xlabels, base=50, per_char=5.5, least=60)
+    y_title = depth_title(normalized)
+    # The plot area is at least as tall as the y title, so the title never runs into the figure's title.
+    plot = max(22 * len(ys), title_length_px(y_title))
     base_layout(fig, title=f"Logit lens by position — {task} prompt #{view.get('prompt_index')}, "
                 f"target {view.get('target_token')!r}" + (f" (last {len(cols)} of {T} tokens)" if start else ""),
-                height=max(360, 120 + 22 * L))
+                height=max(360, TITLE_MARGIN + bottom + plot))
     fig.update_xaxes(title_text="token position: token", tickangle=-45, type="category")
-    fig.update_yaxes(title_text=depth_title(normalized))
-    # the x labels stand at -45 degrees: about 0.7 of their length is height
-    fig.update_layout(margin=dict(r=COLORBAR_MARGIN, b=text_margin(xlabels, base=50, per_char=5.5, least=60)))
+    fig.update_yaxes(title_text=y_title, range=[ys[0] - half_step(L, normalized), ys[-1] + half_step(L, normalized)])
+    fig.update_layout(margin=dict(t=TITLE_MARGIN, r=COLORBAR_MARGIN, b=bottom))
     return fig
 
 
@@ -275,9 +285,12 @@ def stability_figure(result: Result, perturbations: Optional[Sequence[str]] = No
     perturbed, with its 95% bootstrap band, one line per perturbation kind, the vulnerable layer marked."""
     result = as_dict(result)
     sens = result.get("sensitivities") or {}
-    names = [n for n in (perturbations or list(sens)) if n in sens]
-    if not names:
+    if not sens:
         return empty_figure("No sensitivity scan in this trace (it was run without perturbations).")
+    # None: every perturbation; an empty selection draws none (the page's checklist unchecked).
+    names = [n for n in (list(sens) if perturbations is None else perturbations) if n in sens]
+    if not names:
+        return empty_figure("No perturbation selected: tick one under “Perturbations shown”.")
     L = num_layers(result)
     xs = layer_positions(L, normalized)
     fig = go.Figure()
@@ -399,7 +412,16 @@ def plan_figure(result: Result, *, normalized: bool = False, window: Optional[Se
                            font=dict(size=12))
     base_layout(fig, title=f"Freeze plan: train {plan.get('train_ranges') or 'nothing'} · freeze {plan.get('freeze_ranges') or 'nothing'}",
                 height=250)
-    depth_axis(fig, L, kinds, normalized, window)
+    # The plan is about the whole model: the strip always shows every layer (a window that cut off the
+    # trained layers would contradict the title); the layer window is shaded on it instead.
+    lo, hi = layer_window(L, window)
+    if (lo, hi) != (0, L - 1):
+        step = half_step(L, normalized)
+        fig.add_vrect(x0=xs[lo] - step, x1=xs[hi] + step, fillcolor="rgba(0,0,0,0.08)", line=dict(width=1, color="#555"),
+                      layer="below")
+        fig.add_annotation(x=xs[hi] + step, y=1.5, text=f"layer window {lo}-{hi}", showarrow=False, xanchor="right",
+                           font=dict(size=11, color="#555"))
+    depth_axis(fig, L, kinds, normalized, None)
     fig.update_yaxes(visible=False, range=[0, 1.6])
     fig.update_layout(legend=dict(orientation="h", y=-0.45, x=0), bargap=0,
                       margin=dict(l=40, r=20, t=50, b=35 + depth_axis_margin(kinds)))
