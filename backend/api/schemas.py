@@ -339,6 +339,7 @@ class ExperimentListItem(BaseModel):
     status: str
     model: ModelBrief
     allocations: list[str]
+    labels: dict[str, str] = Field(default_factory=dict)  # allocation -> the name given at launch
     seeds: list[int]
     created_at: datetime
     finished_at: Optional[datetime] = None

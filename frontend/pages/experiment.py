@@ -29,6 +29,7 @@ from frontend.components import (
     to_json,
 )
 from frontend.viz import experiment as ev
+from frontend.viz.names import absolute_time, relative_time, run_duration, run_name, short_id
 
 dash.register_page(__name__, path_template="/experiments/<experiment_id>", name="Experiment",
                    title="Experiment · LayerTracer")
@@ -57,9 +58,11 @@ def layout(experiment_id: Optional[str] = None, token: Optional[str] = None, **q
     finished = exp.get("status") in FINISHED
     return html.Div(head + [
         html.Div([
-            html.H1(f"{(exp.get('kind') or 'experiment').capitalize()} {exp.get('id')}"),
-            html.P([f"model {(exp.get('model') or {}).get('name') or (exp.get('model') or {}).get('source') or '?'}"
-                    f" · created {exp.get('created_at') or '?'} · ",
+            html.H1(heading(exp), id=f"{P}-title"),
+            html.P([f"{(exp.get('kind') or 'experiment')} {short_id(exp.get('id'))} · model "
+                    f"{(exp.get('model') or {}).get('name') or (exp.get('model') or {}).get('source') or '?'} · created ",
+                    html.Span(relative_time(exp.get("created_at")), title=absolute_time(exp.get("created_at"))),
+                    f" · took {run_duration(exp)} · " if exp.get("finished_at") else " · ",
                     dcc.Link("Report", href=rel(f"/experiments/{experiment_id}/report") + build_search({"share": share}),
                              id=f"{P}-report-link", title="The results table, significance and an export as one HTML file")],
                    className="lt-muted"),
@@ -67,9 +70,15 @@ def layout(experiment_id: Optional[str] = None, token: Optional[str] = None, **q
         ], className="lt-page-head"),
         dcc.Interval(id=f"{P}-interval", interval=POLL_MS, disabled=finished),
         html.Div(status_view(exp), id=f"{P}-status"),
-        figure_card(f"{P}-loss", ev.loss_figure(metrics, exp.get("result")), page=P, what="loss"),
+        figure_card(f"{P}-loss", ev.loss_figure(metrics, exp.get("result"), exp.get("spec")), page=P, what="loss"),
         html.Div(results_view(exp, query.get("bench")), id=f"{P}-results"),
     ])
+
+
+def heading(exp: dict) -> str:
+    """The page's title: the run's name (its short id when it has none) and its kind."""
+    kind = (exp.get("kind") or "experiment").capitalize()
+    return f"{run_name(exp)}" if exp.get("name") else f"{kind} {run_name(exp)}"
 
 
 def _metrics(experiment_id, token, share) -> Optional[dict]:
@@ -146,7 +155,7 @@ def partial_view(exp: dict) -> list:
     trials = [t for t in trials if isinstance(t, dict) and t.get("slug")]
     if not trials:
         return []
-    header, rows = ev.finished_trials_table(trials)
+    header, rows = ev.finished_trials_table(trials, exp.get("spec"))
     return [
         html.H2(f"Finished so far: {len(trials)} trial{'s' if len(trials) != 1 else ''}"),
         html.Div(table(header, rows, id=f"{P}-partial"), className="lt-card lt-scroll"),
@@ -166,7 +175,7 @@ def poll(n_intervals, experiment_id, share, token, search):
         return [api_error_box(exc, title="The experiment could not be loaded")], dash.no_update, dash.no_update, False
     metrics = _metrics(experiment_id, token, share)
     finished = exp.get("status") in FINISHED
-    return status_view(exp), ev.loss_figure(metrics, exp.get("result")), results_view(exp, bench), finished
+    return status_view(exp), ev.loss_figure(metrics, exp.get("result"), exp.get("spec")), results_view(exp, bench), finished
 
 
 def choose_bench(bench, experiment_id, share, token):

@@ -10,6 +10,7 @@ from dash import Input, Output, State, dcc, html
 
 from frontend.api_client import ApiError
 from frontend.components import LIVE_STATUSES, api_error_box, build_search, client, empty_box, progress_bar, rel, status_badge
+from frontend.viz.names import absolute_time, allocation_label, relative_time, run_duration, run_name
 
 dash.register_page(__name__, path="/", name="Runs", title="Runs · LayerTracer", order=0)
 
@@ -61,7 +62,8 @@ def _what(item: dict, kind: str) -> str:
         return text
     allocs = item.get("allocations") or spec.get("allocations") or ([spec["allocation"]] if spec.get("allocation") else [])
     seeds = item.get("seeds") or spec.get("seeds") or []
-    text = f"{item.get('kind', 'experiment')}: " + ", ".join(str(a) for a in allocs)
+    labels = item.get("labels") or spec.get("labels") or {}
+    text = f"{item.get('kind', 'experiment')}: " + ", ".join(allocation_label(a, labels) for a in allocs)
     return text + (f" · seeds {','.join(str(s) for s in seeds)}" if seeds else "")
 
 
@@ -78,8 +80,9 @@ def with_jobs(items: list[dict], api) -> list[dict]:
     return out
 
 
-def runs_table(items: list[dict], kind: str) -> html.Table:
-    """The list as a table: link, status with live progress, model, what, created."""
+def runs_table(items: list[dict], kind: str, now=None) -> html.Table:
+    """The list as a table: the name (the start of the id when unnamed) linking to the run, status with
+    live progress, model, what, created (relative; the time itself on hover), duration."""
     base = "/traces/" if kind == "traces" else "/experiments/"
     rows = []
     for item in items:
@@ -87,13 +90,14 @@ def runs_table(items: list[dict], kind: str) -> html.Table:
         status = item.get("status") or job.get("status")
         cell = progress_bar(job) if status in LIVE_STATUSES else status_badge(status)
         rows.append(html.Tr([
-            html.Td(dcc.Link(str(item["id"]), href=rel(base + str(item["id"])))),
+            html.Td(dcc.Link(run_name(item), href=rel(base + str(item["id"])), title=f"id {item['id']}")),
             html.Td(cell, className="lt-status-cell"),
             html.Td(_model_name(item)),
             html.Td(_what(item, kind)),
-            html.Td(str(item.get("created_at") or "")),
+            html.Td(relative_time(item.get("created_at"), now), title=absolute_time(item.get("created_at"))),
+            html.Td(run_duration({**item, "status": status}, now)),
         ]))
-    header = html.Thead(html.Tr([html.Th(h, scope="col") for h in ("id", "status", "model", "what", "created")]))
+    header = html.Thead(html.Tr([html.Th(h, scope="col") for h in ("name", "status", "model", "what", "created", "took")]))
     return html.Table([header, html.Tbody(rows)], className="lt-table lt-runs", id=f"{P}-list")
 
 

@@ -167,6 +167,12 @@ def empty_figure(message: str, *, height: int = 300) -> go.Figure:
     return fig
 
 
+def plotly_text(text: Any) -> str:
+    """User text for a plotly label or hover: plotly renders a small HTML subset, so ``<``, ``>`` and
+    ``&`` are written as entities and show literally."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def fmt(value, digits: int = 3) -> str:
     if value is None:
         return "—"

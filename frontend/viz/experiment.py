@@ -9,7 +9,8 @@ from typing import Any, Optional, Sequence
 
 import plotly.graph_objects as go
 
-from frontend.viz.common import OKABE_ITO, base_layout, empty_figure, layer_positions, depth_title
+from frontend.viz.common import OKABE_ITO, base_layout, empty_figure, layer_positions, depth_title, plotly_text as _plotly_text
+from frontend.viz.names import result_labels, trial_label
 from layertracer.spec.significance import verdict
 
 Result = dict[str, Any]
@@ -46,9 +47,10 @@ def step_dtick(span: float, ticks: int = 8) -> int:
         scale *= 10
 
 
-def loss_figure(metrics: Optional[dict], result: Optional[Result] = None) -> go.Figure:
-    """Training loss per step, one line per trial (allocation x seed); held-out loss as markers.
-    Uses the live metrics when there are any, else the loss curves stored in the result."""
+def loss_figure(metrics: Optional[dict], result: Optional[Result] = None, spec: Optional[dict] = None) -> go.Figure:
+    """Training loss per step, one line per trial (allocation x seed, named by the allocation's label);
+    held-out loss as markers. Uses the live metrics when there are any, else the loss curves stored in the
+    result. ``spec``: the run's spec (its labels) while no result exists yet."""
     series: dict[str, list[tuple[int, float]]] = {}
     evals: dict[str, list[tuple[int, float]]] = {}
     for slug, rows in ((metrics or {}).get("trials") or {}).items():
@@ -61,6 +63,7 @@ def loss_figure(metrics: Optional[dict], result: Optional[Result] = None) -> go.
     if not any(series.values()):
         return empty_figure("No training steps yet.")
     allocation_of = {t["slug"]: t["allocation_spec"] for t in (result or {}).get("trials") or []}
+    names = result_labels(result, spec)
     order = sorted(series)
     groups = sorted({allocation_of.get(s, s.rsplit("-seed", 1)[0]) for s in order})
     fig = go.Figure()
@@ -71,13 +74,14 @@ def loss_figure(metrics: Optional[dict], result: Optional[Result] = None) -> go.
         dash = ("solid", "dash", "dot", "dashdot")[seen.get(group, 0) % 4]  # seeds of one allocation
         seen[group] = seen.get(group, 0) + 1
         pts = series[slug]
-        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", name=slug,
+        name = trial_label(slug, allocation_of.get(slug), names)
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", name=name,
                                  legendgroup=group, line=dict(color=colour, width=2, dash=dash),
-                                 hovertemplate=f"{slug}<br>step %{{x}}<br>loss %{{y:.4f}}<extra></extra>"))
+                                 hovertemplate=f"{_plotly_text(name)}<br>step %{{x}}<br>loss %{{y:.4f}}<extra></extra>"))
         if evals.get(slug):
             pts = evals[slug]
             fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers",
-                                     name=f"{slug} held-out", legendgroup=group,
+                                     name=f"{name} held-out", legendgroup=group,
                                      marker=dict(color=colour, symbol="circle-open", size=9)))
     base_layout(fig, title="Training loss (causal-LM cross-entropy) per step", height=380)
     steps = [p[0] for pts in series.values() for p in pts]
@@ -100,7 +104,8 @@ def scores_figure(result: Result) -> go.Figure:
     if not rows or not benches:
         return empty_figure("No benchmark scores yet.")
     fig = go.Figure()
-    names = [r.get("label", r["allocation"]) for r in rows]  # the spec's display names when given
+    labels = result_labels(result)
+    names = [_plotly_text(labels.get(r["allocation"], r["allocation"])) for r in rows]
     for index, bench in enumerate(benches):
         means, plus, minus, text = [], [], [], []
         for r in rows:
@@ -136,14 +141,16 @@ def drift_figure(result: Result, *, normalized: bool = False) -> go.Figure:
     if not trials:
         return empty_figure("No weight drift yet (it is measured when a trial finishes).")
     groups = sorted({t["allocation_spec"] for t in trials})
+    labels = result_labels(result)
     fig = go.Figure()
     for t in trials:
         blocks = t["drift"]["blocks"]
         xs = layer_positions(len(blocks), normalized)
+        name = trial_label(t["slug"], t["allocation_spec"], labels)
         fig.add_trace(go.Scatter(
-            x=xs, y=blocks, mode="lines+markers", name=t["slug"], legendgroup=t["allocation_spec"],
+            x=xs, y=blocks, mode="lines+markers", name=name, legendgroup=t["allocation_spec"],
             line=dict(color=_colour(groups.index(t["allocation_spec"]))),
-            hovertemplate=f"{t['slug']}<br>layer %{{x}}<br>drift %{{y:.4g}}<extra></extra>",
+            hovertemplate=f"{_plotly_text(name)}<br>layer %{{x}}<br>drift %{{y:.4g}}<extra></extra>",
         ))
     base_layout(fig, title="Weight drift per layer (relative Frobenius change of the block's weights)", height=380)
     fig.update_xaxes(title_text=depth_title(normalized), tickformat=".2f" if normalized else "d", dtick=None if normalized else 1)
@@ -159,6 +166,7 @@ def retrace_figure(result: Result) -> go.Figure:
     if not trials:
         return empty_figure("No re-trace (the experiment was run without trace tasks, or no trial has finished).")
     groups = sorted({t["allocation_spec"] for t in trials})
+    labels = result_labels(result)
     fig = go.Figure()
     if base.get("mean_js"):
         fig.add_trace(go.Scatter(x=list(range(len(base["mean_js"]))), y=base["mean_js"], mode="lines",
@@ -167,10 +175,11 @@ def retrace_figure(result: Result) -> go.Figure:
         change = (t["retrace"].get("change") or {}).get("mean_js_change")
         if not change:
             continue
+        name = trial_label(t["slug"], t["allocation_spec"], labels)
         fig.add_trace(go.Scatter(
-            x=list(range(len(change))), y=change, mode="lines+markers", name=f"{t['slug']} change",
+            x=list(range(len(change))), y=change, mode="lines+markers", name=f"{name} change",
             line=dict(color=_colour(groups.index(t["allocation_spec"]))),
-            hovertemplate=f"{t['slug']}<br>layer %{{x}}<br>Δ mean JS %{{y:.4g}} nats<extra></extra>",
+            hovertemplate=f"{_plotly_text(name)}<br>layer %{{x}}<br>Δ mean JS %{{y:.4g}} nats<extra></extra>",
         ))
     fig.add_hline(y=0, line=dict(color="#000", width=1))
     base_layout(fig, title="Re-trace: change of layer sensitivity after training (after − before)", height=380)
@@ -199,8 +208,9 @@ def results_table(result: Result) -> tuple[list[str], list[list[str]]]:
         header += [f"{bench_label(b)} accuracy [95% CI]", f"{bench_label(b)} change"]
     header += ["final loss", "tokens/s"]
     rows = []
+    labels = result_labels(result)
     for r in result.get("table") or []:
-        row = [r.get("label", r["allocation"]), r.get("ranges", "—" if r["allocation"] == "base" else ""),
+        row = [labels.get(r["allocation"], r["allocation"]), r.get("ranges", "—" if r["allocation"] == "base" else ""),
                f"{100 * r.get('trainable_share', 0.0):.1f}%", ",".join(str(s) for s in r.get("seeds", [])) or "—"]
         for b in benches:
             row += [_ci((r.get("benchmarks") or {}).get(b)), _ci((r.get("change") or {}).get(b))]
@@ -216,13 +226,14 @@ def significance_table(result: Result, bench: str) -> tuple[list[str], list[list
     header = ["a", "b", "accuracy a − b", "95% CI (paired bootstrap)", "bootstrap p (Holm)", "McNemar p (Holm)",
               "permutation p (Holm)", "significant at 0.05 (Holm, all three)"]
     rows = []
+    labels = result_labels(result)
     for c in stats.get("comparisons") or []:
         def p(test: str) -> str:
             t = c.get(test) or {}
             return f"{t.get('p_value', float('nan')):.3g} ({t.get('p_adjusted', float('nan')):.3g})"
 
         significant = verdict(c)
-        rows.append([c["a"], c["b"], f"{c['diff']:+.3f}", f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]",
+        rows.append([labels.get(c["a"], c["a"]), labels.get(c["b"], c["b"]), f"{c['diff']:+.3f}", f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]",
                      p("bootstrap"), p("mcnemar"), p("permutation"), "yes" if significant else "no"])
     return header, rows
 
@@ -237,7 +248,8 @@ def subject_table(result: Result, bench: str) -> tuple[list[str], list[list[str]
             per_alloc.setdefault(t["allocation_spec"], {}).setdefault(name, []).append(acc)
     allocs = [a for a in allocations(result) if a in per_alloc]
     names = sorted(set(base) | {n for d in per_alloc.values() for n in d})
-    header = ["subject", "base"] + allocs
+    labels = result_labels(result)
+    header = ["subject", "base model"] + [labels.get(a, a) for a in allocs]
     rows = []
     for name in names:
         b = base.get(name)
@@ -250,14 +262,16 @@ def subject_table(result: Result, bench: str) -> tuple[list[str], list[list[str]
     return header, rows
 
 
-def finished_trials_table(trials: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
-    """One row per finished trial: allocation, seed, trained ranges, final loss, accuracy before → after."""
+def finished_trials_table(trials: Sequence[dict], spec: Optional[dict] = None) -> tuple[list[str], list[list[str]]]:
+    """One row per finished trial: allocation (its label: ``spec``'s labels), seed, trained ranges, final
+    loss, accuracy before → after."""
     benches = sorted({b for t in trials for b in (t.get("evals") or {})})
     header = ["trial", "allocation", "seed", "trained layers", "final loss"] + [f"{bench_label(b)} before → after" for b in benches]
     rows = []
+    labels = result_labels({"trials": list(trials)}, spec)
     for t in trials:
         training = t.get("training") or {}
-        row = [t["slug"], t.get("allocation_spec", "?"), str(t.get("seed", "?")), (t.get("allocation") or {}).get("ranges", "?"),
+        row = [t["slug"], labels.get(t.get("allocation_spec", "?"), t.get("allocation_spec", "?")), str(t.get("seed", "?")), (t.get("allocation") or {}).get("ranges", "?"),
                "—" if training.get("final_loss") is None else f"{training['final_loss']:.3f}"]
         for b in benches:
             e = (t.get("evals") or {}).get(b) or {}

@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 import plotly.graph_objects as go
 
-from frontend.viz.common import FONT_STACK, OKABE_ITO, base_layout, empty_figure
+from frontend.viz.common import FONT_STACK, OKABE_ITO, base_layout, empty_figure, plotly_text
+from frontend.viz.names import absolute_time, result_labels, run_duration, run_name
 from layertracer.spec.significance import TESTS, verdict  # noqa: F401 (TESTS: the tests, in table order)
 
 Result = dict[str, Any]
@@ -54,14 +55,9 @@ def table_rows(result: Result) -> list[dict]:
 
 
 def labels(result: Result) -> dict[str, str]:
-    """allocation -> the name the report shows (the row's ``label`` if any, else the allocation)."""
-    out = {"base": "base model"}
-    for r in table_rows(result):
-        if r["allocation"] != "base":  # the report names the reference in words
-            out[r["allocation"]] = str(r.get("label") or r["allocation"])
-    for a, label in ((result.get("spec") or {}).get("labels") or {}).items():
-        out.setdefault(a, str(label))
-    return out
+    """allocation -> the name the report shows (the run's label, else a readable name:
+    ``frontend.viz.names.allocation_label``; the reference is "base model")."""
+    return result_labels(result)
 
 
 def fmt_interval(summary: Optional[dict], *, signed: bool = False) -> str:
@@ -209,9 +205,7 @@ def provenance_rows(detail: dict) -> list[tuple[str, str]]:
 
 # -- the figure --------------------------------------------------------------------------------------
 
-def _plotly_text(text: str) -> str:
-    """Plotly renders a small HTML subset in labels; entities show user text literally."""
-    return html.escape(str(text), quote=False)
+_plotly_text = plotly_text  # user text shows literally in plotly labels
 
 
 def accuracy_figure(result: Result) -> go.Figure:
@@ -406,9 +400,9 @@ def _human(n: Optional[float]) -> str:
 
 
 def title(detail: dict) -> str:
+    """``Experiment <name>`` (the start of its id when it has no name)."""
     kind = str(detail.get("kind") or "experiment")
-    name = detail.get("name")
-    return f"{kind.capitalize()} {detail.get('id') or '?'}" + (f" · {name}" if name else "")
+    return f"{kind.capitalize()} {run_name(detail)}"
 
 
 def methods(result: Result) -> list[str]:
@@ -506,9 +500,9 @@ SIGNIFICANCE_NOTE = ("Each pair on the same questions: the difference of seed-av
 
 
 def subtitle(detail: dict) -> str:
-    bits = [f"status {detail.get('status') or '?'}"]
+    bits = [f"id {detail.get('id') or '?'}", f"status {detail.get('status') or '?'}"]
     if detail.get("created_at"):
-        bits.append(f"created {detail['created_at']}")
+        bits.append(f"created {absolute_time(detail['created_at'])}")
     if detail.get("finished_at"):
-        bits.append(f"finished {detail['finished_at']}")
+        bits.append(f"finished {absolute_time(detail['finished_at'])} (took {run_duration(detail)})")
     return " · ".join(bits)

@@ -315,7 +315,7 @@ def test_runs_table_links_and_live_progress():
     exp = page.runs_table([{"id": "e1", "kind": "trial", "status": "queued", "model": {"name": "tiny"},
                             "allocations": ["0-3"], "seeds": [1, 2]}], "experiments")
     assert exp.children[1].children[0].children[0].children.href == "/experiments/e1"
-    assert "trial: 0-3 · seeds 1,2" in text_of(exp)
+    assert "trial: train layers 0-3 · seeds 1,2" in text_of(exp)
 
 
 def test_experiment_page_results(experiment_result):
@@ -344,7 +344,7 @@ def test_experiment_page_results(experiment_result):
         list(find(running, "exp-partial-drift").figure.data[0].y) == pytest.approx(first["drift"]["blocks"])
     out = page.export(exp, None, "table", "csv")
     rows = list(csv.reader(io.StringIO(out["content"])))
-    assert rows[0][0] == "allocation" and [r[0] for r in rows[1:]] == ["base", "train-shallow", "0-1,3"]
+    assert rows[0][0] == "allocation" and [r[0] for r in rows[1:]] == ["base model", "train-shallow", "train layers 0-1,3"]
     drift = page.export(exp, None, "drift", "csv")
     assert len(drift["content"].splitlines()) == 1 + sum(len(t["drift"]["blocks"]) for t in experiment_result["trials"])
 

@@ -182,30 +182,38 @@ def test_compare_aligns_traces_by_normalised_depth(trace_result, hybrid_trace_re
     assert "no tasks" in cv.curves_figure({"a": dict(trace_result, tasks={})}).layout.annotations[0].text.lower()
 
 
+# What the pages call the fixture's allocations: the base model in words, a preset by its name, bare
+# layer ranges (no label given) as the layers trained.
+READABLE = {"base": "base model", "train-shallow": "train-shallow", "0-1,3": "train layers 0-1,3"}
+
+
 def test_experiment_figures_and_tables_come_from_the_runner_result(experiment_result):
     result = experiment_result
     bench = ev.benchmarks(result)[0]
     fig = ev.scores_figure(result)
     bars = fig.data[0]
-    assert list(bars.x) == [r.get("label", r["allocation"]) for r in result["table"]]
+    assert list(bars.x) == [READABLE[r["allocation"]] for r in result["table"]]
     assert list(bars.y) == pytest.approx([r["benchmarks"][bench]["mean"] for r in result["table"]])
     loss = ev.loss_figure(None, result)
-    assert {d.name for d in loss.data} == {t["slug"] for t in result["trials"]}
+    legend = {t["slug"]: f"{READABLE[t['allocation_spec']]} · seed {t['seed']}" for t in result["trials"]}
+    assert {d.name for d in loss.data} == set(legend.values())
     by_name = {d.name: d for d in loss.data}
     for trial in result["trials"]:
-        assert list(by_name[trial["slug"]].y) == pytest.approx([l for _, l in trial["training"]["loss_curve"]])
+        assert list(by_name[legend[trial["slug"]]].y) == pytest.approx([l for _, l in trial["training"]["loss_curve"]])
     drift = ev.drift_figure(result)
-    assert drift.data[0].name == result["trials"][0]["slug"]
+    assert drift.data[0].name == legend[result["trials"][0]["slug"]]
     assert list(drift.data[0].y) == pytest.approx(result["trials"][0]["drift"]["blocks"])
     header, rows = ev.results_table(result)
-    assert [r[0] for r in rows] == ["base", "train-shallow", "0-1,3"]
+    assert [r[0] for r in rows] == [READABLE[a] for a in ("base", "train-shallow", "0-1,3")]
     assert rows[1][1] == result["table"][1]["ranges"]
     s_header, s_rows = ev.significance_table(result, bench)
     assert len(s_rows) == len(result["statistics"][bench]["comparisons"]) == 3
     first = result["statistics"][bench]["comparisons"][0]
     assert s_rows[0][2] == f"{first['diff']:+.3f}"
+    assert s_rows[0][:2] == [READABLE[first["a"]], READABLE[first["b"]]]
+    assert not any(cell in ("0-1,3", "base") for row in s_rows for cell in row[:2])
     j_header, j_rows = ev.subject_table(result, bench)
-    assert j_header == ["subject", "base", "train-shallow", "0-1,3"] and j_rows
+    assert j_header == ["subject"] + [READABLE[a] for a in ("base", "train-shallow", "0-1,3")] and j_rows
     retrace = ev.retrace_figure(result)
     changes = [d for d in retrace.data if d.name.endswith("change")]
     assert list(changes[0].y) == pytest.approx(result["trials"][0]["retrace"]["change"]["mean_js_change"])

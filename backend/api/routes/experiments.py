@@ -122,7 +122,8 @@ def list_experiments(session: SessionDep, paging: PagingDep):
     )
     data = [{
         "id": e.id, "kind": e.kind, "name": e.name, "status": status_of(e.job), "model": model_brief(e.model),
-        "allocations": list(e.spec.get("allocations") or []), "seeds": list(e.spec.get("seeds") or []),
+        "allocations": list(e.spec.get("allocations") or []), "labels": dict(e.spec.get("labels") or {}),
+        "seeds": list(e.spec.get("seeds") or []),
         "created_at": e.created_at, "finished_at": e.finished_at, "job_id": e.job_id,
     } for e in rows]
     return {"data": data, "count": count}
