@@ -168,21 +168,31 @@ def trace(
 
 def _print_summary(summary: dict) -> None:
     """The table of ``TraceResult.summary()``, then the vulnerable layer and the freeze plan."""
+    from layertracer.spec.uncertainty import interval_text, plan_stability_text
+
     table = Table(title="Tasks", title_justify="left")
-    for column in ("task", "prompts", "task particle", "final top-1 accuracy", "peak mean p(target)"):
+    for column in ("task", "prompts", "task particle", "interval", "same in resamples", "final top-1 accuracy",
+                   "peak mean p(target)"):
         table.add_column(column)
     for name, task in summary["tasks"].items():
         particle = "—" if task["task_particle"] is None else str(task["task_particle"])
         peak = task["peak_mean_target_prob"]
-        table.add_row(name, str(task["prompts"]), particle, f"{task['final_accuracy']:.2f}",
+        agreement = task.get("particle_agreement")
+        table.add_row(name, str(task["prompts"]), particle, interval_text({"interval": task.get("particle_interval")}),
+                      "—" if agreement is None else f"{agreement:.0%}", f"{task['final_accuracy']:.2f}",
                       "—" if peak is None else f"{peak:.3f}")
     out.print(table)
+    for warning in summary.get("warnings") or []:
+        out.print(f"warning: {warning}", highlight=False)
     if summary["perturbation"] is not None:
         layer, value = summary["vulnerable_layer"], summary["vulnerable_layer_mean_js"]
         shown = "—" if value is None else f"{value:.4f}"
         out.print(f"vulnerable layer ({summary['perturbation']}): {layer}  mean JS {shown} nats")
     plan = summary["freeze_plan"]
     out.print(f"freeze plan: train {plan['train_ranges'] or '—'}  freeze {plan['freeze_ranges'] or '—'}")
+    stability = plan_stability_text(plan)
+    if stability:
+        out.print(f"stability: {stability}", highlight=False)
     for reason in plan["reasons"]:
         out.print(f"  · {reason}", highlight=False)
 
@@ -246,9 +256,11 @@ def plan(
     perturbation: Optional[str] = typer.Option(None, help="Use this perturbation's curve (default: the primary)."),
     boundary: str = typer.Option("median", help="The median or the earliest (min) task particle."),
 ) -> None:
-    """Recompute the freeze plan of a trace with other rule parameters and print it as JSON."""
+    """Recompute the freeze plan of a trace with other rule parameters and print it as JSON, with its
+    stability over the trace's bootstrap resamples of the prompts (same seed and count as the trace)."""
     from layertracer.freeze_plan import plan_freeze
     from layertracer.results import TraceResult
+    from layertracer.uncertainty import plan_stability, resample_trace, settings
 
     if not trace_path.is_file():
         fail(f"trace file {str(trace_path)!r} does not exist")
@@ -270,6 +282,9 @@ def plan(
         protect_vulnerable=protect_vulnerable,
         boundary=boundary,
     )
+    resamples, seed, level = settings(result)
+    new_plan.stability = plan_stability(result, new_plan, resample_trace(result, sens, resamples=resamples, seed=seed,
+                                                                         level=level))
     out.print_json(json.dumps(new_plan.to_dict()))
 
 

@@ -28,6 +28,8 @@ class FreezePlan:
     train_layers / freeze_layers: disjoint, together all blocks. train_ranges / freeze_ranges: the same
     as ``0-3,5`` text. boundary: first frozen deep layer. evidence: the particles, the vulnerable layer
     and its JS, and whether a fallback was used. reasons: one sentence per decision, with numbers.
+    stability: how often a bootstrap over the prompts gives this plan, and the other plans it gives
+    (``layertracer.uncertainty.plan_stability``); empty when not computed (an older result).
     """
 
     num_layers: int
@@ -40,6 +42,7 @@ class FreezePlan:
     parameters: dict[str, Any] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
+    stability: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -29,6 +29,9 @@ class TaskTrace:
         mean baseline.
     prompt_particles: [P] per-prompt particles; particle_counts: layer (as text) or "none" -> count.
     final_accuracy: share of prompts whose top-1 output token is the target token.
+    particle_bootstrap: how sure task_particle is, from a bootstrap over the prompts (counts of the
+        resampled particles, their interval, the agreeing share, a warning; ``layertracer.uncertainty``);
+        None in a result written before it existed.
     """
 
     name: str
@@ -49,6 +52,7 @@ class TaskTrace:
     prompt_particles: list[Optional[int]]
     particle_counts: dict[str, int]
     final_accuracy: float
+    particle_bootstrap: Optional[dict[str, Any]] = None
 
 
 @dataclass
@@ -136,24 +140,30 @@ class TraceResult:
     def summary(self) -> dict[str, Any]:
         """What the CLI's summary table shows, as data (``layertracer trace --json`` prints it).
 
-        tasks: name -> {prompts, task_particle (None when the curve never rises), final_accuracy,
-        peak_mean_target_prob}; vulnerable_layer with its mean JS (nats) under the primary perturbation;
-        the freeze plan's ranges and reasons.
+        tasks: name -> {prompts, task_particle (None when the curve never rises), particle_interval
+        ([low, high] of the bootstrap, None for "none"), particle_agreement (share of resamples with the
+        same particle), final_accuracy, peak_mean_target_prob}; warnings: one line per task whose
+        particle is not stable; vulnerable_layer with its mean JS (nats) under the primary perturbation;
+        the freeze plan's ranges, reasons and stability (share of resamples, alternatives).
         """
-        tasks = {
-            name: {
+        tasks = {}
+        for name, task in self.tasks.items():
+            boot = task.particle_bootstrap or {}
+            tasks[name] = {
                 "prompts": len(task.prompts),
                 "task_particle": task.task_particle,
+                "particle_interval": boot.get("interval"),
+                "particle_agreement": boot.get("agreement"),
                 "final_accuracy": task.final_accuracy,
                 "peak_mean_target_prob": max(task.mean_target_prob) if task.mean_target_prob else None,
             }
-            for name, task in self.tasks.items()
-        }
+        warnings = [w for w in ((t.particle_bootstrap or {}).get("warning") for t in self.tasks.values()) if w]
         sens = self.sensitivity
         layer = sens.vulnerable_layer if sens is not None else None
         return _json_safe({
             "num_layers": self.num_layers,
             "tasks": tasks,
+            "warnings": warnings,
             "perturbation": sens.perturbation if sens is not None else None,
             "vulnerable_layer": layer,
             "vulnerable_layer_mean_js": sens.mean_js[layer] if layer is not None else None,
@@ -161,6 +171,7 @@ class TraceResult:
                 "train_ranges": self.freeze_plan.train_ranges,
                 "freeze_ranges": self.freeze_plan.freeze_ranges,
                 "reasons": list(self.freeze_plan.reasons),
+                "stability": dict(self.freeze_plan.stability),
             },
         })
 

@@ -71,9 +71,27 @@ class ParticleRule:
             previous = value
         return None
 
+    def find_rows(self, curves: np.ndarray, baselines: np.ndarray) -> np.ndarray:
+        """``find`` for many curves at once: curves (R, L), baselines (R,) -> (R,) int64 particle
+        layers, -1 where a curve has none (the same comparisons, in float64)."""
+        curves = np.asarray(curves, dtype=np.float64)
+        previous = np.concatenate([np.asarray(baselines, dtype=np.float64)[:, None], curves[:, :-1]], axis=1)
+        hit = (curves - previous >= self.delta) & (curves >= self.floor)
+        first = hit.argmax(axis=1)
+        return np.where(hit.any(axis=1), first, -1).astype(np.int64)
+
 
 # Resample indices drawn at once by bootstrap_mean_ci (2**21 indices: 16 MB of int64 and of counts).
 BOOTSTRAP_CHUNK_ELEMENTS = 2**21
+
+
+def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each of n rows is drawn in each resample: idx (R, m) row indices in [0, n) ->
+    (R, n) float64 counts, so that ``counts @ values / m`` is every resample's mean at once (one
+    bincount over the chunk: resample r owns bins r*n .. r*n + n - 1)."""
+    rows = idx.shape[0]
+    counts = np.bincount((idx + (np.arange(rows) * n)[:, None]).ravel(), minlength=rows * n)
+    return counts.reshape(rows, n).astype(np.float64)
 
 
 def bootstrap_mean_ci(
@@ -102,10 +120,7 @@ def bootstrap_mean_ci(
     for start in range(0, resamples, chunk):
         stop = min(resamples, start + chunk)
         idx = rng.integers(0, n, size=(stop - start, n))
-        rows = stop - start
-        # each resample's count of every row: one bincount over the chunk (resample r owns bins r*n...)
-        counts = np.bincount((idx + (np.arange(rows) * n)[:, None]).ravel(), minlength=rows * n)
-        means[start:stop] = counts.reshape(rows, n).astype(np.float64) @ flat / n
+        means[start:stop] = resample_counts(idx, n) @ flat / n
     means = means.reshape((resamples,) + values.shape[1:])  # (resamples, L)
     alpha = (1.0 - level) / 2.0
     low = np.quantile(means, alpha, axis=0)

@@ -41,6 +41,7 @@ from layertracer.tasks.sets import Task, load_tasks
 from layertracer.tokens import readable_sequence, readable_token
 from layertracer.training import distributed as dist_utils
 from layertracer.trace_checkpoint import TraceCheckpoint, checkpoint_key
+from layertracer.uncertainty import annotate
 from layertracer.spec.fields import defaults, validation_message
 from layertracer.spec.trace_options import ENGINE_FIELDS, TraceOptionsSpec
 
@@ -407,7 +408,7 @@ def trace(
     timings["total"] = time.perf_counter() - started
     if store is not None:
         store.remove()
-    return TraceResult(
+    return annotate(TraceResult(  # annotate: the bootstrap of the particles and the plan
         num_layers=n_layers,
         block_kinds=list(adapter.block_kinds),
         normalized_depth=[(layer + 1) / n_layers for layer in range(n_layers)],
@@ -423,7 +424,7 @@ def trace(
         freeze_plan=plan,
         timings=timings,
         version=__version__,
-    )
+    ))
 
 
 def _gather_ranks(arrays: dict[str, np.ndarray], nan_marked: Sequence[str]) -> None:

@@ -20,6 +20,8 @@ Modules:
   the experiment fields the API's trial and experiment requests take.
 - ``views``: the views derived from a trace result's JSON (summary, overview, the task x layer table).
 - ``significance``: the one verdict rule of a comparison.
+- ``uncertainty``: when a task particle counts as stable, and the wording of the particles' and the
+  plan's bootstrap (computed by the engine's ``layertracer.uncertainty``).
 - ``loading``: how a model is placed and loaded (device map, memory budget, attention, quantization).
 - ``fields``: reading a declaration back (``number_bounds``, ``defaults``, ``validation_message``).
 - ``jsonlines``: one JSON Lines record, parsed alike by task files and uploads.

@@ -62,14 +62,20 @@ def top1_counts(top_tokens: Optional[list], num_layers: int) -> list[list[list[A
 
 def trace_summary(result: dict[str, Any]) -> dict[str, Any]:
     """``{"num_layers", "block_kinds", "tasks": [names], "particles": {task: layer|null},
-    "final_accuracy": {task: float}, "vulnerable_layer", "primary_perturbation", "freeze_plan"}``."""
+    "particle_uncertainty": {task: {"interval", "agreement", "warning"} | null}, "warnings": [text],
+    "final_accuracy": {task: float}, "vulnerable_layer", "primary_perturbation", "freeze_plan"}``
+    (the plan with its ``stability``; the uncertainty null / empty for results written before it)."""
     tasks = result.get("tasks") or {}
     sensitivity = result.get("sensitivity") or {}
+    boots = {name: t.get("particle_bootstrap") for name, t in tasks.items()}
     return clean_json({
         "num_layers": result.get("num_layers"),
         "block_kinds": result.get("block_kinds") or [],
         "tasks": list(tasks),
         "particles": {name: t.get("task_particle") for name, t in tasks.items()},
+        "particle_uncertainty": {name: None if not b else {k: b.get(k) for k in ("interval", "agreement", "warning")}
+                                 for name, b in boots.items()},
+        "warnings": [b["warning"] for b in boots.values() if b and b.get("warning")],
         "final_accuracy": {name: t.get("final_accuracy") for name, t in tasks.items()},
         "vulnerable_layer": result.get("vulnerable_layer"),
         "primary_perturbation": sensitivity.get("perturbation"),

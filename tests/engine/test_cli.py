@@ -100,13 +100,21 @@ def test_malformed_task_file_names_file_and_line(saved_model, tmp_path, cli):
 
 def test_plan_recomputes_from_a_trace(saved_model, tmp_path, cli):
     out = tmp_path / "t.json"
-    code, _, _ = cli("trace", "--model", str(saved_model("qwen3")), "--tasks", "antonyms_en",
-                         "--limit", "3", "--out", str(out), "--no-similarity", "--no-position-view")
+    code, summary, _ = cli("trace", "--model", str(saved_model("qwen3")), "--tasks", "antonyms_en",
+                           "--limit", "3", "--out", str(out), "--no-similarity", "--no-position-view")
     assert code == 0
+    # the summary says how sure it is: 3 prompts are too few for a stable particle
+    assert "warning: antonyms_en: particle" in summary and "rests on only 3 prompts" in summary
+    assert "stability: this plan in" in summary and "of 1000 resamples" in summary
+    written = json.loads(out.read_text(encoding="utf-8"))
+    code, stdout, _ = cli("plan", str(out))
+    assert code == 0
+    assert json.loads(stdout)["stability"] == written["freeze_plan"]["stability"]  # same rule, same draws
     code, stdout, _ = cli("plan", str(out), "--min-train", "3", "--no-protect-vulnerable")
     assert code == 0
     plan = json.loads(stdout)
     assert len(plan["train_layers"]) >= 3
+    assert plan["stability"]["resamples"] == 1000 and 0 <= plan["stability"]["share"] <= 1
     code, _, err = cli("plan", str(tmp_path / "missing.json"))
     assert code == 2 and "does not exist" in err
 
