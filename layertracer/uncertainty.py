@@ -78,11 +78,14 @@ def resample_trace(result: TraceResult, sensitivity: Optional[Sensitivity], *, r
     L = result.num_layers
     probs = {name: np.asarray(task.target_prob, dtype=np.float64).reshape(-1, L) for name, task in result.tasks.items()}
     bases = {name: np.asarray(task.baseline_prob, dtype=np.float64) for name, task in result.tasks.items()}
-    js_rows: dict[str, np.ndarray] = {}
+    # Per task: its rows of the JS matrix with NaN as 0, and which were finite (a mean skips the NaN).
+    js_rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if sensitivity is not None and sensitivity.js:
-        js = np.asarray(sensitivity.js, dtype=np.float64)  # (N, L), None -> NaN; rows in prompt_index order
-        owner = np.asarray([name for name, _ in result.prompt_index])
-        js_rows = {name: js[owner == name] for name in names}
+        owner = [name for name, _ in result.prompt_index]
+        for name in names:
+            rows = np.asarray([row for row, who in zip(sensitivity.js, owner) if who == name], dtype=np.float64)
+            finite = np.isfinite(rows)
+            js_rows[name] = (np.where(finite, rows, 0.0).reshape(-1, L), finite.astype(np.float64).reshape(-1, L))
     generators = [np.random.default_rng([seed, t]) for t in range(len(names))]
     particles = {name: np.full(resamples, -1, dtype=np.int64) for name in names}
     mean_js = np.full((resamples, L), np.nan) if js_rows else None
@@ -99,9 +102,9 @@ def resample_trace(result: TraceResult, sensitivity: Optional[Sensitivity], *, r
             counts = resample_counts(generators[t].integers(0, size, size=(stop - start, size)), size)
             particles[name][start:stop] = rule.find_rows(counts @ probs[name] / size, counts @ bases[name] / size)
             if name in js_rows:
-                finite = np.isfinite(js_rows[name])
-                js_sum += counts @ np.where(finite, js_rows[name], 0.0)
-                js_count += counts @ finite.astype(np.float64)
+                values, finite = js_rows[name]
+                js_sum += counts @ values
+                js_count += counts @ finite
         if mean_js is not None:
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean_js[start:stop] = np.where(js_count > 0, js_sum / js_count, np.nan)
