@@ -1,6 +1,9 @@
 """Trace page: ``/traces/<trace_id>?task=&metric=&pert=&layers=&norm=`` — the URL is the view.
 
-Heatmaps (layers x tasks, layers x prompts of one task), the logit-lens grid of one prompt, the
+First the verdict: the freeze plan, its trainable share and how sure it is (the bootstrap over prompts
+the engine stored), the particles that rest on too few prompts, and one depth strip (plan, particle
+histogram, sensitivity curve, vulnerable layer, each in its own row). Then heatmaps (layers x tasks,
+layers x prompts of one task), the logit-lens grid of one prompt, the
 stability curve, the CKA matrix and the freeze plan with a button that opens the trial form with the
 plan's ranges. While the trace runs, a progress bar polls the job; when it finishes, the figures appear.
 
@@ -37,6 +40,7 @@ from frontend.components import (
 from frontend.viz import export as tx
 from frontend.viz import trace as tv
 from frontend.viz.common import METRICS, kinds_caption
+from layertracer.spec.uncertainty import PLAN_STABLE_SHARE, interval_text, plan_stability_text, trainable_share
 
 dash.register_page(__name__, path_template="/traces/<trace_id>", name="Trace", title="Trace · LayerTracer")
 
@@ -69,6 +73,9 @@ class Figures:
             figure = build()
             FIGURE_CACHE.put(key, figure)
         return figure
+
+    def verdict(self, norm: bool) -> Any:
+        return self._get("verdict", (norm,), lambda: tv.verdict_figure(self.result, normalized=norm))
 
     def plan(self, norm: bool, window) -> Any:
         return self._get("plan", (norm, tuple(window or ())),
@@ -243,6 +250,7 @@ def figures_view(meta: dict, result: dict, view: dict, source: Optional[tuple] =
         dcc.Link("Launch a trial with this plan →", href=trial_href, id=f"{P}-launch", className="lt-button lt-primary"),
     ], className="lt-card")
     return [
+        verdict(result, figures, norm),
         summary,
         controls,
         plan_card,
@@ -256,6 +264,50 @@ def figures_view(meta: dict, result: dict, view: dict, source: Optional[tuple] =
         figure_card(f"{P}-similarity", figures.similarity(norm, window), page=P,
                     what="similarity"),
     ]
+
+
+def verdict(result: dict, figures: Figures, norm: bool) -> html.Div:
+    """The answer first: the plan, how much of the model it trains, how sure it is (the share of the
+    bootstrap resamples that give it, the other plans they give), the particles that rest on too few
+    prompts, and the one depth strip of plan, particles, sensitivity and vulnerable layer."""
+    plan = result.get("freeze_plan") or {}
+    L = tv.num_layers(result)
+    share = trainable_share(plan)
+    stability = plan.get("stability") or {}
+    if stability:
+        stable = stability.get("share", 0) >= PLAN_STABLE_SHARE
+        badge = html.Span(f"{'stable' if stable else 'fragile'}: {stability['share']:.0%} of resamples",
+                          className=f"lt-badge {'lt-badge-ok' if stable else 'lt-badge-bad'}", id=f"{P}-verdict-badge")
+    else:
+        badge = html.Span("stability unknown", className="lt-badge lt-badge-muted", id=f"{P}-verdict-badge")
+    trained = len(plan.get("train_layers") or [])
+    lines = [
+        html.H2(["Verdict: train ", html.Strong(plan.get("train_ranges") or "nothing"), " · freeze ",
+                 html.Strong(plan.get("freeze_ranges") or "nothing"), " ", badge], id=f"{P}-verdict-plan"),
+        html.P(f"{trained} of {L} blocks trainable" + (f" ({share:.0%} of the blocks)" if share is not None else ""),
+               id=f"{P}-verdict-share"),
+        html.P(plan_stability_text(plan) or "This trace was written before the bootstrap over prompts existed: "
+               "how often its prompts give this plan is not known.", id=f"{P}-verdict-stability"),
+    ]
+    warnings = [w for w in ((t.get("particle_bootstrap") or {}).get("warning") for t in result["tasks"].values()) if w]
+    if warnings:
+        lines.append(html.Ul([html.Li(w) for w in warnings], className="lt-legend", id=f"{P}-verdict-warnings"))
+    rows = []
+    for name, t in result["tasks"].items():
+        boot = t.get("particle_bootstrap") or {}
+        agreement = boot.get("agreement")
+        rows.append((name, str(t.get("num_prompts", len(t.get("prompts") or []))),
+                     "none" if t.get("task_particle") is None else str(t["task_particle"]), interval_text(boot),
+                     "—" if agreement is None else f"{agreement:.0%}"))
+    level = next((int(round(100 * t["particle_bootstrap"]["level"])) for t in result["tasks"].values()
+                  if t.get("particle_bootstrap")), 95)
+    lines.append(html.Details([
+        html.Summary("Task particles and how sure each is"),
+        table(["task", "prompts", "particle", f"{level}% interval", "same particle in resamples"], rows,
+              id=f"{P}-verdict-particles"),
+    ], open=bool(warnings)))
+    lines.append(figure_card(f"{P}-verdict", figures.verdict(norm), page=P, what="verdict"))
+    return html.Div(lines, className="lt-card", id=f"{P}-verdict-panel")
 
 
 # Entries of the result's timings that count things rather than seconds.
@@ -334,6 +386,11 @@ def update_figures(metric, pert, window, norm, trace_id, share, token):
     )
 
 
+def update_verdict(norm, trace_id, share, token):
+    """The depth axis (layer index or normalised depth) -> the verdict strip."""
+    return Figures(_overview(trace_id, share, token), _source(trace_id, share, token)).verdict(bool(norm))
+
+
 def update_prompts(task, metric, window, norm, trace_id, share, token):
     result = _with_task(_overview(trace_id, share, token), trace_id, task, share, token)
     return Figures(result, _source(trace_id, share, token)).prompts(task, metric or "prob", bool(norm), window)
@@ -391,6 +448,8 @@ def register_callbacks(app: dash.Dash) -> None:
                  Output(f"{P}-plan", "figure"), Output(f"{P}-position", "figure"),
                  Input(f"{P}-metric", "value"), Input(f"{P}-pert", "value"), Input(f"{P}-window", "value"),
                  Input(f"{P}-norm", "value"), *ident, prevent_initial_call=True)(update_figures)
+    app.callback(Output(f"{P}-verdict", "figure"), Input(f"{P}-norm", "value"), *ident,
+                 prevent_initial_call=True)(update_verdict)
     app.callback(Output(f"{P}-prompts", "figure"),
                  Input(f"{P}-task", "value"), Input(f"{P}-metric", "value"), Input(f"{P}-window", "value"),
                  Input(f"{P}-norm", "value"), *ident, prevent_initial_call=True)(update_prompts)

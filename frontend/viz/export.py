@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from frontend.viz.trace import num_layers, prompt_matrix, task_metric_curve
+from frontend.viz.trace import num_layers, particle_histogram, prompt_matrix, task_metric_curve
 
 Result = dict[str, Any]
-FIGURES = ("tasks", "prompts", "position", "stability", "similarity", "plan")
+FIGURES = ("tasks", "prompts", "position", "stability", "similarity", "plan", "verdict")
 
 
 def _depth(l: int, L: int) -> float:
@@ -62,6 +62,15 @@ def rows_for(result: Result, what: str, *, metric: str = "prob", task: Optional[
         train = set(plan.get("train_layers") or [])
         header = ["layer", "normalized_depth", "block_kind", "decision"]
         return header, [[l, _depth(l, L), kinds[l], "train" if l in train else "freeze"] for l in range(L)]
+    if what == "verdict":
+        plan = result.get("freeze_plan") or {}
+        train = set(plan.get("train_layers") or [])
+        histogram = particle_histogram(result)
+        mean_js = (result.get("sensitivity") or {}).get("mean_js") or [None] * L
+        vulnerable = result.get("vulnerable_layer")
+        header = ["layer", "normalized_depth", "decision"] + [f"particle_share_{n}" for n in histogram] + ["mean_js_nats", "vulnerable"]
+        return header, [[l, _depth(l, L), "train" if l in train else "freeze"] + [h[l] for h in histogram.values()]
+                        + [mean_js[l], int(l == vulnerable)] for l in range(L)]
     raise ValueError(f"unknown figure {what!r}; use one of {', '.join(FIGURES)}")
 
 
@@ -83,4 +92,9 @@ def json_for(result: Result, what: str, *, task: Optional[str] = None) -> Any:
         return result.get("similarity")
     if what == "plan":
         return result.get("freeze_plan")
+    if what == "verdict":
+        return {"freeze_plan": result.get("freeze_plan"), "vulnerable_layer": result.get("vulnerable_layer"),
+                "particles": {name: {"task_particle": t.get("task_particle"), "particle_bootstrap": t.get("particle_bootstrap")}
+                              for name, t in result["tasks"].items()},
+                "mean_js": (result.get("sensitivity") or {}).get("mean_js")}
     raise ValueError(f"unknown figure {what!r}; use one of {', '.join(FIGURES)}")

@@ -392,7 +392,7 @@ def plan_figure(result: Result, *, normalized: bool = False, window: Optional[Se
             by_layer.setdefault(int(layer), []).append(name)
     if by_layer:
         fig.add_trace(go.Scatter(
-            x=[layer_position(l, L, normalized) for l in by_layer], y=[1.25] * len(by_layer), mode="markers",
+            x=[layer_position(l, L, normalized) for l in by_layer], y=[1.32] * len(by_layer), mode="markers",
             name="task particle", text=[f"particle of {', '.join(v)} at layer {l}" for l, v in by_layer.items()],
             hovertemplate="%{text}<extra></extra>",
             marker=dict(symbol="diamond", size=13, color=PARTICLE_COLOUR, line=dict(color="#000", width=2)),
@@ -400,7 +400,8 @@ def plan_figure(result: Result, *, normalized: bool = False, window: Optional[Se
     vulnerable = evidence.get("vulnerable_layer", result.get("vulnerable_layer"))
     if vulnerable is not None:
         fig.add_trace(go.Scatter(
-            x=[layer_position(vulnerable, L, normalized)], y=[1.25], mode="markers", name="vulnerable layer",
+            # its own height, under the particles' row: a diamond at the same layer never covers it
+            x=[layer_position(vulnerable, L, normalized)], y=[1.1], mode="markers", name="vulnerable layer",
             text=[f"vulnerable layer {vulnerable}"], hovertemplate="%{text}<extra></extra>",
             marker=dict(symbol="triangle-down", size=14, color=VULNERABLE_COLOUR),
         ))
@@ -436,3 +437,119 @@ def particle_legend(result: Result) -> str:
     return (f"◆ Task particle: the first layer where the answer's probability rises by at least {delta} and reaches "
             f"{floor} — where the model starts doing the task. ▼ / dashed line: vulnerable layer, the block whose "
             "perturbation moves the output distribution most (largest mean Jensen–Shannon divergence).")
+
+
+# Rows of the verdict strip, top to bottom, with their share of the plot height.
+VERDICT_ROWS = (("plan", 0.14), ("particles", 0.34), ("sensitivity", 0.36), ("vulnerable", 0.16))
+
+
+def particle_histogram(result: Result) -> dict[str, list[float]]:
+    """task -> (L,) the share (0-1) of the task's bootstrap resamples whose particle is at each layer
+    (``particle_bootstrap.counts``); a task without a bootstrap (an older result) puts 1 at its particle.
+    Stacked over the tasks, a bar is the expected number of tasks whose particle lies at that layer."""
+    L = num_layers(result)
+    out = {}
+    for name, task in (result.get("tasks") or {}).items():
+        shares = [0.0] * L
+        counts = (task.get("particle_bootstrap") or {}).get("counts")
+        if counts:
+            total = sum(counts.values()) or 1
+            for layer, n in counts.items():
+                if layer != "none" and 0 <= int(layer) < L:
+                    shares[int(layer)] = n / total
+        elif task.get("task_particle") is not None:
+            shares[int(task["task_particle"])] = 1.0
+        out[name] = shares
+    return out
+
+
+def verdict_figure(result: Result, *, normalized: bool = False) -> go.Figure:
+    """The verdict in one depth strip, one row each, sharing the depth axis: the plan (trained layers
+    blue, frozen grey, the boundary dotted), the histogram of task particles (each task's share of the
+    bootstrap resamples per layer, stacked; ◆ the particle of all its prompts), the sensitivity curve
+    (mean JS of the primary perturbation with its interval) and the vulnerable layer (▼) in a row of its
+    own, so that no mark hides another when they share a layer."""
+    from plotly.subplots import make_subplots
+
+    result = as_dict(result)
+    plan = result.get("freeze_plan")
+    if not plan:
+        return empty_figure("This trace has no freeze plan.")
+    L = num_layers(result)
+    xs = layer_positions(L, normalized)
+    kinds = result.get("block_kinds") or ["attention"] * L
+    fig = make_subplots(rows=len(VERDICT_ROWS), cols=1, shared_xaxes=True, vertical_spacing=0.05,
+                        row_heights=[share for _, share in VERDICT_ROWS])
+    train = set(plan.get("train_layers", []))
+    width = (1.0 / L if normalized else 1.0) * 0.92
+    fig.add_trace(go.Bar(
+        x=xs, y=[1] * L, width=width, marker=dict(color=[TRAIN_COLOUR if l in train else FREEZE_COLOUR for l in range(L)],
+                                                  line=dict(width=0)),
+        hovertext=[f"layer {l} · {KIND_NAME.get(kinds[l], kinds[l]) if l < len(kinds) else ''} · "
+                   f"{'train' if l in train else 'freeze'}" for l in range(L)],
+        hoverinfo="text", showlegend=False, name="plan"), row=1, col=1)
+    for label, colour in (("train", TRAIN_COLOUR), ("freeze", FREEZE_COLOUR)):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=label,
+                                 marker=dict(symbol="square", size=12, color=colour)), row=1, col=1)
+    boundary = plan.get("boundary")
+    if boundary is not None and 0 < boundary < L:
+        bx = (boundary / L) if normalized else boundary - 0.5
+        fig.add_vline(x=bx, line=dict(color="#000", width=2, dash="dot"), row=1, col=1)
+    # particles: stacked shares per task, and each task's own particle on top of its column
+    histogram = particle_histogram(result)
+    palette = [c for c in OKABE_ITO if c not in (TRAIN_COLOUR, VULNERABLE_COLOUR, "#000000")]  # never a plan colour
+    for index, (name, shares) in enumerate(histogram.items()):
+        fig.add_trace(go.Bar(
+            x=xs, y=shares, width=width, name=name,
+            marker=dict(color=palette[index % len(palette)], line=dict(width=0)),
+            hovertemplate=f"{name}<br>" + ("depth %{x:.2f}" if normalized else "layer %{x}")
+            + "<br>particle here in %{y:.0%} of the resamples<extra></extra>"), row=2, col=1)
+    stacked = [sum(col) for col in zip(*histogram.values())] if histogram else [0.0] * L
+    marks: dict[int, list[str]] = {}
+    for name, task in (result.get("tasks") or {}).items():
+        if task.get("task_particle") is not None:
+            marks.setdefault(int(task["task_particle"]), []).append(name)
+    if marks:
+        fig.add_trace(go.Scatter(
+            x=[layer_position(l, L, normalized) for l in marks], y=[stacked[l] + 0.25 for l in marks], mode="markers",
+            name="task particle", text=[f"particle of {', '.join(v)} at layer {l}" for l, v in marks.items()],
+            hovertemplate="%{text}<extra></extra>",
+            marker=dict(symbol="diamond", size=12, color=PARTICLE_COLOUR, line=dict(color="#000", width=2))), row=2, col=1)
+    sens = result.get("sensitivity") or {}
+    if sens.get("mean_js"):
+        lo, hi = sens.get("ci_low") or [], sens.get("ci_high") or []
+        if lo and hi:
+            fig.add_trace(go.Scatter(x=xs, y=hi, mode="lines", line=dict(width=0), showlegend=False, hoverinfo="skip"),
+                          row=3, col=1)
+            fig.add_trace(go.Scatter(x=xs, y=lo, mode="lines", line=dict(width=0), fill="tonexty", hoverinfo="skip",
+                                     fillcolor=_rgba(OKABE_ITO[0], 0.18), showlegend=False), row=3, col=1)
+        fig.add_trace(go.Scatter(
+            x=xs, y=sens["mean_js"], mode="lines+markers", name=f"mean JS ({sens.get('perturbation')})",
+            line=dict(color="#000", width=2), marker=dict(size=5),
+            hovertemplate=("depth %{x:.2f}" if normalized else "layer %{x}") + "<br>mean JS %{y:.4f} nats<extra></extra>"),
+            row=3, col=1)
+    vulnerable = (plan.get("evidence") or {}).get("vulnerable_layer", result.get("vulnerable_layer"))
+    if vulnerable is not None:
+        x = layer_position(vulnerable, L, normalized)
+        fig.add_trace(go.Scatter(
+            x=[x], y=[0.5], mode="markers+text", name="vulnerable layer", text=[f"vulnerable layer {vulnerable}"],
+            textposition="middle right", hovertemplate="vulnerable layer %{x}<extra></extra>",
+            marker=dict(symbol="triangle-down", size=15, color=VULNERABLE_COLOUR),
+            textfont=dict(color=VULNERABLE_COLOUR)), row=4, col=1)
+    base_layout(fig, title=f"Verdict: train {plan.get('train_ranges') or 'nothing'} · freeze {plan.get('freeze_ranges') or 'nothing'}",
+                height=450)
+    fig.update_layout(barmode="stack", bargap=0, legend=dict(orientation="h", y=-0.22, x=0, traceorder="normal"),
+                      margin=dict(l=170, r=20, t=TITLE_MARGIN, b=70 + depth_axis_margin(kinds)))
+    # Row names stand level at the left (rotated axis titles of short rows ran into each other).
+    titles = {"plan": "plan", "particles": "task particles<br>(tasks per layer)", "sensitivity": "sensitivity<br>JS (nats)",
+              "vulnerable": "vulnerable layer"}
+    for row, (name, _) in enumerate(VERDICT_ROWS, start=1):
+        fig.update_yaxes(row=row, col=1, fixedrange=True)
+        fig.add_annotation(text=titles[name], xref="paper", x=-0.055, xanchor="right", yref=f"y{'' if row == 1 else row} domain",
+                           y=0.5, showarrow=False, align="right", font=dict(size=12))
+        depth_axis(fig, L, kinds, normalized, None, row=row, col=1, title=row == len(VERDICT_ROWS))
+    fig.update_yaxes(showticklabels=False, range=[0, 1], row=1, col=1)
+    fig.update_yaxes(showticklabels=False, range=[0, 1], row=4, col=1)
+    fig.update_yaxes(rangemode="tozero", row=2, col=1, range=[0, max(stacked + [1.0]) + 0.5])
+    fig.update_yaxes(rangemode="tozero", tickformat=".2~g", row=3, col=1)
+    return fig

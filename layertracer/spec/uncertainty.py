@@ -15,6 +15,8 @@ PARTICLE_STABLE_SHARE = 0.8
 # Prompts per task below which the particle is flagged whatever the resamples say (a bootstrap of a
 # handful of prompts underestimates its own spread).
 PARTICLE_MIN_PROMPTS = 20
+# A plan counts as stable when at least this share of the resamples gives it (the dashboard's badge).
+PLAN_STABLE_SHARE = 0.8
 # The most frequent other plans listed beside the plan's own share.
 PLAN_ALTERNATIVES = 3
 
@@ -34,7 +36,8 @@ def particle_warning(task: str, prompts: int, particle: Optional[int], agreement
         return None
     why = (f"only {prompts} prompts (at least {PARTICLE_MIN_PROMPTS} advised)" if few
            else f"{prompts} prompts")
-    return (f"{task}: particle {layer_text(particle)} rests on {why}; it holds in {agreement:.0%} of "
+    found = "none found" if particle is None else f"layer {particle}"
+    return (f"{task}: the particle ({found}) rests on {why}; it holds in {agreement:.0%} of "
             f"{resamples} resamples (stable from {PARTICLE_STABLE_SHARE:.0%}): trace more prompts of this task.")
 
 

@@ -104,7 +104,7 @@ def test_plan_recomputes_from_a_trace(saved_model, tmp_path, cli):
                            "--limit", "3", "--out", str(out), "--no-similarity", "--no-position-view")
     assert code == 0
     # the summary says how sure it is: 3 prompts are too few for a stable particle
-    assert "warning: antonyms_en: particle" in summary and "rests on only 3 prompts" in summary
+    assert "warning: antonyms_en: the particle (" in summary and "rests on only 3 prompts" in summary
     assert "stability: this plan in" in summary and "of 1000 resamples" in summary
     written = json.loads(out.read_text(encoding="utf-8"))
     code, stdout, _ = cli("plan", str(out))

@@ -166,7 +166,7 @@ def test_plan_share_of_a_case_computed_by_hand():
     boot_b = result.tasks["b"].particle_bootstrap
     assert boot_b["counts"] == {"1": round((1 - both_p2) * 4000), "3": round(both_p2 * 4000)}
     assert result.tasks["a"].particle_bootstrap["counts"] == {"2": 4000}
-    assert boot_b["warning"].startswith(f"b: particle 1 rests on only 2 prompts (at least {PARTICLE_MIN_PROMPTS}")
+    assert boot_b["warning"].startswith(f"b: the particle (layer 1) rests on only 2 prompts (at least {PARTICLE_MIN_PROMPTS}")
     text = plan_stability_text(result.freeze_plan.to_dict())
     assert text.startswith(f"this plan in {round(100 * (1 - both_p2))}% of 4000 resamples")
     assert text.endswith(f"next: train 0-1 / freeze 2-4 ({round(100 * both_p2)}%)")
