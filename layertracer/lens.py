@@ -38,22 +38,32 @@ def head_log_probs(adapter: ModelAdapter, states: torch.Tensor, rows: int = HEAD
 
 @dataclass
 class LensRows:
-    """Per row: target probability, rank (0 = top-1), entropy (nats), top-k ids and probabilities."""
+    """Per row: target probability, rank (0 = top-1), entropy (nats), top-k ids and probabilities, and
+    the KL divergence (nats) from the reference distribution (NaN without one)."""
 
     prob: torch.Tensor  # (R,) float64
     rank: torch.Tensor  # (R,) int64
     entropy: torch.Tensor  # (R,) float64
     top_ids: torch.Tensor  # (R, k) int64
     top_probs: torch.Tensor  # (R, k) float64
+    kl: torch.Tensor  # (R,) float64
 
 
 def lens_rows(
-    adapter: ModelAdapter, states: torch.Tensor, targets: torch.Tensor, k: int, keep_last: int = 0
+    adapter: ModelAdapter, states: torch.Tensor, targets: torch.Tensor, k: int, keep_last: int = 0,
+    reference: Optional[torch.Tensor] = None,
 ) -> tuple[LensRows, Optional[torch.Tensor]]:
     """The lens statistics of ``states`` (R, d) for ``targets`` (R,) token ids, on the CPU, and the
     log-probabilities (keep_last, V) of the last ``keep_last`` rows (the model's output distribution
-    when those rows are the last layer's), so the output head is not run on them twice."""
+    when those rows are the last layer's), so the output head is not run on them twice.
+
+    reference: (B, V) log-probabilities, R a multiple of B: row r also gets KL(reference[r % B] || lens
+    of row r) in nats (the tuned-lens papers' "KL to the final layer" when the reference is the model's
+    output), in float64, a few rows at a time."""
     count = states.shape[0]
+    if reference is not None:
+        reference_p = reference.double().exp()  # (B, V), and its log with 0 log 0 = 0 below
+        reference_log = reference.double().masked_fill(reference_p == 0, 0.0)
     kept: list[torch.Tensor] = []
     out = LensRows(
         prob=torch.empty(count, dtype=torch.float64),
@@ -61,6 +71,7 @@ def lens_rows(
         entropy=torch.empty(count, dtype=torch.float64),
         top_ids=torch.empty((count, k), dtype=torch.int64),
         top_probs=torch.empty((count, k), dtype=torch.float64),
+        kl=torch.full((count,), float("nan"), dtype=torch.float64),
     )
     for chunk, log_probs in head_log_probs(adapter, states):
         if keep_last and chunk.stop > count - keep_last:
@@ -72,6 +83,13 @@ def lens_rows(
         values, indices = log_probs.topk(k, dim=-1)
         out.top_ids[chunk] = indices.cpu()
         out.top_probs[chunk] = values.exp().double().cpu()
+        if reference is not None:
+            batch = reference.shape[0]
+            for start in range(0, log_probs.shape[0], JS_ROWS):
+                stop = min(start + JS_ROWS, log_probs.shape[0])
+                index = torch.arange(chunk.start + start, chunk.start + stop, device=reference.device) % batch
+                gap = reference_log[index] - log_probs[start:stop].double()
+                out.kl[chunk.start + start : chunk.start + stop] = (reference_p[index] * gap).sum(-1).cpu()
         probs = log_probs.exp_()  # in place: the log-probabilities are not needed any more
         out.entropy[chunk] = torch.special.entr(probs).sum(-1).double().cpu()
     return out, (torch.cat(kept) if kept else None)

@@ -29,6 +29,8 @@ class TaskTrace:
         mean baseline.
     prompt_particles: [P] per-prompt particles; particle_counts: layer (as text) or "none" -> count.
     final_accuracy: share of prompts whose top-1 output token is the target token.
+    kl_to_final: [P][L] KL divergence (nats) from the model's output distribution to the lens at each
+        layer (0 at the last layer); None in a result written before it existed.
     particle_bootstrap: how sure task_particle is, from a bootstrap over the prompts (counts of the
         resampled particles, their interval, the agreeing share, a warning; ``layertracer.uncertainty``);
         None in a result written before it existed.
@@ -53,6 +55,7 @@ class TaskTrace:
     particle_counts: dict[str, int]
     final_accuracy: float
     particle_bootstrap: Optional[dict[str, Any]] = None
+    kl_to_final: Optional[list[list[float]]] = None
 
 
 @dataclass

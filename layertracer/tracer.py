@@ -176,6 +176,7 @@ def trace(
     target_prob = np.zeros((n, n_layers))
     target_rank = np.zeros((n, n_layers), dtype=np.int64)
     entropy = np.zeros((n, n_layers))
+    kl_final = np.zeros((n, n_layers))  # KL(output || lens at layer l), nats
     top_ids = np.zeros((n, n_layers, k), dtype=np.int64)
     top_probs = np.zeros((n, n_layers, k))
     js = {p.name: np.full((n, n_layers), np.nan) for p in perts}
@@ -200,7 +201,8 @@ def trace(
     def partial_arrays() -> dict[str, np.ndarray]:
         """Everything the finished batches wrote: what a checkpoint holds."""
         arrays = {"done_rows": done_rows, "baseline_prob": baseline_prob, "target_prob": target_prob,
-                  "target_rank": target_rank, "entropy": entropy, "top_ids": top_ids, "top_probs": top_probs,
+                  "target_rank": target_rank, "entropy": entropy, "kl_final": kl_final, "top_ids": top_ids,
+                  "top_probs": top_probs,
                   "sim_states": sim_states.numpy(), "cosine_sum": cosine_sum.numpy()}
         arrays.update({f"js_{i}": js[p.name] for i, p in enumerate(perts)})
         return arrays
@@ -239,7 +241,12 @@ def trace(
             # One stacked lens over the baseline and every layer: rows (L + 1) * B, layer-major.
             stacked = torch.cat([embedded[None], answer]).reshape(-1, answer.shape[-1])
             # The last B rows are the last layer: their distribution is the model's output (B, V).
-            lens, clean_log_probs = lens_rows(adapter, stacked, targets.repeat(n_layers + 1), k, keep_last=size)
+            # The model's output distribution first (B rows: a small head call), the reference of the
+            # KL of every layer's lens; the JS keeps the stacked rows' own last-layer distribution.
+            final_log_probs = torch.log_softmax(adapter.logits(answer[-1]).float(), dim=-1)
+            lens, clean_log_probs = lens_rows(adapter, stacked, targets.repeat(n_layers + 1), k, keep_last=size,
+                                              reference=final_log_probs)
+            del final_log_probs
             done += size
             report(progress, "lens", done, total_units)
             clock["lens"] += time.perf_counter() - tick
@@ -271,6 +278,7 @@ def trace(
         target_prob[rows] = by_layer(lens.prob)[:, 1:]
         target_rank[rows] = by_layer(lens.rank)[:, 1:]
         entropy[rows] = by_layer(lens.entropy)[:, 1:]
+        kl_final[rows] = by_layer(lens.kl)[:, 1:]
         top_ids[rows] = by_layer(lens.top_ids)[:, 1:]
         top_probs[rows] = by_layer(lens.top_probs)[:, 1:]
         for name, values in js_rows.items():
@@ -343,6 +351,7 @@ def trace(
             target_prob=probs_t.tolist(),
             target_rank=target_rank[members].tolist(),
             entropy=entropy[members].tolist(),
+            kl_to_final=kl_final[members].tolist(),
             top_tokens=[[[text(int(i)) for i in layer] for layer in row] for row in top_ids[members]],
             top_probs=top_probs[members].tolist(),
             mean_target_prob=mean_curve.tolist(),

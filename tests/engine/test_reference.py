@@ -413,6 +413,13 @@ def test_logit_lens_matches_reference(arch, engine_result, reference, tokenizer)
     np.testing.assert_allclose(prob, ref.prob, **PROB_TIGHT)
     entropy = engine_rows(result, "entropy").astype(np.float64)
     np.testing.assert_allclose(entropy, ref.entropy, rtol=0, atol=PROB_TOL)
+    # KL(output || lens at layer l) in nats, from the reference's float64 distributions
+    final = ref.final[:, None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ref_kl = np.where(final > 0, final * (np.log(np.where(final > 0, final, 1.0)) - np.log(ref.dists)), 0.0).sum(-1)
+    kl = engine_rows(result, "kl_to_final").astype(np.float64)
+    np.testing.assert_allclose(kl, ref_kl, rtol=0, atol=PROB_TOL)
+    np.testing.assert_allclose(kl[:, -1], 0.0, atol=PROB_TOL)
     rank = engine_rows(result, "target_rank").astype(np.int64)
     assert np.all((ref.rank_low <= rank) & (rank <= ref.rank_high)), (rank, ref.rank_low, ref.rank_high)
 
