@@ -2,7 +2,9 @@
 
 First the verdict: the freeze plan, its trainable share and how sure it is (the bootstrap over prompts
 the engine stored), the particles that rest on too few prompts, and one depth strip (plan, particle
-histogram, sensitivity curve, vulnerable layer, each in its own row). Then heatmaps (layers x tasks,
+histogram, sensitivity curve, vulnerable layer, each in its own row). Then the line view (the chosen
+metric per task against depth: probability, log rank, top-k accuracy, entropy, KL to the final layer),
+heatmaps (layers x tasks,
 layers x prompts of one task), the logit-lens grid of one prompt, the
 stability curve, the CKA matrix and the freeze plan with a button that opens the trial form with the
 plan's ranges. While the trace runs, a progress bar polls the job; when it finishes, the figures appear.
@@ -80,6 +82,10 @@ class Figures:
     def plan(self, norm: bool, window) -> Any:
         return self._get("plan", (norm, tuple(window or ())),
                          lambda: tv.plan_figure(self.result, normalized=norm, window=window))
+
+    def lines(self, metric: str, norm: bool, window) -> Any:
+        return self._get("lines", (metric, norm, tuple(window or ())),
+                         lambda: tv.depth_lines(self.result, metric, normalized=norm, window=window))
 
     def tasks(self, metric: str, norm: bool, window) -> Any:
         return self._get("tasks", (metric, norm, tuple(window or ())),
@@ -216,7 +222,8 @@ def figures_view(meta: dict, result: dict, view: dict, source: Optional[tuple] =
                   dcc.Dropdown(id=f"{P}-task", options=[_option(t) for t in tasks], value=view["task"], clearable=False)],
                  className="lt-field lt-w-task"),
         html.Div([html.Label("Metric", id=f"{P}-metric-label"),
-                  dcc.RadioItems(id=f"{P}-metric", options=[{"label": METRICS[m][0], "value": m} for m in METRICS],
+                  dcc.RadioItems(id=f"{P}-metric", options=[{"label": METRICS[m][0], "value": m} for m in
+                                                            tv.PAGE_METRICS + tuple(m for m in [view["metric"]] if m not in tv.PAGE_METRICS)],
                                  value=view["metric"], inline=True)], className="lt-field"),
         html.Div([html.Label("Perturbations shown", id=f"{P}-pert-label"),
                   dcc.Checklist(id=f"{P}-pert", options=[_option(p) for p in perts], value=view["pert"], inline=True)],
@@ -254,6 +261,8 @@ def figures_view(meta: dict, result: dict, view: dict, source: Optional[tuple] =
         summary,
         controls,
         plan_card,
+        figure_card(f"{P}-lines", figures.lines(view["metric"], norm, window), page=P, what="lines",
+                    note="The metric chosen above, per task against depth (the heatmap below shows the same numbers)."),
         figure_card(f"{P}-tasks", figures.tasks(view["metric"], norm, window), page=P,
                     what="tasks"),
         figure_card(f"{P}-prompts", figures.prompts(view["task"], view["metric"], norm, window),
@@ -386,6 +395,11 @@ def update_figures(metric, pert, window, norm, trace_id, share, token):
     )
 
 
+def update_lines(metric, window, norm, trace_id, share, token):
+    """Metric / window / depth axis -> the line view."""
+    return Figures(_overview(trace_id, share, token), _source(trace_id, share, token)).lines(metric or "prob", bool(norm), window)
+
+
 def update_verdict(norm, trace_id, share, token):
     """The depth axis (layer index or normalised depth) -> the verdict strip."""
     return Figures(_overview(trace_id, share, token), _source(trace_id, share, token)).verdict(bool(norm))
@@ -450,6 +464,8 @@ def register_callbacks(app: dash.Dash) -> None:
                  Input(f"{P}-norm", "value"), *ident, prevent_initial_call=True)(update_figures)
     app.callback(Output(f"{P}-verdict", "figure"), Input(f"{P}-norm", "value"), *ident,
                  prevent_initial_call=True)(update_verdict)
+    app.callback(Output(f"{P}-lines", "figure"), Input(f"{P}-metric", "value"), Input(f"{P}-window", "value"),
+                 Input(f"{P}-norm", "value"), *ident, prevent_initial_call=True)(update_lines)
     app.callback(Output(f"{P}-prompts", "figure"),
                  Input(f"{P}-task", "value"), Input(f"{P}-metric", "value"), Input(f"{P}-window", "value"),
                  Input(f"{P}-norm", "value"), *ident, prevent_initial_call=True)(update_prompts)

@@ -21,7 +21,11 @@ KIND_NAME = {"attention": "attention", "linear-attention": "linear attention", "
 METRICS = {
     "prob": ("target probability", "probability of the answer's first token under the logit lens (0-1)"),
     "rank": ("target rank", "rank of the answer's first token (0 = top-1)"),
+    "logrank": ("log10(1 + rank)", "log10(1 + rank) of the answer's first token: 0 top-1, 1 rank 9, 2 rank 99"),
+    "top1": ("top-1 accuracy", "share of prompts whose answer is the lens's top-1 token (0-1)"),
+    "top10": ("top-10 accuracy", "share of prompts whose answer is among the lens's 10 most likely tokens (0-1)"),
     "entropy": ("entropy (nats)", "entropy of the lens distribution, in nats"),
+    "kl": ("KL to final (nats)", "KL divergence from the model's output distribution to the lens, in nats"),
 }
 
 # Latin first, then the CJK fonts of macOS, Windows and Linux, so Chinese never renders as boxes

@@ -7,7 +7,7 @@ from typing import Any, Optional
 from frontend.viz.trace import num_layers, particle_histogram, prompt_matrix, task_metric_curve
 
 Result = dict[str, Any]
-FIGURES = ("tasks", "prompts", "position", "stability", "similarity", "plan", "verdict")
+FIGURES = ("tasks", "lines", "prompts", "position", "stability", "similarity", "plan", "verdict")
 
 
 def _depth(l: int, L: int) -> float:
@@ -18,7 +18,7 @@ def rows_for(result: Result, what: str, *, metric: str = "prob", task: Optional[
     """(header, rows) of one figure's data, one row per plotted value."""
     L = num_layers(result)
     kinds = result.get("block_kinds") or [""] * L
-    if what == "tasks":
+    if what in ("tasks", "lines"):  # the line view draws the heatmap's numbers
         header = ["task", "layer", "normalized_depth", "block_kind", metric, "task_particle"]
         rows = []
         for name, t in result["tasks"].items():
@@ -76,8 +76,11 @@ def rows_for(result: Result, what: str, *, metric: str = "prob", task: Optional[
 
 def json_for(result: Result, what: str, *, task: Optional[str] = None) -> Any:
     """The slice of the result behind one figure, as it is in the result JSON."""
-    if what == "tasks":
+    if what in ("tasks", "lines"):
+        L = num_layers(result)  # the curves as the figures draw them: the same from a result and an overview
+        curves = {"mean_log_rank": "logrank", "top1_accuracy": "top1", "top10_accuracy": "top10", "mean_kl_to_final": "kl"}
         return {name: {k: t[k] for k in ("mean_target_prob", "task_particle", "particle_counts", "final_accuracy")}
+                | {key: task_metric_curve(t, metric, L) for key, metric in curves.items()}
                 for name, t in result["tasks"].items()} | {"num_layers": result["num_layers"], "block_kinds": result.get("block_kinds")}
     if what == "prompts":
         name = task or next(iter(result["tasks"]))

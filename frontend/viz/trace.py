@@ -19,6 +19,8 @@ from typing import Any, Optional, Sequence
 
 import plotly.graph_objects as go
 
+from layertracer.spec.views import log_rank, mean_log_rank, topk_accuracy
+
 from frontend.viz.common import (
     OKABE_ITO,
     PARTICLE_COLOUR,
@@ -89,19 +91,40 @@ def _mean_columns(rows: Sequence[Sequence[Optional[float]]], width: int) -> list
     return [sums[l] / counts[l] if counts[l] else None for l in range(width)]
 
 
+# The metrics the page offers, in order: the mean rank saturates on a large vocabulary, so the page shows
+# the log rank and the top-k accuracies in its place ("rank" stays readable for old links and notebooks).
+PAGE_METRICS = ("prob", "logrank", "top1", "top10", "entropy", "kl")
+_TOPK = {"top1": 1, "top10": 10}
+
+
 def task_metric_curve(task: dict, metric: str, L: int) -> list[Optional[float]]:
-    """(L,) the task's curve: mean target probability, mean target rank or mean entropy over prompts."""
+    """(L,) the task's curve over prompts (METRICS): mean target probability, mean rank, mean
+    log10(1 + rank), top-k accuracy, mean entropy or mean KL to the final layer. An overview's task
+    carries these means; a full task's are computed from its per-prompt arrays."""
     if metric == "prob":
         return list(task["mean_target_prob"])
-    mean_key, key = {"rank": ("mean_target_rank", "target_rank"), "entropy": ("mean_entropy", "entropy")}[metric]
+    if metric in _TOPK:
+        stored = (task.get("topk_accuracy") or {}).get(str(_TOPK[metric]))
+        return list(stored) if stored is not None else topk_accuracy(task.get("target_rank"), L)[str(_TOPK[metric])]
+    mean_key = {"rank": "mean_target_rank", "logrank": "mean_log_rank", "entropy": "mean_entropy",
+                "kl": "mean_kl_to_final"}[metric]
     if task.get(mean_key) is not None:  # an overview's task
         return list(task[mean_key])
-    return _mean_columns(task[key], L)
+    if metric == "logrank":
+        return mean_log_rank(task.get("target_rank"), L)
+    return _mean_columns(prompt_matrix(task, metric), L)
 
 
 def prompt_matrix(task: dict, metric: str) -> list[list[Optional[float]]]:
-    """[P][L] the metric per prompt per layer."""
-    key = {"prob": "target_prob", "rank": "target_rank", "entropy": "entropy"}[metric]
+    """[P][L] the metric per prompt per layer (top-k: 1 where the answer ranks below k, else 0; KL: None
+    throughout for a result written before the engine stored it)."""
+    if metric == "logrank":
+        return [[log_rank(r) for r in row] for row in task["target_rank"]]
+    if metric in _TOPK:
+        return [[None if r is None else float(r < _TOPK[metric]) for r in row] for row in task["target_rank"]]
+    if metric == "kl" and task.get("kl_to_final") is None:
+        return [[None] * len(row) for row in task["target_prob"]]
+    key = {"prob": "target_prob", "rank": "target_rank", "entropy": "entropy", "kl": "kl_to_final"}[metric]
     return task[key]
 
 
@@ -124,9 +147,9 @@ def _top1_summary(task: dict, L: int, limit: int = 3) -> list[str]:
 def _colour_axis(metric: str) -> dict:
     # Bright = "the model knows the answer" for every metric: low rank and low entropy are bright.
     label, _ = METRICS[metric]
-    colour = dict(colorscale=SEQUENTIAL, reversescale=metric in ("rank", "entropy"),
+    colour = dict(colorscale=SEQUENTIAL, reversescale=metric in ("rank", "logrank", "entropy", "kl"),
                   colorbar=dict(title=dict(text=label, side="right"), thickness=14))
-    if metric == "prob":
+    if metric in ("prob", *_TOPK):
         colour.update(zmin=0.0, zmax=1.0)
     return colour
 
@@ -137,7 +160,7 @@ def task_heatmap(result: Result, metric: str = "prob", *, normalized: bool = Fal
     particle marked (◆) and the most frequent top-1 lens tokens on hover."""
     result = as_dict(result)
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; use prob, rank or entropy")
+        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
     L = num_layers(result)
     names = task_names(result)
     if not names:
@@ -170,6 +193,47 @@ def task_heatmap(result: Result, metric: str = "prob", *, normalized: bool = Fal
     fig.update_yaxes(title_text="task", autorange="reversed", type="category")
     fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"),
                       margin=dict(l=text_margin(names), r=COLORBAR_MARGIN, b=depth_axis_margin(result.get("block_kinds"))))
+    return fig
+
+
+def depth_lines(result: Result, metric: str = "prob", *, normalized: bool = False,
+                window: Optional[Sequence[int]] = None) -> go.Figure:
+    """The lens papers' figure: the task's mean curve (target probability by default, any of METRICS)
+    against depth, one line per task, each task's particle marked (◆) on its line."""
+    result = as_dict(result)
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    L = num_layers(result)
+    names = task_names(result)
+    if not names:
+        return empty_figure("This trace has no tasks.")
+    xs = layer_positions(L, normalized)
+    label, _ = METRICS[metric]
+    fig = go.Figure()
+    px, py, ptext = [], [], []
+    for index, name in enumerate(names):
+        task = result["tasks"][name]
+        curve = task_metric_curve(task, metric, L)
+        colour = OKABE_ITO[index % len(OKABE_ITO)]
+        fig.add_trace(go.Scatter(
+            x=xs, y=curve, mode="lines+markers", name=name, line=dict(color=colour, width=2.5), marker=dict(size=5),
+            hovertemplate=f"{name}<br>" + ("depth %{x:.2f}" if normalized else "layer %{x}") + f"<br>{label} %{{y:.3f}}<extra></extra>",
+        ))
+        layer = task.get("task_particle")
+        if layer is not None and layer < len(curve) and curve[layer] is not None:
+            px.append(xs[layer])
+            py.append(curve[layer])
+            ptext.append(f"task particle of {name}: layer {layer}")
+    if px:
+        fig.add_trace(go.Scatter(
+            x=px, y=py, mode="markers", name="task particle", text=ptext, hovertemplate="%{text}<extra></extra>",
+            marker=dict(symbol="diamond", size=12, color=PARTICLE_COLOUR, line=dict(color="#000", width=2)),
+        ))
+    base_layout(fig, title=f"Mean {label} against depth, per task", height=400)
+    depth_axis(fig, L, result.get("block_kinds") or [], normalized, window)
+    fig.update_yaxes(title_text=label, **(dict(range=[0, 1.02]) if metric in ("prob", *_TOPK) else dict(rangemode="tozero")))
+    fig.update_layout(legend=dict(orientation="h", y=-0.25, x=0),
+                      margin=dict(l=85, b=65 + depth_axis_margin(result.get("block_kinds"))))
     return fig
 
 

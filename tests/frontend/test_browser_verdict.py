@@ -2,7 +2,8 @@
 embedded mode): a trace runs through the API; its page opens on the plan, its trainable share, its
 stability over the bootstrap resamples and the particle warnings, all as the API's result says; in the
 drawn strip the vulnerable layer's marker overlaps no particle diamond; the depth-axis switch redraws
-it. Screenshot: tests/frontend/artifacts/verdict-panel.png."""
+it; the line view follows the metric. Screenshots: tests/frontend/artifacts/verdict-panel.png and
+depth-lines.png."""
 
 from __future__ import annotations
 
@@ -114,4 +115,17 @@ def test_the_verdict_opens_the_trace_page(stack, driver):
     wait(d, lambda drv: figure(drv, "trace-verdict")["data"][0]["x"][0] == pytest.approx(1 / L), what="the normalised strip")
     vulnerable = next(t for t in figure(d, "trace-verdict")["data"] if t.get("name") == "vulnerable layer")
     assert vulnerable["x"] == [pytest.approx((result["vulnerable_layer"] + 1) / L)]
+    # The line view follows the metric: log10(1 + rank) per task, as the API's overview has it.
+    overview = stack.get(f"/traces/{trace['id']}/overview")
+    d.find_element(By.CSS_SELECTOR, "#trace-metric input[value=logrank]").click()
+    wait(d, lambda drv: "log10(1 + rank)" in figure(drv, "trace-lines")["layout"]["title"]["text"], what="the log-rank lines")
+    lines = {t.get("name"): t for t in figure(d, "trace-lines")["data"]}
+    for name, task in overview["tasks"].items():
+        assert lines[name]["y"] == pytest.approx(task["mean_log_rank"])
+    card = d.find_element(By.ID, "trace-lines")
+    d.set_window_size(1280, 1700)
+    # below the sticky view controls, which would cover the top of the card
+    d.execute_script("window.scrollTo(0, arguments[0].getBoundingClientRect().top + window.scrollY - 360)", card)
+    assert card.screenshot(str(browser.ARTIFACTS / "depth-lines.png"))
+    d.set_window_size(1280, 900)
     assert [e["message"] for e in d.get_log("browser") if e["level"] == "SEVERE" and "favicon" not in e["message"]] == []

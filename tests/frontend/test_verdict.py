@@ -130,3 +130,43 @@ def test_the_verdict_exports_its_numbers(trace_result):
     assert [r[-1] for r in rows] == [int(l == trace_result["vulnerable_layer"]) for l in range(L)]
     data = tx.json_for(trace_result, "verdict")
     assert data["freeze_plan"]["stability"] == trace_result["freeze_plan"]["stability"]
+
+
+# -- the depth views (issue 16, item 5) ---------------------------------------------------------------
+
+def test_the_line_view_draws_each_tasks_curve_for_every_metric(trace_result):
+    import numpy as np
+
+    from layertracer.spec.views import trace_overview
+
+    overview = trace_overview(trace_result)
+    L = trace_result["num_layers"]
+    for name, task in trace_result["tasks"].items():
+        ranks = np.array(task["target_rank"], dtype=float)
+        expected = {
+            "prob": np.array(task["target_prob"]).mean(0), "logrank": np.log10(1 + ranks).mean(0),
+            "top1": (ranks < 1).mean(0), "top10": (ranks < 10).mean(0),
+            "entropy": np.array(task["entropy"]).mean(0), "kl": np.array(task["kl_to_final"]).mean(0),
+        }
+        for metric, curve in expected.items():
+            for source in (trace_result, overview):  # the full result and the overview draw the same lines
+                fig = tv.depth_lines(source, metric)
+                line = next(t for t in fig.data if t.name == name)
+                assert list(line.y) == pytest.approx(curve.tolist()), (metric, name)
+                assert list(line.x) == list(range(L))
+            cells = tv.prompt_matrix(task, metric)
+            assert np.array(cells, dtype=float).mean(0) == pytest.approx(curve)
+    with pytest.raises(ValueError):
+        tv.depth_lines(trace_result, "median-rank")
+
+
+def test_the_page_offers_log_rank_and_top_k_in_place_of_the_mean_rank(trace_result, page):
+    meta = {"id": "t1", "status": "succeeded", "model": {"id": "m1"}}
+    body = dash.html.Div(page.figures_view(meta, trace_result, page.view_from_query(trace_result, {"metric": "kl"})))
+    radio = find(body, "trace-metric")
+    assert [o["value"] for o in radio.options] == ["prob", "logrank", "top1", "top10", "entropy", "kl"] and radio.value == "kl"
+    assert find(body, "trace-lines").figure.layout.title.text.startswith("Mean KL to final")
+    old_link = dash.html.Div(page.figures_view(meta, trace_result, page.view_from_query(trace_result, {"metric": "rank"})))
+    assert find(old_link, "trace-metric").value == "rank" and "rank" in [o["value"] for o in find(old_link, "trace-metric").options]
+    header, rows = tx.rows_for(trace_result, "lines", metric="top10")
+    assert header[4] == "top10" and len(rows) == len(trace_result["tasks"]) * trace_result["num_layers"]
