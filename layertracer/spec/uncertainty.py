@@ -37,8 +37,10 @@ def particle_warning(task: str, prompts: int, particle: Optional[int], agreement
     why = (f"only {prompts} prompts (at least {PARTICLE_MIN_PROMPTS} advised)" if few
            else f"{prompts} prompts")
     found = "none found" if particle is None else f"layer {particle}"
+    advice = ("trace more prompts of this task" if few
+              else "read its interval rather than the single layer, or trace more prompts of this task")
     return (f"{task}: the particle ({found}) rests on {why}; it holds in {agreement:.0%} of "
-            f"{resamples} resamples (stable from {PARTICLE_STABLE_SHARE:.0%}): trace more prompts of this task.")
+            f"{resamples} resamples (stable from {PARTICLE_STABLE_SHARE:.0%}): {advice}.")
 
 
 def interval_text(bootstrap: Optional[dict[str, Any]]) -> str:
