@@ -140,7 +140,7 @@ def test_bootstrap_is_the_plain_resampling(seed):
 
 def test_chunks_do_not_change_the_draws(monkeypatch):
     whole = uncertainty.annotate(random_trace(5))
-    monkeypatch.setattr(uncertainty, "BOOTSTRAP_CHUNK_ELEMENTS", 37)  # a chunk of one resample
+    monkeypatch.setattr(uncertainty, "CHUNK_ELEMENTS", 37)  # a chunk of one resample
     chunked = uncertainty.annotate(random_trace(5))
     assert chunked.to_dict() == whole.to_dict()
 
