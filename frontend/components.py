@@ -6,6 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any, Iterable, Optional, Sequence
 from urllib.parse import parse_qs, urlencode
 
@@ -14,6 +19,8 @@ from dash import dcc, html
 
 from frontend.api_client import ApiClient
 from frontend.viz.common import graph_config
+from frontend.viz.names import duration
+from layertracer.spec.progress import ProgressReading, ProgressTracker
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 
@@ -117,26 +124,63 @@ def status_badge(status: Optional[str]) -> html.Span:
     return html.Span(status, className=f"lt-badge lt-badge-{STATUS_CLASS.get(status, 'muted')}")
 
 
-def progress_bar(job: Optional[dict], *, id: Optional[str] = None) -> html.Div:
-    """Status, stage, a progress bar and the ETA of a job (``job.progress``)."""
+class JobRates:
+    """A ``ProgressTracker`` per job, fed at each poll of a page: the time left is the rate measured over
+    the dashboard's own recent polls (the spec's rule, ``layertracer.spec.progress``), not the job's
+    average since it started. Bounded (the oldest job is dropped); ``clock`` is injected for tests."""
+
+    def __init__(self, clock=time.monotonic, size: int = 256) -> None:
+        self.clock, self.size = clock, size
+        self.trackers: "OrderedDict[str, ProgressTracker]" = OrderedDict()
+        self.lock = threading.Lock()
+
+    def reading(self, job: dict) -> ProgressReading:
+        """The reading of ``job``'s latest progress. A run in parts (its progress names ``index`` /
+        ``count``) has its own share done (``percent``) beside the stage's count; any other job's share
+        is the count's own."""
+        progress = job.get("progress") or {}
+        of_run = progress.get("count") is not None or progress.get("index") is not None
+        done, total = progress.get("done") or 0, progress.get("total") or 0
+        percent = progress.get("percent")
+        fraction = (percent or 0.0) / 100.0 if of_run or not total else None
+        event = SimpleNamespace(stage=progress.get("stage") or "", done=done, total=total, fraction=fraction)
+        key = str(job.get("id") or "")
+        with self.lock:
+            tracker = self.trackers.pop(key, None) or ProgressTracker(self.clock)
+            self.trackers[key] = tracker
+            while len(self.trackers) > self.size:
+                self.trackers.popitem(last=False)
+            reading = tracker.update(event)
+        return replace(reading, of_run=of_run)  # a share without a count is no count's own either
+
+
+JOB_RATES = JobRates()
+
+
+def progress_bar(job: Optional[dict], *, id: Optional[str] = None, rates: Optional[JobRates] = None) -> html.Div:
+    """Status, stage, a progress bar and the time left of a job (``job.progress``): one percentage from
+    one count ("34% (24/70)"; a run in parts: "41% of the run · 24/70 in this stage") and the time left
+    at the rate measured across polls."""
     job = job or {}
     progress = job.get("progress") or {}
-    percent = progress.get("percent")
-    if percent is None and progress.get("total"):
-        percent = 100.0 * (progress.get("done") or 0) / progress["total"]
-    percent = 100.0 if job.get("status") == "succeeded" else float(percent or 0.0)
-    eta = progress.get("eta_seconds")
+    reading = (rates or JOB_RATES).reading(job)
+    succeeded = job.get("status") == "succeeded"
+    percent = 100 if succeeded else (reading.percent or 0)
     parts = [status_badge(job.get("status"))]
     if progress.get("stage"):
         parts.append(html.Span(f" {progress['stage']}", className="lt-stage"))
-    bar = html.Div(html.Div(style={"width": f"{max(0.0, min(percent, 100.0)):.1f}%"}, className="lt-bar-fill"),
-                   className="lt-bar", role="progressbar", **{"aria-valuenow": f"{percent:.0f}",
+    width = 100.0 if succeeded else 100.0 * (reading.fraction or 0.0)
+    bar = html.Div(html.Div(style={"width": f"{max(0.0, min(width, 100.0)):.1f}%"}, className="lt-bar-fill"),
+                   className="lt-bar", role="progressbar", **{"aria-valuenow": str(percent),
                                                               "aria-valuemin": "0", "aria-valuemax": "100"})
-    text = f"{percent:.0f}%"
-    if progress.get("total"):
-        text += f" ({_count(progress.get('done') or 0)}/{_count(progress['total'])})"
-    if eta is not None and job.get("status") == "running":
-        text += f" · about {_duration(eta)} left"
+    text = f"{percent}%"
+    count = f"{_count(progress.get('done') or 0)}/{_count(progress['total'])}" if progress.get("total") else ""
+    if reading.of_run:
+        text += " of the run" + (f" · {count} in this stage" if count else "")
+    elif count:
+        text += f" ({count})"
+    if reading.eta_seconds is not None and job.get("status") == "running":
+        text += f" · about {duration(reading.eta_seconds)} left"
     kwargs = {"id": id} if id else {}
     children = [html.Div(parts), bar, html.Div(text, className="lt-bar-text")]
     if job.get("error"):
@@ -147,15 +191,6 @@ def progress_bar(job: Optional[dict], *, id: Optional[str] = None) -> html.Div:
 def _count(value) -> str:
     value = float(value)
     return str(int(value)) if value == int(value) else f"{value:.1f}"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 5400:
-        return f"{seconds // 60} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, id: Optional[str] = None, caption: Optional[str] = None) -> html.Table:

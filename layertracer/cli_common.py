@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from layertracer.progress import LINE_SECONDS, LinePrinter, ProgressEvent
+
 err = Console(stderr=True)
 out = Console()
 
@@ -69,71 +71,60 @@ def fail(message: str) -> None:
 
 def progress_seconds() -> float:
     """Seconds between plain progress lines when stderr is not a terminal (``LAYERTRACER_PROGRESS_SECONDS``,
-    default 10): a CI log, ``docker logs`` or ``> log`` shows steady lines instead of nothing."""
+    default ``layertracer.progress.LINE_SECONDS``): a CI log, ``docker logs`` or ``> log`` shows steady
+    lines instead of nothing."""
     try:
-        return max(0.0, float(os.environ.get("LAYERTRACER_PROGRESS_SECONDS", "10")))
+        return max(0.0, float(os.environ.get("LAYERTRACER_PROGRESS_SECONDS", LINE_SECONDS)))
     except ValueError:
-        return 10.0
+        return LINE_SECONDS
 
 
 class LineProgress:
     """rich's Progress interface (add_task / update / context) as plain lines on stderr, for a stderr
-    that is no terminal: one line per task when it starts, at most one every ``progress_seconds()``
-    while it runs, and one when it finishes. The percentage and the count come from the same numbers;
-    the time left is the measured rate's."""
+    that is no terminal: each task's updates go to a ``layertracer.progress.LinePrinter`` (a line when
+    a stage starts, at most one every ``progress_seconds()``, one when it finishes; the percentage from
+    the count beside it, the time left from the measured rate).
 
-    def __init__(self) -> None:
-        self.tasks: dict[int, dict[str, Any]] = {}
+    ``update`` also takes the fields ``fraction`` (the run's share done, 0-1), ``stage_done`` and
+    ``stage_total`` (the stage's own count) for a display fed by a run in parts (the demo polling a job).
+    """
+
+    def __init__(self, write: Optional[Callable[[str], None]] = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.write = write or (lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True))
+        self.clock = clock
         self.interval = progress_seconds()
+        self.tasks: dict[int, dict[str, Any]] = {}
 
     def __enter__(self) -> "LineProgress":
         return self
 
     def __exit__(self, *exc) -> None:
-        for task_id, task in self.tasks.items():
-            if not task["finished"] and task["completed"]:
-                self._line(task_id, force=True)
+        for task in self.tasks.values():
+            task["printer"].close()
 
     def add_task(self, description: str, total: Optional[float] = None, **_: Any) -> int:
         task_id = len(self.tasks)
-        now = time.monotonic()
-        self.tasks[task_id] = {"description": description, "total": total, "completed": 0.0, "started": now,
-                               "printed": -1e18, "finished": False}
-        self._line(task_id, force=True)
+        self.tasks[task_id] = {"description": description, "total": total, "completed": 0.0,
+                               "printer": LinePrinter(self.write, interval=self.interval, clock=self.clock)}
+        self._feed(task_id, {})
         return task_id
 
     def update(self, task_id: int, *, completed: Optional[float] = None, total: Optional[float] = None,
-               description: Optional[str] = None, **_: Any) -> None:
+               description: Optional[str] = None, **fields: Any) -> None:
         task = self.tasks[task_id]
-        if total is not None:
-            task["total"] = total
-        if completed is not None:
-            task["completed"] = completed
-        if description is not None:
-            task["description"] = description
-        done = task["total"] is not None and task["completed"] >= task["total"]
-        self._line(task_id, force=done and not task["finished"])
-        task["finished"] = task["finished"] or done
+        for key, value in (("total", total), ("completed", completed), ("description", description)):
+            if value is not None:
+                task[key] = value
+        self._feed(task_id, fields)
 
-    def _line(self, task_id: int, *, force: bool = False) -> None:
+    def _feed(self, task_id: int, fields: dict) -> None:
         task = self.tasks[task_id]
-        now = time.monotonic()
-        if not force and now - task["printed"] < self.interval:
-            return
-        task["printed"] = now
-        elapsed = now - task["started"]
-        done, total = task["completed"], task["total"]
-        text = f"[progress] {task['description']}: {done:g}"
-        if total:
-            text += f"/{total:g} ({100.0 * done / total:.0f}%)"
-            if 0 < done < total and elapsed > 0:
-                text += f", about {_seconds((total - done) * elapsed / done)} left"
-        text += f", {_seconds(elapsed)} elapsed"
-        err.print(text, highlight=False, markup=False, soft_wrap=True)
-
-
-def _seconds(value: float) -> str:
-    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
+        if fields.get("fraction") is not None:
+            event = ProgressEvent(stage=task["description"], done=fields.get("stage_done") or 0,
+                                  total=fields.get("stage_total") or 0, fraction=float(fields["fraction"]))
+        else:
+            event = ProgressEvent(stage=task["description"], done=task["completed"], total=task["total"] or 0)
+        task["printer"](event)
 
 
 def progress_display(*columns, **options):
@@ -167,7 +158,8 @@ class Bar:
     def update(self, event) -> None:
         if self.task_id is None:
             self.task_id = self.progress.add_task(event.stage, total=event.total)
-        self.progress.update(self.task_id, completed=event.done, total=event.total, description=event.stage)
+        self.progress.update(self.task_id, completed=event.done, total=event.total, description=event.stage,
+                             fraction=event.fraction, stage_done=event.done, stage_total=event.total)
 
 
 

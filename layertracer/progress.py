@@ -1,9 +1,18 @@
-"""Progress reporting: the engine calls a plain callback; the CLI draws a bar, the worker writes rows."""
+"""Progress reporting: the engine calls a plain callback; the CLI draws a bar, the worker writes rows.
+
+:class:`ProgressTracker` turns events into what a display shows (one percentage from one count, the
+time left from the measured rate) and :class:`LinePrinter` writes them as plain lines at a steady
+interval where there is no terminal (a CI log, ``docker logs``, ``> log``)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
+
+# What a display shows (the percentage, the time left, the line's wording) is the spec's, shared with
+# the dashboard; the printer of plain lines lives here.
+from layertracer.spec.progress import LINE_SECONDS, ProgressReading, ProgressTracker, progress_line, seconds_text
 
 
 @dataclass(frozen=True)
@@ -35,3 +44,42 @@ def report(callback: Optional[ProgressCallback], stage: str, done: int, total: i
     """Call ``callback`` if one was given (``parts``: ProgressEvent's item, work, index, count, fraction)."""
     if callback is not None:
         callback(ProgressEvent(stage=stage, done=done, total=total, **parts))
+
+
+__all__ = ["LINE_SECONDS", "LinePrinter", "ProgressCallback", "ProgressEvent", "ProgressReading", "ProgressTracker",
+           "progress_line", "report", "seconds_text"]
+
+
+class LinePrinter:
+    """Plain progress lines for a log: one when a stage starts, then at most one every ``interval``
+    seconds while it runs, and one when it finishes (``write`` gets each line without its newline).
+    Call it with each ProgressEvent; :meth:`close` writes the last state when it was not written."""
+
+    def __init__(self, write: Callable[[str], None], *, interval: float = LINE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.write, self.interval, self.clock = write, interval, clock
+        self.tracker = ProgressTracker(clock)
+        self.printed_at: Optional[float] = None
+        self.stage: Optional[str] = None
+        self.finished = False  # the current stage's "done" line is written
+        self.last: Optional[ProgressReading] = None
+        self.last_written = False
+
+    def __call__(self, event: ProgressEvent) -> None:
+        reading = self.tracker.update(event)
+        now = self.clock()
+        if event.stage != self.stage:
+            self.finished = False
+        done = bool(event.total) and event.done >= event.total
+        due = self.printed_at is None or now - self.printed_at >= self.interval
+        self.last_written = event.stage != self.stage or due or (done and not self.finished)
+        if self.last_written:
+            self.write(progress_line(reading))
+            self.printed_at = now
+            self.finished = self.finished or done
+        self.stage, self.last = event.stage, reading
+
+    def close(self) -> None:
+        if self.last is not None and not self.last_written:
+            self.write(progress_line(self.last))
+            self.last_written = True

@@ -97,8 +97,11 @@ class ApiClient:
                 job = self.get(f"/jobs/{job_id}")
                 progress = job.get("progress") or {}
                 stage = progress.get("stage")
+                # the bar: the job's percent; plain lines: the stage's count and the run's percent apart
                 bar.update(task, completed=progress.get("percent") or 0,
-                           description=f"{label}: {stage}"[:44] if stage else label)
+                           description=f"{label}: {stage}"[:44] if stage else label,
+                           fraction=(progress.get("percent") or 0) / 100.0, stage_done=progress.get("done"),
+                           stage_total=progress.get("total"))
                 if job["status"] in ("succeeded", "failed", "cancelled"):
                     if job["status"] == "succeeded":
                         bar.update(task, completed=100, description=label)

@@ -136,5 +136,5 @@ def test_progress_off_a_terminal_is_plain_lines(saved_model, tmp_path):
         match = re.search(r": (\d+)/(\d+) \((\d+)%\)", line)
         assert match, line
         done, total, percent = map(int, match.groups())
-        assert percent == round(100 * done / total), line
+        assert percent == 100 * done // total, line  # rounded down: 100% only when it is all done
     assert lines[-1].split(": ", 1)[1].startswith("30/30 (100%)")
