@@ -157,7 +157,7 @@ def create_app(settings: Optional[Settings] = None, *, migrate: bool = True) -> 
 
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=[str(o) for o in settings.cors_origins],
-                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_methods=["GET", "POST", "PATCH", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "X-Share-Token", "Idempotency-Key"])
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
     if settings.auth != "token":

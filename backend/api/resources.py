@@ -85,3 +85,15 @@ def submit_with_resource(
 
 
 __all__ = ["get_or_404", "page", "scoped_key", "submit_with_resource"]
+
+
+def apply_update(row: Any, body: Any) -> None:
+    """A PATCH's fields onto a trace or experiment row: only those the request named (``name: null``
+    clears the name; tags and notes null mean "no change" for tags, "none" for notes)."""
+    given = body.model_fields_set
+    if "name" in given:
+        row.name = (body.name or "").strip() or None
+    if "tags" in given and body.tags is not None:
+        row.tags = list(body.tags)
+    if "notes" in given:
+        row.notes = (body.notes or "").strip() or None

@@ -241,9 +241,34 @@ class Provenance(BaseModel):
     seeds: list[int] = Field(default_factory=list)
 
 
+MAX_TAGS = 20
+Tag = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[^,]*$")]  # a comma would split it in a filter
+
+
+class RunUpdate(Request):
+    """A PATCH of a trace, trial or experiment: what a person says about it (only the fields given change;
+    ``name: null`` removes the name, ``tags`` replaces the list)."""
+
+    name: Optional[str] = Field(default=None, max_length=200)
+    tags: Optional[list[Tag]] = Field(default=None, max_length=MAX_TAGS)
+    notes: Optional[str] = Field(default=None, max_length=10_000)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, values: Optional[list[str]]) -> Optional[list[str]]:
+        if values is None:
+            return None
+        out = list(dict.fromkeys(v.strip() for v in values))  # once each, in the order given
+        if any(not v for v in out):
+            raise ValueError("tags: each tag needs a character that is not a space")
+        return out
+
+
 class TracePublic(BaseModel):
     id: str
     name: Optional[str] = None
+    tags: list[str] = Field(default_factory=list)
+    notes: Optional[str] = None
     status: str
     job: Optional[JobBrief] = None
     model: ModelBrief
@@ -258,6 +283,7 @@ class TracePublic(BaseModel):
 class TraceListItem(BaseModel):
     id: str
     name: Optional[str] = None
+    tags: list[str] = Field(default_factory=list)
     status: str
     model: ModelBrief
     tasks: list[str]
@@ -274,7 +300,10 @@ class TracesPublic(ListOf[TraceListItem]):
 # -- experiments -------------------------------------------------------------------------------------
 class _TrainingFields(Request, ExperimentFields):
     """Fields shared by trials and experiments: the spec's (layertracer/spec/jobs.py ExperimentFields,
-    with the hyper-parameters of layertracer/spec/training.py), their defaults, limits and checks."""
+    with the hyper-parameters of layertracer/spec/training.py), their defaults, limits and checks;
+    ``source_trace_id``: the trace whose freeze plan it trains (lineage; it must exist)."""
+
+    source_trace_id: Optional[str] = Field(default=None, min_length=1, max_length=32)
 
 
 class ExperimentCreate(_TrainingFields):
@@ -320,6 +349,9 @@ class ExperimentPublic(BaseModel):
     id: str
     kind: Literal["trial", "experiment"]
     name: Optional[str] = None
+    tags: list[str] = Field(default_factory=list)
+    notes: Optional[str] = None
+    source_trace_id: Optional[str] = None  # the trace whose freeze plan this run trains
     status: str
     job: Optional[JobBrief] = None
     model: ModelBrief
@@ -336,6 +368,8 @@ class ExperimentListItem(BaseModel):
     id: str
     kind: Literal["trial", "experiment"]
     name: Optional[str] = None
+    tags: list[str] = Field(default_factory=list)
+    source_trace_id: Optional[str] = None
     status: str
     model: ModelBrief
     allocations: list[str]

@@ -150,6 +150,8 @@ class Trace(Base):
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
     job_id: Mapped[Optional[str]] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     name: Mapped[Optional[str]] = mapped_column(String(200))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)  # a person's labels (PATCH), up to MAX_TAGS
+    notes: Mapped[Optional[str]] = mapped_column(Text)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     summary: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     position_view: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
@@ -216,6 +218,10 @@ class Experiment(Base):
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
     job_id: Mapped[Optional[str]] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     name: Mapped[Optional[str]] = mapped_column(String(200))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    notes: Mapped[Optional[str]] = mapped_column(Text)
+    # Lineage: the trace whose freeze plan this run trains ("Launch a trial with this plan").
+    source_trace_id: Mapped[Optional[str]] = mapped_column(ForeignKey("traces.id", ondelete="SET NULL"), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     result: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, deferred=True)
     partial: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)

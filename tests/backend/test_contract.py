@@ -57,7 +57,7 @@ def test_a_method_a_path_does_not_take_is_405_with_allow(db_url, tmp_path, roots
 
     app = create_app(Settings(data_dir=tmp_path / "data", database_url=db_url, model_roots=[roots]))
     with TestClient(app, base_url="http://127.0.0.1:8000") as client:
-        for method, path, allow in [("PUT", "/api/v1/models", "GET, POST"), ("PATCH", "/api/v1/traces/abc", "GET"),
+        for method, path, allow in [("PUT", "/api/v1/models", "GET, POST"), ("PUT", "/api/v1/traces/abc", "GET, PATCH"),
                                     ("OPTIONS", "/api/v1/models", "GET, POST"), ("DELETE", "/api/v1/health", "GET")]:
             response = client.request(method, path)
             assert response.status_code == 405, (method, path, response.text)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, undefer
 
 from backend import __version__, results
 from backend.api.common import job_brief, model_brief, not_found, scoped_key, status_of
-from backend.api.resources import get_or_404, page, submit_with_resource
+from backend.api.resources import apply_update, get_or_404, page, submit_with_resource
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.schemas import (
     created_or_existing,
@@ -19,9 +19,10 @@ from backend.api.schemas import (
     ExperimentMetrics,
     ExperimentPublic,
     ExperimentsPublic,
+    RunUpdate,
     TrialCreate,
 )
-from backend.db.models import Experiment, Job, Model, new_id
+from backend.db.models import Experiment, Job, Model, Trace, new_id
 from backend.security import PathError, confine_path
 from backend.settings import Settings
 from backend.tasksets import BUILTIN_TASK_NAMES
@@ -41,7 +42,8 @@ def experiment_summary(result: Optional[dict]) -> Optional[dict]:
 def experiment_public(row: Experiment, with_result: bool = True) -> dict:
     result = row.result if with_result else None
     return {
-        "id": row.id, "kind": row.kind, "name": row.name, "status": status_of(row.job), "job": job_brief(row.job),
+        "id": row.id, "kind": row.kind, "name": row.name, "tags": list(row.tags or []), "notes": row.notes,
+        "source_trace_id": row.source_trace_id, "status": status_of(row.job), "job": job_brief(row.job),
         "model": model_brief(row.model), "spec": row.spec, "summary": experiment_summary(result), "result": result,
         "partial": row.partial, "provenance": row.provenance, "created_at": row.created_at,
         "finished_at": row.finished_at,
@@ -61,6 +63,9 @@ def _create(kind: str, body: Union[ExperimentCreate, TrialCreate], session: Sess
     if model.trust_remote_code:
         raise HTTPException(422, "trials do not run a model folder's own code (trust_remote_code models)")
     fields = body.model_dump()
+    source_trace_id = fields.pop("source_trace_id")
+    if source_trace_id is not None and session.get(Trace, source_trace_id) is None:
+        raise HTTPException(422, f"source_trace_id: no trace {source_trace_id}")
     allocations = [fields.pop("allocation")] if kind == "trial" else fields.pop("allocations")
     fields["corpus"] = _confined(settings, body.corpus, "corpus")
     benchmarks = []
@@ -93,7 +98,7 @@ def _create(kind: str, body: Union[ExperimentCreate, TrialCreate], session: Sess
         session, settings, response, kind="experiment", spec=spec, resource_kind="experiment",
         resource_id=experiment_id, key=scoped_key("experiment", idempotency_key),
         build=lambda job_id: Experiment(id=experiment_id, kind=kind, model_id=model.id, job_id=job_id, name=body.name,
-                                        spec=spec, provenance=provenance),
+                                        spec=spec, provenance=provenance, source_trace_id=source_trace_id, tags=[]),
         find=lambda ident: session.get(Experiment, ident), public=experiment_public,
     )
 
@@ -121,7 +126,8 @@ def list_experiments(session: SessionDep, paging: PagingDep):
         search=(Experiment.name, Model.name, Model.source),
     )
     data = [{
-        "id": e.id, "kind": e.kind, "name": e.name, "status": status_of(e.job), "model": model_brief(e.model),
+        "id": e.id, "kind": e.kind, "name": e.name, "tags": list(e.tags or []), "source_trace_id": e.source_trace_id,
+        "status": status_of(e.job), "model": model_brief(e.model),
         "allocations": list(e.spec.get("allocations") or []), "labels": dict(e.spec.get("labels") or {}),
         "seeds": list(e.spec.get("seeds") or []),
         "created_at": e.created_at, "finished_at": e.finished_at, "job_id": e.job_id,
@@ -137,6 +143,19 @@ def get_experiment(experiment_id: str, session: SessionDep):
     ).unique().scalar_one_or_none()
     if row is None:
         raise not_found("experiment", experiment_id)
+    return experiment_public(row)
+
+
+@router.patch("/experiments/{experiment_id}", response_model=ExperimentPublic)
+def update_experiment(experiment_id: str, body: RunUpdate, session: SessionDep):
+    """Rename a trial or experiment, set its tags or notes (the fields given; a write: an API token)."""
+    row = session.execute(
+        select(Experiment).options(undefer(Experiment.result)).where(Experiment.id == experiment_id)
+    ).unique().scalar_one_or_none()
+    if row is None:
+        raise not_found("experiment", experiment_id)
+    apply_update(row, body)
+    session.commit()
     return experiment_public(row)
 
 

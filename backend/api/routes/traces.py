@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from backend import __version__, tasksets
 from backend.api.common import job_brief, model_brief, not_found, scoped_key, status_of
-from backend.api.resources import get_or_404, page, submit_with_resource
+from backend.api.resources import apply_update, get_or_404, page, submit_with_resource
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
-from backend.api.schemas import created_or_existing, TraceCreate, TracePublic, TracesPublic
+from backend.api.schemas import created_or_existing, RunUpdate, TraceCreate, TracePublic, TracesPublic
 from backend.db.models import Job, Model, Trace, TracePart, TraceResultRow, new_id
 from backend.results import ensure_trace_parts, task_part
 from layertracer.spec.jobs import TraceJobSpec
@@ -26,7 +26,8 @@ router = APIRouter(prefix="/traces", tags=["traces"])
 
 def trace_public(trace: Trace) -> dict:
     return {
-        "id": trace.id, "name": trace.name, "status": status_of(trace.job), "job": job_brief(trace.job),
+        "id": trace.id, "name": trace.name, "tags": list(trace.tags or []), "notes": trace.notes,
+        "status": status_of(trace.job), "job": job_brief(trace.job),
         "model": model_brief(trace.model), "spec": trace.spec, "created_at": trace.created_at,
         "finished_at": trace.finished_at, "summary": trace.summary,
         "partial": trace.partial if trace.summary is None else None, "provenance": trace.provenance,
@@ -106,7 +107,7 @@ def list_traces(session: SessionDep, paging: PagingDep):
                        paging, order=(Trace.created_at.desc(), Trace.id), status_column=Job.status,
                        search=(Trace.name, Model.name, Model.source))
     data = [{
-        "id": t.id, "name": t.name, "status": status_of(t.job), "model": model_brief(t.model),
+        "id": t.id, "name": t.name, "tags": list(t.tags or []), "status": status_of(t.job), "model": model_brief(t.model),
         "tasks": (t.summary or {}).get("tasks") or list(t.spec.get("task_sets") or []),
         "vulnerable_layer": (t.summary or {}).get("vulnerable_layer"), "created_at": t.created_at,
         "finished_at": t.finished_at, "job_id": t.job_id,
@@ -118,6 +119,15 @@ def list_traces(session: SessionDep, paging: PagingDep):
 def get_trace(trace_id: str, session: SessionDep):
     """Status, job progress, model, spec, summary (particles, vulnerable layer, freeze plan), provenance."""
     return trace_public(_trace_or_404(session, trace_id))
+
+
+@router.patch("/{trace_id}", response_model=TracePublic)
+def update_trace(trace_id: str, body: RunUpdate, session: SessionDep):
+    """Rename a trace, set its tags or notes (the fields given; a write: an API token)."""
+    trace = _trace_or_404(session, trace_id)
+    apply_update(trace, body)
+    session.commit()
+    return trace_public(trace)
 
 
 def _result_bytes(request: Request, session: Session, trace_id: str) -> tuple[bytes, str]:
