@@ -233,6 +233,10 @@ class ApiClient:
     def experiment(self, experiment_id: str) -> dict:
         return self.get(f"/experiments/{experiment_id}")
 
+    def update_run(self, kind: str, run_id: str, body: dict) -> dict:
+        """PATCH a trace (``kind`` "trace") or trial / experiment: its name, tags or notes."""
+        return self.request("PATCH", f"/{'traces' if kind == 'trace' else 'experiments'}/{run_id}", json=body)
+
     def experiment_metrics(self, experiment_id: str) -> dict:
         return self.get(f"/experiments/{experiment_id}/metrics")
 

@@ -415,9 +415,25 @@ def add_allocation(n_clicks, ranges, toggles, current, info):
     return "\n".join(lines)
 
 
+def lineage(api, trace_id: Optional[str], allocations: list[str]) -> tuple[dict, dict]:
+    """(fields, labels) for a run launched with a trace chosen (the freeze plan's "Launch a trial with
+    this plan", or the form's from-trace choice): the trace id it came from, and the label "freeze plan
+    of <trace>" for the allocation that is exactly the plan's ranges (one edited by hand is not)."""
+    if not trace_id:
+        return {}, {}
+    try:
+        meta = api.trace(trace_id)
+    except ApiError:
+        return {}, {}  # not readable from here: the API checks the id itself when it is given
+    plan = ((meta.get("summary") or {}).get("freeze_plan") or {}).get("train_ranges")
+    name = meta.get("name") or str(trace_id)[:8]
+    labels = {a: f"freeze plan of {name}" for a in allocations if plan and a == plan}
+    return {"source_trace_id": trace_id}, labels
+
+
 def make_submit(kind: str):
     def submit(n_clicks, model, info, ranges, toggles, allocations_text, corpus, benchmarks, trace_tasks, seeds, steps, lr,
-               batch_size, block_size, token):
+               batch_size, block_size, token, source_trace=None):
         if not n_clicks:
             return dash.no_update, dash.no_update
         L = int((info or {}).get("num_layers") or 0)
@@ -433,6 +449,8 @@ def make_submit(kind: str):
         if errors:
             return html.Ul([html.Li(e) for e in errors], className="lt-error"), dash.no_update
         api = client(token)
+        fields, labels = lineage(api, source_trace, allocations)
+        body = {**body, **fields, "labels": {**labels, **(body.get("labels") or {})}} if fields else body
         try:
             created = api.create_trial(body) if kind == "trial" else api.create_experiment(body)
         except ApiError as exc:
@@ -463,4 +481,4 @@ def register(app: dash.Dash, p: str, kind: str) -> None:
                  State(f"{p}-ranges", "value"), State(f"{p}-toggles", "value"), allocations_state,
                  *[State(f"{p}-{k}", "value") for k in ("corpus", "benchmarks", "trace_tasks", "seeds", "steps", "lr",
                                                          "batch_size", "block_size")],
-                 auth, prevent_initial_call=True)(make_submit(kind))
+                 auth, State(f"{p}-trace", "value"), prevent_initial_call=True)(make_submit(kind))

@@ -64,8 +64,10 @@ def layout(experiment_id: Optional[str] = None, token: Optional[str] = None, **q
                     html.Span(relative_time(exp.get("created_at")), title=absolute_time(exp.get("created_at"))),
                     f" · took {run_duration(exp)} · " if exp.get("finished_at") else " · ",
                     dcc.Link("Report", href=rel(f"/experiments/{experiment_id}/report") + build_search({"share": share}),
-                             id=f"{P}-report-link", title="The results table, significance and an export as one HTML file")],
+                             id=f"{P}-report-link", title="The results table, significance and an export as one HTML file"),
+                    *lineage_link(exp, share)],
                    className="lt-muted"),
+            notes_view(exp),
             share_bar(P),
         ], className="lt-page-head"),
         dcc.Interval(id=f"{P}-interval", interval=POLL_MS, disabled=finished),
@@ -79,6 +81,51 @@ def heading(exp: dict) -> str:
     """The page's title: the run's name (its short id when it has none) and its kind."""
     kind = (exp.get("kind") or "experiment").capitalize()
     return f"{run_name(exp)}" if exp.get("name") else f"{kind} {run_name(exp)}"
+
+
+def lineage_link(exp: dict, share: Optional[str]) -> list:
+    """" · from trace <id>": the trace whose freeze plan this run trains, linked (nothing without one)."""
+    source = exp.get("source_trace_id")
+    if not source:
+        return []
+    return [" · plan from ", dcc.Link(f"trace {short_id(source)}", href=rel(f"/traces/{source}") + build_search({"share": share}),
+                                       id=f"{P}-source-trace", title=f"the trace whose freeze plan this run trains ({source})")]
+
+
+def notes_view(exp: dict) -> html.Details:
+    """The run's name, tags and notes, editable (Save needs an API token when the API checks them)."""
+    tags = exp.get("tags") or []
+    summary = [html.Span("Name, tags and notes")] + [html.Span(t, className="lt-tag") for t in tags]
+    return html.Details([
+        html.Summary(summary),
+        html.Div([
+            html.Label("Name", htmlFor=f"{P}-name"),
+            dcc.Input(id=f"{P}-name", value=exp.get("name") or "", maxLength=200, className="lt-input"),
+            html.Label("Tags (comma-separated)", htmlFor=f"{P}-tags"),
+            dcc.Input(id=f"{P}-tags", value=", ".join(tags), className="lt-input"),
+            html.Label("Notes", htmlFor=f"{P}-notes"),
+            dcc.Textarea(id=f"{P}-notes", value=exp.get("notes") or "", maxLength=10_000, className="lt-input"),
+            html.Button("Save", id=f"{P}-save", className="lt-button"),
+            html.Span(id=f"{P}-save-msg", className="lt-muted"),
+        ], className="lt-notes-form"),
+    ], id=f"{P}-notes-box", open=bool(exp.get("notes")))
+
+
+def parse_tags(text: Optional[str]) -> list[str]:
+    """``"a, b,,a"`` -> ["a", "b"] (the API keeps each once, in order)."""
+    return list(dict.fromkeys(t.strip() for t in (text or "").split(",") if t.strip()))
+
+
+def save_notes(n_clicks, name, tags, notes, experiment_id, token):
+    """Save -> PATCH the run; the heading shows the new name."""
+    if not n_clicks:
+        return dash.no_update, dash.no_update
+    try:
+        exp = client(token).update_run("experiment", experiment_id,
+                                       {"name": (name or "").strip() or None, "tags": parse_tags(tags), "notes": notes or ""})
+    except ApiError as exc:
+        return f"Not saved: {exc}", dash.no_update
+    return "Saved.", heading(exp)
 
 
 def _metrics(experiment_id, token, share) -> Optional[dict]:
@@ -258,5 +305,8 @@ def register_callbacks(app: dash.Dash) -> None:
     app.callback(Output(f"{P}-share-url", "value"), Output(f"{P}-share-msg", "children"),
                  Input(f"{P}-share-btn", "n_clicks"), State(f"{P}-url", "href"), State(f"{P}-url", "pathname"),
                  State(f"{P}-url", "search"), State(f"{P}-id", "data"), auth, prevent_initial_call=True)(share)
+    app.callback(Output(f"{P}-save-msg", "children"), Output(f"{P}-title", "children"),
+                 Input(f"{P}-save", "n_clicks"), State(f"{P}-name", "value"), State(f"{P}-tags", "value"),
+                 State(f"{P}-notes", "value"), State(f"{P}-id", "data"), auth, prevent_initial_call=True)(save_notes)
     app.callback(Output({"type": f"{P}-cancel", "job": ALL}, "children"),
                  Input({"type": f"{P}-cancel", "job": ALL}, "n_clicks"), auth, prevent_initial_call=True)(cancel)

@@ -10,7 +10,7 @@ from dash import Input, Output, State, dcc, html
 
 from frontend.api_client import ApiError
 from frontend.components import LIVE_STATUSES, api_error_box, build_search, client, empty_box, progress_bar, rel, status_badge
-from frontend.viz.names import absolute_time, allocation_label, relative_time, run_duration, run_name
+from frontend.viz.names import absolute_time, allocation_label, relative_time, run_duration, run_name, short_id
 
 dash.register_page(__name__, path="/", name="Runs", title="Runs · LayerTracer", order=0)
 
@@ -64,7 +64,8 @@ def _what(item: dict, kind: str) -> str:
     seeds = item.get("seeds") or spec.get("seeds") or []
     labels = item.get("labels") or spec.get("labels") or {}
     text = f"{item.get('kind', 'experiment')}: " + ", ".join(allocation_label(a, labels) for a in allocs)
-    return text + (f" · seeds {','.join(str(s) for s in seeds)}" if seeds else "")
+    text += f" · seeds {','.join(str(s) for s in seeds)}" if seeds else ""
+    return text + (f" · plan of trace {short_id(item['source_trace_id'])}" if item.get("source_trace_id") else "")
 
 
 def with_jobs(items: list[dict], api) -> list[dict]:
@@ -90,7 +91,8 @@ def runs_table(items: list[dict], kind: str, now=None) -> html.Table:
         status = item.get("status") or job.get("status")
         cell = progress_bar(job) if status in LIVE_STATUSES else status_badge(status)
         rows.append(html.Tr([
-            html.Td(dcc.Link(run_name(item), href=rel(base + str(item["id"])), title=f"id {item['id']}")),
+            html.Td([dcc.Link(run_name(item), href=rel(base + str(item["id"])), title=f"id {item['id']}")]
+                    + [html.Span(t, className="lt-tag") for t in item.get("tags") or []]),
             html.Td(cell, className="lt-status-cell"),
             html.Td(_model_name(item)),
             html.Td(_what(item, kind)),

@@ -311,11 +311,11 @@ def test_runs_table_links_and_live_progress():
     tbl = page.runs_table(items, "traces")
     text = text_of(tbl)
     assert "sensitivity" in text and "25%" in text and "succeeded" in text and "vulnerable layer 3" in text
-    links = [row.children[0].children for row in tbl.children[1].children]
+    links = [row.children[0].children[0] for row in tbl.children[1].children]
     assert [l.href for l in links] == ["/traces/t1", "/traces/t2"]
     exp = page.runs_table([{"id": "e1", "kind": "trial", "status": "queued", "model": {"name": "tiny"},
                             "allocations": ["0-3"], "seeds": [1, 2]}], "experiments")
-    assert exp.children[1].children[0].children[0].children.href == "/experiments/e1"
+    assert exp.children[1].children[0].children[0].children[0].href == "/experiments/e1"
     assert "trial: train layers 0-3 · seeds 1,2" in text_of(exp)
 
 

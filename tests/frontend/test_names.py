@@ -73,7 +73,7 @@ def test_the_runs_table_shows_names_labels_and_relative_times():
     assert "train-shallow (freeze plan), full" in rows[0][3] and "train layers 0" in rows[1][3]
     assert rows[0][4] == "30 min ago" and rows[0][5] == "5 min" and rows[1][4] == "2 h ago"
     assert not any(ident in cell for row in rows for cell in row)
-    link = tbl.children[1].children[0].children[0].children
+    link = tbl.children[1].children[0].children[0].children[0]
     assert link.href == f"/experiments/{ident}" and ident in link.title
 
 
@@ -85,3 +85,34 @@ def test_the_experiment_heading_is_its_name(experiment_result):
     part = dash.html.Div(page.partial_view({"spec": {"labels": {"0-1,3": "my plan"}},
                                             "partial": {"trials": {t["slug"]: t for t in experiment_result["trials"]}}}))
     assert "my plan" in text_of(part)
+
+
+def test_tags_and_lineage_show_and_notes_save():
+    from frontend.pages import experiment as page
+    from frontend.pages import runs
+
+    ident, source = "ab" * 16, "cd" * 16
+    item = {"id": ident, "kind": "trial", "name": "plan trial", "status": "succeeded", "model": {"name": "tiny"},
+            "allocations": ["0"], "seeds": [1], "tags": ["demo", "qwen"], "source_trace_id": source}
+    tbl = runs.runs_table([item], "experiments", now=NOW)
+    cells = [text_of(td) for td in tbl.children[1].children[0].children]
+    assert cells[0] == "plan trial demo qwen" and "plan of trace cdcdcdcd" in cells[3]
+    link = page.lineage_link(item, None)[1]
+    assert link.href == f"/traces/{source}" and link.children == "trace cdcdcdcd"
+    assert page.lineage_link({"id": ident}, None) == []
+    assert page.parse_tags(" a, b,,a ,") == ["a", "b"]
+    box = page.notes_view({**item, "notes": "kept layer 0"})
+    assert box.open and "demo" in text_of(box.children[0])
+
+
+def test_a_trial_launched_from_a_trace_records_it_and_names_its_plan():
+    from frontend import run_form
+
+    class Api:
+        def trace(self, trace_id):
+            return {"id": trace_id, "name": "qwen plan", "summary": {"freeze_plan": {"train_ranges": "0"}}}
+
+    assert run_form.lineage(Api(), "t1", ["0"]) == ({"source_trace_id": "t1"}, {"0": "freeze plan of qwen plan"})
+    # ranges edited away from the plan keep the lineage but not the plan's name
+    assert run_form.lineage(Api(), "t1", ["0-2"]) == ({"source_trace_id": "t1"}, {})
+    assert run_form.lineage(Api(), None, ["0"]) == ({}, {})
