@@ -331,6 +331,24 @@ def test_launch_a_trial_and_see_its_results(stack, driver, state):
     loss = figure(d, "exp-loss")
     assert loss["data"] and loss["data"][0]["x"]
     browser.screenshot(d, "08-trial-page")
+    # Lineage: the trial was launched from the trace's plan, and links back to it.
+    assert exp["source_trace_id"] == state["trace_id"]
+    assert d.find_element(By.ID, "exp-source-trace").get_attribute("href").endswith(f"/traces/{state['trace_id']}")
+    # Name, tags and notes: edited on the page, saved through the API, shown in the heading.
+    d.find_element(By.CSS_SELECTOR, "#exp-notes-box summary").click()
+    set_input(d, "exp-name", "plan trial")
+    set_input(d, "exp-tags", "demo, layer 0")
+    notes = d.find_element(By.ID, "exp-notes")
+    notes.clear()
+    notes.send_keys("trained the plan's ranges edited to 0-1,3")
+    d.find_element(By.ID, "exp-save").click()
+    wait(d, lambda drv: drv.find_element(By.ID, "exp-save-msg").text == "Saved.", what="the notes saved")
+    assert d.find_element(By.ID, "exp-title").text == "plan trial"
+    saved = stack.get(f"/experiments/{experiment_id}")
+    assert (saved["name"], saved["tags"], saved["notes"]) == ("plan trial", ["demo", "layer 0"],
+                                                             "trained the plan's ranges edited to 0-1,3")
+    browser.screenshot(d, "08b-trial-notes", full_page=False)
+    state["experiment_id"] = experiment_id
     assert severe_console_errors(d) == []
 
 
@@ -338,7 +356,9 @@ def test_runs_and_compare_pages(stack, driver, state):
     d = driver
     d.find_element(By.LINK_TEXT, "Runs").click()  # the header's links change pages without reloading
     wait(d, lambda drv: urlparse(drv.current_url).path == "/" and drv.find_elements(By.ID, "runs-table"), what="the runs page")
-    wait(d, lambda drv: state["trace_id"] in drv.find_element(By.ID, "runs-table").text, what="the runs list")
+    # runs are listed by name (the start of the id when unnamed), never by the 32-hex id
+    wait(d, lambda drv: state["trace_id"][:8] in drv.find_element(By.ID, "runs-table").text, what="the runs list")
+    assert state["trace_id"] not in d.find_element(By.ID, "runs-table").text
     set_input(d, "runs-q", "no-such-run-xyz")
     d.find_element(By.ID, "runs-q").send_keys(Keys.ENTER)
     wait(d, lambda drv: "No traces matching" in drv.find_element(By.ID, "runs-table").text, what="the empty state")
@@ -347,6 +367,9 @@ def test_runs_and_compare_pages(stack, driver, state):
     d.find_element(By.ID, "runs-q").send_keys(Keys.ENTER)
     d.find_element(By.CSS_SELECTOR, "#runs-kind input[value='experiments']").find_element(By.XPATH, "./ancestor::label").click()
     wait(d, lambda drv: "trial" in drv.find_element(By.ID, "runs-table").text, what="the trials list")
+    listed = d.find_element(By.ID, "runs-table").text
+    assert "plan trial" in listed and "demo" in listed and "plan of trace" in listed
+    assert "just now" in listed or " ago" in listed  # relative times, not ISO
     browser.screenshot(d, "09-runs")
     d.get(stack.url + f"/compare?traces={state['trace_id']}")
     chosen = wait(d, lambda drv: drv.find_elements(By.ID, "compare-ids"), what="the trace picker")[0]
