@@ -1,0 +1,29 @@
+"""Tuned-lens translators: identity at init, safetensors round trip, refusal of another model's file."""
+
+import pytest
+import torch
+
+from layertracer.tuned_lens import Translators, TunedLensError, load, save
+
+
+def test_untrained_translators_are_the_identity():
+    states = torch.randn(5, 7, 16)
+    assert torch.equal(Translators(3, 16)(states, 1), states)
+
+
+def test_round_trip_keeps_values(tmp_path):
+    made = Translators(3, 8)
+    with torch.no_grad():
+        made.weight.normal_()
+        made.bias.normal_()
+    path = save(made, tmp_path / "lens.safetensors", "sha256:abc")
+    back = load(path, "sha256:abc")
+    states = torch.randn(4, 8)
+    expected = states + states @ made.weight[2].detach().T + made.bias[2].detach()
+    assert torch.allclose(back(states, 2), expected)
+
+
+def test_another_models_file_is_refused(tmp_path):
+    path = save(Translators(2, 4), tmp_path / "lens.safetensors", "sha256:abc")
+    with pytest.raises(TunedLensError, match="trained for model sha256:abc"):
+        load(path, "sha256:other")
