@@ -80,3 +80,62 @@ def load(path: str | os.PathLike, fingerprint: str) -> Translators:
         translators.weight.copy_(weight)
         translators.bias.copy_(bias)
     return translators
+
+
+def residual_states(loaded, ids: torch.Tensor) -> list[torch.Tensor]:
+    """The embedding and every block output of a frozen forward on ``ids`` (B, T): L + 1 tensors (B, T, d)."""
+    from layertracer.recording import record_stack
+
+    with torch.no_grad():
+        recording = record_stack(loaded.model, loaded.adapter, ids)
+    return [recording.inputs[0]] + list(recording.outputs)
+
+
+def lens_kl(loaded, translators: Translators, ids: torch.Tensor) -> torch.Tensor:
+    """Mean over tokens of KL(final distribution || translated lens distribution), nats, per
+    translated state: (count,). Differentiable in ``translators`` only."""
+    states = residual_states(loaded, ids)
+    adapter = loaded.adapter
+    with torch.no_grad():
+        final = torch.log_softmax(adapter.logits(states[-1]).float(), dim=-1)
+    losses = []
+    for index in range(translators.weight.shape[0]):
+        lens = torch.log_softmax(adapter.logits(translators(states[index].float(), index)).float(), dim=-1)
+        kl = torch.nn.functional.kl_div(lens, final, log_target=True, reduction="none").sum(-1)
+        losses.append(kl.mean())
+    return torch.stack(losses)
+
+
+def train_translators(loaded, blocks, *, steps: int = 250, batch_size: int = 8, lr: float = 1.0,
+                      momentum: float = 0.9, weight_decay: float = 1e-3, seed: int = 0) -> Translators:
+    """Translators for ``loaded`` trained on token ``blocks`` (N, T) (``shards.TokenBlocks`` or a
+    tensor) by the tuned-lens recipe: identity init, loss the sum over states of KL(final || lens),
+    SGD with Nesterov momentum and a linearly decaying learning rate. The model stays frozen."""
+    d = states_width(loaded)
+    translators = Translators(loaded.adapter.num_layers, d)
+    optimizer = torch.optim.SGD(translators.parameters(), lr=lr, momentum=momentum, nesterov=True,
+                                weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / max(steps, 1))
+    generator = torch.Generator().manual_seed(seed)
+    device = next(loaded.model.parameters()).device
+    flags = [p.requires_grad for p in loaded.model.parameters()]
+    try:
+        for p in loaded.model.parameters():
+            p.requires_grad_(False)  # gradients for the translators only
+        for _ in range(steps):
+            rows = torch.randint(len(blocks), (batch_size,), generator=generator)
+            with torch.enable_grad():  # also when a caller runs under no_grad
+                loss = lens_kl(loaded, translators, blocks[rows].to(device)).sum()
+                optimizer.zero_grad()
+                loss.backward()
+            optimizer.step()
+            schedule.step()
+    finally:
+        for p, flag in zip(loaded.model.parameters(), flags):
+            p.requires_grad_(flag)
+    return translators
+
+
+def states_width(loaded) -> int:
+    """The width d of the residual stream (the block outputs)."""
+    return int(loaded.info.hidden_size)

@@ -27,3 +27,20 @@ def test_another_models_file_is_refused(tmp_path):
     path = save(Translators(2, 4), tmp_path / "lens.safetensors", "sha256:abc")
     with pytest.raises(TunedLensError, match="trained for model sha256:abc"):
         load(path, "sha256:other")
+
+
+def test_training_lowers_held_out_kl(tmp_path):
+    from layertracer.models.loading import load_model
+    from layertracer.training.corpus import pack
+    from layertracer.tuned_lens import lens_kl, train_translators
+    from tiny_models import save_tiny_model
+
+    loaded = load_model(str(save_tiny_model("llama", tmp_path / "m")), device="cpu", dtype="float32")
+    texts = [f"the capital of country {i} is city {i * 7 % 13}; opposite of hot is cold." for i in range(200)]
+    blocks = pack(loaded.tokenizer, texts, 32)
+    train, held = blocks[: len(blocks) - 8], blocks[len(blocks) - 8 :]
+    identity = lens_kl(loaded, Translators(loaded.adapter.num_layers, loaded.info.hidden_size), held)
+    trained = train_translators(loaded, train, steps=60, batch_size=8)
+    with torch.no_grad():
+        after = lens_kl(loaded, trained, held)
+    assert after.sum() < 0.8 * identity.sum()
