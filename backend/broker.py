@@ -83,6 +83,7 @@ def get_client(settings: Optional[Settings] = None) -> Celery:
         return client
 
 
-def send_job(job_id: str, kind: str, settings: Optional[Settings] = None) -> None:
-    """Deliver ``job_id`` to the workers: ``send_task(f"{kind}.run", args=[job_id], queue=...)``."""
-    get_client(settings).send_task(f"{kind}.run", args=[job_id], queue=queue_for(kind))
+def send_job(job_id: str, kind: str, settings: Optional[Settings] = None, queue: Optional[str] = None) -> None:
+    """Deliver ``job_id`` to the workers: ``send_task(f"{kind}.run", args=[job_id], queue=...)`` on the
+    job's stored queue (``jobs.queue``; the kind's queue when not given)."""
+    get_client(settings).send_task(f"{kind}.run", args=[job_id], queue=queue or queue_for(kind))

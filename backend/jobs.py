@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from backend.db.models import JOB_KINDS, TERMINAL_STATES, Job, new_id
 from backend.db.types import utcnow
+from layertracer.spec.jobs import MULTI_PROCESS_QUEUE
 
 QUEUES = {"inspect": "trace", "trace": "trace", "experiment": "train"}
 DEFAULT_LOG_TAIL = 64 * 1024
@@ -37,12 +38,16 @@ class JobError(ValueError):
     """A job function was called with something it cannot do (unknown kind, bad status)."""
 
 
-def queue_for(kind: str) -> str:
-    """The Celery queue of a job kind: ``inspect``/``trace`` -> ``trace``, ``experiment`` -> ``train``."""
+def queue_for(kind: str, spec: Optional[dict[str, Any]] = None) -> str:
+    """The Celery queue of a job: ``inspect``/``trace`` -> ``trace``, ``experiment`` -> ``train``, or
+    ``train-multi`` when its spec asks for several processes (only a worker with that many GPUs can
+    run it). A job keeps its queue in ``jobs.queue``; every re-send uses that."""
     try:
-        return QUEUES[kind]
+        queue = QUEUES[kind]
     except KeyError:
         raise JobError(f"unknown job kind {kind!r} (one of {', '.join(JOB_KINDS)})") from None
+    processes = (spec or {}).get("processes") or 1
+    return MULTI_PROCESS_QUEUE if kind == "experiment" and isinstance(processes, int) and processes > 1 else queue
 
 
 def _insert_ignoring_conflict(session: Session, values: dict[str, Any]) -> None:
@@ -78,7 +83,7 @@ def submit_job(
     ``commit=False`` leaves the transaction open so the caller can add the job's resource row first; then
     compare ``job.resource_id`` with the id you passed to know whether the job is new.
     """
-    queue = queue_for(kind)
+    queue = queue_for(kind, spec)
     now = utcnow()
     values = dict(
         id=new_id(), kind=kind, queue=queue, status="queued", spec=spec, idempotency_key=idempotency_key,

@@ -17,6 +17,7 @@ from typing import Optional
 import typer
 
 from layertracer.cli_common import err, fail, out
+from layertracer.spec.jobs import ALL_QUEUES
 from service.demo import QUICK, FULL, ApiClient, prepare_world, run_demo
 from service.supervisor import (
     API_APP,
@@ -87,14 +88,15 @@ def api(
 
 def worker(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default: $LAYERTRACER_DATA_DIR or ./data)."),
-    queues: str = typer.Option(DEFAULT_QUEUES, help="Comma-separated queues: trace, train."),
+    queues: str = typer.Option(DEFAULT_QUEUES, help="Comma-separated queues: trace, train, train-multi "
+                               "(trials that ask for several processes: give it to a worker with that many GPUs)."),
     name: Optional[str] = typer.Option(None, help="Worker node name (default: celery@HOST)."),
     loglevel: str = typer.Option("INFO", help="Celery log level."),
 ) -> None:
     """Run one worker process (one job at a time; start one per GPU)."""
-    unknown = sorted(set(q.strip() for q in queues.split(",") if q.strip()) - {"trace", "train"})
+    unknown = sorted(set(q.strip() for q in queues.split(",") if q.strip()) - set(ALL_QUEUES))
     if unknown or not queues.strip():
-        fail(f"--queues takes trace and/or train, not {queues!r}")
+        fail(f"--queues takes {', '.join(ALL_QUEUES)} (one or more, comma-separated), not {queues!r}")
     folder = data_dir_of(data_dir)
     _exec(worker_command(queues, name=name, loglevel=loglevel), service_env(folder))
 

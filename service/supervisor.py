@@ -26,8 +26,9 @@ from typing import Optional
 
 from layertracer.cli_common import err
 from layertracer.errors import LayerTracerError
+from layertracer.spec.jobs import ALL_QUEUES
 
-DEFAULT_QUEUES = "trace,train"
+DEFAULT_QUEUES = ",".join(ALL_QUEUES)  # one host, one worker: it serves every queue
 # How long `up` waits for the API to answer, and for children to stop after Ctrl-C.
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0

@@ -23,11 +23,12 @@ from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from backend.broker import celery_config
+from layertracer.spec.jobs import ALL_QUEUES
 from backend.settings import Settings, get_settings
 
 log = logging.getLogger("layertracer.worker")
 
-QUEUES = ("trace", "train")
+QUEUES = ALL_QUEUES
 TASK_ROUTES = {"inspect.run": {"queue": "trace"}, "trace.run": {"queue": "trace"}, "experiment.run": {"queue": "train"}}
 # The filesystem transport polls its folder; 0.1 s keeps pick-up latency low at ~10 stat calls a second.
 FILESYSTEM_POLL_SECONDS = 0.1

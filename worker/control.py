@@ -218,13 +218,14 @@ class JobControl:
                 lease_seconds=self.settings.lease_seconds,
                 log_limit=self.settings.log_tail_chars,
             )
-            if stop:
-                if job_fns.lease_held(session, job_id=self.job_id, worker_id=self.worker):
-                    self.cancelled.set()
-                else:
-                    self.lost.set()
+            if stop and not job_fns.lease_held(session, job_id=self.job_id, worker_id=self.worker):
+                self.lost.set()
             else:
+                # A cancel request renews the lease too: the job may take a while to stop (a trial's
+                # checkpoint, a process group's exit) and is still ours until it has.
                 self.lease_until = started + self.settings.lease_seconds
+                if stop:
+                    self.cancelled.set()
         return stop
 
     def _loop(self) -> None:
@@ -268,7 +269,8 @@ def reap(settings: Settings, engine: Optional[Engine] = None, send: Optional[Cal
     from backend.db.models import Job
 
     engine = engine or engine_for(settings.database_url)
-    send = send or (lambda job_id, kind: send_job(job_id, kind, settings))
+    queues: dict[str, str] = {}
+    send = send or (lambda job_id, kind: send_job(job_id, kind, settings, queue=queues.get(job_id)))
     with session_scope(engine) as session:
         released = dead_local_holders(session)
         if released:
@@ -290,7 +292,9 @@ def reap(settings: Settings, engine: Optional[Engine] = None, send: Optional[Cal
             session.execute(update(Job).where(Job.id.in_(stale), Job.status == "queued").values(updated_at=utcnow())
                             .execution_options(synchronize_session=False))
         ids = list(dict.fromkeys(requeued + stale))
-        kinds = dict(session.query(Job.id, Job.kind).filter(Job.id.in_(ids)).all()) if ids else {}
+        rows = session.query(Job.id, Job.kind, Job.queue).filter(Job.id.in_(ids)).all() if ids else []
+        kinds = {job_id: kind for job_id, kind, _ in rows}
+        queues.update({job_id: queue for job_id, _, queue in rows})
     for job_id in ids:
         send(job_id, kinds[job_id])
         if job_id in requeued:
@@ -304,7 +308,7 @@ def release(settings: Settings, job_id: str, worker: str, kind: str, engine: Opt
     down: Ctrl-C, SIGTERM, a rolling restart). The interrupted run does not count as an attempt, so
     restarts never exhaust a job's attempts; a trial resumes from the checkpoint it just wrote. Returns
     False when the job is no longer ours or a cancel was requested (the reaper then finishes it)."""
-    from sqlalchemy import case, update
+    from sqlalchemy import case, select, update
 
     from backend.broker import send_job
     from backend.db.models import Job
@@ -323,7 +327,12 @@ def release(settings: Settings, job_id: str, worker: str, kind: str, engine: Opt
         session.commit()
     if result.rowcount != 1:
         return False
-    (send or (lambda i, k: send_job(i, k, settings)))(job_id, kind)
+    if send is None:
+        with session_scope(engine) as session:
+            queue = session.execute(select(Job.queue).where(Job.id == job_id)).scalar_one_or_none()
+        send_job(job_id, kind, settings, queue=queue)
+    else:
+        send(job_id, kind)
     return True
 
 

@@ -295,7 +295,7 @@ def experiment_spec(spec: Mapping[str, Any], *, roots: Sequence[str | os.PathLik
     """
     from layertracer.experiments.spec import ExperimentSpec
 
-    data = {k: v for k, v in spec.items() if k not in ("name", "kind", "trust_remote_code", "model_id")}
+    data = {k: v for k, v in spec.items() if k not in ("name", "kind", "trust_remote_code", "model_id", "processes")}
     source, trust = _spec_model(spec)
     if trust:
         raise LayerTracerError("trials do not run a model folder's own code (trust_remote_code)")

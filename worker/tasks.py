@@ -19,6 +19,7 @@ trials' checkpoints there.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import threading
@@ -312,7 +313,15 @@ def _run(kind: str, spec: dict[str, Any], settings: Settings, job_id: str, contr
 
         # The runner hands over its partial results (the baseline, then each trial as it ends); the
         # heartbeat stores them with the next beat.
-        result = runners.run_experiment(
+        processes = int(spec.get("processes") or 1)
+        if processes > 1:  # torchrun as a child process group; the lease and the database stay here
+            from worker.group import run_experiment_group
+
+            control.log(f"starting {processes} processes (torchrun)")
+            run = functools.partial(run_experiment_group, processes=processes)
+        else:
+            run = runners.run_experiment
+        result = run(
             spec, out_dir=settings.jobs_dir / job_id, roots=roots, progress=sink, on_step=on_step,
             should_stop=sink.should_stop, on_partial=lambda values: buffer.add_partial(**values),
             corpus_cache=settings.corpus_cache_dir,

@@ -87,6 +87,6 @@ def send(settings: Settings, job: Job) -> None:
     """Deliver a job id to the workers. A broker outage must not lose the job or fail the request: the
     job stays queued in the database and the workers' sweep re-sends stale queued jobs."""
     try:
-        broker.send_job(job.id, job.kind, settings)
+        broker.send_job(job.id, job.kind, settings, queue=job.queue)
     except Exception as exc:  # noqa: BLE001 - any broker failure is logged, the DB row is the truth
         log.warning("could not send job %s to the broker (%s); it stays queued", job.id, exc)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from layertracer.errors import LayerTracerError
 from layertracer.spec.allocations import check_allocation
@@ -24,6 +24,12 @@ from layertracer.spec.training import TrainingOptionsSpec
 
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 DEVICE_RE = re.compile(DEVICE_PATTERN)
+# The workers' queues: inspect and trace jobs, trials and experiments in one process, and those asking
+# for several processes (only a worker with that many GPUs can run them: ``backend.jobs.queue_for``).
+MULTI_PROCESS_QUEUE = "train-multi"
+ALL_QUEUES = ("trace", "train", MULTI_PROCESS_QUEUE)
+# The most processes one job may ask for: the GPUs of one host (8 on most, 16 on a few).
+MAX_PROCESSES = 16
 # One element of a list of names (task sets, perturbations): never empty.
 Item = Annotated[str, Field(min_length=1, max_length=200)]
 ModelId = Annotated[str, Field(min_length=1, max_length=64)]
@@ -65,13 +71,20 @@ class ExperimentFields(TrainingOptionsSpec):
     labels: dict[str, str] = Field(default_factory=dict, max_length=10,
                                    description="display names of allocations in the results table")
 
-    @field_validator("strategy")
-    @classmethod
-    def _one_process(cls, value: str) -> str:
-        if value != "ddp":  # a job runs in one worker process (multi-GPU jobs are not served yet)
-            raise ValueError(f"strategy {value} needs several processes and the service runs a job in one: run it "
-                             f"with torchrun -m layertracer experiment --strategy {value}")
-        return value
+    processes: int = Field(default=1, ge=1, le=MAX_PROCESSES, description=(
+        "processes on one worker host, each with its own GPU on CUDA: more than 1 and the worker starts "
+        "them with torchrun (data-parallel, or sharded with strategy fsdp)"))
+
+    @model_validator(mode="after")
+    def _process_group(self) -> "ExperimentFields":
+        if self.strategy == "fsdp" and self.processes < 2:
+            raise ValueError("strategy fsdp shards the model over several processes: set processes to 2 or "
+                             "more (one per GPU)")
+        placed = self.placement.device_map or self.placement.max_memory or self.placement.load_in
+        if self.processes > 1 and placed:
+            raise ValueError("a placement (device_map, max_memory, load_in) spreads one process's model; with "
+                             "processes > 1 every process holds its own copy (ddp) or shard (fsdp): leave it out")
+        return self
 
     @field_validator("labels")
     @classmethod

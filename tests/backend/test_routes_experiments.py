@@ -81,7 +81,9 @@ def test_experiments_and_trials(client, db_url, roots):
         ({"holdout": 0.5}, 422, "holdout"),
         ({"lr": 0}, 422, "lr"),
         ({"device": "tpu"}, 422, "bad device"),
-        ({"strategy": "fsdp"}, 422, "strategy fsdp needs several processes and the service runs a job in one"),
+        ({"strategy": "fsdp"}, 422, "strategy fsdp shards the model over several processes: set processes to 2"),
+        ({"processes": 2, "placement": {"device_map": "auto"}}, 422, "with processes > 1 every process holds"),
+        ({"processes": 17}, 422, "processes"),
         ({"strategy": "zero3"}, 422, "strategy"),
         ({"trace_tasks": "mine"}, 422, "not a built-in task"),
         ({"model_id": "nope"}, 404, "unknown model"),
@@ -117,3 +119,23 @@ def test_a_trial_carries_its_placement_to_the_worker(client, db_url):
                          ({"load_in": "2bit"}, "load_in")):
         refused = client.post(f"{API}/experiments", json={**experiment_body(model["id"]), "placement": bad})
         assert refused.status_code == 422 and message in one_line(refused), refused.text
+
+
+def test_a_trial_on_several_processes_goes_to_the_multi_process_queue(client, db_url, tmp_path):
+    import json
+
+    from backend.settings import Settings
+
+    model = register(client)
+    body = {**experiment_body(model["id"]), "processes": 4, "strategy": "fsdp"}
+    created = client.post(f"{API}/experiments", json=body)
+    assert created.status_code == 201, created.text
+    job = client.get(f"{API}/jobs/{created.json()['job']['id']}").json()
+    assert job["queue"] == "train-multi"
+    single = client.post(f"{API}/experiments", json=experiment_body(model["id"])).json()
+    assert client.get(f"{API}/jobs/{single['job']['id']}").json()["queue"] == "train"
+    # The broker's message for it is on that queue (where only a worker with several GPUs listens).
+    folder = Settings(data_dir=tmp_path / "data", database_url=db_url).broker_dir / "queue"
+    messages = [json.loads(p.read_text()) for p in sorted(folder.glob("*.msg"))] if folder.exists() else []
+    routed = {m["headers"]["argsrepr"]: m["properties"]["delivery_info"]["routing_key"] for m in messages}
+    assert routed[repr([job["id"]])] == "train-multi" and routed[repr([single["job"]["id"]])] == "train"

@@ -26,7 +26,7 @@ def test_worker_config_is_json_only_one_job_at_a_time_with_late_acks(tmp_path):
         assert config["accept_content"] == ["json"] and config["task_serializer"] == "json"
         assert config["task_acks_late"] is True and config["worker_prefetch_multiplier"] == 1
         assert config["worker_pool"] == "solo" and config["worker_concurrency"] == 1
-        assert [q.name for q in config["task_queues"]] == ["trace", "train"]
+        assert [q.name for q in config["task_queues"]] == ["trace", "train", "train-multi"]
         assert config["task_routes"]["experiment.run"] == {"queue": "train"}
         assert config["task_routes"]["trace.run"] == config["task_routes"]["inspect.run"] == {"queue": "trace"}
     options = embedded["broker_transport_options"]
@@ -153,4 +153,4 @@ def test_up_with_the_port_taken_is_a_one_line_error(tmp_path):
 
 def test_worker_refuses_unknown_queues(tmp_path):
     result = _cli("worker", "--data-dir", str(tmp_path), "--queues", "trace,gpu")
-    assert result.returncode == 2 and "--queues takes trace and/or train" in result.stderr
+    assert result.returncode == 2 and "--queues takes trace, train, train-multi" in result.stderr
