@@ -81,24 +81,24 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def kill_group(pgid: int, grace_s: float = KILL_GRACE_SECONDS) -> None:
-    """SIGTERM to process group ``pgid``, SIGKILL after ``grace_s`` if any of it is left; returns once
-    it is gone (or could not be signalled)."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
+def _wait_gone(pgid: int, grace_s: float) -> bool:
+    """Whether process group ``pgid`` is gone within ``grace_s`` seconds."""
     deadline = time.monotonic() + grace_s
     while _group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _group_alive(pgid):
+    return not _group_alive(pgid)
+
+
+def kill_group(pgid: int, grace_s: float = KILL_GRACE_SECONDS) -> None:
+    """SIGTERM to process group ``pgid``, SIGKILL after ``grace_s`` if any of it is left; returns once
+    it is gone (or could not be signalled)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(pgid, signal.SIGKILL)
+            os.killpg(pgid, sig)
         except (ProcessLookupError, PermissionError):
             return
-        deadline = time.monotonic() + grace_s
-        while _group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        if _wait_gone(pgid, grace_s):
+            return
 
 
 class EventReader:
