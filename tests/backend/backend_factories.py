@@ -12,11 +12,14 @@ from typing import Any
 
 
 def trace_result(num_layers: int = 4, tasks: int = 2, prompts: int = 3, top_k: int = 3,
-                 perturbations: tuple[str, ...] = ("skip", "mask(keep=0.5)"), seed: int = 0) -> dict[str, Any]:
-    """A TraceResult JSON dict with L layers, T tasks of P prompts, top-k tokens and the sensitivities."""
+                 perturbations: tuple[str, ...] = ("skip", "mask(keep=0.5)"), seed: int = 0,
+                 uncertainty: bool = True) -> dict[str, Any]:
+    """A TraceResult JSON dict with L layers, T tasks of P prompts, top-k tokens and the sensitivities
+    (and, unless ``uncertainty`` is False as in results written before it existed, the bootstrap)."""
     from layertracer.perturbation import Perturbation
     from layertracer.results import TraceResult
     from layertracer.tracer import TraceOptions
+    from layertracer.uncertainty import annotate
 
     rng = random.Random(seed)
     L = num_layers
@@ -87,4 +90,6 @@ def trace_result(num_layers: int = 4, tasks: int = 2, prompts: int = 3, top_k: i
         "timings": {key: 0.0 for key in ("load", "oom_batch_splits", "resumed_prompts", "lens", "sensitivity",
                                          "statistics", "similarity", "positions")} | {"total": 1.0},
     }
-    return TraceResult.from_dict(data).to_dict()
+    # the bootstrap fields come from the engine's own rule, as a real trace computes them after the lens
+    result = TraceResult.from_dict(data)
+    return (annotate(result) if uncertainty else result).to_dict()

@@ -10,12 +10,12 @@ from backend_factories import trace_result
 
 def _key_paths(value: Any, path: str = "") -> set[str]:
     """Every dict key's path in ``value`` (lists: their first element stands for all; task names and
-    perturbation names, which differ between runs, are written ``*``)."""
+    perturbation names and the layers a bootstrap drew, which differ between runs, are written ``*``)."""
     paths: set[str] = set()
     if isinstance(value, dict):
         for key, inner in value.items():
             name = "*" if path.endswith(("/tasks", "/sensitivities", "mean_js_by_task", "/task_particles",
-                                         "particle_counts")) else key
+                                         "particle_counts", "particle_bootstrap/counts")) else key
             paths.add(f"{path}/{name}")
             paths |= _key_paths(inner, f"{path}/{name}")
     elif isinstance(value, list) and value:

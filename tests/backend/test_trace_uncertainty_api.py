@@ -38,10 +38,7 @@ def finished_trace(client, db_url, data: dict) -> str:
 
 
 def test_summary_overview_and_plan_carry_the_bootstrap(client, db_url):
-    from layertracer.results import TraceResult
-    from layertracer.uncertainty import annotate
-
-    data = annotate(TraceResult.from_dict(trace_result(num_layers=6, tasks=3, prompts=5))).to_dict()
+    data = trace_result(num_layers=6, tasks=3, prompts=5)
     trace_id = finished_trace(client, db_url, data)
     summary = client.get(f"{API}/traces/{trace_id}").json()["summary"]
     for name, task in data["tasks"].items():
@@ -59,7 +56,7 @@ def test_summary_overview_and_plan_carry_the_bootstrap(client, db_url):
 
 
 def test_a_result_from_before_the_bootstrap(client, db_url):
-    trace_id = finished_trace(client, db_url, trace_result(num_layers=4, tasks=2, prompts=3))
+    trace_id = finished_trace(client, db_url, trace_result(num_layers=4, tasks=2, prompts=3, uncertainty=False))
     summary = client.get(f"{API}/traces/{trace_id}").json()["summary"]
     assert summary["particle_uncertainty"] == {"task0": None, "task1": None} and summary["warnings"] == []
     assert client.get(f"{API}/traces/{trace_id}/overview").json()["tasks"]["task0"].get("particle_bootstrap") is None
