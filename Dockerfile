@@ -46,7 +46,8 @@ COPY layertracer ./layertracer
 COPY backend ./backend
 COPY worker ./worker
 COPY service ./service
-RUN pip install -c constraints.txt ".[service,gpu]"
+# lm-eval: benchmarks named lm-eval:TASK run in the worker, so its image carries the harness.
+RUN pip install -c constraints.txt ".[service,gpu,lm-eval]"
 USER layertracer
 VOLUME ["/data", "/models", "/cache/huggingface"]
 HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \

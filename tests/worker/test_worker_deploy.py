@@ -64,7 +64,7 @@ def test_dockerfile_api_stage_has_no_torch_and_reads_the_extras_from_pyproject()
     assert "COPY worker" not in api  # the web image carries no worker code
     worker = stages["worker"]
     assert 'pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"' in worker
-    assert "cu1" in worker and '".[service,gpu]"' in worker and "COPY frontend" not in worker
+    assert "cu1" in worker and '".[service,gpu,lm-eval]"' in worker and "COPY frontend" not in worker
     # The extras the api stage installs exist and hold the web stack but no ML package.
     import tomllib
 
@@ -102,8 +102,6 @@ def test_compose_services_health_checks_and_gpu_reservation():
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert "/api/v1/health" in " ".join(services["api"]["healthcheck"]["test"])
-    devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
-    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert "deploy" not in services["api"] and "deploy" not in services["dashboard"]  # no GPU for the web parts
     assert services["api"]["build"]["target"] == "api" and services["worker"]["build"]["target"] == "worker"
     assert services["dashboard"]["image"] == services["api"]["image"]  # the same torch-free image
@@ -119,6 +117,51 @@ def test_compose_services_health_checks_and_gpu_reservation():
     assert "data:/data" in worker_mounts and "model-cache:/cache/huggingface" in worker_mounts
     assert ":/models:ro" in worker_mounts
     assert {"data", "pgdata", "model-cache"} <= set(compose["volumes"])
+
+
+def _devices(service: dict) -> list[dict]:
+    return service["deploy"]["resources"]["reservations"]["devices"]
+
+
+def _enabled(services: dict, profiles: set[str]) -> list[str]:
+    """The services ``docker compose --profile P ... up`` starts: those without profiles, and those
+    naming one of the enabled profiles (the compose specification's rule)."""
+    return [name for name, service in services.items()
+            if not service.get("profiles") or profiles & set(service["profiles"])]
+
+
+@pytest.mark.parametrize("profiles, gpus", [(set(), 1), ({"gpus-2"}, 2), ({"gpus-4"}, 4), ({"gpus-8"}, 8)])
+def test_compose_gives_every_gpu_its_own_worker(profiles, gpus):
+    """Each single-GPU worker reserves one device of its own (not `count: 1`, which gives every replica
+    the same GPU: docker/compose#11863) and consumes the one-process queues; a profile starts GPUs 0..N-1."""
+    from layertracer.spec.jobs import ALL_QUEUES, MULTI_PROCESS_QUEUE
+
+    services = _compose()["services"]
+    single = [name for name in _enabled(services, profiles)
+              if services[name].get("build", {}).get("target") == "worker"]
+    assert len(single) == gpus
+    ids = []
+    for name in single:
+        (device,) = _devices(services[name])
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"] and "count" not in device
+        ids += device["device_ids"]
+        queues = services[name]["command"][services[name]["command"].index("--queues") + 1].split(",")
+        assert set(queues) == set(ALL_QUEUES) - {MULTI_PROCESS_QUEUE}, name
+        assert "data:/data" in services[name]["volumes"]  # job folders on the storage the API shares
+    assert sorted(ids, key=int) == [str(i) for i in range(gpus)]
+
+
+def test_compose_multi_gpu_worker_takes_the_multi_process_queue():
+    from layertracer.spec.jobs import MULTI_PROCESS_QUEUE
+
+    services = _compose()["services"]
+    assert "worker-multi" not in _enabled(services, set())  # opt-in: it takes every GPU of its host
+    multi = services["worker-multi"]
+    assert "worker-multi" in _enabled(services, {"multi-gpu"})
+    assert multi["command"][-2:] == ["--queues", MULTI_PROCESS_QUEUE]
+    assert _devices(multi) == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert multi["shm_size"] and multi["environment"] == services["api"]["environment"]
+    assert "data:/data" in multi["volumes"]
 
 
 def test_compose_cli_accepts_the_file():
