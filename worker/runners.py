@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from layertracer.errors import LayerTracerError, ModelLoadError
 from layertracer.progress import ProgressCallback
+from layertracer.spec.corpora import is_hub_dataset
 from layertracer.spec.loading import PlacementSpec
 from layertracer.spec.sources import ModelSource, is_path_like, parse_model_source
 
@@ -316,7 +317,8 @@ def experiment_spec(spec: Mapping[str, Any], *, roots: Sequence[str | os.PathLik
                          if v is not None}
     if not data.get("corpus"):
         raise LayerTracerError("the spec names no corpus")
-    data["corpus"] = str(confine(data["corpus"], roots, "corpus"))
+    if not is_hub_dataset(data["corpus"]):  # a hub dataset is no path: it comes from the worker's HF cache
+        data["corpus"] = str(confine(data["corpus"], roots, "corpus"))
     benchmarks = []
     for bench in data.get("benchmarks") or []:
         kind, sep, folder = str(bench).partition(":")

@@ -54,7 +54,8 @@ class ExperimentFields(TrainingOptionsSpec):
 
     model_id: str = Field(min_length=1, max_length=64)
     name: Optional[str] = Field(default=None, max_length=200)
-    corpus: str = Field(min_length=1, max_length=1000, description="text/JSONL/parquet file or folder under the roots")
+    corpus: str = Field(min_length=1, max_length=1000, description="text/JSONL/parquet file or folder under the roots, or a hub dataset "
+                        "hf:org/name[@revision][:split]")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=50)
     # The patterns are documented in the schema and enforced by the validators below (their messages
     # say how to write the value; pydantic's would only quote the pattern).

@@ -11,6 +11,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from layertracer.errors import LayerTracerError
+from layertracer.spec.corpora import CorpusSourceError, is_hub_dataset, parse_hub_dataset
 
 CORPUS_SUFFIXES = (".txt", ".jsonl", ".parquet")
 
@@ -73,11 +74,9 @@ def _read_text(path: Path) -> Iterator[tuple[str, int]]:
         yield text, path.stat().st_size
 
 
-HUB_PREFIX = "hf:"
-
-
 def hub_dataset_files(source: str) -> list[Path]:
-    """The data files of a hub dataset ``hf:org/name[@revision][:split]``, from the Hugging Face cache
+    """The data files of a hub dataset ``hf:org/name[@revision][:split]`` (the grammar of
+    ``layertracer.spec.corpora``), from the Hugging Face cache
     (downloaded into it first unless ``HF_HUB_OFFLINE`` is set): its .jsonl, .parquet and .txt files,
     those of ``split`` alone when given (a file or folder named after it, as the hub lays splits out:
     ``train.jsonl``, ``data/train-00000-of-00004.parquet``, ``train/part-0.jsonl``), else those of
@@ -85,15 +84,12 @@ def hub_dataset_files(source: str) -> list[Path]:
     converted to an Arrow copy first."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    spec = source[len(HUB_PREFIX):]
-    repo, _, split = spec.partition(":")
-    repo_id, _, revision = repo.partition("@")
     try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise CorpusError(f"{source!r} is not a hub dataset id: use hf:org/name[@revision][:split]") from None
+        dataset = parse_hub_dataset(source)
+    except CorpusSourceError as exc:
+        raise CorpusError(str(exc)) from None
+    repo_id, revision, split = dataset.repo_id, dataset.revision, dataset.split
     try:
         folder = Path(snapshot_download(repo_id, repo_type="dataset", revision=revision or None,
                                         allow_patterns=[f"*{s}" for s in CORPUS_SUFFIXES]))
@@ -123,7 +119,7 @@ def corpus_files(source: str | Path) -> list[Path]:
     """The files of a corpus: the file itself, the .txt/.jsonl/.parquet files of a folder (sorted by
     name, not recursive), or a hub dataset's (``hf:org/name[@revision][:split]``, see
     ``hub_dataset_files``). Raises CorpusError for a missing path or a folder without such files."""
-    if str(source).startswith(HUB_PREFIX):
+    if is_hub_dataset(source):
         return hub_dataset_files(str(source))
     path = Path(source)
     if not path.exists():

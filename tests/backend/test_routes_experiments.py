@@ -65,6 +65,8 @@ def test_experiments_and_trials(client, db_url, roots):
         ({"corpus": "../outside"}, 400, "outside the allowed roots"),
         ({"corpus": "/etc/passwd"}, 400, "outside the allowed roots"),
         ({"corpus": "missing.txt"}, 400, "does not exist"),
+        ({"corpus": "hf:not a repo"}, 422, "not a hub dataset id"),
+        ({"corpus": "hf:acme/web:train:extra"}, 422, "a split is one name"),
         ({"benchmarks": ["cmmlu:escape"]}, 400, "outside the allowed roots"),
         ({"benchmarks": ["mmlu:bench"]}, 422, "bad benchmark"),
         ({"benchmarks": ["lm-eval:/etc/task.yaml"]}, 400, "outside the allowed roots"),
@@ -139,3 +141,12 @@ def test_a_trial_on_several_processes_goes_to_the_multi_process_queue(client, db
     messages = [json.loads(p.read_text()) for p in sorted(folder.glob("*.msg"))] if folder.exists() else []
     routed = {m["headers"]["argsrepr"]: m["properties"]["delivery_info"]["routing_key"] for m in messages}
     assert routed[repr([job["id"]])] == "train-multi" and routed[repr([single["job"]["id"]])] == "train"
+
+
+def test_a_hub_dataset_corpus_is_kept_as_named_not_confined(client, db_url):
+    """hf:org/name[@revision][:split] is no path: the spec keeps it (normalised) for the worker's HF cache."""
+    model = register(client)
+    body = experiment_body(model["id"], corpus="hf:acme/river-corpus@v2:test")
+    response = client.post(f"{API}/experiments", json=body)
+    assert response.status_code == 201, response.text
+    assert response.json()["spec"]["corpus"] == "hf:acme/river-corpus@v2:test"

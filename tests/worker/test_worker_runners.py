@@ -171,6 +171,9 @@ def test_experiment_paths_are_confined(saved_model, corpus, tmp_path):
     spec = runners.experiment_spec({"model": str(folder), "corpus": str(corpus), "allocation": "0-1",
                                     "name": "ignored"}, roots=[folder, tmp_path])
     assert spec.allocations == ["0-1"] and spec.corpus == str(corpus.resolve())
+    hub = runners.experiment_spec({"model": str(folder), "corpus": "hf:acme/river-corpus:test", "allocation": "0-1"},
+                                  roots=[folder])
+    assert hub.corpus == "hf:acme/river-corpus:test"  # a hub dataset is read from the HF cache, not the roots
 
 
 def test_a_trace_placed_by_its_spec_offloads_to_its_folder_and_traces_alike(saved_model, tmp_path):

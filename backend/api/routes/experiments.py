@@ -27,6 +27,7 @@ from backend.security import PathError, confine_path
 from backend.settings import Settings
 from backend.tasksets import BUILTIN_TASK_NAMES
 from layertracer.spec.benchmarks import LM_EVAL, check_benchmark, is_task_file
+from layertracer.spec.corpora import CorpusSourceError, is_hub_dataset, parse_hub_dataset
 from layertracer.spec.jobs import ExperimentJobSpec
 
 router = APIRouter(tags=["experiments"])
@@ -57,6 +58,17 @@ def _confined(settings: Settings, path: str, what: str, kind: Optional[str] = No
         raise HTTPException(400, str(exc)) from None
 
 
+def _corpus(settings: Settings, source: str) -> str:
+    """A hub dataset id as it is (checked by the spec's grammar; the worker reads it through its HF
+    cache), a local corpus confined to the roots."""
+    if not is_hub_dataset(source):
+        return _confined(settings, source, "corpus")
+    try:
+        return str(parse_hub_dataset(source))
+    except CorpusSourceError as exc:
+        raise HTTPException(422, f"corpus: {exc}") from None
+
+
 def _create(kind: str, body: Union[ExperimentCreate, TrialCreate], session: Session, settings: Settings,
             response: Response, idempotency_key: Optional[str]) -> dict:
     model = get_or_404(session, Model, body.model_id, "model")
@@ -67,7 +79,7 @@ def _create(kind: str, body: Union[ExperimentCreate, TrialCreate], session: Sess
     if source_trace_id is not None and session.get(Trace, source_trace_id) is None:
         raise HTTPException(422, f"source_trace_id: no trace {source_trace_id}")
     allocations = [fields.pop("allocation")] if kind == "trial" else fields.pop("allocations")
-    fields["corpus"] = _confined(settings, body.corpus, "corpus")
+    fields["corpus"] = _corpus(settings, body.corpus)
     benchmarks = []
     for bench in body.benchmarks:
         name, value = check_benchmark(bench)
