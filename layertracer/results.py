@@ -129,6 +129,9 @@ class TraceResult:
     timings: dict[str, float] = field(default_factory=dict)
     version: str = ""
     schema_version: int = SCHEMA_VERSION
+    # The lens the rows were read with: {"kind": "logit"} or {"kind": "tuned", "fingerprint", "sha256",
+    # "file", and the translators' training metadata}; None in results written before the tuned lens.
+    lens: Optional[dict[str, Any]] = None
 
     def to_dict(self) -> dict[str, Any]:
         return _json_safe(asdict(self))
@@ -147,7 +150,8 @@ class TraceResult:
         ([low, high] of the bootstrap, None for "none"), particle_agreement (share of resamples with the
         same particle), final_accuracy, peak_mean_target_prob}; warnings: one line per task whose
         particle is not stable; vulnerable_layer with its mean JS (nats) under the primary perturbation;
-        the freeze plan's ranges, reasons and stability (share of resamples, alternatives).
+        the freeze plan's ranges, reasons and stability (share of resamples, alternatives); lens: the
+        lens the rows were read with (``logit`` or ``tuned``).
         """
         tasks = {}
         for name, task in self.tasks.items():
@@ -165,6 +169,7 @@ class TraceResult:
         layer = sens.vulnerable_layer if sens is not None else None
         return _json_safe({
             "num_layers": self.num_layers,
+            "lens": (self.lens or {}).get("kind", "logit"),
             "tasks": tasks,
             "warnings": warnings,
             "perturbation": sens.perturbation if sens is not None else None,

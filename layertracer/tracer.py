@@ -39,6 +39,7 @@ from layertracer.stats import (
 from layertracer.tasks.encoding import EncodedItem, encode_task
 from layertracer.tasks.sets import Task, load_tasks
 from layertracer.tokens import readable_sequence, readable_token
+from layertracer.tuned_lens import Translators, check_fits
 from layertracer.training import distributed as dist_utils
 from layertracer.trace_checkpoint import TraceCheckpoint, checkpoint_key
 from layertracer.uncertainty import annotate
@@ -61,6 +62,8 @@ class TraceOptions:
     similarity_max_prompts: prompts entering the CKA matrix (an (L, N, N) computation).
     position_task / position_prompt: the prompt of the per-position view (default: first task, 0).
     min_train_layers / plan_boundary: freeze-plan rule parameters (see ``freeze_plan``).
+    lens: "logit", or "tuned": the residual states pass through tuned-lens translators (``trace``'s
+    ``translators``) before the head, for every lens row and the per-position view.
     """
 
     batch_size: int = _SPEC["batch_size"]
@@ -78,6 +81,7 @@ class TraceOptions:
     position_prompt: int = _SPEC["position_prompt"]
     min_train_layers: int = _SPEC["min_train_layers"]
     plan_boundary: str = _SPEC["plan_boundary"]
+    lens: str = _SPEC["lens"]
 
     def __post_init__(self) -> None:
         # The spec's limits hold here too: the engine refuses what the API and the forms refuse.
@@ -120,6 +124,7 @@ def trace(
     checkpoint: Optional[str | os.PathLike] = None,
     checkpoint_every_s: Optional[float] = None,
     split_ranks: bool = False,
+    translators: Optional[Translators] = None,
 ) -> TraceResult:
     """Trace ``model`` on ``tasks``.
 
@@ -135,6 +140,10 @@ def trace(
     split_ranks: in a process group (torchrun), every rank runs every ``world_size``-th prompt (longest
         first) and the ranks then sum their rows, so each returns the whole result (the same numbers as one process:
         a prompt's numbers do not depend on its batch). A collective: every rank calls it alike.
+    translators: with ``options.lens == "tuned"``, the tuned-lens translators of this model
+        (``tuned_lens.load``): every residual state but the last is translated before the final norm
+        and head, so the lens rows, the particles, the plan and the per-position view are the tuned
+        lens's; the result's ``lens`` records which lens and the translator file's sha256.
     """
     options = options or TraceOptions()
     timings: dict[str, float] = {}
@@ -155,6 +164,7 @@ def trace(
     names = [p.name for p in perts]
     if len(set(names)) != len(names):
         raise LayerTracerError(f"perturbation given twice: {', '.join(names)}")
+    maps, lens_record = _lens(options, translators, loaded)
     split = split_ranks and dist_utils.world_size() > 1
     if split and checkpoint is not None:
         raise LayerTracerError("a trace split over ranks keeps no checkpoint file")
@@ -212,7 +222,7 @@ def trace(
         store = TraceCheckpoint(checkpoint, checkpoint_key([
             "trace-checkpoint-1", loaded.info.fingerprint, n_layers, k, sim_count, asdict(options),
             [p.describe() for p in perts],
-            [[[int(i) for i in p.encoded.input_ids], int(p.encoded.target_id)] for p in prompts],
+            [[[int(i) for i in p.encoded.input_ids], int(p.encoded.target_id)] for p in prompts], lens_record,
         ]), every_s=checkpoint_every_s)
         saved = store.load()
         if saved is not None:
@@ -240,6 +250,9 @@ def trace(
             embedded = recording.inputs[0][arange, last]  # (B, d): the lens baseline, p[-1]
             # One stacked lens over the baseline and every layer: rows (L + 1) * B, layer-major.
             stacked = torch.cat([embedded[None], answer]).reshape(-1, answer.shape[-1])
+            if maps is not None:  # the tuned lens: state j's (B, d) rows through translator j; the last as is
+                stacked = torch.cat([maps(stacked[j * size : (j + 1) * size], j) for j in range(n_layers)]
+                                    + [stacked[n_layers * size :]])
             # The last B rows are the last layer: their distribution is the model's output (B, V).
             # The model's output distribution first (B rows: a small head call), the reference of the
             # KL of every layer's lens; the JS keeps the stacked rows' own last-layer distribution.
@@ -404,7 +417,7 @@ def trace(
     view = None
     if options.position_view:
         tick = time.perf_counter()
-        view = _position_view(loaded, task_list, prompts, options, text)
+        view = _position_view(loaded, task_list, prompts, options, text, maps)
         timings["positions"] = time.perf_counter() - tick
 
     plan = plan_freeze(
@@ -433,7 +446,39 @@ def trace(
         freeze_plan=plan,
         timings=timings,
         version=__version__,
+        lens=lens_record,
     ))
+
+
+class _Translate:
+    """The tuned lens's translators applied to rows (..., d) of residual state ``index`` on the rows' own
+    device (a copy is placed on each device once); the last state, which has no translator, as is."""
+
+    def __init__(self, translators: Translators) -> None:
+        self.translators = translators
+        self.placed: dict[torch.device, Translators] = {}
+
+    def __call__(self, states: torch.Tensor, index: int) -> torch.Tensor:
+        if index >= self.translators.count:
+            return states
+        placed = self.placed.get(states.device)
+        if placed is None:
+            placed = self.placed[states.device] = self.translators.placed(states.device)
+        return placed(states, index)
+
+
+def _lens(options: TraceOptions, translators: Optional[Translators], loaded: LoadedModel
+          ) -> tuple[Optional[_Translate], dict]:
+    """(the translators to apply or None, the result's ``lens`` record) for ``options.lens``."""
+    if options.lens == "logit":
+        if translators is not None:
+            raise LayerTracerError("translators were given but the lens is 'logit': set lens to 'tuned'")
+        return None, {"kind": "logit"}
+    if translators is None:
+        raise LayerTracerError("the tuned lens needs translators for this model: train them with "
+                               "`layertracer train-lens` and load them with layertracer.tuned_lens.load")
+    check_fits(translators, loaded)
+    return _Translate(translators), {"kind": "tuned", **translators.source}
 
 
 def _gather_ranks(arrays: dict[str, np.ndarray], nan_marked: Sequence[str]) -> None:
@@ -459,9 +504,11 @@ def _gather_ranks(arrays: dict[str, np.ndarray], nan_marked: Sequence[str]) -> N
 
 
 def _position_view(
-    loaded: LoadedModel, task_list: Sequence[Task], prompts: Sequence[_Prompt], options: TraceOptions, text: _TokenText
+    loaded: LoadedModel, task_list: Sequence[Task], prompts: Sequence[_Prompt], options: TraceOptions, text: _TokenText,
+    maps: Optional["_Translate"] = None,
 ) -> PositionView:
-    """Lens at every layer and position for one prompt: (L, T, V) computed layer by layer."""
+    """Lens at every layer and position for one prompt: (L, T, V) computed layer by layer (through the
+    translators ``maps`` of the tuned lens when given: block l's output is residual state l + 1)."""
     names = [t.name for t in task_list]
     task_name = options.position_task or names[0]
     if task_name not in names:
@@ -477,8 +524,9 @@ def _position_view(
     target_rows, top_rows, top_prob_rows = [], [], []
     with torch.inference_mode():
         recording = record_stack(loaded.model, loaded.adapter, ids)
-        for output in recording.outputs:
-            probs = torch.softmax(loaded.adapter.logits(output[0]).float(), dim=-1)  # (T, V)
+        for layer, output in enumerate(recording.outputs):
+            states = output[0] if maps is None else maps(output[0], layer + 1)  # (T, d)
+            probs = torch.softmax(loaded.adapter.logits(states).float(), dim=-1)  # (T, V)
             values, indices = probs.max(dim=-1)
             target_rows.append(probs[:, target].double().cpu().tolist())
             top_rows.append([text(int(i)) for i in indices.cpu()])

@@ -72,6 +72,15 @@ class Translators(nn.Module):
         bias = self.bias[index].to(device=x.device, dtype=torch.float32)
         return (x + x @ weight.T + bias).to(states.dtype)
 
+    def placed(self, device: torch.device | str) -> "Translators":
+        """A detached float32 copy on ``device`` (for a trace; this one stays where it is)."""
+        copy = Translators(self.count, int(self.weight.shape[1]))
+        with torch.no_grad():
+            copy.weight.copy_(self.weight.detach())
+            copy.bias.copy_(self.bias.detach())
+        copy.source = dict(self.source)
+        return copy.to(device).requires_grad_(False)
+
 
 def sha256_of(path: str | os.PathLike) -> str:
     """The file's sha256 (hex), read in 1 MiB pieces."""

@@ -12,6 +12,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from layertracer.spec.lens import LensKind
+
 SEED_MAX = 2**31 - 1
 
 
@@ -35,6 +37,10 @@ class TraceOptionsSpec(BaseModel):
     position_prompt: int = Field(default=0, ge=0, le=1_000_000, description="prompt index of the per-position view")
     similarity: StrictBool = Field(default=True, description="compute the layer x layer CKA matrix")
     position_view: StrictBool = Field(default=True, description="compute the per-position view for one prompt")
+    lens: LensKind = Field(default="logit", description=(
+        "read the residual stream with the logit lens, or with the tuned lens (per-layer affine "
+        "translators trained for this model by `layertracer train-lens`); the particles and the plan "
+        "follow the lens"))
 
 
 # What the engine's TraceOptions shares with the spec (limit and shots belong to the task loader).
