@@ -16,7 +16,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from layertracer import cli_trials
+from layertracer import cli_lens, cli_trials
 from layertracer._version import __version__
 from layertracer.cli_common import (
     ATTN_OPTION,
@@ -96,6 +96,8 @@ def trace(
     position_prompt: int = spec_option(TraceOptionsSpec, "position_prompt", "--position-prompt"),
     boundary: str = typer.Option("median", help="Freeze-plan boundary: the median or the earliest (min) task particle."),
     min_train: int = spec_option(TraceOptionsSpec, "min_train_layers", "--min-train"),
+    lens: str = cli_lens.LENS_OPTION,
+    lens_file: Optional[Path] = cli_lens.LENS_FILE_OPTION,
     trust_remote_code: bool = typer.Option(False, help="Allow the model folder's own Python code to run."),
     device_map: Optional[str] = DEVICE_MAP_OPTION,
     max_memory: Optional[str] = MAX_MEMORY_OPTION,
@@ -119,6 +121,7 @@ def trace(
     ]
     if not out_path.parent.exists():
         fail(f"output folder {str(out_path.parent)!r} does not exist")
+    cli_lens.check_lens_flags(lens, lens_file)
     options = TraceOptions(
         batch_size=batch_size,
         top_k=top_k,
@@ -132,6 +135,7 @@ def trace(
         position_prompt=position_prompt,
         min_train_layers=min_train,
         plan_boundary=boundary,
+        lens=lens,
     )
     if boundary not in ("median", "min"):
         fail(f"--boundary must be 'median' or 'min', not {boundary!r}")
@@ -139,6 +143,7 @@ def trace(
     with err.status(f"loading {model}"):
         loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision,
                             **placement(device_map, max_memory, offload_folder, attn_implementation, load_in))
+    translators = cli_lens.translators_for(lens, lens_file, loaded, model)  # a missing file: one line, first
     err.print(
         f"{loaded.info.architecture}: {loaded.info.num_layers} blocks "
         f"({', '.join(sorted(set(loaded.info.block_kinds)))}), {loaded.info.num_parameters:,} parameters, "
@@ -150,7 +155,7 @@ def trace(
     try:
         with Bar() as progress:
             result = run_trace(loaded, task_list, perturbations=kinds, options=options, progress=progress,
-                               checkpoint=partial)
+                               checkpoint=partial, translators=translators)
     except KeyboardInterrupt:
         if partial.exists():
             err.print(f"partial results kept in {partial}: the same command resumes from them", highlight=False)
@@ -189,7 +194,8 @@ def _print_summary(summary: dict) -> None:
         shown = "—" if value is None else f"{value:.4f}"
         out.print(f"vulnerable layer ({summary['perturbation']}): {layer}  mean JS {shown} nats")
     plan = summary["freeze_plan"]
-    out.print(f"freeze plan: train {plan['train_ranges'] or '—'}  freeze {plan['freeze_ranges'] or '—'}")
+    out.print(f"freeze plan: train {plan['train_ranges'] or '—'}  freeze {plan['freeze_ranges'] or '—'}"
+              + ("  (tuned lens)" if summary.get("lens") == "tuned" else ""))
     stability = plan_stability_text(plan)
     if stability:
         out.print(f"stability: {stability}", highlight=False)
@@ -290,6 +296,7 @@ def plan(
 
 for _name, _command in cli_trials.COMMANDS.items():
     app.command(_name)(_command)
+app.command("train-lens")(cli_lens.train_lens)
 # Commands of other parts of the distribution (the service's `up`, `api`, `worker`, `dashboard`,
 # `demo`: service/commands.py) arrive as entry points, so the engine never imports them; a part that is
 # not installed (the engine-only image) just has no command.

@@ -39,9 +39,12 @@ import torch
 from torch import nn
 
 from layertracer.errors import LayerTracerError
+from layertracer.spec.fields import defaults
+from layertracer.spec.lens import LensTrainingSpec
 
 FORMAT = "layertracer-tuned-lens-1"
 CLIP_NORM = 1.0  # tuned-lens clips the translators' gradient norm at 1
+_RECIPE = defaults(LensTrainingSpec)  # steps, batch size, lr, momentum, weight decay, seed: declared once
 
 
 class TunedLensError(LayerTracerError):
@@ -182,8 +185,9 @@ def held_out_kl(loaded, translators: Translators, blocks, batch_size: int = 8) -
     return (total / max(len(blocks), 1)).tolist()
 
 
-def train_translators(loaded, blocks, *, steps: int = 250, batch_size: int = 8, lr: float = 1.0,
-                      momentum: float = 0.9, weight_decay: float = 1e-3, seed: int = 0,
+def train_translators(loaded, blocks, *, steps: int = _RECIPE["steps"], batch_size: int = _RECIPE["batch_size"],
+                      lr: float = _RECIPE["lr"], momentum: float = _RECIPE["momentum"],
+                      weight_decay: float = _RECIPE["weight_decay"], seed: int = _RECIPE["seed"],
                       on_step: Optional[Callable[[int, float], None]] = None) -> Translators:
     """Translators for ``loaded`` trained on token ``blocks`` (N, T) (``shards.TokenBlocks`` or a
     tensor) by the tuned-lens recipe (the module docstring says where it differs): identity init, loss

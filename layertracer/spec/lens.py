@@ -18,6 +18,8 @@ import re
 from pathlib import Path
 from typing import Literal, Optional
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from layertracer.errors import LayerTracerError
 
 LensKind = Literal["logit", "tuned"]
@@ -57,3 +59,20 @@ def train_hint(model: str, output: Optional[str | os.PathLike] = None) -> str:
     """The command that trains translators for ``model`` (into ``output`` when given)."""
     out = f" --out {output}" if output is not None else ""
     return f"layertracer train-lens --model {model} --corpus CORPUS{out}"
+
+
+class LensTrainingSpec(BaseModel):
+    """How ``layertracer train-lens`` trains a model's translators (the tuned-lens recipe; the engine's
+    ``tuned_lens.train_translators`` takes its defaults from here)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(default=250, ge=1, le=1_000_000, description="optimizer steps (tuned-lens: 250)")
+    batch_size: int = Field(default=8, ge=1, le=4096, description="corpus blocks per step")
+    block_size: int = Field(default=128, ge=2, le=131_072, description="tokens per corpus block")
+    lr: float = Field(default=1.0, gt=0.0, le=100.0, description=(
+        "learning rate, scaled by 1 - momentum as tuned-lens does (1 is its default), decayed linearly to 0"))
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="Nesterov momentum")
+    weight_decay: float = Field(default=1e-3, ge=0.0, le=1.0, description="weight decay of the maps and biases")
+    holdout: float = Field(default=0.1, ge=0.0, lt=0.5, description="share of corpus blocks kept for the held-out KL")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seeds the block order and the held-out split")
