@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from layertracer.progress import LINE_SECONDS, LinePrinter, ProgressEvent
+from layertracer.progress import LinePrinter, ProgressEvent, line_seconds
 
 err = Console(stderr=True)
 out = Console()
@@ -69,20 +69,10 @@ def fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-def progress_seconds() -> float:
-    """Seconds between plain progress lines when stderr is not a terminal (``LAYERTRACER_PROGRESS_SECONDS``,
-    default ``layertracer.progress.LINE_SECONDS``): a CI log, ``docker logs`` or ``> log`` shows steady
-    lines instead of nothing."""
-    try:
-        return max(0.0, float(os.environ.get("LAYERTRACER_PROGRESS_SECONDS", LINE_SECONDS)))
-    except ValueError:
-        return LINE_SECONDS
-
-
 class LineProgress:
     """rich's Progress interface (add_task / update / context) as plain lines on stderr, for a stderr
     that is no terminal: each task's updates go to a ``layertracer.progress.LinePrinter`` (a line when
-    a stage starts, at most one every ``progress_seconds()``, one when it finishes; the percentage from
+    a stage starts, at most one every ``line_seconds()``, one when it finishes; the percentage from
     the count beside it, the time left from the measured rate).
 
     ``update`` also takes the fields ``fraction`` (the run's share done, 0-1), ``stage_done`` and
@@ -92,7 +82,7 @@ class LineProgress:
     def __init__(self, write: Optional[Callable[[str], None]] = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.write = write or (lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True))
         self.clock = clock
-        self.interval = progress_seconds()
+        self.interval = line_seconds()
         self.tasks: dict[int, dict[str, Any]] = {}
 
     def __enter__(self) -> "LineProgress":

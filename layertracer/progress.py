@@ -6,6 +6,7 @@ interval where there is no terminal (a CI log, ``docker logs``, ``> log``)."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -46,8 +47,17 @@ def report(callback: Optional[ProgressCallback], stage: str, done: int, total: i
         callback(ProgressEvent(stage=stage, done=done, total=total, **parts))
 
 
-__all__ = ["LINE_SECONDS", "LinePrinter", "ProgressCallback", "ProgressEvent", "ProgressReading", "ProgressTracker",
+__all__ = ["LINE_SECONDS", "LinePrinter", "line_seconds", "ProgressCallback", "ProgressEvent", "ProgressReading", "ProgressTracker",
            "progress_line", "report", "seconds_text"]
+
+
+def line_seconds() -> float:
+    """Seconds between plain progress lines where there is no terminal: ``LAYERTRACER_PROGRESS_SECONDS``
+    (the CLI's stderr, the worker's log), default ``LINE_SECONDS``; a value that is no number is ignored."""
+    try:
+        return max(0.0, float(os.environ.get("LAYERTRACER_PROGRESS_SECONDS", LINE_SECONDS)))
+    except ValueError:
+        return LINE_SECONDS
 
 
 class LinePrinter:

@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 from backend import jobs as job_fns
 from backend.db.session import make_engine, session_scope
 from backend.settings import Settings
+from layertracer.progress import LINE_SECONDS, LinePrinter, ProgressTracker
 
 log = logging.getLogger("layertracer.worker")
 
@@ -105,30 +106,34 @@ def one_line(exc: BaseException) -> str:
 class ProgressState:
     """The latest progress of the running job, written by the engine thread, read by the heartbeat.
 
-    The job's overall fraction in [0, 1] is the event's own ``fraction`` where the engine gives one (an
-    experiment's parts), else done / total; the ETA is the elapsed time scaled by the remaining fraction.
-    The stored progress is ``{stage, done, total, percent, eta_seconds}`` plus, for a run in parts,
-    ``item``, ``work``, ``index`` and ``count`` (see ``layertracer.progress.ProgressEvent``).
+    One rule with the CLI and the dashboard (``layertracer.spec.progress``): the job's share done is the
+    event's own ``fraction`` where the engine gives one (an experiment's parts), else done / total, and
+    the time left comes from the rate measured over the last events, never from the job's start (which
+    would count model loading). The stored progress is ``{stage, done, total, percent, eta_seconds}``
+    (percent: the share done, 0-100, two decimals) plus, for a run in parts, ``item``, ``work``, ``index``
+    and ``count`` (see ``layertracer.progress.ProgressEvent``).
+
+    ``lines``: where plain progress lines go (the worker's log, so ``docker logs`` shows a long job move),
+    one per stage start and at most one every ``interval`` seconds; ``clock``: monotonic seconds.
     """
 
     PART_FIELDS = ("item", "work", "index", "count")
 
-    def __init__(self) -> None:
-        self.started = time.monotonic()
+    def __init__(self, *, lines: Optional[Callable[[str], None]] = None, interval: float = LINE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.lock = threading.Lock()
+        self.tracker = ProgressTracker(clock)
+        self.printer = LinePrinter(lines, interval=interval, clock=clock) if lines is not None else None
         self.value: dict[str, Any] = {"stage": "starting", "done": 0, "total": 0, "percent": 0.0, "eta_seconds": None}
         self.stage = "starting"
         self.fraction = 0.0
 
     def update(self, event) -> bool:
         """Record an engine ProgressEvent; returns whether the stage changed (worth a log line)."""
-        fraction = event.fraction if event.fraction is not None else (
-            event.done / event.total if event.total else None)
         with self.lock:
-            if fraction is not None:
-                self.fraction = max(0.0, min(1.0, fraction))
-            elapsed = time.monotonic() - self.started
-            eta = elapsed * (1.0 - self.fraction) / self.fraction if self.fraction > 0.001 else None
+            reading = self.tracker.update(event)
+            if reading.fraction is not None:
+                self.fraction = reading.fraction
             changed = event.stage != self.stage
             self.stage = event.stage
             self.value = {
@@ -136,10 +141,18 @@ class ProgressState:
                 "done": int(event.done),
                 "total": int(event.total),
                 "percent": round(100.0 * self.fraction, 2),
-                "eta_seconds": None if eta is None else round(eta, 1),
+                "eta_seconds": None if reading.eta_seconds is None else round(reading.eta_seconds, 1),
                 **{key: getattr(event, key) for key in self.PART_FIELDS if getattr(event, key) is not None},
             }
+            if self.printer is not None:
+                self.printer(event)
             return changed
+
+    def close(self) -> None:
+        """Write the last progress line when it was not written (the job ended between two lines)."""
+        with self.lock:
+            if self.printer is not None:
+                self.printer.close()
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:

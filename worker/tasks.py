@@ -32,6 +32,7 @@ from backend import jobs as job_fns
 from backend import results as result_fns
 from backend.db.session import session_scope
 from backend.settings import Settings, get_settings
+from layertracer.progress import line_seconds
 from layertracer.spec.jobs import JobSpecError, parse_job_spec
 from worker import runners
 from worker.app import app, shutting_down
@@ -247,7 +248,8 @@ def execute(job_id: str, settings: Optional[Settings] = None) -> dict[str, Any]:
     buffer = _Buffer()
     partial_kind = "experiment" if kind == "experiment" else "trace"
     control = JobControl(
-        settings, engine, job_id, me, ProgressState(),
+        settings, engine, job_id, me,
+        ProgressState(lines=lambda line: log.info("job %s %s", job_id, line), interval=line_seconds()),
         flush=lambda s: buffer.flush(s, kind=partial_kind, resource_id=resource_id),
     )
     control.lease_until = claimed_at + settings.lease_seconds
@@ -271,6 +273,7 @@ def execute(job_id: str, settings: Optional[Settings] = None) -> dict[str, Any]:
         if not isinstance(exc, runners.LayerTracerError):
             log.exception("job %s: unexpected error", job_id)
     finally:
+        control.progress.close()
         control.log(f"attempt {attempt}: {status}" + (f" ({error})" if error else ""))
         control.stop()
     final = _finish(settings, engine, job_id, me, kind, resource_id, status, error, outcome, buffer, control)

@@ -159,21 +159,49 @@ def test_heartbeat_reports_cancel_and_lost_lease(settings, engine, saved_model):
     assert lost.beat() is True and lost.lost.is_set() and not lost.cancelled.is_set()
 
 
-def test_progress_percent_and_eta():
-    state = control.ProgressState()
-    state.started -= 10.0  # ten seconds in
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_percent_and_eta_from_the_measured_rate():
+    """The stored percent is the share done; the time left is the rate since the rate window began
+    (here: a quarter in 10 s after a first event at 0), not since the job started (model loading)."""
+    clock = FakeClock()
+    state = control.ProgressState(clock=clock)
+    clock.now = 100.0  # a slow start (loading) before the first event must not count
+    state.update(ProgressEvent("lens", 0, 4))
+    assert state.snapshot()["eta_seconds"] is None  # no rate measured yet
+    clock.now = 110.0
     state.update(ProgressEvent("lens", 1, 4))
     value = state.snapshot()
-    assert value["percent"] == 25.0 and value["eta_seconds"] == pytest.approx(30.0, abs=0.5)
+    assert value["percent"] == 25.0 and value["eta_seconds"] == pytest.approx(30.0)  # 0.75 left at 0.025/s
     assert "item" not in value  # a run without parts
     state.update(ProgressEvent("sensitivity:skip", 4, 4))
-    assert state.snapshot()["percent"] == 100.0 and state.snapshot()["eta_seconds"] == pytest.approx(0.0, abs=0.1)
+    assert state.snapshot()["percent"] == 100.0 and state.snapshot()["eta_seconds"] is None  # done: nothing left
     # A run in parts: the engine's fraction of the whole run wins over this part's done / total.
     state.update(ProgressEvent("trial 2/4 full-seed1: train", 5, 10, item="full-seed1", work="train", index=2,
                                count=4, fraction=0.3725))
     value = state.snapshot()
     assert value["percent"] == 37.25 and (value["item"], value["work"], value["index"], value["count"]) == \
         ("full-seed1", "train", 2, 4)
+
+
+def test_progress_lines_for_the_worker_log_at_a_steady_interval():
+    """docker logs shows a long job move: a line when a stage starts, then one per interval, and the
+    last state when the job ends between two lines; no line per event."""
+    clock, lines = FakeClock(), []
+    state = control.ProgressState(lines=lines.append, interval=10.0, clock=clock)
+    for second in range(0, 26):  # one event a second for 25 s, 100 steps
+        clock.now = float(second)
+        state.update(ProgressEvent("train", 4 * second, 100))
+    state.close()
+    assert [line.split(":")[1].split(",")[0].strip() for line in lines] == ["0/100 (0%)", "40/100 (40%)",
+                                                                           "80/100 (80%)", "100/100 (100%)"]
+    assert all(line.startswith("[progress] train:") for line in lines)
 
 
 def _broker_messages(settings) -> list[dict]:
