@@ -129,6 +129,13 @@ class Settings(BaseSettings):
         return self.data_dir / "corpora"
 
     @property
+    def tuned_lens_cache_dir(self) -> Path:
+        """Tuned-lens translator files, one per model fingerprint (``layertracer.spec.lens``): the API
+        queues a ``lens=tuned`` trace only when its model's file is here; the worker reads it from here.
+        ``<data_dir>/tuned-lens``."""
+        return self.data_dir / "tuned-lens"
+
+    @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
 

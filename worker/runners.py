@@ -242,8 +242,11 @@ def run_trace(
     checkpoint: Optional[str | os.PathLike] = None,
     checkpoint_every_s: Optional[float] = None,
     offload_folder: Optional[str | os.PathLike] = None,
+    lens_cache: Optional[str | os.PathLike] = None,
 ) -> dict[str, Any]:
     """Trace a model; returns the engine's result JSON (the README's OUT.json schema) as a dict.
+    ``lens_cache``: the service's folder of tuned-lens translator files (``<data_dir>/tuned-lens``); an
+    ``options.lens`` of ``tuned`` reads the file of the loaded model's fingerprint there, and only there.
     ``checkpoint``: the engine's partial-results file, so a run stopped part-way resumes.
     ``offload_folder``: where a ``placement`` with a device map puts the weights that fit nowhere else.
 
@@ -282,9 +285,28 @@ def run_trace(
         **placement.load_kwargs(None if offload_folder is None else str(offload_folder)),
     )
     report(progress, "load", 1, 1)
+    translators = tuned_translators(loaded, options.lens, lens_cache)
     result = trace(loaded, tasks, perturbations=list(perturbations), options=options, progress=progress,
-                   checkpoint=checkpoint, checkpoint_every_s=checkpoint_every_s)
+                   checkpoint=checkpoint, checkpoint_every_s=checkpoint_every_s, translators=translators)
     return result.to_dict()
+
+
+def tuned_translators(loaded, lens: str, lens_cache: Optional[str | os.PathLike]):
+    """The translators a ``tuned`` lens reads (None for ``logit``): the file named by the loaded model's
+    fingerprint (``layertracer.spec.lens.cached_file``: a checked fingerprint, so the name cannot leave
+    the folder) in ``lens_cache``, safetensors only, refused when made for another model."""
+    if lens != "tuned":
+        return None
+    from layertracer.spec.lens import cached_file, train_hint
+    from layertracer.tuned_lens import load
+
+    if lens_cache is None:
+        raise LayerTracerError("this worker has no tuned-lens cache: the tuned lens is not available here")
+    path = cached_file(loaded.info.fingerprint, lens_cache)
+    if not path.is_file():
+        raise LayerTracerError(f"no tuned lens for this model ({loaded.info.fingerprint}) in the service's cache: "
+                               f"train one with `{train_hint(loaded.info.source, path)}`")
+    return load(path, loaded.info.fingerprint)
 
 
 # -- experiments and trials --------------------------------------------------------------------------
