@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from backend.db.models import Experiment, Model, TrainMetric, Trace, TracePart, TraceResultRow
 from backend.db.types import utcnow
+from layertracer.spec.run_metrics import experiment_metrics, trace_metrics
 from layertracer.spec.views import clean_json, trace_overview, trace_summary
 
 
@@ -38,6 +39,11 @@ def dumps(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except ValueError:
         return json.dumps(clean_json(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _set_columns(row: Any, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        setattr(row, key, value)
 
 
 def task_part(name: str) -> str:
@@ -113,6 +119,7 @@ def store_trace_result(session: Session, *, trace_id: str, result: dict[str, Any
     trace.result_bytes = len(encoded)
     trace.result_sha256 = sha
     trace.summary = clean_json(trace_summary(result))
+    _set_columns(trace, trace_metrics(trace.summary))  # the runs table's sortable metric columns
     trace.position_view = clean_json(result.get("position_view"))
     trace.provenance = {
         "code_version": result.get("version"),
@@ -204,6 +211,7 @@ def store_experiment_result(session: Session, *, experiment_id: str, result: dic
     if experiment is None:
         raise ResultError(f"unknown experiment {experiment_id!r}")
     experiment.result = clean_json(result)
+    _set_columns(experiment, experiment_metrics(experiment.result))  # the runs table's metric columns
     fingerprint = model_fingerprint or (experiment.model.fingerprint if experiment.model else None)
     experiment.provenance = {
         "code_version": code_version or result.get("version"),

@@ -287,10 +287,14 @@ class TraceListItem(BaseModel):
     status: str
     model: ModelBrief
     tasks: list[str]
+    # The runs table's metric columns (layertracer/spec/run_metrics.py): null until the result is stored.
     vulnerable_layer: Optional[int] = None
+    plan: Optional[str] = None  # the freeze plan's trained ranges
+    plan_share: Optional[float] = None  # the share of layers it trains, in [0, 1]
     created_at: datetime
     finished_at: Optional[datetime] = None
     job_id: Optional[str] = None
+    job: Optional[JobBrief] = None  # status and live progress, so a list needs no request per job
 
 
 class TracesPublic(ListOf[TraceListItem]):
@@ -375,9 +379,18 @@ class ExperimentListItem(BaseModel):
     allocations: list[str]
     labels: dict[str, str] = Field(default_factory=dict)  # allocation -> the name given at launch
     seeds: list[int]
+    benchmarks: list[str] = Field(default_factory=list)  # in order: the first is retention's, the second acquisition's
+    # The runs table's metric columns (layertracer/spec/run_metrics.py): null until the result is stored.
+    best_allocation: Optional[str] = None
+    best_label: Optional[str] = None
+    delta_retention: Optional[float] = None  # accuracy change (after - base) on the retention benchmark
+    delta_acquisition: Optional[float] = None  # the same on the acquisition benchmark
+    retention_significant: Optional[bool] = None
+    acquisition_significant: Optional[bool] = None
     created_at: datetime
     finished_at: Optional[datetime] = None
     job_id: Optional[str] = None
+    job: Optional[JobBrief] = None  # status and live progress, so a list needs no request per job
 
 
 class ExperimentsPublic(ListOf[ExperimentListItem]):

@@ -160,8 +160,13 @@ class Trace(Base):
     result_sha256: Mapped[Optional[str]] = mapped_column(String(64))
     provenance: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     partial: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     finished_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # The runs table's metric columns (layertracer/spec/run_metrics.py trace_metrics), set with the
+    # result so that a list sorts and filters them in the database (migration 0008).
+    plan: Mapped[Optional[str]] = mapped_column(Text)
+    plan_share: Mapped[Optional[float]] = mapped_column(Float, index=True)
+    vulnerable_layer: Mapped[Optional[int]] = mapped_column(Integer, index=True)
 
     job: Mapped[Optional[Job]] = relationship(lazy="joined")
     model: Mapped[Model] = relationship(lazy="joined")
@@ -226,11 +231,22 @@ class Experiment(Base):
     result: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, deferred=True)
     partial: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     provenance: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     finished_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # The runs table's metric columns (layertracer/spec/run_metrics.py experiment_metrics), set with
+    # the result (migration 0008): the best allocation and its accuracy changes on the retention and
+    # acquisition benchmarks (fractions, after minus base), significant or not.
+    best_allocation: Mapped[Optional[str]] = mapped_column(String(1000))
+    best_label: Mapped[Optional[str]] = mapped_column(String(1000), index=True)
+    delta_retention: Mapped[Optional[float]] = mapped_column(Float, index=True)
+    delta_acquisition: Mapped[Optional[float]] = mapped_column(Float, index=True)
+    retention_significant: Mapped[Optional[bool]] = mapped_column(Boolean)
+    acquisition_significant: Mapped[Optional[bool]] = mapped_column(Boolean)
 
     job: Mapped[Optional[Job]] = relationship(lazy="joined")
     model: Mapped[Model] = relationship(lazy="joined")
+
+    __table_args__ = (Index("ix_experiments_kind_created", "kind", "created_at"),)
 
 
 class TrainMetric(Base):

@@ -13,6 +13,7 @@ from backend import __version__, results
 from backend.api.common import job_brief, model_brief, not_found, scoped_key, status_of
 from backend.api.resources import apply_update, get_or_404, page, submit_with_resource
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
+from backend.api.run_lists import ExperimentFiltersDep, run_list_query
 from backend.api.schemas import (
     created_or_existing,
     ExperimentCreate,
@@ -29,6 +30,7 @@ from backend.tasksets import BUILTIN_TASK_NAMES
 from layertracer.spec.benchmarks import LM_EVAL, check_benchmark, is_task_file
 from layertracer.spec.corpora import CorpusSourceError, is_hub_dataset, parse_hub_dataset
 from layertracer.spec.jobs import ExperimentJobSpec
+from layertracer.spec.run_metrics import EXPERIMENT_METRICS
 
 router = APIRouter(tags=["experiments"])
 
@@ -130,19 +132,18 @@ def create_trial(body: TrialCreate, session: SessionDep, settings: SettingsDep, 
 
 
 @router.get("/experiments", response_model=ExperimentsPublic)
-def list_experiments(session: SessionDep, paging: PagingDep):
-    """Trials and experiments, newest first (filters: status, q in the name or the model)."""
-    rows, count = page(
-        session, select(Experiment).join(Model, Experiment.model_id == Model.id).outerjoin(Job, Experiment.job_id == Job.id),
-        paging, order=(Experiment.created_at.desc(), Experiment.id), status_column=Job.status,
-        search=(Experiment.name, Model.name, Model.source),
-    )
+def list_experiments(session: SessionDep, paging: PagingDep, filters: ExperimentFiltersDep):
+    """Trials and experiments, newest first or by ``sort``; filters: status, q (name, model, tags), model,
+    tag, kind (backend/api/run_lists.py)."""
+    query, order = run_list_query(session, Experiment, paging.q, filters)
+    rows, count = page(session, query, paging, order=order, status_column=Job.status)
     data = [{
         "id": e.id, "kind": e.kind, "name": e.name, "tags": list(e.tags or []), "source_trace_id": e.source_trace_id,
         "status": status_of(e.job), "model": model_brief(e.model),
         "allocations": list(e.spec.get("allocations") or []), "labels": dict(e.spec.get("labels") or {}),
-        "seeds": list(e.spec.get("seeds") or []),
-        "created_at": e.created_at, "finished_at": e.finished_at, "job_id": e.job_id,
+        "seeds": list(e.spec.get("seeds") or []), "benchmarks": list(e.spec.get("benchmarks") or []),
+        **{key: getattr(e, key) for key in EXPERIMENT_METRICS},
+        "created_at": e.created_at, "finished_at": e.finished_at, "job_id": e.job_id, "job": job_brief(e.job),
     } for e in rows]
     return {"data": data, "count": count}
 

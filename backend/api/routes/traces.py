@@ -16,6 +16,7 @@ from backend import __version__, tasksets
 from backend.api.common import job_brief, model_brief, not_found, scoped_key, status_of
 from backend.api.resources import apply_update, get_or_404, page, submit_with_resource
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
+from backend.api.run_lists import TraceFiltersDep, run_list_query
 from backend.api.schemas import created_or_existing, RunUpdate, TraceCreate, TracePublic, TracesPublic
 from backend.db.models import Job, Model, Trace, TracePart, TraceResultRow, new_id
 from backend.results import ensure_trace_parts, task_part
@@ -101,16 +102,16 @@ def create_trace(
 
 
 @router.get("", response_model=TracesPublic)
-def list_traces(session: SessionDep, paging: PagingDep):
-    """Traces, newest first (filters: status, q in the trace name or the model's name/source)."""
-    rows, count = page(session, select(Trace).join(Model, Trace.model_id == Model.id).outerjoin(Job, Trace.job_id == Job.id),
-                       paging, order=(Trace.created_at.desc(), Trace.id), status_column=Job.status,
-                       search=(Trace.name, Model.name, Model.source))
+def list_traces(session: SessionDep, paging: PagingDep, filters: TraceFiltersDep):
+    """Traces, newest first or by ``sort``; filters: status, q (name, model, tags), model, tag
+    (backend/api/run_lists.py)."""
+    query, order = run_list_query(session, Trace, paging.q, filters)
+    rows, count = page(session, query, paging, order=order, status_column=Job.status)
     data = [{
         "id": t.id, "name": t.name, "tags": list(t.tags or []), "status": status_of(t.job), "model": model_brief(t.model),
         "tasks": (t.summary or {}).get("tasks") or list(t.spec.get("task_sets") or []),
-        "vulnerable_layer": (t.summary or {}).get("vulnerable_layer"), "created_at": t.created_at,
-        "finished_at": t.finished_at, "job_id": t.job_id,
+        "vulnerable_layer": t.vulnerable_layer, "plan": t.plan, "plan_share": t.plan_share,
+        "created_at": t.created_at, "finished_at": t.finished_at, "job_id": t.job_id, "job": job_brief(t.job),
     } for t in rows]
     return {"data": data, "count": count}
 

@@ -1,0 +1,118 @@
+"""The runs table's lists in the database: ``GET /traces`` and ``GET /experiments`` filter, sort and page
+with the grammar of ``layertracer/spec/runs_query.py`` on indexed columns (migration 0008), so a page of
+10,000 runs never leaves the database whole.
+
+Filters (all optional, combined with AND): ``status`` (the job's), ``q`` (a case-insensitive substring
+of the run's name, the model's name or source, or one of its tags), ``model`` (a model id), ``tag`` (a
+tag, whole, case-insensitive), and for experiments ``kind`` (``trial`` | ``experiment``). The SQL is
+the same on SQLite and Postgres (text sorts by ``lower(x)``, under the "C" collation on Postgres, so
+both order by code point).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, Optional
+
+from fastapi import Depends, HTTPException, Query
+from sqlalchemy import Select, Text, cast, func, or_, select
+from sqlalchemy.orm import Session
+
+from backend.api.deps import NO_NUL
+from backend.db.models import Experiment, Job, Model, Trace
+from layertracer.spec.runs_query import EXPERIMENT_SORT_FIELDS, SORT_PATTERN, TRACE_SORT_FIELDS, SortError, parse_sort
+
+
+class RunFilters:
+    """The list parameters beyond paging (``backend.api.deps.Paging``): sort, model, tag."""
+
+    sort_fields: tuple[str, ...] = TRACE_SORT_FIELDS
+
+    def __init__(
+        self,
+        sort: Annotated[Optional[str], Query(max_length=41, description=(
+            "one field, '-' first for descending; missing values last, ties newest first "
+            f"(traces: {', '.join(TRACE_SORT_FIELDS)}; experiments: {', '.join(EXPERIMENT_SORT_FIELDS)})"),
+            json_schema_extra={"pattern": SORT_PATTERN})] = None,
+        model: Annotated[Optional[str], Query(max_length=64, description="a model id",
+                                              json_schema_extra={"pattern": NO_NUL})] = None,
+        tag: Annotated[Optional[str], Query(max_length=50, description="runs carrying this tag",
+                                            json_schema_extra={"pattern": NO_NUL})] = None,
+    ) -> None:
+        try:
+            self.sort = parse_sort(sort, self.sort_fields)
+        except SortError as exc:
+            raise HTTPException(422, str(exc)) from None
+        self.model, self.tag = model or None, tag or None
+
+
+class ExperimentFilters(RunFilters):
+    """RunFilters with the experiments' sort fields and ``kind``."""
+
+    sort_fields = EXPERIMENT_SORT_FIELDS
+
+    def __init__(
+        self,
+        sort: Annotated[Optional[str], Query(max_length=41, description=(
+            f"one field, '-' first for descending: {', '.join(EXPERIMENT_SORT_FIELDS)}"),
+            json_schema_extra={"pattern": SORT_PATTERN})] = None,
+        model: Annotated[Optional[str], Query(max_length=64, description="a model id",
+                                              json_schema_extra={"pattern": NO_NUL})] = None,
+        tag: Annotated[Optional[str], Query(max_length=50, description="runs carrying this tag",
+                                            json_schema_extra={"pattern": NO_NUL})] = None,
+        kind: Annotated[Optional[Literal["", "trial", "experiment"]], Query(description="trial or experiment ('' = both)")] = None,
+    ) -> None:
+        super().__init__(sort=sort, model=model, tag=tag)
+        self.kind = kind or None
+
+
+TraceFiltersDep = Annotated[RunFilters, Depends(RunFilters)]
+ExperimentFiltersDep = Annotated[ExperimentFilters, Depends(ExperimentFilters)]
+
+
+def _json_text(value: str) -> str:
+    """How a string appears inside a stored JSON list (the default serializer escapes non-ASCII)."""
+    return json.dumps(value)
+
+
+def _text_key(session: Session, column: Any) -> Any:
+    key = func.lower(column)
+    return key.collate("C") if session.get_bind().dialect.name == "postgresql" else key
+
+
+def _sort_columns(session: Session, table: Any) -> dict[str, Any]:
+    """field name -> the SQL expression it sorts by, for ``table`` (Trace or Experiment)."""
+    columns = {
+        "created": table.created_at,
+        "name": _text_key(session, table.name),
+        "status": Job.status,
+        "model": _text_key(session, Model.name),
+    }
+    if table is Trace:
+        columns.update(plan=Trace.plan_share, vulnerable_layer=Trace.vulnerable_layer)
+    else:
+        columns.update(kind=Experiment.kind, best_allocation=_text_key(session, Experiment.best_label),
+                       delta_retention=Experiment.delta_retention, delta_acquisition=Experiment.delta_acquisition)
+    return columns
+
+
+def run_list_query(session: Session, table: Any, q: Optional[str], filters: RunFilters) -> tuple[Select, tuple]:
+    """(the filtered query of ``table`` rows joined with their model and job, its ORDER BY terms)."""
+    query = select(table).join(Model, table.model_id == Model.id).outerjoin(Job, table.job_id == Job.id)
+    tags = cast(table.tags, Text)
+    if q:
+        query = query.where(or_(table.name.icontains(q, autoescape=True), Model.name.icontains(q, autoescape=True),
+                                Model.source.icontains(q, autoescape=True), tags.icontains(q, autoescape=True),
+                                tags.icontains(_json_text(q)[1:-1], autoescape=True)))
+    if filters.model:
+        query = query.where(table.model_id == filters.model)
+    if filters.tag:
+        query = query.where(tags.icontains(_json_text(filters.tag.strip()), autoescape=True))
+    if getattr(filters, "kind", None):
+        query = query.where(Experiment.kind == filters.kind)
+    column = _sort_columns(session, table)[filters.sort.field]
+    primary = (column.desc() if filters.sort.descending else column.asc()).nulls_last()
+    return query, (primary, table.created_at.desc(), table.id.asc())
+
+
+__all__ = ["ExperimentFilters", "ExperimentFiltersDep", "RunFilters", "TraceFiltersDep", "run_list_query"]
