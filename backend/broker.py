@@ -1,7 +1,7 @@
 """Send job ids to the workers through Celery, without importing any worker code.
 
 The message is ``f"{kind}.run"`` with ``args=[job_id]`` (JSON only) on queue ``trace`` (kinds ``inspect``,
-``trace``) or ``train`` (``experiment``). The worker reads everything else from the database.
+``trace``, ``lens``) or ``train`` (``experiment``). The worker reads everything else from the database.
 
 Broker URLs (``settings.broker_url``):
 - ``filesystem://`` (embedded): kombu's filesystem transport with an atomic publish

@@ -30,7 +30,7 @@ from backend.db.models import JOB_KINDS, TERMINAL_STATES, Job, new_id
 from backend.db.types import utcnow
 from layertracer.spec.jobs import MULTI_PROCESS_QUEUE
 
-QUEUES = {"inspect": "trace", "trace": "trace", "experiment": "train"}
+QUEUES = {"inspect": "trace", "trace": "trace", "experiment": "train", "lens": "trace"}
 DEFAULT_LOG_TAIL = 64 * 1024
 
 
@@ -39,7 +39,7 @@ class JobError(ValueError):
 
 
 def queue_for(kind: str, spec: Optional[dict[str, Any]] = None) -> str:
-    """The Celery queue of a job: ``inspect``/``trace`` -> ``trace``, ``experiment`` -> ``train``, or
+    """The Celery queue of a job: ``inspect``/``trace``/``lens`` -> ``trace``, ``experiment`` -> ``train``, or
     ``train-multi`` when its spec asks for several processes (only a worker with that many GPUs can
     run it). A job keeps its queue in ``jobs.queue``; every re-send uses that."""
     try:
@@ -194,21 +194,24 @@ def lease_held(session: Session, *, job_id: str, worker_id: str) -> bool:
 
 
 def finish_job(
-    session: Session, *, job_id: str, worker_id: str, status: str, error: Optional[str] = None
+    session: Session, *, job_id: str, worker_id: str, status: str, error: Optional[str] = None,
+    result: Optional[dict[str, Any]] = None,
 ) -> bool:
     """End a running job this worker holds with ``status`` succeeded | failed | cancelled (``error``: one
-    line for failed). Returns False (and changes nothing) if the lease is no longer this worker's."""
+    line for failed; ``result``: the outcome of a job that fills no row, a ``lens`` job's, stored on the
+    job in the same statement). Returns False (and changes nothing) if the lease is no longer this worker's."""
     if status not in TERMINAL_STATES:
         raise JobError(f"finish_job: status must be one of {', '.join(TERMINAL_STATES)}, not {status!r}")
     now = utcnow()
-    result = session.execute(
+    done = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
-        .values(status=status, error=error, finished_at=now, updated_at=now, lease_expires_at=None)
+        .values(status=status, error=error, finished_at=now, updated_at=now, lease_expires_at=None,
+                **({"result": result} if result is not None else {}))
         .execution_options(synchronize_session=False)
     )
     session.commit()
-    return result.rowcount == 1
+    return done.rowcount == 1
 
 
 def request_cancel(session: Session, *, job_id: str) -> Optional[Job]:

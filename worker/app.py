@@ -29,7 +29,8 @@ from backend.settings import Settings, get_settings
 log = logging.getLogger("layertracer.worker")
 
 QUEUES = ALL_QUEUES
-TASK_ROUTES = {"inspect.run": {"queue": "trace"}, "trace.run": {"queue": "trace"}, "experiment.run": {"queue": "train"}}
+TASK_ROUTES = {"inspect.run": {"queue": "trace"}, "trace.run": {"queue": "trace"}, "experiment.run": {"queue": "train"},
+               "lens.run": {"queue": "trace"}}
 # The filesystem transport polls its folder; 0.1 s keeps pick-up latency low at ~10 stat calls a second.
 FILESYSTEM_POLL_SECONDS = 0.1
 

@@ -1,4 +1,4 @@
-"""The Celery tasks ``inspect.run``, ``trace.run`` and ``experiment.run``: each takes a job id.
+"""The Celery tasks ``inspect.run``, ``trace.run``, ``experiment.run`` and ``lens.run``: each takes a job id.
 
 One run of a job (``execute``):
 
@@ -10,7 +10,8 @@ One run of a job (``execute``):
 3. the engine runs (``worker.runners``) with a progress sink that raises ``Cancelled`` once a cancel
    was requested (``LeaseLost`` when the lease went to someone else, ``Shutdown`` when the worker
    stops); a trial polls the same flags between optimizer steps and checkpoints before it stops;
-4. the result goes through ``backend.results``, then ``finish_job`` marks the job succeeded; an error
+4. the result goes through ``backend.results`` (a ``lens`` job's, which fills no row, into the job's own
+   ``result``), then ``finish_job`` marks the job succeeded; an error
    marks it failed with a one-line reason; a cancel marks it cancelled.
 
 Experiments run in ``<data_dir>/jobs/<job_id>/``: a re-queued job (its worker died) resumes from the
@@ -60,6 +61,12 @@ def experiment_run(job_id: str) -> dict[str, Any]:
     return execute(job_id)
 
 
+@app.task(name="lens.run", ignore_result=True)
+def lens_run(job_id: str) -> dict[str, Any]:
+    """The live logit lens of one prompt (``worker.lens``); the result is stored on the job."""
+    return execute(job_id)
+
+
 # -- one job -----------------------------------------------------------------------------------------
 class Sink:
     """The engine's progress callback for one job: records progress, logs stage changes, and raises
@@ -103,7 +110,9 @@ def _model_of(session, job) -> dict[str, Any]:
 
     kind, resource = job.resource_kind, job.resource_id
     model = None
-    if kind == "model" and resource:
+    if job.kind == "lens":  # the model it names (the API checked it: the trace's own, or a registered one)
+        model = session.get(Model, (job.spec or {}).get("model_id") or "")
+    elif kind == "model" and resource:
         model = session.get(Model, resource)
     elif kind == "trace" and resource:
         row = session.get(Trace, resource)
@@ -288,6 +297,11 @@ def _run(kind: str, spec: dict[str, Any], settings: Settings, job_id: str, contr
         # The API refuses such a model already; a row written some other way must not run code here either.
         raise runners.LayerTracerError("this worker does not run a model folder's own code "
                                        "(trust_remote_code): LAYERTRACER_ALLOW_REMOTE_CODE is off")
+    from worker import lens
+
+    if kind == "lens":
+        return lens.run_lens(spec, roots=roots, progress=Sink(control))
+    lens.forget()  # a model kept for the live lens gives its memory to this job
     if kind == "inspect":
         return runners.run_inspect(spec, roots=roots, progress=Sink(control))
     if kind == "trace":
@@ -297,7 +311,7 @@ def _run(kind: str, spec: dict[str, Any], settings: Settings, job_id: str, contr
         try:
             result = runners.run_trace(spec, roots=roots, task_set=_task_set_resolver(settings), progress=Sink(control),
                                        checkpoint=checkpoint, checkpoint_every_s=settings.trace_checkpoint_seconds,
-                                       offload_folder=offload)
+                                       offload_folder=offload, lens_cache=settings.tuned_lens_cache_dir)
         finally:
             shutil.rmtree(offload, ignore_errors=True)
         resumed = int((result.get("timings") or {}).get("resumed_prompts") or 0)
@@ -366,7 +380,8 @@ def _finish(settings, engine, job_id, me, kind, resource_id, status, error, outc
         log_line = f"finished: {status}" + (f" ({error})" if error else "")
         job_fns.heartbeat(session, job_id=job_id, worker_id=me, log=log_line + "\n",
                           lease_seconds=settings.lease_seconds, log_limit=settings.log_tail_chars)
-        if not job_fns.finish_job(session, job_id=job_id, worker_id=me, status=status, error=error):
+        kept = outcome if kind == "lens" and status == "succeeded" else None  # fills no row: kept on the job
+        if not job_fns.finish_job(session, job_id=job_id, worker_id=me, status=status, error=error, result=kept):
             return "lost"
     return status
 

@@ -38,7 +38,7 @@ NAMING = {
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
-JOB_KINDS = ("inspect", "trace", "experiment")
+JOB_KINDS = ("inspect", "trace", "experiment", "lens")
 
 
 def new_id() -> str:
@@ -57,7 +57,8 @@ class Job(Base):
     (``worker_id``, ``lease_expires_at``) that its heartbeat extends. ``progress`` is
     ``{"stage", "done", "total", "percent", "eta_seconds"}``; ``log`` keeps the last
     ``settings.log_tail_chars`` characters. ``resource_kind``/``resource_id`` name the row the job fills
-    (``model``, ``trace`` or ``experiment``).
+    (``model``, ``trace`` or ``experiment``; a ``lens`` job names the trace it was asked from and fills
+    none). ``result``: the outcome of a job that fills no row (a live lens: its JSON), else null.
     """
 
     __tablename__ = "jobs"
@@ -78,6 +79,7 @@ class Job(Base):
     progress: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     log: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[Optional[str]] = mapped_column(Text)
+    result: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     finished_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)

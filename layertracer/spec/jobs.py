@@ -176,9 +176,46 @@ class ExperimentJobSpec(ExperimentFields):
         return [check_allocation(v) for v in values]
 
 
-JobSpec = Union[InspectJobSpec, TraceJobSpec, ExperimentJobSpec]
+# The live lens (``lens`` jobs): one typed prompt's layer x position logit lens. Its prompt is bounded
+# here once: in characters (the API and the worker check it with the spec) and in tokens (the engine
+# checks it once tokenized, ``layertracer.live_lens``): an L x T figure stays readable and fast.
+LENS_MAX_PROMPT_CHARS = 2000
+LENS_MAX_TOKENS = 256
+LENS_MAX_TARGET_CHARS = 200
+
+
+class LensRequest(BaseModel):
+    """What a person types for a live lens: the prompt and, optionally, the answer whose probability
+    colours the grid (scored by its first token in context, as a trace scores a task's target)."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(min_length=1, max_length=LENS_MAX_PROMPT_CHARS,
+                        description=f"the prompt, at most {LENS_MAX_PROMPT_CHARS} characters and {LENS_MAX_TOKENS} tokens")
+    target: Optional[str] = Field(default=None, max_length=LENS_MAX_TARGET_CHARS,
+                                  description="the expected answer (optional): its first token's probability is shown")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the prompt is empty")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: Optional[str]) -> Optional[str]:
+        return value if value is not None and value.strip() else None
+
+
+class LensJobSpec(LensRequest):
+    """``lens``: the live logit lens of one prompt on a registered model (the trace's own, by the API)."""
+
+    model_id: ModelId
+
+
+JobSpec = Union[InspectJobSpec, TraceJobSpec, ExperimentJobSpec, LensJobSpec]
 JOB_SPECS: dict[str, type[BaseModel]] = {"inspect": InspectJobSpec, "trace": TraceJobSpec,
-                                         "experiment": ExperimentJobSpec}
+                                         "experiment": ExperimentJobSpec, "lens": LensJobSpec}
 
 
 def parse_job_spec(kind: str, data: Any) -> JobSpec:

@@ -1,26 +1,29 @@
 """Traces: create (model, task sets, perturbations, options) and read the results: summary, the engine
-JSON, its overview and one task of it, the per-position view, the freeze plan, CSV."""
+JSON, its overview and one task of it, the per-position view, the freeze plan, CSV; the live logit lens
+of any prompt on the trace's model (a short ``lens`` job); the runs launched from the trace."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend import __version__, tasksets
-from backend.api.common import job_brief, model_brief, not_found, scoped_key, status_of
+from backend import __version__, jobs, tasksets
+from backend.api.common import job_brief, job_public, model_brief, not_found, scoped_key, send, status_of
 from backend.api.resources import apply_update, get_or_404, page, submit_with_resource
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
 from backend.api.run_lists import TraceFiltersDep, run_list_query
-from backend.api.schemas import created_or_existing, RunUpdate, TraceCreate, TracePublic, TracesPublic
-from backend.db.models import Job, Model, Trace, TracePart, TraceResultRow, new_id
+from backend.api.tuned_lens import require_tuned_lens
+from backend.api.schemas import created_or_existing, JobPublic, RunUpdate, TraceCreate, TracePublic, TracesPublic
+from backend.db.models import Experiment, Job, Model, Trace, TracePart, TraceResultRow, new_id
 from backend.results import ensure_trace_parts, task_part
-from layertracer.spec.jobs import TraceJobSpec
+from layertracer.spec.jobs import LensJobSpec, LensRequest, TraceJobSpec
 from layertracer.spec.views import layer_table
 
 router = APIRouter(prefix="/traces", tags=["traces"])
@@ -80,6 +83,8 @@ def create_trace(
     model = get_or_404(session, Model, body.model_id, "model")
     names, task_names = _resolve_task_sets(session, body.task_sets)
     options = body.options.model_dump()
+    if options["lens"] == "tuned":
+        require_tuned_lens(settings, model)
     if options["position_task"] is not None and options["position_task"] not in task_names:
         raise HTTPException(422, f"position_task {options['position_task']!r} is not one of the traced tasks")
     limit, shots = options.pop("limit"), options.pop("shots")
@@ -259,3 +264,62 @@ def export_csv(trace_id: str, session: SessionDep, request: Request):
 
 def _num(value) -> str:
     return "" if value is None else repr(float(value))
+
+
+# -- the live logit lens ------------------------------------------------------------------------------
+class LensCreate(LensRequest):
+    """A prompt (and optional target) for the live lens; ``model_id``: a registered model to read it with
+    instead of the trace's own (default)."""
+
+    model_id: Optional[str] = Field(default=None, min_length=1, max_length=64)
+
+
+class LensPublic(BaseModel):
+    """A live-lens job and, once it has succeeded, its result (``layertracer.live_lens.live_lens``'s dict:
+    tokens [T], target_prob / top1_probs / top1_tokens [L][T], target_token, model)."""
+
+    job: JobPublic
+    trace_id: str
+    result: Optional[dict[str, Any]] = None
+
+
+def _lens_public(job: Job) -> dict:
+    return {"job": job_public(job), "trace_id": job.resource_id,
+            "result": job.result if job.status == "succeeded" else None}
+
+
+@router.post("/{trace_id}/lens", response_model=LensPublic, status_code=202)
+def submit_lens(trace_id: str, body: LensCreate, session: SessionDep, settings: SettingsDep):
+    """Queue the live logit lens of one prompt (layer x position: the top-1 token and its probability,
+    the target's probability) on the trace's model or another registered one: a short job on the trace
+    queue, polled at ``GET /traces/{id}/lens/{job_id}``. A write (an API token); the prompt's limits are
+    ``layertracer.spec.jobs``'s (characters here, tokens in the worker)."""
+    trace = _trace_or_404(session, trace_id)
+    model = get_or_404(session, Model, body.model_id, "model") if body.model_id else trace.model
+    spec = LensJobSpec(model_id=model.id, prompt=body.prompt, target=body.target).model_dump()
+    # A person waits for it: one attempt (a failure is shown at once, not retried behind their back).
+    job = jobs.submit_job(session, kind="lens", spec=spec, resource_kind="trace", resource_id=trace.id, max_attempts=1)
+    send(settings, job)
+    return _lens_public(job)
+
+
+@router.get("/{trace_id}/lens/{job_id}", response_model=LensPublic)
+def get_lens(trace_id: str, job_id: str, session: SessionDep):
+    """A live-lens job of this trace: its status and progress, and its result once it has succeeded."""
+    job = jobs.get_job(session, job_id)
+    if job is None or job.kind != "lens" or job.resource_id != trace_id:
+        raise not_found("lens job", job_id)
+    return _lens_public(job)
+
+
+# -- lineage ----------------------------------------------------------------------------------------------
+@router.get("/{trace_id}/runs")
+def trace_runs(trace_id: str, session: SessionDep) -> dict:
+    """The trials and experiments launched from this trace (they record it as ``source_trace_id``),
+    newest first: id, kind, name, status, created_at."""
+    _trace_or_404(session, trace_id)
+    rows = session.execute(select(Experiment).where(Experiment.source_trace_id == trace_id)
+                           .order_by(Experiment.created_at.desc(), Experiment.id)).scalars().all()
+    data = [{"id": e.id, "kind": e.kind, "name": e.name, "status": status_of(e.job), "created_at": e.created_at,
+             "finished_at": e.finished_at} for e in rows]
+    return {"data": data, "count": len(data)}
