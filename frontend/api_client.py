@@ -203,6 +203,21 @@ class ApiClient:
         """One task of a finished trace, as in the result (every per-prompt array; memoised)."""
         return self._immutable(f"/traces/{trace_id}/tasks/{quote(task, safe='')}")
 
+    def submit_lens(self, trace_id: str, prompt: str, target: Optional[str] = None) -> dict:
+        """Queue the live logit lens of ``prompt`` on the trace's model: {job, trace_id, result: None}."""
+        body: dict[str, Any] = {"prompt": prompt}
+        if target:
+            body["target"] = target
+        return self.post(f"/traces/{trace_id}/lens", body)
+
+    def lens(self, trace_id: str, job_id: str) -> dict:
+        """A live-lens job of the trace: {job, trace_id, result} (result once it has succeeded)."""
+        return self.get(f"/traces/{trace_id}/lens/{job_id}")
+
+    def trace_runs(self, trace_id: str) -> dict:
+        """The trials and experiments launched from the trace: {data: [{id, kind, name, status, ...}], count}."""
+        return self.get(f"/traces/{trace_id}/runs")
+
     def models(self) -> dict:
         return self.get("/models")
 

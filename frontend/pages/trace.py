@@ -5,9 +5,12 @@ the engine stored), the particles that rest on too few prompts, and one depth st
 histogram, sensitivity curve, vulnerable layer, each in its own row). Then the line view (the chosen
 metric per task against depth: probability, log rank, top-k accuracy, entropy, KL to the final layer),
 heatmaps (layers x tasks,
-layers x prompts of one task), the logit-lens grid of one prompt, the
-stability curve, the CKA matrix and the freeze plan with a button that opens the trial form with the
-plan's ranges. While the trace runs, a progress bar polls the job; when it finishes, the figures appear.
+layers x prompts of one task), the logit-lens grid of one prompt, the live lens (type any prompt, or
+pick one of the trace's, and its layer x position lens comes back from a short ``lens`` job on the
+worker; two side by side), the stability curve, the CKA matrix and the freeze plan with a button that
+opens the trial form with the plan's ranges. While the trace runs, a progress bar polls the job; when
+it finishes, the figures appear. The header names the trace (editable), says when it ran, and links
+the trials and experiments launched from it.
 
 The page reads the trace's overview (no per-prompt arrays) and the selected task's prompts from the
 API, never the whole result: for 10 tasks x 200 prompts that is about 2.5 MB instead of 27 MB.
@@ -41,13 +44,17 @@ from frontend.components import (
 )
 from frontend.viz import export as tx
 from frontend.viz import trace as tv
-from frontend.viz.common import METRICS, kinds_caption
+from frontend.viz.common import METRICS, graph_config, kinds_caption
+from frontend.viz.names import absolute_time, relative_time, run_duration, run_name, short_id
+from layertracer.spec.jobs import LENS_MAX_PROMPT_CHARS, LENS_MAX_TARGET_CHARS, LENS_MAX_TOKENS
 from layertracer.spec.uncertainty import PLAN_STABLE_SHARE, interval_text, plan_stability_text, trainable_share
 
 dash.register_page(__name__, path_template="/traces/<trace_id>", name="Trace", title="Trace · LayerTracer")
 
 P = "trace"
 POLL_MS = 1500
+LENS_POLL_MS = 300  # a live lens takes a second or two: poll its job often
+LENS_SIDES = ("a", "b")  # two prompts side by side
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
@@ -160,26 +167,81 @@ def layout(trace_id: Optional[str] = None, token: Optional[str] = None, **query:
     finished = meta.get("status") in FINISHED
     body = body_for(meta, query, token, share)
     return html.Div(head + [
-        header(meta),
+        header(meta, _runs(trace_id, token, share), share),
         dcc.Interval(id=f"{P}-interval", interval=POLL_MS, disabled=finished),
         html.Div(body, id=f"{P}-body"),
     ])
 
 
-def header(meta: dict) -> html.Div:
+def heading(meta: dict) -> str:
+    """The page's title: the trace's name, or "Trace <short id>" when it has none."""
+    return run_name(meta) if (meta.get("name") or "").strip() else f"Trace {run_name(meta)}"
+
+
+def header(meta: dict, runs: Optional[list] = None, share: Optional[str] = None) -> html.Div:
+    """Name, model, relative times (the exact time on hover), the runs launched from this trace, the
+    name and notes editor, the share bar."""
     model = meta.get("model") or {}
+    times = [html.Span(" · created "),
+             html.Span(relative_time(meta.get("created_at")), title=absolute_time(meta.get("created_at")),
+                       id=f"{P}-created")]
+    if meta.get("finished_at"):
+        times += [html.Span(" · finished "),
+                  html.Span(relative_time(meta.get("finished_at")), title=absolute_time(meta.get("finished_at"))),
+                  html.Span(f" · took {run_duration(meta)}")]
     return html.Div([
-        html.H1([f"Trace {meta.get('id')}"]),
+        html.H1(heading(meta), id=f"{P}-title"),
         html.P([
-            html.Span(f"model {model.get('name') or model.get('source') or '?'}"),
-            html.Span(f" · created {meta.get('created_at') or '?'}"),
-            html.Span(f" · finished {meta['finished_at']}" if meta.get("finished_at") else ""),
+            html.Span(f"trace {short_id(meta.get('id'))} · model {model.get('name') or model.get('source') or '?'}"),
+            *times,
+            *[html.Span([" · ", html.Span(t, className="lt-tag")]) for t in meta.get("tags") or []],
             html.Span(" · "),
             dcc.Link("compare with other traces", href=rel("/compare") + build_search({"traces": meta.get("id")}),
                      id=f"{P}-compare"),
         ], className="lt-muted"),
+        runs_view(runs, share),
+        notes_view(meta),
         share_bar(P),
     ], className="lt-page-head")
+
+
+def runs_view(runs: Optional[list], share: Optional[str]) -> html.P:
+    """"Runs launched from this trace:" and a link to each trial / experiment (its name, kind, status)."""
+    if runs is None:
+        return html.P("The runs launched from this trace could not be listed.", className="lt-muted", id=f"{P}-runs")
+    if not runs:
+        return html.P("No trial or experiment has been launched from this trace yet.", className="lt-muted",
+                      id=f"{P}-runs")
+    links: list = [html.Strong("Runs launched from this trace: ")]
+    for index, run in enumerate(runs):
+        if index:
+            links.append(", ")
+        links.append(dcc.Link(f"{run_name(run)} ({run.get('kind') or 'run'}, {run.get('status') or '?'})",
+                              href=rel(f"/experiments/{run['id']}") + build_search({"share": share}),
+                              title=f"created {absolute_time(run.get('created_at'))}"))
+    return html.P(links, id=f"{P}-runs")
+
+
+def notes_view(meta: dict) -> html.Details:
+    """The trace's name and notes, editable (Save PATCHes the trace: a write, an API token)."""
+    return html.Details([
+        html.Summary("Name and notes"),
+        html.Div([
+            html.Label("Name", htmlFor=f"{P}-name"),
+            dcc.Input(id=f"{P}-name", value=meta.get("name") or "", maxLength=200, className="lt-input"),
+            html.Label("Notes", htmlFor=f"{P}-notes"),
+            dcc.Textarea(id=f"{P}-notes", value=meta.get("notes") or "", maxLength=10_000, className="lt-input"),
+            html.Button("Save", id=f"{P}-save", className="lt-button"),
+            html.Span(id=f"{P}-save-msg", className="lt-muted"),
+        ], className="lt-notes-form"),
+    ], id=f"{P}-notes-box", open=bool(meta.get("notes")))
+
+
+def _runs(trace_id: str, token: Optional[str], share: Optional[str]) -> Optional[list]:
+    try:
+        return list(client(token, share).trace_runs(trace_id).get("data") or [])
+    except ApiError:
+        return None
 
 
 def body_for(meta: dict, query: dict, token: Optional[str], share: Optional[str]) -> list:
@@ -270,6 +332,7 @@ def figures_view(meta: dict, result: dict, view: dict, source: Optional[tuple] =
         figure_card(f"{P}-stability", figures.stability(view["pert"], norm, window), page=P,
                     what="stability"),
         figure_card(f"{P}-position", figures.position(norm, window), page=P, what="position"),
+        live_lens_panel(result),
         figure_card(f"{P}-similarity", figures.similarity(norm, window), page=P,
                     what="similarity"),
     ]
@@ -317,6 +380,149 @@ def verdict(result: dict, figures: Figures, norm: bool) -> html.Div:
     ], open=bool(warnings)))
     lines.append(figure_card(f"{P}-verdict", figures.verdict(norm), page=P, what="verdict"))
     return html.Div(lines, className="lt-card", id=f"{P}-verdict-panel")
+
+
+# -- the live lens ---------------------------------------------------------------------------------------
+
+def live_lens_panel(result: dict) -> html.Div:
+    """Type a prompt (and a target), or take one of the trace's, and see its layer x position lens; two
+    prompts side by side. Each runs as a short ``lens`` job on the worker (never torch here)."""
+    tasks = tv.task_names(result)
+    sides = []
+    for side in LENS_SIDES:
+        sides.append(html.Div([
+            html.H3(f"Prompt {side.upper()}"),
+            html.Div([
+                html.Label("Take a prompt of this trace: task and prompt number", htmlFor=f"{P}-lens-task-{side}"),
+                html.Div([
+                    dcc.Dropdown(id=f"{P}-lens-task-{side}", options=[_option(t) for t in tasks], placeholder="task",
+                                 clearable=True, style={"minWidth": "180px", "flex": "1"}),
+                    html.Label("#", htmlFor=f"{P}-lens-index-{side}"),
+                    dcc.Input(id=f"{P}-lens-index-{side}", type="number", min=0, step=1, value=0, className="lt-input",
+                              style={"width": "6em"}),
+                ], style={"display": "flex", "gap": "8px", "alignItems": "center"}),
+            ], className="lt-field"),
+            html.Label("Prompt", htmlFor=f"{P}-lens-prompt-{side}"),
+            dcc.Textarea(id=f"{P}-lens-prompt-{side}", value="", maxLength=LENS_MAX_PROMPT_CHARS, className="lt-input",
+                         placeholder=f"any text, up to {LENS_MAX_TOKENS} tokens", style={"width": "100%", "height": "4.5em"}),
+            html.Label("Target (optional: colours the grid by its probability)", htmlFor=f"{P}-lens-target-{side}"),
+            dcc.Input(id=f"{P}-lens-target-{side}", value="", maxLength=LENS_MAX_TARGET_CHARS, className="lt-input"),
+            html.Div([
+                html.Button("Show the lens", id=f"{P}-lens-run-{side}", className="lt-button lt-primary"),
+                html.Button("CSV", id=f"{P}-lens-dl-{side}", className="lt-small",
+                            title="Download this lens (layer, position, tokens, probabilities) as CSV"),
+                html.Span(id=f"{P}-lens-msg-{side}", className="lt-muted", role="status"),
+            ], style={"display": "flex", "gap": "8px", "alignItems": "center", "margin": "6px 0"}),
+            dcc.Store(id=f"{P}-lens-job-{side}"),
+            dcc.Store(id=f"{P}-lens-label-{side}", data=f"Prompt {side.upper()}"),
+            dcc.Store(id=f"{P}-lens-result-{side}"),
+            dcc.Download(id=f"{P}-lens-download-{side}"),
+            dcc.Interval(id=f"{P}-lens-poll-{side}", interval=LENS_POLL_MS, disabled=True),
+            dcc.Graph(id=f"{P}-lens-{side}", figure=tv.live_lens_figure(None), config=graph_config(f"{P}-lens-{side}")),
+        ], className="lt-card", id=f"{P}-lens-side-{side}"))
+    return html.Div([
+        html.H2("Live logit lens"),
+        html.P("The lens of any prompt on this trace's model, at every layer and position, computed by the "
+               "worker in a second or two. Hover a cell for its top-1 token and the probabilities.",
+               className="lt-note"),
+        html.Div([html.Label("Colour by", id=f"{P}-lens-colour-label"),
+                  dcc.RadioItems(id=f"{P}-lens-colour", value="top1", inline=True,
+                                 options=[{"label": "top-1 token's probability", "value": "top1"},
+                                          {"label": "the target's probability", "value": "target"}])],
+                 className="lt-field"),
+        html.Div(sides, style={"display": "grid", "gridTemplateColumns": "repeat(auto-fit, minmax(440px, 1fr))",
+                               "gap": "12px"}),
+    ], className="lt-card", id=f"{P}-lens-panel")
+
+
+def lens_pick(task, index, trace_id, share, token):
+    """A task and prompt number of the trace -> that prompt and its target in the fields, and a message."""
+    if not task:
+        return dash.no_update, dash.no_update, ""
+    try:
+        data = client(token, share).trace_task(trace_id, task)
+    except ApiError as exc:
+        return dash.no_update, dash.no_update, f"Could not read the task: {exc}"
+    prompts, targets = data.get("prompts") or [], data.get("targets") or []
+    if index is None or not 0 <= int(index) < len(prompts):
+        return dash.no_update, dash.no_update, f"{task} has prompts 0-{len(prompts) - 1}"
+    return prompts[int(index)], targets[int(index)] if int(index) < len(targets) else "", f"{task} prompt #{int(index)}"
+
+
+def lens_submit(n_clicks, prompt, target, trace_id, token):
+    """Show the lens -> queue a ``lens`` job (a write: the API token) and start polling it."""
+    if not n_clicks:
+        return dash.no_update, dash.no_update, dash.no_update
+    if not (prompt or "").strip():
+        return dash.no_update, True, "Type a prompt first."
+    try:
+        answer = client(token).submit_lens(trace_id, prompt, (target or None))
+    except ApiError as exc:
+        return dash.no_update, True, f"Not run: {exc}"
+    return answer["job"]["id"], False, "Queued…"
+
+
+def lens_poll(n_intervals, job_id, trace_id, share, token):
+    """While the lens job runs: its state; when it ends, its result (and the polling stops)."""
+    if not job_id:
+        return dash.no_update, True, dash.no_update
+    try:
+        answer = client(token, share).lens(trace_id, job_id)
+    except ApiError as exc:
+        return dash.no_update, True, f"Could not read the lens: {exc}"
+    job = answer.get("job") or {}
+    status = job.get("status")
+    if status == "succeeded" and answer.get("result"):
+        lens = answer["result"]
+        return lens, True, (f"{len(lens['tokens'])} tokens × {lens['num_layers']} layers"
+                            + (f" in {_seconds(job)}" if _seconds(job) else ""))
+    if status in ("failed", "cancelled"):
+        return dash.no_update, True, f"The lens {status}: {job.get('error') or status}"
+    return dash.no_update, False, "Running…" if status == "running" else "Queued…"
+
+
+def _seconds(job: dict) -> str:
+    """How long a job took from its submission (what a person waited), as "1.2 s"; "" when unknown."""
+    from frontend.viz.names import parse_time
+
+    start, end = parse_time(job.get("created_at")), parse_time(job.get("finished_at"))
+    return f"{(end - start).total_seconds():.1f} s" if start and end else ""
+
+
+def lens_figure(lens, colour, norm, label):
+    return tv.live_lens_figure(lens, colour=colour or "top1", normalized=bool(norm), label=label)
+
+
+def lens_rows(lens: dict) -> tuple[list[str], list[list]]:
+    """The live lens as a table: one row per layer x position."""
+    header = ["layer", "position", "token", "top1_token", "top1_prob", "target_token", "target_prob"]
+    rows = []
+    for layer in range(int(lens["num_layers"])):
+        for position, token in enumerate(lens["tokens"]):
+            target = lens.get("target_prob")
+            rows.append([layer, position, token, lens["top1_tokens"][layer][position], lens["top1_probs"][layer][position],
+                         lens.get("target_token") or "", "" if target is None else target[layer][position]])
+    return header, rows
+
+
+def lens_download(n_clicks, lens, label, trace_id):
+    """CSV -> the lens shown on this side, one row per layer x position."""
+    if not n_clicks or not lens:
+        return dash.no_update
+    header, rows = lens_rows(lens)
+    side = str(label or "").split()[-1].lower() if label else "lens"
+    return dict(content=to_csv(header, rows), filename=f"trace-{trace_id}-lens-{side}.csv", type="text/csv")
+
+
+def save_notes(n_clicks, name, notes, trace_id, token):
+    """Save -> PATCH the trace's name and notes (its tags stay); the heading shows the new name."""
+    if not n_clicks:
+        return dash.no_update, dash.no_update
+    try:
+        meta = client(token).update_run("trace", trace_id, {"name": (name or "").strip() or None, "notes": notes or ""})
+    except ApiError as exc:
+        return f"Not saved: {exc}", dash.no_update
+    return "Saved.", heading(meta)
 
 
 # Entries of the result's timings that count things rather than seconds.
@@ -480,3 +686,26 @@ def register_callbacks(app: dash.Dash) -> None:
                  State(f"{P}-url", "search"), State(f"{P}-id", "data"), auth, prevent_initial_call=True)(share)
     app.callback(Output(f"{P}-cancel-msg", "children"), Input(f"{P}-cancel", "n_clicks"),
                  *ident, prevent_initial_call=True)(cancel)
+    app.callback(Output(f"{P}-save-msg", "children"), Output(f"{P}-title", "children"),
+                 Input(f"{P}-save", "n_clicks"), State(f"{P}-name", "value"), State(f"{P}-notes", "value"),
+                 State(f"{P}-id", "data"), auth, prevent_initial_call=True)(save_notes)
+    for side in LENS_SIDES:
+        app.callback(Output(f"{P}-lens-prompt-{side}", "value"), Output(f"{P}-lens-target-{side}", "value"),
+                     Output(f"{P}-lens-msg-{side}", "children", allow_duplicate=True),
+                     Input(f"{P}-lens-task-{side}", "value"), Input(f"{P}-lens-index-{side}", "value"), *ident,
+                     prevent_initial_call=True)(lens_pick)
+        app.callback(Output(f"{P}-lens-job-{side}", "data"), Output(f"{P}-lens-poll-{side}", "disabled", allow_duplicate=True),
+                     Output(f"{P}-lens-msg-{side}", "children", allow_duplicate=True),
+                     Input(f"{P}-lens-run-{side}", "n_clicks"), State(f"{P}-lens-prompt-{side}", "value"),
+                     State(f"{P}-lens-target-{side}", "value"), State(f"{P}-id", "data"), auth,
+                     prevent_initial_call=True)(lens_submit)
+        app.callback(Output(f"{P}-lens-result-{side}", "data"), Output(f"{P}-lens-poll-{side}", "disabled"),
+                     Output(f"{P}-lens-msg-{side}", "children"),
+                     Input(f"{P}-lens-poll-{side}", "n_intervals"), State(f"{P}-lens-job-{side}", "data"), *ident,
+                     prevent_initial_call=True)(lens_poll)
+        app.callback(Output(f"{P}-lens-{side}", "figure"), Input(f"{P}-lens-result-{side}", "data"),
+                     Input(f"{P}-lens-colour", "value"), Input(f"{P}-norm", "value"), State(f"{P}-lens-label-{side}", "data"),
+                     prevent_initial_call=True)(lens_figure)
+        app.callback(Output(f"{P}-lens-download-{side}", "data"), Input(f"{P}-lens-dl-{side}", "n_clicks"),
+                     State(f"{P}-lens-result-{side}", "data"), State(f"{P}-lens-label-{side}", "data"),
+                     State(f"{P}-id", "data"), prevent_initial_call=True)(lens_download)

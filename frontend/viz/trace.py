@@ -307,7 +307,37 @@ def position_grid(result: Result, *, normalized: bool = False, last: int = 24, c
     view = result.get("position_view")
     if not view:
         return empty_figure("This trace has no per-position view (it was run with --no-position-view).")
-    L = num_layers(result)
+    title = f"Logit lens by position — {view.get('task')} prompt #{view.get('prompt_index')}, target {view.get('target_token')!r}"
+    return lens_grid(view, num_layers(result), title=title, normalized=normalized, last=last, colour=colour,
+                     window=window)
+
+
+# The live lens shows every position of a typed prompt up to this many (the spec bounds prompts at
+# LENS_MAX_TOKENS; wider than this, the cells are too narrow to read their tokens).
+LIVE_LAST = 48
+
+
+def live_lens_figure(lens: Optional[dict], *, colour: str = "top1", normalized: bool = False,
+                     last: int = LIVE_LAST, label: str = "") -> go.Figure:
+    """The live logit lens of a typed prompt (the ``lens`` job's result: tokens [T], top1_tokens /
+    top1_probs / target_prob [L][T]) as the trace's own per-position grid; ``colour="target"`` needs a
+    target (without one the grid is coloured by the top-1 probability and says so)."""
+    if not lens:
+        return empty_figure("Type a prompt (or pick one of the trace's) and press “Show the lens”.")
+    has_target = lens.get("target_prob") is not None
+    colour = colour if colour == "target" and has_target else "top1"
+    prompt = " ".join(str(lens.get("prompt") or "").split())
+    short = prompt if len(prompt) <= 40 else prompt[:39] + "…"
+    title = (f"{label + ' — ' if label else ''}live lens of {short!r}"
+             + (f", target {lens.get('target_token')!r}" if has_target else ", no target"))
+    return lens_grid(lens, int(lens["num_layers"]), title=title, normalized=normalized, last=last, colour=colour)
+
+
+def lens_grid(view: dict, L: int, *, title: str, normalized: bool = False, last: int = 24, colour: str = "top1",
+              window: Optional[Sequence[int]] = None) -> go.Figure:
+    """Layers x positions of one prompt's lens (``view``: tokens [T], top1_tokens / top1_probs [L][T],
+    target_prob [L][T] or None, target_token), coloured by ``colour`` ("top1" or "target"), each cell
+    annotated with its top-1 token; the last ``last`` positions and the layers of ``window``."""
     tokens = view["tokens"]
     T = len(tokens)
     start = max(0, T - last)
@@ -316,26 +346,30 @@ def position_grid(result: Result, *, normalized: bool = False, last: int = 24, c
     lo, hi = layer_window(L, window)
     rows = range(lo, hi + 1)
     ys = [layer_positions(L, normalized)[l] for l in rows]
+    has_target = view.get("target_prob") is not None
+    colour = colour if has_target else "top1"
     key = "top1_probs" if colour == "top1" else "target_prob"
     z = [[view[key][l][i] for i in cols] for l in rows]
     text = [[view["top1_tokens"][l][i] for i in cols] for l in rows]
-    target = [[view["target_prob"][l][i] for i in cols] for l in rows]
     what = "top-1 probability" if colour == "top1" else f"probability of {view.get('target_token')!r}"
+    extra = {}
+    target_line = ""
+    if has_target:
+        extra["customdata"] = [[view["target_prob"][l][i] for i in cols] for l in rows]
+        target_line = "<br>target prob %{customdata:.3f}"
     fig = go.Figure(go.Heatmap(
-        z=z, x=xlabels, y=ys, text=text, customdata=target, texttemplate="%{text}",
+        z=z, x=xlabels, y=ys, text=text, texttemplate="%{text}",
         textfont=dict(size=10), colorscale=SEQUENTIAL, zmin=0, zmax=1,
         colorbar=dict(title=dict(text=what, side="right"), thickness=14),
         hovertemplate="position %{x}<br>" + ("depth %{y:.2f}" if normalized else "layer %{y}")
-        + "<br>top-1 %{text}<br>" + what + " %{z:.3f}<br>target prob %{customdata:.3f}<extra></extra>",
+        + "<br>top-1 %{text}<br>" + what + " %{z:.3f}" + target_line + "<extra></extra>", **extra,
     ))
-    task = view.get("task")
     # the x labels stand at -45 degrees: about 0.7 of their length is height
     bottom = text_margin(xlabels, base=50, per_char=5.5, least=60)
     y_title = depth_title(normalized)
     # The plot area is at least as tall as the y title, so the title never runs into the figure's title.
     plot = max(22 * len(ys), title_length_px(y_title))
-    base_layout(fig, title=f"Logit lens by position — {task} prompt #{view.get('prompt_index')}, "
-                f"target {view.get('target_token')!r}" + (f" (last {len(cols)} of {T} tokens)" if start else ""),
+    base_layout(fig, title=title + (f" (last {len(cols)} of {T} tokens)" if start else ""),
                 height=max(360, TITLE_MARGIN + bottom + plot))
     fig.update_xaxes(title_text="token position: token", tickangle=-45, type="category")
     fig.update_yaxes(title_text=y_title, range=[ys[0] - half_step(L, normalized), ys[-1] + half_step(L, normalized)])
