@@ -12,7 +12,9 @@ import dash
 import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, ctx, dcc, html
 
+from frontend import server_paths, spec_form as sf
 from frontend.api_client import ApiError
+from frontend.clone import stored_run
 from frontend.components import api_error_box, client, notice, rel
 from frontend.viz.common import FREEZE_COLOUR, KIND_NAME, TRAIN_COLOUR, base_layout, depth_axis, empty_figure
 from layertracer.spec.allocations import (
@@ -20,11 +22,37 @@ from layertracer.spec.allocations import (
     preset_layers,
 )
 from layertracer.spec.benchmarks import BenchmarkSpecError, check_benchmark
-from layertracer.spec.fields import defaults, number_bounds
 from layertracer.spec.ranges import RangeError, format_ranges, parse_ranges as spec_parse_ranges
-from layertracer.spec.training import TrainingOptionsSpec
+from layertracer.spec.jobs import ExperimentFields, ExperimentJobSpec
 
-TRAINING_DEFAULTS = defaults(TrainingOptionsSpec)
+# The fields of a trial / experiment the picker and the data fields render their own way; every other
+# field of the spec (layertracer/spec/jobs.py ExperimentFields, with layertracer/spec/training.py) is
+# generated (frontend/spec_form.py): a field added there appears under Advanced with no code here.
+OWN_FIELDS = ("model_id", "corpus", "benchmarks", "embeddings", "head", "final_norm")
+RUN_FIELDS = sf.fields_of(ExperimentFields, skip=OWN_FIELDS)
+DATA = ("name", "trace_tasks")  # shown in "Data and evaluation"
+BASIC = ("seeds", "steps", "lr", "batch_size", "block_size")  # shown in "Training"; the rest under Advanced
+LABELS = {
+    "name": "Name (optional)",
+    "trace_tasks": "Trace tasks before and after (empty: no re-trace)",
+    "seeds": "Seeds (comma-separated)",
+    "steps": "Steps",
+    "lr": "Learning rate",
+    "batch_size": "Batch size (sequences)",
+    "block_size": "Block size (tokens per sequence)",
+    "warmup_steps": "Warmup steps",
+    "eval_mode": "Evaluation mode",
+    "eval_shots": "Evaluation shots",
+    "eval_limit": "Questions per subject (empty: all)",
+    "trace_perturbations": "Perturbations of the traces before and after (one per line)",
+    "labels": "Labels of allocations (allocation = name, one per line)",
+    "processes": "Processes (GPUs of one worker)",
+    "placement.device_map": "Device map",
+    "placement.max_memory": "Memory per device (e.g. 0=70GiB,cpu=200GiB)",
+    "placement.attn_implementation": "Attention kernel",
+    "placement.load_in": "Quantize (CUDA)",
+}
+TRAINING_DEFAULTS = sf.widget_values(RUN_FIELDS)
 
 # The engine's toggles (layertracer.spec.allocations.TOGGLES), as the form labels them.
 TOGGLE_LABELS = {"embeddings": "embeddings", "head": "output head", "final_norm": "final norm"}
@@ -122,25 +150,13 @@ def toggle_layer(ranges: Optional[str], layer: int, num_layers: int) -> str:
 
 # -- validation ------------------------------------------------------------------------------------------
 
-def _parse_seeds(text: Optional[str]) -> tuple[list[int], Optional[str]]:
-    seeds = []
-    for part in re.split(r"[,\s]+", (text or "").strip()):
-        if not part:
-            continue
-        if not re.fullmatch(r"\d+", part):
-            return [], f"seed {part!r} is not a whole number"
-        seeds.append(int(part))
-    if not seeds:
-        return [], "give at least one seed"
-    if len(set(seeds)) != len(seeds):
-        return [], "a seed is listed twice"
-    return seeds, None
-
-
-def validate(kind: str, *, model: Optional[str], info: Optional[dict], allocations: list[str], toggles: list[str],
-             corpus: Optional[str], benchmarks: Optional[str], seeds: Optional[str], steps: Any, lr: Any,
-             batch_size: Any, block_size: Any, trace_tasks: Optional[str]) -> tuple[Optional[dict], list[str]]:
-    """The form -> (the POST /trials or /experiments body, []) or (None, what to fix)."""
+def check_run_form(kind: str, *, model: Optional[str], info: Optional[dict], allocations: list[str],
+                   toggles: list[str], corpus: Optional[str], benchmarks: Optional[str],
+                   raws: dict[str, Any]) -> tuple[Optional[dict], list[str], dict[str, str]]:
+    """The form -> (the POST /trials or /experiments body, [], {}) or (None, what to fix, {field path:
+    the spec's message}). ``raws``: the generated inputs by field path (absent ones: the spec's
+    defaults); they are checked by the spec's own model (``ExperimentJobSpec``), as the API and the
+    worker check them."""
     errors = []
     if not model:
         errors.append("Choose a model.")
@@ -148,14 +164,16 @@ def validate(kind: str, *, model: Optional[str], info: Optional[dict], allocatio
     allocations = [a.strip() for a in allocations if a and a.strip()]
     if not allocations:
         errors.append("Choose the layers to train (a preset, ranges, or clicks on the layer strip).")
+    allocations_ok = bool(allocations)
     for a in allocations:
         try:
             check_allocation(a)
         except AllocationError as exc:
             errors.append(f"Allocation: {exc}.")
+            allocations_ok = False
             continue
         if a in PRESETS or is_from_trace(a):  # from-trace:PATH names a trace file on the server
-            if a == "from-trace" and not (trace_tasks or "").strip():
+            if a == "from-trace" and not str(raws.get("trace_tasks") or "").strip():
                 errors.append("from-trace needs trace tasks to trace the base model first.")
             continue
         if L:
@@ -166,52 +184,39 @@ def validate(kind: str, *, model: Optional[str], info: Optional[dict], allocatio
                 errors.append(f"Allocation {a!r} trains nothing.")
     if len(set(allocations)) != len(allocations):
         errors.append("An allocation is listed twice.")
+        allocations_ok = False
     if kind == "trial" and len(allocations) > 1:
         errors.append("A trial has one allocation; use New experiment to compare several.")
     if not (corpus or "").strip():
         errors.append("Give the training corpus (a text, JSONL or parquet file or folder on the server).")
     bench_list = [b.strip() for b in re.split(r"[,\n]+", benchmarks or "") if b.strip()]
+    benches_ok = True
     for b in bench_list:
         try:
             check_benchmark(b)
         except BenchmarkSpecError as exc:
             errors.append(f"Benchmark: {exc}.")
-    seed_list, problem = _parse_seeds(seeds)
-    if problem:
-        errors.append(f"Seeds: {problem}.")
-
-    def number(value, name, key):
-        """The value if the spec's bounds for ``key`` admit it (layertracer/spec/training.py)."""
-        bounds = number_bounds(TrainingOptionsSpec, key)
+            benches_ok = False
+    values = sf.read(RUN_FIELDS, {**TRAINING_DEFAULTS, **raws})
+    # What the checks above judged stands in with a valid placeholder, so that the spec's messages
+    # are those of the generated fields alone.
+    data = {**sf.nest(values), "model_id": model or "m", "corpus": (corpus or "").strip() or "c",
+            "benchmarks": bench_list if benches_ok else [], "kind": kind,
+            "allocations": allocations if allocations_ok else ["full"]}
+    spec, wrong, others = sf.check(ExperimentJobSpec, data, RUN_FIELDS)
+    if spec is not None and allocations_ok:
         try:
-            x = float(value)
-        except (TypeError, ValueError):
-            errors.append(f"{name}: give a number.")
-            return None
-        if bounds.integer and x != int(x):
-            errors.append(f"{name}: must be a whole number.")
-            return None
-        if not bounds.admits(x):
-            def shown(v: float) -> str:
-                return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
-
-            low = f"more than {shown(bounds.low)}" if bounds.strict_low else f"at least {shown(bounds.low)}"
-            high = f"below {shown(bounds.high)}" if bounds.strict_high else f"at most {shown(bounds.high)}"
-            errors.append(f"{name}: must be {low} and {high}.")
-            return None
-        return int(x) if bounds.integer else x
-
-    steps_v = number(steps, "Steps", "steps")
-    lr_v = number(lr, "Learning rate", "lr")
-    batch_v = number(batch_size, "Batch size", "batch_size")
-    block_v = number(block_size, "Block size", "block_size")
+            spec._check_labels(allocations)  # the API's rule: a label names an allocation that runs
+        except ValueError as exc:
+            wrong["labels"] = str(exc)
+    errors += sf.messages(RUN_FIELDS, wrong, LABELS) + [f"{m}." for m in others]
     if errors:
-        return None, errors
-    body: dict[str, Any] = {
-        "model_id": model, "corpus": corpus.strip(), "seeds": seed_list, "benchmarks": bench_list,
-        "steps": steps_v, "lr": lr_v, "batch_size": batch_v, "block_size": block_v,
-        "trace_tasks": (trace_tasks or "").strip(),
-    }
+        return None, errors, wrong
+    optional = {f.path for f in RUN_FIELDS if f.optional}
+    body: dict[str, Any] = {"model_id": model, "corpus": corpus.strip(), "benchmarks": bench_list,
+                            **sf.nest({k: v for k, v in values.items() if not (v is None and k in optional)})}
+    if not body.get("placement"):
+        body.pop("placement", None)
     if not any(a == "full" for a in allocations):
         on = set(toggles or [])
         body.update({key: key in on for key, _ in TOGGLES})
@@ -219,10 +224,65 @@ def validate(kind: str, *, model: Optional[str], info: Optional[dict], allocatio
         body["allocation"] = allocations[0]
     else:
         body["allocations"] = allocations
-    return body, []
+    return body, [], {}
+
+
+_GIVEN = object()
+
+
+def validate(kind: str, *, model: Optional[str], info: Optional[dict], allocations: list[str], toggles: list[str],
+             corpus: Optional[str], benchmarks: Optional[str], seeds: Any = _GIVEN, steps: Any = _GIVEN,
+             lr: Any = _GIVEN, batch_size: Any = _GIVEN, block_size: Any = _GIVEN, trace_tasks: Any = _GIVEN,
+             raws: Optional[dict[str, Any]] = None) -> tuple[Optional[dict], list[str]]:
+    """``check_run_form`` with the basic fields by name (as their inputs hold them) and any other
+    generated field in ``raws``: (body, []) or (None, what to fix)."""
+    given = dict(raws or {})
+    for key, value in (("seeds", seeds), ("steps", steps), ("lr", lr), ("batch_size", batch_size),
+                       ("block_size", block_size), ("trace_tasks", trace_tasks)):
+        if value is not _GIVEN:
+            given[key] = value
+    body, errors, _ = check_run_form(kind, model=model, info=info, allocations=allocations, toggles=toggles,
+                                     corpus=corpus, benchmarks=benchmarks, raws=given)
+    return body, errors
 
 
 # -- layout --------------------------------------------------------------------------------------------
+
+def clone_prefill(run: dict, kind: str, info: Optional[dict]) -> dict:
+    """A stored trial or experiment (``GET /experiments/{id}``: its ``spec`` is the job's) -> the form's
+    values: model, ranges (a trial's allocation; a preset as its layers when the model's depth is
+    known, so that the strip shows it), allocations, toggles, corpus, benchmarks, the trace it came
+    from, and the spec itself for the generated fields."""
+    spec = dict(run.get("spec") or {})
+    allocations = list(spec.get("allocations") or [])
+    toggles = [key for key, _ in TOGGLES if spec.get(key)]
+    first = allocations[0] if allocations else ""
+    L = int((info or {}).get("num_layers") or 0)
+    ranges = first
+    if first in PRESETS[:3] and L:
+        ranges = format_ranges(preset_layers(first, L))
+        toggles = ["embeddings", "head", "final_norm"] if first == "full" else toggles
+    return {"model": spec.get("model_id") or (run.get("model") or {}).get("id"), "ranges": ranges,
+            "allocations": "\n".join(allocations), "toggles": toggles, "corpus": spec.get("corpus") or "",
+            "benchmarks": ", ".join(spec.get("benchmarks") or []), "trace": run.get("source_trace_id"), "spec": spec}
+
+
+def _query_values(query: dict) -> dict[str, Any]:
+    """Generated fields given in the URL (``?steps=5&eval_mode=cloze``), as their inputs hold them."""
+    out = {}
+    for f in RUN_FIELDS:
+        if f.path not in query:
+            continue
+        text = str(query[f.path])
+        if f.kind in ("int", "float"):
+            try:
+                out[f.path] = int(text) if f.kind == "int" and re.fullmatch(r"[+-]?\d+", text) else float(text)
+            except ValueError:
+                continue
+        else:
+            out[f.path] = text
+    return out
+
 
 def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Div:
     api = client(token)
@@ -232,31 +292,51 @@ def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Di
     except ApiError as exc:
         models, problems = [], [api_error_box(exc, title="Models could not be loaded")]
     ids = {m["id"] for m in models}
-    model = query.get("model") if query.get("model") in ids else (models[0]["id"] if len(models) == 1 else None)
+    prefill: dict[str, Any] = {"spec": {}, "toggles": []}
+    if query.get("clone"):
+        try:
+            run = stored_run(api, query["clone"], "experiment")
+            model_id = (run.get("spec") or {}).get("model_id")
+            prefill = clone_prefill(run, kind, _model_info(models, model_id, token))
+            problems.append(notice(f"Every field is that of {run.get('kind', 'run')} "
+                                   f"{run.get('name') or str(run['id'])[:8]}: change what you want to vary and start it."))
+        except ApiError as exc:
+            problems.append(api_error_box(exc, title=f"Run {query['clone']} could not be cloned"))
+    wanted = prefill.get("model") or query.get("model")
+    model = wanted if wanted in ids else (models[0]["id"] if len(models) == 1 else None)
     info = _model_info(models, model, token)
-    ranges = query.get("ranges") or ""
-    from_trace = query.get("trace")
+    ranges = prefill.get("ranges") or query.get("ranges") or ""
+    from_trace = prefill.get("trace") or query.get("trace")
     title = "New trial" if kind == "trial" else "New experiment"
     intro = ("A trial continues pre-training the model with one allocation (which layers train) over one or more seeds, "
              "and evaluates it before and after." if kind == "trial" else
              "An experiment runs several allocations x seeds on the same data and compares them with intervals and "
              "significance tests.")
-    count, problem = count_text(info, ranges, [])
+    toggles = prefill["toggles"]
+    count, problem = count_text(info, ranges, toggles)
+    values = {**sf.widget_values(RUN_FIELDS, prefill["spec"]), **_query_values(query)}
+    if not prefill["spec"] and "seeds" not in query:
+        values["seeds"] = "1, 2, 3" if kind == "experiment" else "1"
     allocation_block = []
     if kind == "experiment":
+        listed = prefill.get("allocations") or "\n".join(
+            a.strip() for a in str(query.get("allocations", "")).split(";") if a.strip())
         allocation_block = [
             html.Button("Add this selection to the allocations", id=f"{p}-add", type="button", className="lt-button"),
             html.Div(html.Label("Allocations compared (one per line: a preset or ranges)", htmlFor=f"{p}-allocations")),
-            dcc.Textarea(id=f"{p}-allocations", value="\n".join(a.strip() for a in str(query.get("allocations", "")).split(";") if a.strip())
-                         or "train-shallow\ntrain-deep\nfull", className="lt-input lt-textarea"),
+            dcc.Textarea(id=f"{p}-allocations", value=listed or "train-shallow\ntrain-deep\nfull",
+                         className="lt-input lt-textarea"),
         ]
+    data_fields = [f for f in RUN_FIELDS if f.path in DATA]
+    basic = [f for f in RUN_FIELDS if f.path in BASIC]
+    advanced = [f for f in RUN_FIELDS if f.path not in DATA and f.path not in BASIC]
     return html.Div([
         dcc.Location(id=f"{p}-go", refresh="callback-nav"),
         dcc.Store(id=f"{p}-info", data=info),
         html.H1(title),
         html.P(intro, className="lt-muted"),
         *problems,
-        notice(f"Ranges taken from the freeze plan of trace {from_trace}.") if from_trace and ranges else html.Div(),
+        notice(f"Ranges taken from the freeze plan of trace {from_trace}.") if from_trace and ranges and not prefill["spec"] else html.Div(),
         html.Form([
             html.Fieldset([
                 html.Legend("Model"),
@@ -280,27 +360,29 @@ def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Di
                 ], className="lt-field"),
                 dcc.Graph(id=f"{p}-strip", figure=strip_figure(info, ranges), config={"displayModeBar": False}),
                 dcc.Checklist(id=f"{p}-toggles", options=[{"label": f"also train the {label}", "value": key} for key, label in TOGGLES],
-                              value=[], inline=True),
+                              value=toggles, inline=True),
                 html.Div(count, id=f"{p}-count", className="lt-count", **{"aria-live": "polite"}),
                 *allocation_block,
             ]),
             html.Fieldset([
                 html.Legend("Data and evaluation"),
-                _text(p, "corpus", "Corpus on the server (text, JSONL with text, parquet, or a folder)", query.get("corpus", "")),
-                _text(p, "benchmarks", "Benchmarks (comma-separated ceval:FOLDER or cmmlu:FOLDER)", query.get("benchmarks", "")),
-                _text(p, "trace_tasks", "Trace tasks before and after (empty: no re-trace)", query.get("trace_tasks", "")),
+                _text(p, "corpus", "Corpus on the server (text, JSONL with text, parquet, or a folder)",
+                      prefill.get("corpus") or query.get("corpus", "")),
+                html.Div("", id=f"{p}-corpus-check", className="lt-muted lt-help lt-check", **{"aria-live": "polite"}),
+                _text(p, "benchmarks", "Benchmarks (comma-separated ceval:FOLDER, cmmlu:FOLDER or lm-eval:TASK)",
+                      prefill.get("benchmarks") or query.get("benchmarks", "")),
+                html.Div("", id=f"{p}-benchmarks-check", className="lt-muted lt-help lt-check", **{"aria-live": "polite"}),
+                server_paths.browser(p),
+                *sf.render_all(p, data_fields, values, LABELS),
             ]),
             html.Fieldset([
                 html.Legend("Training"),
-                html.Div([
-                    _text(p, "seeds", "Seeds (comma-separated)", query.get("seeds", "1,2,3" if kind == "experiment" else "1")),
-                    _number(p, "steps", "Steps", query.get("steps", TRAINING_DEFAULTS["steps"]), 1),
-                    _number(p, "lr", "Learning rate", query.get("lr", TRAINING_DEFAULTS["lr"]), "any"),
-                    _number(p, "batch_size", "Batch size (sequences)", query.get("batch_size", TRAINING_DEFAULTS["batch_size"]), 1),
-                    _number(p, "block_size", "Block size (tokens per sequence)",
-                            query.get("block_size", TRAINING_DEFAULTS["block_size"]), 1),
-                ], className="lt-row"),
+                html.Div(sf.render_all(p, basic, values, LABELS), className="lt-row"),
             ]),
+            html.Details([
+                html.Summary(f"Advanced: every other option of the {kind} ({len(advanced)})"),
+                html.Div(sf.render_all(p, advanced, values, LABELS), className="lt-row"),
+            ], id=f"{p}-advanced", className="lt-advanced"),
             html.Div(id=f"{p}-errors", role="alert"),
             html.Button(f"Start the {kind}", id=f"{p}-submit", type="button", className="lt-button lt-primary"),
         ], className="lt-form"),
@@ -310,13 +392,6 @@ def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Di
 def _text(p, key, label, value):
     return html.Div([html.Label(label, htmlFor=f"{p}-{key}"),
                      dcc.Input(id=f"{p}-{key}", type="text", value=value, className="lt-input lt-wide")], className="lt-field")
-
-
-def _number(p, key, label, value, step):
-    bounds = number_bounds(TrainingOptionsSpec, key)  # the browser's limits are the spec's too
-    return html.Div([html.Label(label, htmlFor=f"{p}-{key}"),
-                     dcc.Input(id=f"{p}-{key}", type="number", value=value, step=step, min=bounds.low, max=bounds.high,
-                               className="lt-input")], className="lt-field")
 
 
 def _model_info(models: list[dict], model_id: Optional[str], token: Optional[str]) -> Optional[dict]:
@@ -432,10 +507,11 @@ def lineage(api, trace_id: Optional[str], allocations: list[str]) -> tuple[dict,
 
 
 def make_submit(kind: str):
-    def submit(n_clicks, model, info, ranges, toggles, allocations_text, corpus, benchmarks, trace_tasks, seeds, steps, lr,
-               batch_size, block_size, token, source_trace=None):
+    def submit(n_clicks, model, info, ranges, toggles, allocations_text, corpus, benchmarks, token, source_trace,
+               *values):
+        quiet = [""] * len(RUN_FIELDS)
         if not n_clicks:
-            return dash.no_update, dash.no_update
+            return (dash.no_update, dash.no_update, *quiet)
         L = int((info or {}).get("num_layers") or 0)
         if kind == "trial":
             layers, problem = parse_ranges(ranges, L) if L else ([], None)
@@ -443,25 +519,27 @@ def make_submit(kind: str):
                 [ranges] if (ranges or "").strip() else [])
         else:
             allocations = [line for line in (allocations_text or "").splitlines() if line.strip()]
-        body, errors = validate(kind, model=model, info=info, allocations=allocations, toggles=toggles or [], corpus=corpus,
-                                benchmarks=benchmarks, seeds=seeds, steps=steps, lr=lr, batch_size=batch_size,
-                                block_size=block_size, trace_tasks=trace_tasks)
+        raws = {f.path: v for f, v in zip(RUN_FIELDS, values)}
+        body, errors, wrong = check_run_form(kind, model=model, info=info, allocations=allocations,
+                                             toggles=toggles or [], corpus=corpus, benchmarks=benchmarks, raws=raws)
+        marks = [wrong.get(f.path, "") for f in RUN_FIELDS]
         if errors:
-            return html.Ul([html.Li(e) for e in errors], className="lt-error"), dash.no_update
+            return (html.Ul([html.Li(e) for e in errors], className="lt-error"), dash.no_update, *marks)
         api = client(token)
         fields, labels = lineage(api, source_trace, allocations)
         body = {**body, **fields, "labels": {**labels, **(body.get("labels") or {})}} if fields else body
         try:
             created = api.create_trial(body) if kind == "trial" else api.create_experiment(body)
         except ApiError as exc:
-            return api_error_box(exc, title=f"The API refused the {kind}"), dash.no_update
-        return notice(f"{kind.capitalize()} {created['id']} queued."), rel(f"/experiments/{created['id']}")
+            return (api_error_box(exc, title=f"The API refused the {kind}"), dash.no_update, *quiet)
+        return (notice(f"{kind.capitalize()} {created['id']} queued."), rel(f"/experiments/{created['id']}"), *quiet)
 
     return submit
 
 
 def register(app: dash.Dash, p: str, kind: str) -> None:
     auth = State("auth-token", "data")
+    server_paths.register(app, p)
     app.callback(Output(f"{p}-info", "data"), Output(f"{p}-trace", "options"),
                  Input(f"{p}-model", "value"), auth, prevent_initial_call=True)(model_changed)
     app.callback(Output(f"{p}-ranges", "value"), Output(f"{p}-toggles", "value"),
@@ -476,9 +554,10 @@ def register(app: dash.Dash, p: str, kind: str) -> None:
         app.callback(Output(f"{p}-allocations", "value"), Input(f"{p}-add", "n_clicks"), State(f"{p}-ranges", "value"),
                      State(f"{p}-toggles", "value"), State(f"{p}-allocations", "value"), State(f"{p}-info", "data"),
                      prevent_initial_call=True)(add_allocation)
+    ids = [sf.input_id(p, f) for f in RUN_FIELDS]
     app.callback(Output(f"{p}-errors", "children"), Output(f"{p}-go", "pathname"),
+                 *[Output(f"{i}-error", "children") for i in ids],
                  Input(f"{p}-submit", "n_clicks"), State(f"{p}-model", "value"), State(f"{p}-info", "data"),
                  State(f"{p}-ranges", "value"), State(f"{p}-toggles", "value"), allocations_state,
-                 *[State(f"{p}-{k}", "value") for k in ("corpus", "benchmarks", "trace_tasks", "seeds", "steps", "lr",
-                                                         "batch_size", "block_size")],
-                 auth, State(f"{p}-trace", "value"), prevent_initial_call=True)(make_submit(kind))
+                 State(f"{p}-corpus", "value"), State(f"{p}-benchmarks", "value"), auth, State(f"{p}-trace", "value"),
+                 *[State(i, "value") for i in ids], prevent_initial_call=True)(make_submit(kind))

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from backend import __version__
 from backend.api.cache import ResultCache
 from backend.api.deps import API_PREFIX, authorize
-from backend.api.routes import experiments, health, jobs, models, shares, tasksets, traces
+from backend.api.routes import experiments, health, jobs, models, paths, shares, tasksets, traces
 from backend.api.schemas import ERROR_RESPONSES
 from backend.db.migrate import upgrade
 from backend.db.session import make_engine, make_sessionmaker
@@ -150,7 +150,7 @@ def create_app(settings: Optional[Settings] = None, *, migrate: bool = True) -> 
     api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     api.include_router(health.router)
     protected = APIRouter(dependencies=[Depends(authorize)])
-    for module in (models, tasksets, traces, experiments, jobs, shares):
+    for module in (models, tasksets, traces, experiments, jobs, shares, paths):
         protected.include_router(module.router)
     api.include_router(protected)
     app.include_router(api)

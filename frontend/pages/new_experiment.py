@@ -1,4 +1,4 @@
-"""New experiment (``/new/experiment?model=&ranges=``): several allocations x seeds, compared."""
+"""New experiment (``/new/experiment?model=&ranges=`` or ``?clone=<job or run id>``): several allocations x seeds, compared."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""New trace (``/new/trace?model=``): model, task sets (built-in or uploaded), perturbations, options;
+"""New trace (``/new/trace?model=`` or ``?clone=<job or trace id>``): model, task sets (built-in or uploaded), perturbations, options;
 checked before anything is sent, then ``POST /api/v1/traces`` and on to the trace's page."""
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ import dash
 from dash import Input, Output, State, dcc, html
 from pydantic import ValidationError
 
+from frontend import spec_form as sf
 from frontend.api_client import ApiError
+from frontend.clone import stored_run
 from frontend.components import api_error_box, client, error_box, notice, rel
-from layertracer.spec.fields import number_bounds, validation_message
-from layertracer.spec.loading import ATTN_IMPLEMENTATIONS, DEVICE_MAP_STRATEGIES, LOAD_IN, PlacementSpec
+from layertracer.spec.fields import validation_message
+from layertracer.spec.loading import PlacementSpec
 from layertracer.spec.perturbations import (
     DEFAULT_KEEP,
     DEFAULT_SCALE,
@@ -35,19 +37,36 @@ PERTURBATIONS = [
     ("noise", "noise — add scaled Gaussian noise to the block's output"),
     ("mask", "mask — keep each hidden unit of the block's update with probability keep"),
 ]
-_LABELS = {  # the form's words; defaults and limits are the spec's (layertracer/spec/trace_options.py)
+# The form's words for the spec's fields (every other field is labelled from its name); the inputs, their
+# defaults, limits, choices and descriptions are the spec's (layertracer/spec/trace_options.py,
+# layertracer/spec/loading.py PlacementSpec): a field added there appears here with no code.
+LABELS = {
     "limit": "Prompts per task (empty: all)",
     "batch_size": "Batch size (prompts per forward pass)",
     "top_k": "Top-k tokens kept per layer",
     "seed": "Seed (noise / mask draws, bootstrap)",
     "draws": "Draws averaged for noise and mask",
     "shots": "Few-shot examples in built-in prompts",
+    "position_task": "Per-position view: task (empty: the first)",
     "position_prompt": "Per-position view: prompt number",
+    "plan_boundary": "Freeze-plan boundary",
+    "min_train_layers": "Freeze plan: at least this many trainable layers",
+    "similarity": "Layer x layer CKA matrix",
+    "position_view": "Per-position view",
+    "placement.device_map": "Device map",
+    "placement.max_memory": "Memory per device (e.g. 0=70GiB,cpu=200GiB)",
+    "placement.attn_implementation": "Attention kernel",
+    "placement.load_in": "Quantize (CUDA)",
 }
-NUMBER_FIELDS = [  # (id, label, default, min, max, integer)
-    (key, label, (b := number_bounds(TraceOptionsSpec, key)).default, b.low, b.high, b.integer)
-    for key, label in _LABELS.items()
+OPTION_FIELDS = sf.fields_of(TraceOptionsSpec)
+PLACEMENT_FIELDS = sf.fields_of(PlacementSpec, under="placement.")
+# Shown open; every other option is under Advanced.
+BASIC = ("limit", "shots", "batch_size", "seed")
+NUMBER_FIELDS = [  # (id, label, default, min, max, integer) of the numeric options
+    (f.path, f.label(LABELS), f.default, f.bounds.low, f.bounds.high, f.kind == "int")
+    for f in OPTION_FIELDS if f.kind in ("int", "float")
 ]
+FORM_FIELDS = OPTION_FIELDS + PLACEMENT_FIELDS  # every generated input, in the order of the callbacks
 
 
 def _model_options(models: list[dict]) -> list[dict]:
@@ -73,7 +92,8 @@ def _task_options(task_sets: list[dict]) -> list[dict]:
     return options
 
 
-def layout(token: Optional[str] = None, model: Optional[str] = None, **query: Any) -> html.Div:
+def layout(token: Optional[str] = None, model: Optional[str] = None, clone: Optional[str] = None,
+           **query: Any) -> html.Div:
     api = client(token)
     problems = []
     try:
@@ -85,11 +105,19 @@ def layout(token: Optional[str] = None, model: Optional[str] = None, **query: An
     except ApiError as exc:
         task_sets, problems = [], problems + [api_error_box(exc, title="Task sets could not be loaded")]
     model_ids = {m["id"] for m in models}
-    fields = []
-    for key, label, default, lo, hi, _ in NUMBER_FIELDS:
-        fields.append(html.Div([html.Label(label, htmlFor=f"{P}-{key}"),
-                                dcc.Input(id=f"{P}-{key}", type="number", min=lo, max=hi, step=1, value=default,
-                                          className="lt-input")], className="lt-field"))
+    prefill = {"model": model, "tasks": [], "perts": ["skip"], "keep": DEFAULT_KEEP, "scale": DEFAULT_SCALE,
+               "name": "", "spec": {}}
+    if clone:
+        try:
+            run = stored_run(api, clone, "trace")
+            prefill = clone_prefill(run, task_sets)
+            problems.append(notice(f"Every field is that of trace {run.get('name') or str(run['id'])[:8]}: "
+                                   "change what you want to vary and start it."))
+        except ApiError as exc:
+            problems.append(api_error_box(exc, title=f"Run {clone} could not be cloned"))
+    values = sf.widget_values(FORM_FIELDS, prefill["spec"])
+    basic = [f for f in OPTION_FIELDS if f.path in BASIC]
+    advanced = [f for f in FORM_FIELDS if f.path not in BASIC]
     return html.Div([
         dcc.Location(id=f"{P}-go", refresh="callback-nav"),
         html.H1("New trace"),
@@ -97,7 +125,8 @@ def layout(token: Optional[str] = None, model: Optional[str] = None, **query: An
         html.Form([
             html.Fieldset([
                 html.Legend("Model"),
-                dcc.Dropdown(id=f"{P}-model", options=_model_options(models), value=model if model in model_ids else None,
+                dcc.Dropdown(id=f"{P}-model", options=_model_options(models),
+                             value=prefill["model"] if prefill["model"] in model_ids else None,
                              placeholder="choose a registered model", searchable=True),
                 html.Details([
                     html.Summary("Register another model"),
@@ -109,7 +138,8 @@ def layout(token: Optional[str] = None, model: Optional[str] = None, **query: An
             ]),
             html.Fieldset([
                 html.Legend("Tasks"),
-                dcc.Checklist(id=f"{P}-tasks", options=_task_options(task_sets), value=[], className="lt-checks"),
+                dcc.Checklist(id=f"{P}-tasks", options=_task_options(task_sets), value=prefill["tasks"],
+                              className="lt-checks"),
                 html.Details([
                     html.Summary("Upload a task file (JSONL or CSV with prompt and target)"),
                     html.Label("Name of the task set", htmlFor=f"{P}-upload-name"),
@@ -122,51 +152,54 @@ def layout(token: Optional[str] = None, model: Optional[str] = None, **query: An
             html.Fieldset([
                 html.Legend("Perturbations (the first checked is the primary one: vulnerable layer and plan)"),
                 dcc.Checklist(id=f"{P}-perts", options=[{"label": label, "value": v} for v, label in PERTURBATIONS],
-                              value=["skip"], className="lt-checks"),
+                              value=prefill["perts"], className="lt-checks"),
                 html.Div([
                     html.Div([html.Label("mask: keep probability", htmlFor=f"{P}-keep"),
-                              dcc.Input(id=f"{P}-keep", type="number", min=KEEP_RANGE[0], max=KEEP_RANGE[1], step=0.05, value=DEFAULT_KEEP, className="lt-input")],
+                              dcc.Input(id=f"{P}-keep", type="number", min=KEEP_RANGE[0], max=KEEP_RANGE[1], step=0.05,
+                                        value=prefill["keep"], className="lt-input")],
                              className="lt-field"),
                     html.Div([html.Label("noise: scale (× RMS of the output)", htmlFor=f"{P}-scale"),
-                              dcc.Input(id=f"{P}-scale", type="number", min=0, max=SCALE_RANGE[1], step=0.1, value=DEFAULT_SCALE, className="lt-input")],
+                              dcc.Input(id=f"{P}-scale", type="number", min=0, max=SCALE_RANGE[1], step=0.1,
+                                        value=prefill["scale"], className="lt-input")],
                              className="lt-field"),
                 ], className="lt-row"),
             ]),
-            html.Fieldset([html.Legend("Options"), html.Div(fields + [
-                html.Div([html.Label("Per-position view: task (empty: the first)", htmlFor=f"{P}-position_task"),
-                          dcc.Input(id=f"{P}-position_task", type="text", className="lt-input")], className="lt-field"),
+            html.Fieldset([html.Legend("Options"), html.Div([
+                html.Div([html.Label("Name (optional)", htmlFor=f"{P}-name"),
+                          dcc.Input(id=f"{P}-name", type="text", value=prefill["name"], className="lt-input")],
+                         className="lt-field"),
+                *sf.render_all(P, basic, values, LABELS),
             ], className="lt-row")]),
-            placement_fields(),
+            html.Details([
+                html.Summary(f"Advanced: every other option of the trace ({len(advanced)})"),
+                html.Div(sf.render_all(P, advanced, values, LABELS), className="lt-row"),
+            ], id=f"{P}-advanced", className="lt-advanced"),
             html.Div(id=f"{P}-errors", role="alert"),
             html.Button("Start the trace", id=f"{P}-submit", type="button", className="lt-button lt-primary"),
         ], className="lt-form", **{"aria-label": "new trace"}),
     ])
 
 
-# The placement inputs: (id, label, choices or None for free text); choices are the spec's.
-PLACEMENT_FIELDS = [
-    ("device_map", "Device map", DEVICE_MAP_STRATEGIES),
-    ("max_memory", "Memory per device (e.g. 0=70GiB,cpu=200GiB)", None),
-    ("attn_implementation", "Attention kernel", ATTN_IMPLEMENTATIONS),
-    ("load_in", "Quantize (CUDA)", LOAD_IN),
-]
-
-
-def placement_fields() -> html.Details:
-    """Advanced, folded: where the worker puts a model larger than one GPU (the API's ``placement``)."""
-    fields = []
-    for key, label, choices in PLACEMENT_FIELDS:
-        control = (dcc.Dropdown(id=f"{P}-place-{key}", options=[{"label": c, "value": c} for c in choices],
-                                placeholder="the default", clearable=True, className="lt-input")
-                   if choices else dcc.Input(id=f"{P}-place-{key}", type="text", className="lt-input"))
-        fields.append(html.Div([html.Label(label, htmlFor=f"{P}-place-{key}"), control], className="lt-field"))
-    return html.Details([html.Summary("Placement: models larger than one GPU"),
-                         html.Div(fields, className="lt-row")], className="lt-advanced")
+def clone_prefill(run: dict, task_sets: list[dict]) -> dict:
+    """A stored trace (``GET /traces/{id}``: its ``spec`` is the request it was made with) -> the
+    form's values: model, task sets, perturbations (kinds with the mask's keep and the noise's scale),
+    the options and the placement."""
+    spec = dict(run.get("spec") or {})
+    ids = {t["name"]: t["id"] for t in task_sets}
+    perts = [parse_perturbation(p) for p in spec.get("perturbations") or ["skip"]]
+    keep = next((p.keep for p in perts if p.kind == "mask" and p.keep is not None), DEFAULT_KEEP)
+    scale = next((p.scale for p in perts if p.kind == "noise" and p.scale is not None), DEFAULT_SCALE)
+    return {"model": spec.get("model_id") or (run.get("model") or {}).get("id"),
+            "tasks": [ids.get(ref, ref) for ref in spec.get("task_sets") or []],
+            "perts": list(dict.fromkeys(p.kind for p in perts)), "keep": keep, "scale": scale,
+            "name": spec.get("name") or "",
+            "spec": {**dict(spec.get("options") or {}), "placement": dict(spec.get("placement") or {})}}
 
 
 def placement_body(values: dict[str, Any]) -> tuple[dict[str, Any], Optional[str]]:
-    """The placement inputs -> (the API's ``placement`` object, None) or ({}, what to fix), checked by
-    the spec (``layertracer.spec.loading.PlacementSpec``), as the API checks it."""
+    """The placement inputs (spec values by short name) -> (the API's ``placement`` object, None) or
+    ({}, what to fix), checked by the spec (``layertracer.spec.loading.PlacementSpec``), as the API
+    checks it."""
     given = {k: (v.strip() if isinstance(v, str) else v) for k, v in (values or {}).items() if v not in (None, "")}
     try:
         return PlacementSpec.model_validate(given).model_dump(exclude_none=True), None
@@ -200,10 +233,12 @@ def perturbation_errors(kinds: list[str], keep: Any, scale: Any) -> list[str]:
     return errors
 
 
-def validate(model: Optional[str], tasks: Optional[list], perts: Optional[list], keep: Any, scale: Any,
-             numbers: dict[str, Any], position_task: Optional[str] = None,
-             placement: Optional[dict[str, Any]] = None) -> tuple[Optional[dict], list[str]]:
-    """The form -> (the POST /traces body, []) or (None, messages saying what to fix)."""
+def check_form(model: Optional[str], tasks: Optional[list], perts: Optional[list], keep: Any, scale: Any,
+               raws: dict[str, Any], name: Optional[str] = None) -> tuple[Optional[dict], list[str], dict[str, str]]:
+    """The form -> (the POST /traces body, [], {}) or (None, messages saying what to fix, {field path:
+    the spec's message for it}). ``raws``: the generated inputs' values by field path (those absent
+    keep the spec's defaults); the options are checked by TraceOptionsSpec, the placement by
+    PlacementSpec, as the API checks them."""
     errors = []
     if not model:
         errors.append("Choose a model.")
@@ -212,55 +247,57 @@ def validate(model: Optional[str], tasks: Optional[list], perts: Optional[list],
     if not perts:
         errors.append("Choose at least one perturbation (skip is the usual one).")
     errors += perturbation_errors(perts, keep, scale)
-    options: dict[str, Any] = {}
-    for key, label, default, lo, hi, integer in NUMBER_FIELDS:
-        value = numbers.get(key)
-        if value is None or value == "":
-            if default is not None:
-                errors.append(f"{label}: give a number.")
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            errors.append(f"{label}: {value!r} is not a number.")
-            continue
-        if integer and number != int(number):
-            errors.append(f"{label}: must be a whole number.")
-        elif not lo <= number <= hi:
-            errors.append(f"{label}: must be between {lo} and {hi}.")
-        else:
-            options[key] = int(number) if integer else number
-    if (position_task or "").strip():
-        options["position_task"] = position_task.strip()
-    placed, problem = placement_body(placement or {})
-    if problem:
-        errors.append(problem)
+    read = sf.read(FORM_FIELDS, raws)
+    optional = {f.path for f in FORM_FIELDS if f.optional}  # empty there is the default (None); elsewhere a mistake
+    options = {k: v for k, v in read.items() if not k.startswith("placement.") and not (v is None and k in optional)}
+    placement = {k.split(".", 1)[1]: v for k, v in read.items() if k.startswith("placement.") and v is not None}
+    _, wrong, others = sf.check(TraceOptionsSpec, options, OPTION_FIELDS)
+    _, wrong_place, others_place = sf.check(PlacementSpec, placement,
+                                            sf.fields_of(PlacementSpec))  # short names inside PlacementSpec
+    wrong.update({f"placement.{k}": v for k, v in wrong_place.items()})
+    errors += sf.messages(FORM_FIELDS, wrong, LABELS) + [f"Options: {m}." for m in others]
+    errors += [f"Placement: {m}." for m in others_place]
     if errors:
-        return None, errors
+        return None, errors, wrong
     body = {"model_id": model, "task_sets": list(tasks), "perturbations": perturbation_specs(perts, keep, scale),
             "options": options}
+    placed = PlacementSpec.model_validate(placement).model_dump(exclude_none=True)
     if placed:
         body["placement"] = placed
-    return body, []
+    if (name or "").strip():
+        body["name"] = name.strip()
+    return body, [], {}
 
 
-def submit(n_clicks, model, tasks, perts, keep, scale, limit, batch_size, top_k, seed, draws, shots, position_prompt,
-           position_task, device_map, max_memory, attn_implementation, load_in, token):
-    """Validate, POST /traces, and go to the new trace's page (or show what is wrong)."""
+def validate(model: Optional[str], tasks: Optional[list], perts: Optional[list], keep: Any, scale: Any,
+             numbers: dict[str, Any], position_task: Optional[str] = None,
+             placement: Optional[dict[str, Any]] = None) -> tuple[Optional[dict], list[str]]:
+    """``check_form`` for options given by name (``numbers``, any option of TraceOptionsSpec), the
+    per-position task and the placement by short name: (body, []) or (None, messages)."""
+    raws = dict(numbers)
+    if position_task is not None:
+        raws["position_task"] = position_task
+    raws.update({f"placement.{k}": v for k, v in (placement or {}).items()})
+    body, errors, _ = check_form(model, tasks, perts, keep, scale, raws)
+    return body, errors
+
+
+def submit(n_clicks, model, tasks, perts, keep, scale, name, token, *values):
+    """Validate, POST /traces, and go to the new trace's page (or show what is wrong, each field's
+    message next to it)."""
+    quiet = [""] * len(FORM_FIELDS)
     if not n_clicks:
-        return dash.no_update, dash.no_update
-    body, errors = validate(model, tasks, perts, keep, scale,
-                            {"limit": limit, "batch_size": batch_size, "top_k": top_k, "seed": seed, "draws": draws,
-                             "shots": shots, "position_prompt": position_prompt}, position_task,
-                            {"device_map": device_map, "max_memory": max_memory,
-                             "attn_implementation": attn_implementation, "load_in": load_in})
+        return (dash.no_update, dash.no_update, *quiet)
+    raws = {f.path: v for f, v in zip(FORM_FIELDS, values)}
+    body, errors, wrong = check_form(model, tasks, perts, keep, scale, raws, name)
+    marks = [wrong.get(f.path, "") for f in FORM_FIELDS]
     if errors:
-        return html.Ul([html.Li(e) for e in errors], className="lt-error"), dash.no_update
+        return (html.Ul([html.Li(e) for e in errors], className="lt-error"), dash.no_update, *marks)
     try:
         trace = client(token).create_trace(body)
     except ApiError as exc:
-        return api_error_box(exc, title="The API refused the trace"), dash.no_update
-    return notice(f"Trace {trace['id']} queued."), rel(f"/traces/{trace['id']}")
+        return (api_error_box(exc, title="The API refused the trace"), dash.no_update, *quiet)
+    return (notice(f"Trace {trace['id']} queued."), rel(f"/traces/{trace['id']}"), *quiet)
 
 
 def add_model(n_clicks, source, token):
@@ -298,12 +335,13 @@ def upload(contents, filename, name, selected, token):
 
 def register_callbacks(app: dash.Dash) -> None:
     auth = State("auth-token", "data")
+    ids = [sf.input_id(P, f) for f in FORM_FIELDS]
     app.callback(Output(f"{P}-errors", "children"), Output(f"{P}-go", "pathname"),
+                 *[Output(f"{i}-error", "children") for i in ids],
                  Input(f"{P}-submit", "n_clicks"), State(f"{P}-model", "value"), State(f"{P}-tasks", "value"),
                  State(f"{P}-perts", "value"), State(f"{P}-keep", "value"), State(f"{P}-scale", "value"),
-                 *[State(f"{P}-{key}", "value") for key, *_ in NUMBER_FIELDS], State(f"{P}-position_task", "value"),
-                 *[State(f"{P}-place-{key}", "value") for key, *_ in PLACEMENT_FIELDS],
-                 auth, prevent_initial_call=True)(submit)
+                 State(f"{P}-name", "value"), auth, *[State(i, "value") for i in ids],
+                 prevent_initial_call=True)(submit)
     app.callback(Output(f"{P}-model-msg", "children"), Output(f"{P}-model", "options"), Output(f"{P}-model", "value"),
                  Input(f"{P}-model-add", "n_clicks"), State(f"{P}-model-source", "value"), auth,
                  prevent_initial_call=True)(add_model)

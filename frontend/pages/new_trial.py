@@ -1,4 +1,4 @@
-"""New trial (``/new/trial?model=&ranges=&trace=``): one allocation over seeds; the freeze plan's
+"""New trial (``/new/trial?model=&ranges=&trace=`` or ``?clone=<job or run id>``): one allocation over seeds; the freeze plan's
 "Launch a trial" button opens this page with the plan's ranges in the URL."""
 
 from __future__ import annotations

@@ -134,6 +134,7 @@ def test_launch_a_trace_from_the_form_and_watch_it_finish(stack, driver, state):
     check(d, "newtrace-perts", "mask")
     set_input(d, "newtrace-limit", "6")
     set_input(d, "newtrace-keep", "0.5")
+    d.find_element(By.CSS_SELECTOR, "#newtrace-advanced summary").click()  # the options beyond the common ones
     set_input(d, "newtrace-position_task", "plural_en")
     set_input(d, "newtrace-position_prompt", "1")
     browser.screenshot(d, "01-new-trace-form")

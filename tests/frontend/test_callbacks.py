@@ -241,9 +241,15 @@ def _validate(kind="trial", **over):
 def test_trial_validation_builds_the_api_body():
     body, errors = _validate()
     assert errors == []
-    assert body == {"model_id": "m1", "corpus": "/data/corpus", "seeds": [1, 2], "benchmarks": ["ceval:/data/b1", "cmmlu:/data/b2"],
-                    "steps": 10, "lr": 1e-4, "batch_size": 4, "block_size": 64, "trace_tasks": "antonyms_en",
-                    "embeddings": False, "head": False, "final_norm": False, "allocation": "0-1"}
+    given = {"model_id": "m1", "corpus": "/data/corpus", "seeds": [1, 2], "benchmarks": ["ceval:/data/b1", "cmmlu:/data/b2"],
+             "steps": 10, "lr": 1e-4, "batch_size": 4, "block_size": 64, "trace_tasks": "antonyms_en",
+             "embeddings": False, "head": False, "final_norm": False, "allocation": "0-1"}
+    assert {k: body[k] for k in given} == given
+    # every other field of the spec goes with its default (the job's spec says what ran, explicitly)
+    from layertracer.spec.jobs import ExperimentFields
+    spec = ExperimentFields.model_validate({"model_id": "m1", "corpus": "c"}).model_dump(exclude_none=True)
+    assert {k: v for k, v in body.items() if k not in given} == {k: v for k, v in spec.items()
+                                                               if k not in given and k != "placement"}
     body, errors = _validate("experiment", allocations=["train-shallow", "full"])
     assert errors == [] and body["allocations"] == ["train-shallow", "full"] and "embeddings" not in body
 
@@ -254,13 +260,17 @@ def test_trial_validation_builds_the_api_body():
     ({"allocations": ["0-7"]}, "layer 7 does not exist"),
     ({"corpus": " "}, "Give the training corpus"),
     ({"benchmarks": "mmlu:/x"}, "use ceval:FOLDER, cmmlu:FOLDER, lm-eval:TASK or lm-eval:FILE.yaml"),
-    ({"seeds": "1,1"}, "a seed is listed twice"),
-    ({"seeds": "one"}, "not a whole number"),
-    ({"steps": 0}, "Steps: must be at least 1 and at most 10,000,000"),
-    ({"batch_size": 5000}, "Batch size: must be at least 1 and at most 4,096"),
-    ({"lr": 0}, "Learning rate: must be more than 0 and at most 1"),
-    ({"lr": None}, "Learning rate: give a number"),
-    ({"batch_size": 2.5}, "Batch size: must be a whole number"),
+    # the generated fields: the spec's own messages (layertracer/spec/jobs.py, training.py)
+    ({"seeds": "1,1"}, "Seeds (comma-separated): a seed is listed twice"),
+    ({"seeds": "one"}, "Seeds (comma-separated): Input should be a valid integer"),
+    ({"steps": 0}, "Steps: Input should be greater than or equal to 1"),
+    ({"batch_size": 5000}, "Batch size (sequences): Input should be less than or equal to 4096"),
+    ({"lr": 0}, "Learning rate: Input should be greater than 0"),
+    ({"lr": None}, "Learning rate: Input should be a valid number"),
+    ({"batch_size": 2.5}, "Batch size (sequences): Input should be a valid integer, got a number with a fractional part"),
+    ({"raws": {"strategy": "fsdp"}}, "Strategy: strategy fsdp shards the model over several processes"),
+    ({"raws": {"labels": "2-3 = deep"}}, "labels name allocation(s) not run: 2-3"),
+    ({"raws": {"eval_mode": "guess"}}, "Evaluation mode: Input should be 'loglikelihood', 'answer-only' or 'cloze'"),
     ({"allocations": ["from-trace"], "trace_tasks": ""}, "from-trace needs trace tasks"),
     ({"allocations": ["0-1", "2-3"]}, "A trial has one allocation"),
 ])
@@ -271,9 +281,12 @@ def test_trial_validation_messages(override, message):
 
 def test_submitting_an_invalid_form_shows_the_messages_and_stays():
     submit = rf.make_submit("trial")
-    errors, go = submit(1, None, None, "", [], None, "", "", "", "1", 10, 1e-4, 8, 64, None)
+    values = [{"warmup_steps": -1}.get(f.path, rf.TRAINING_DEFAULTS[f.path]) for f in rf.RUN_FIELDS]
+    errors, go, *marks = submit(1, None, None, "", [], None, "", "", None, None, *values)
     assert go is dash.no_update
     assert "Choose a model." in text_of(errors) and "Give the training corpus" in text_of(errors)
+    assert {f.path: m for f, m in zip(rf.RUN_FIELDS, marks) if m} == {
+        "warmup_steps": "Input should be greater than or equal to 0"}
 
 
 # -- new trace form -------------------------------------------------------------------------------------
@@ -291,11 +304,17 @@ def test_new_trace_validation():
     body, errors = page.validate(None, [], [], 2, -1, {**numbers, "top_k": 0, "batch_size": None, "limit": 1.5})
     assert body is None
     joined = " ".join(errors)
-    for message in ("Choose a model.", "at least one task set", "at least one perturbation", "Top-k", "Batch size",
-                    "whole number"):
+    # the spec's own messages (TraceOptionsSpec), each with the field's label
+    for message in ("Choose a model.", "at least one task set", "at least one perturbation",
+                    "Top-k tokens kept per layer: Input should be greater than or equal to 1",
+                    "Batch size (prompts per forward pass): Input should be a valid integer",
+                    "Prompts per task (empty: all): Input should be a valid integer, got a number with a fractional part"):
         assert message in joined
-    errors_div, go = page.submit(1, None, [], ["skip"], 0.5, 1.0, None, 8, 10, 0, 3, 3, 0, "", None, None, None, None, None)
+    values = [{"top_k": 0}.get(f.path, page.sf.to_widget(f, f.default)) for f in page.FORM_FIELDS]
+    errors_div, go, *marks = page.submit(1, None, [], ["skip"], 0.5, 1.0, "", None, *values)
     assert go is dash.no_update and "Choose a model." in text_of(errors_div)
+    # each field's message sits next to it; the others stay empty
+    assert {f.path: m for f, m in zip(page.FORM_FIELDS, marks) if m} == {"top_k": "Input should be greater than or equal to 1"}
 
 
 # -- runs, experiment page -------------------------------------------------------------------------------

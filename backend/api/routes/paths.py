@@ -1,0 +1,95 @@
+"""Paths on the server, for the forms: whether a corpus, a benchmark folder or an lm-eval task file
+exists under the allowed roots (``LAYERTRACER_MODEL_ROOTS``, the roots that confine model paths), and
+what a folder there holds, so that a form can browse the roots instead of taking free text.
+
+The same confinement as every path a job gets (``backend.security.confine_path``: resolved, symlinks
+followed, ``..`` refused): a path outside the roots is a 400 with one line, as ``POST /trials`` would
+answer. Reading needs what any read needs (an API token in token mode; a share link is not enough).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel
+
+from backend.api.deps import NO_NUL, SettingsDep
+from backend.security import PathError, confine_path
+
+router = APIRouter(prefix="/paths", tags=["paths"])
+
+MAX_ENTRIES = 500
+# kind -> (what the path must be: "dir", "file" or None for either; the word in messages)
+KINDS = {"any": (None, "path"), "corpus": (None, "corpus"), "benchmark": ("dir", "benchmark folder"),
+         "task-file": ("file", "lm-eval task file")}
+
+
+class PathEntry(BaseModel):
+    name: str
+    path: str
+    is_dir: bool
+    size: Optional[int] = None
+
+
+class PathInfo(BaseModel):
+    path: str
+    resolved: Optional[str] = None
+    exists: bool
+    is_dir: bool = False
+    size: Optional[int] = None
+    ok: bool
+    problem: Optional[str] = None
+    roots: list[str]
+    entries: list[PathEntry] = []
+    truncated: bool = False
+
+
+def _entries(folder: Path) -> tuple[list[dict], bool]:
+    """A folder's visible children (hidden names left out), folders first, at most MAX_ENTRIES."""
+    try:
+        children = sorted((c for c in folder.iterdir() if not c.name.startswith(".")),
+                          key=lambda c: (not c.is_dir(), c.name.lower()))
+    except OSError:
+        return [], False
+    out = []
+    for child in children[:MAX_ENTRIES]:
+        is_dir = child.is_dir()
+        try:
+            size = None if is_dir else child.stat().st_size
+        except OSError:
+            size = None
+        out.append({"name": child.name, "path": str(child), "is_dir": is_dir, "size": size})
+    return out, len(children) > MAX_ENTRIES
+
+
+@router.get("", response_model=PathInfo)
+def check_path(settings: SettingsDep,
+               path: Annotated[str, Query(max_length=1000, description="a path (absolute, or relative to a root); "
+                                          "empty: the roots themselves", json_schema_extra={"pattern": NO_NUL})] = "",
+               kind: Annotated[Literal["any", "corpus", "benchmark", "task-file"],
+                               Query(description="what the path is for: benchmark needs a folder, task-file a file")] = "any"):
+    """Whether ``path`` exists under the allowed roots and fits ``kind`` (``ok``, else ``problem`` in
+    one line), and a folder's entries; 400 for a path outside the roots."""
+    roots = [str(r) for r in settings.model_roots]
+    if not path.strip():
+        entries = [{"name": r, "path": r, "is_dir": True, "size": None} for r in roots]
+        return {"path": "", "exists": True, "is_dir": True, "ok": True, "roots": roots, "entries": entries}
+    want, what = KINDS[kind]
+    try:
+        resolved = confine_path(path, settings.model_roots, what, must_exist=False)
+    except PathError as exc:
+        raise HTTPException(400, str(exc)) from None
+    exists, is_dir = resolved.exists(), resolved.is_dir()
+    problem = None
+    if not exists:
+        problem = f"{what} {path.strip()!r} does not exist"
+    elif want == "dir" and not is_dir:
+        problem = f"{what} {path.strip()!r} is not a folder"
+    elif want == "file" and is_dir:
+        problem = f"{what} {path.strip()!r} is not a file"
+    entries, truncated = _entries(resolved) if is_dir else ([], False)
+    size = resolved.stat().st_size if exists and not is_dir else None
+    return {"path": path, "resolved": str(resolved), "exists": exists, "is_dir": is_dir, "size": size, "ok": problem is None,
+            "problem": problem, "roots": roots, "entries": entries, "truncated": truncated}

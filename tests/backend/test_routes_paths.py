@@ -1,0 +1,54 @@
+"""GET /api/v1/paths: existence checks and browsing under the allowed roots, confined like model paths
+(the ``roots`` fixture: a corpus, a benchmark folder, a model folder, a trace file, and a symlink that
+points out of the roots)."""
+
+from __future__ import annotations
+
+
+def test_the_roots_are_listed_when_no_path_is_given(client, roots):
+    info = client.get("/api/v1/paths").json()
+    assert info["ok"] and info["roots"] == [str(roots.resolve())]
+    assert [e["path"] for e in info["entries"]] == [str(roots.resolve())]
+
+
+def test_a_folder_inside_lists_its_entries_folders_first(client, roots):
+    info = client.get("/api/v1/paths", params={"path": str(roots)}).json()
+    assert info["ok"] and info["exists"] and info["is_dir"]
+    names = [(e["name"], e["is_dir"]) for e in info["entries"]]
+    # the roots fixture's children, as the file system has them: folders first, then files, by name
+    expected = sorted(((c.name, c.is_dir()) for c in roots.iterdir()), key=lambda t: (not t[1], t[0].lower()))
+    assert names == expected
+    corpus = next(e for e in info["entries"] if e["name"] == "corpus.txt")
+    assert corpus["size"] == len("some text\n") and corpus["path"] == str(roots.resolve() / "corpus.txt")
+
+
+def test_an_existing_corpus_and_benchmark_folder_are_ok(client, roots):
+    corpus = client.get("/api/v1/paths", params={"path": str(roots / "corpus.txt"), "kind": "corpus"}).json()
+    assert corpus["ok"] and corpus["exists"] and not corpus["is_dir"] and corpus["problem"] is None
+    assert corpus["size"] == len("some text\n")
+    bench = client.get("/api/v1/paths", params={"path": "bench/cmmlu", "kind": "benchmark"}).json()
+    assert bench["ok"] and bench["resolved"] == str((roots / "bench" / "cmmlu").resolve())  # relative: under a root
+
+
+def test_a_missing_file_or_the_wrong_kind_says_so_in_one_line(client, roots):
+    missing = client.get("/api/v1/paths", params={"path": str(roots / "nope.txt"), "kind": "corpus"})
+    assert missing.status_code == 200
+    body = missing.json()
+    assert not body["exists"] and not body["ok"] and body["problem"] == f"corpus {str(roots / 'nope.txt')!r} does not exist"
+    not_a_folder = client.get("/api/v1/paths", params={"path": str(roots / "corpus.txt"), "kind": "benchmark"}).json()
+    assert not not_a_folder["ok"] and "is not a folder" in not_a_folder["problem"]
+    not_a_file = client.get("/api/v1/paths", params={"path": str(roots / "bench"), "kind": "task-file"}).json()
+    assert not not_a_file["ok"] and "is not a file" in not_a_file["problem"]
+
+
+def test_paths_outside_the_roots_are_refused_like_model_paths(client, roots, tmp_path):
+    for path in (str(tmp_path / "outside" / "model"), str(roots / ".." / "outside"), str(roots / "escape"), "/etc"):
+        response = client.get("/api/v1/paths", params={"path": path, "kind": "corpus"})
+        assert response.status_code == 400, path
+        assert response.json()["detail"] == f"corpus {path!r} is outside the allowed roots"
+
+
+def test_a_share_link_cannot_browse(make_client):
+    client = make_client(auth="token", secret_key="s" * 32)
+    assert client.get("/api/v1/paths").status_code == 401
+    assert client.get("/api/v1/paths", params={"share": "0" * 32 + ".x"}).status_code == 401
