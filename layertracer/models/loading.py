@@ -305,6 +305,7 @@ def load_model(
         raise _weights_error(source, exc) from None
     if "device_map" not in placement:
         model.to(torch_device)
+    _check_disk_offload(model, offload_folder, max_memory)
     model.eval()
     try:
         tokenizer = AutoTokenizer.from_pretrained(**where, trust_remote_code=trust_remote_code)
@@ -353,6 +354,21 @@ def _placement(device_map: Optional[str], max_memory: Optional[str], offload_fol
         _need_accelerate()
         arguments.setdefault("device_map", "auto")
     return arguments
+
+
+def _check_disk_offload(model: nn.Module, offload_folder: Optional[str], max_memory: Optional[str]) -> None:
+    """A placement that left modules for the disk works only with an offload folder: without one,
+    transformers leaves their buffers (rotary frequencies, ...) on the meta device and the first forward
+    fails deep inside accelerate. Refuse in one line instead, naming the way out."""
+    placed = getattr(model, "hf_device_map", None)
+    on_disk = [name for name, where in (placed or {}).items() if str(where) == "disk"] if isinstance(placed, dict) else []
+    if not on_disk or offload_folder:
+        return
+    budget = f" (--max-memory {max_memory})" if max_memory else ""
+    raise LoadOptionError(
+        f"the memory budget{budget} leaves {len(on_disk)} module{'s' if len(on_disk) != 1 else ''} of the model for "
+        f"the disk ({on_disk[0] or 'the whole model'}{', ...' if len(on_disk) > 1 else ''}): give --offload-folder "
+        f"DIR to keep them there, or more memory")
 
 
 def _need_accelerate() -> None:

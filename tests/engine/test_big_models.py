@@ -75,3 +75,17 @@ def test_placement_that_cannot_be_had_is_one_error_line(saved_model, tmp_path, c
     assert code == 2 and "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
+
+
+def test_a_budget_that_leaves_blocks_for_the_disk_needs_an_offload_folder(saved_model, tmp_path, cli):
+    """Without an offload folder, transformers leaves a disk-placed module's buffers on the meta device
+    and the first forward fails inside accelerate; the loader refuses in one line first."""
+    from layertracer.spec.loading import LoadOptionError
+
+    folder = str(saved_model("qwen3"))
+    with pytest.raises(LoadOptionError, match=r"leaves \d+ modules? of the model for the disk .*--offload-folder"):
+        lt.load_model(folder, device="cpu", max_memory="cpu=120KB")
+    code, _, err = cli("trace", "--model", folder, "--tasks", "antonyms_en", "--limit", "2", "--device", "cpu",
+                       "--out", str(tmp_path / "o.json"), "--max-memory", "cpu=120KB")
+    assert code == 2 and "Traceback" not in err and not (tmp_path / "o.json").exists()
+    assert err.strip().splitlines()[-1].startswith("error: the memory budget (--max-memory cpu=120KB) leaves")
