@@ -16,9 +16,9 @@ from typing import Annotated, Any, Literal, Optional
 
 from fastapi import Depends, HTTPException, Query
 from sqlalchemy import Select, Text, cast, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
-from backend.api.deps import NO_NUL
+from backend.api.deps import NO_NUL, Paging
 from backend.db.models import Experiment, Job, Model, Trace
 from layertracer.spec.runs_query import EXPERIMENT_SORT_FIELDS, SORT_PATTERN, TRACE_SORT_FIELDS, SortError, parse_sort
 
@@ -96,10 +96,12 @@ def _sort_columns(session: Session, table: Any) -> dict[str, Any]:
     return columns
 
 
-def run_list_query(session: Session, table: Any, q: Optional[str], filters: RunFilters) -> tuple[Select, tuple]:
-    """(the filtered query of ``table`` rows joined with their model and job, its ORDER BY terms)."""
-    query = select(table).join(Model, table.model_id == Model.id).outerjoin(Job, table.job_id == Job.id)
+def _filtered_ids(session: Session, table: Any, q: Optional[str], status: Optional[str], filters: RunFilters) -> Select:
+    """The ids of ``table``'s runs that pass the filters, joined with what they filter and sort by."""
+    query = select(table.id).join(Model, table.model_id == Model.id).outerjoin(Job, table.job_id == Job.id)
     tags = cast(table.tags, Text)
+    if status:
+        query = query.where(Job.status == status)
     if q:
         query = query.where(or_(table.name.icontains(q, autoescape=True), Model.name.icontains(q, autoescape=True),
                                 Model.source.icontains(q, autoescape=True), tags.icontains(q, autoescape=True),
@@ -110,9 +112,29 @@ def run_list_query(session: Session, table: Any, q: Optional[str], filters: RunF
         query = query.where(tags.icontains(_json_text(filters.tag.strip()), autoescape=True))
     if getattr(filters, "kind", None):
         query = query.where(Experiment.kind == filters.kind)
+    return query
+
+
+def run_list_page(session: Session, table: Any, paging: Paging, filters: RunFilters) -> tuple[list[Any], int]:
+    """(this page of ``table``'s runs, in order, with their model and job loaded; the count of all that pass).
+
+    Two steps, so that the sort and the offset walk narrow (id, key) rows instead of every run's JSON
+    columns: the page's ids in order, then those rows by id."""
+    ids = _filtered_ids(session, table, paging.q, paging.status, filters)
+    count = session.execute(select(func.count()).select_from(ids.subquery())).scalar_one()
     column = _sort_columns(session, table)[filters.sort.field]
     primary = (column.desc() if filters.sort.descending else column.asc()).nulls_last()
-    return query, (primary, table.created_at.desc(), table.id.asc())
+    order = (primary, table.created_at.desc(), table.id.asc())
+    page_ids = session.execute(ids.order_by(*order).limit(paging.limit).offset(paging.offset)).scalars().all()
+    if not page_ids:
+        return [], count
+    # A list row needs none of the big JSON a run keeps (provenance repeats the spec; a trace's
+    # position view is layers x positions): not read.
+    heavy = [table.provenance, table.partial] + ([Trace.position_view] if table is Trace else [])
+    rows = session.execute(select(table).where(table.id.in_(page_ids)).options(*(defer(c) for c in heavy))
+                           ).unique().scalars().all()
+    by_id = {row.id: row for row in rows}
+    return [by_id[i] for i in page_ids if i in by_id], count
 
 
-__all__ = ["ExperimentFilters", "ExperimentFiltersDep", "RunFilters", "TraceFiltersDep", "run_list_query"]
+__all__ = ["ExperimentFilters", "ExperimentFiltersDep", "RunFilters", "TraceFiltersDep", "run_list_page"]

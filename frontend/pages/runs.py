@@ -13,6 +13,7 @@ Rows can be selected to open Compare (traces) or their Reports (experiments), cl
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 from typing import Any, Mapping, Optional
 
 import dash
@@ -282,6 +283,12 @@ def _actions(item: dict, kind: str, share: Optional[str]) -> html.Td:
     return html.Td(parts)
 
 
+@lru_cache(maxsize=512)
+def _tag_search(kind: str, tag: str) -> str:
+    """The query of the runs of ``kind`` carrying ``tag`` (a page of rows repeats a few tags: built once each)."""
+    return build_search({"kind": kind if kind != "traces" else None, "tag": tag})
+
+
 def _header(field: Optional[str], text: str, sort: Optional[str], kind: str) -> html.Th:
     if field is None or sort is None:
         return html.Th(text, scope="col")
@@ -309,8 +316,8 @@ def runs_table(items: list[dict], kind: str, now=None, *, sort: Optional[str] = 
         ident = str(item["id"])
         rows.append(html.Tr([
             html.Td([dcc.Link(run_name(item), href=rel(base + ident), title=f"id {ident}")]
-                    + [dcc.Link(t, href=rel("/" + build_search({"kind": kind if kind != "traces" else None, "tag": t})),
-                                className="lt-tag", title=f"runs tagged {t}") for t in item.get("tags") or []]),
+                    + [dcc.Link(t, href=rel("/" + _tag_search(kind, t)), className="lt-tag", title=f"runs tagged {t}")
+                       for t in item.get("tags") or []]),
             html.Td(cell, className="lt-status-cell"),
             html.Td(_model_name(item)),
             html.Td(_what(item, kind)),

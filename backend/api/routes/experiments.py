@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session, undefer
 
 from backend import __version__, results
 from backend.api.common import job_brief, model_brief, not_found, scoped_key, status_of
-from backend.api.resources import apply_update, get_or_404, page, submit_with_resource
+from backend.api.resources import apply_update, get_or_404, submit_with_resource
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
-from backend.api.run_lists import ExperimentFiltersDep, run_list_query
+from backend.api.run_lists import ExperimentFiltersDep, run_list_page
 from backend.api.schemas import (
     created_or_existing,
     ExperimentCreate,
@@ -23,7 +23,7 @@ from backend.api.schemas import (
     RunUpdate,
     TrialCreate,
 )
-from backend.db.models import Experiment, Job, Model, Trace, new_id
+from backend.db.models import Experiment, Model, Trace, new_id
 from backend.security import PathError, confine_path
 from backend.settings import Settings
 from backend.tasksets import BUILTIN_TASK_NAMES
@@ -135,8 +135,7 @@ def create_trial(body: TrialCreate, session: SessionDep, settings: SettingsDep, 
 def list_experiments(session: SessionDep, paging: PagingDep, filters: ExperimentFiltersDep):
     """Trials and experiments, newest first or by ``sort``; filters: status, q (name, model, tags), model,
     tag, kind (backend/api/run_lists.py)."""
-    query, order = run_list_query(session, Experiment, paging.q, filters)
-    rows, count = page(session, query, paging, order=order, status_column=Job.status)
+    rows, count = run_list_page(session, Experiment, paging, filters)
     data = [{
         "id": e.id, "kind": e.kind, "name": e.name, "tags": list(e.tags or []), "source_trace_id": e.source_trace_id,
         "status": status_of(e.job), "model": model_brief(e.model),

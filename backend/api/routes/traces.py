@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 from backend import __version__, jobs, tasksets
 from backend.api.common import job_brief, job_public, model_brief, not_found, scoped_key, send, status_of
-from backend.api.resources import apply_update, get_or_404, page, submit_with_resource
+from backend.api.resources import apply_update, get_or_404, submit_with_resource
 from backend.api.deps import PagingDep, SessionDep, SettingsDep
-from backend.api.run_lists import TraceFiltersDep, run_list_query
+from backend.api.run_lists import TraceFiltersDep, run_list_page
 from backend.api.tuned_lens import require_tuned_lens
 from backend.api.schemas import created_or_existing, JobPublic, RunUpdate, TraceCreate, TracePublic, TracesPublic
 from backend.db.models import Experiment, Job, Model, Trace, TracePart, TraceResultRow, new_id
@@ -110,8 +110,7 @@ def create_trace(
 def list_traces(session: SessionDep, paging: PagingDep, filters: TraceFiltersDep):
     """Traces, newest first or by ``sort``; filters: status, q (name, model, tags), model, tag
     (backend/api/run_lists.py)."""
-    query, order = run_list_query(session, Trace, paging.q, filters)
-    rows, count = page(session, query, paging, order=order, status_column=Job.status)
+    rows, count = run_list_page(session, Trace, paging, filters)
     data = [{
         "id": t.id, "name": t.name, "tags": list(t.tags or []), "status": status_of(t.job), "model": model_brief(t.model),
         "tasks": (t.summary or {}).get("tasks") or list(t.spec.get("task_sets") or []),
