@@ -26,6 +26,7 @@ from backend import jobs as job_fns
 from backend.db.session import make_engine, session_scope
 from backend.settings import Settings
 from layertracer.progress import LINE_SECONDS, LinePrinter, ProgressTracker
+from worker.processes import process_gone
 
 log = logging.getLogger("layertracer.worker")
 
@@ -51,21 +52,6 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_pid_namespace()}"
 
 
-def _process_gone(pid: int) -> bool:
-    """Whether no live process has ``pid`` here (a zombie, exited but not yet reaped, counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
-            return any(line.startswith("State:") and "Z" in line.split()[1] for line in status)
-    except OSError:
-        return False
-
-
 def dead_local_holders(session) -> list[str]:
     """Running jobs held by a worker of this host and pid namespace whose process is gone (killed, out
     of memory): their leases end now, so the reaper re-queues them at once instead of a lease later."""
@@ -82,7 +68,7 @@ def dead_local_holders(session) -> list[str]:
     dead = []
     for job_id, holder in rows:
         parts = (holder or "").split(":")
-        if len(parts) == 4 and parts[3] == namespace and parts[1].isdigit() and _process_gone(int(parts[1])):
+        if len(parts) == 4 and parts[3] == namespace and parts[1].isdigit() and process_gone(int(parts[1])):
             dead.append(job_id)
     if dead:
         session.execute(update(Job).where(Job.id.in_(dead), Job.status == "running")

@@ -28,25 +28,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from worker.processes import process_gone
+
 # How often a rank checks that its worker is alive (seconds): the longest a group outlives its worker.
 WATCH_SECONDS = 1.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _watch(pid: int) -> None:
     """Exit this rank (with 75, EX_TEMPFAIL) once process ``pid`` is gone; a daemon thread's loop."""
     stop = threading.Event()
     while not stop.wait(WATCH_SECONDS):
-        if not _alive(pid):
+        if process_gone(pid):
             os._exit(75)
 
 
