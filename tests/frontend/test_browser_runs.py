@@ -1,7 +1,8 @@
 """The runs table in headless Chromium against the real stack (``layertracer up``, embedded mode): traces
 stored through the API's own store function (as a worker stores them), then sorted by a metric column
 (the order the API's rule gives, the sort in the URL), paged by the URL, two runs selected and opened in
-Compare. Screenshots: tests/frontend/artifacts/runs-sorted.png, runs-selected.png and runs-compare.png."""
+Compare. Screenshots: tests/frontend/artifacts/runs-sorted.png, runs-selected.png, runs-compare.png and
+runs-experiments.png."""
 
 from __future__ import annotations
 
@@ -35,12 +36,23 @@ def _factories():
     return module
 
 
+OLD, NEW = "ceval:/b/old-facts", "ceval:/b/new-facts"
+
+
+def experiment_result(old: float, new: float) -> dict:
+    """A runner's result: the base model and one allocation changing by ``old`` / ``new``."""
+    return {"spec": {"benchmarks": [OLD, NEW]},
+            "table": [{"allocation": "base", "label": "base"},
+                      {"allocation": "0-1", "label": "0-1", "change": {OLD: {"mean": old}, NEW: {"mean": new}}}],
+            "statistics": {}}
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     from sqlalchemy.orm import Session
 
     from backend import results
-    from backend.db.models import Job, Model, Trace
+    from backend.db.models import Experiment, Job, Model, Trace
     from backend.db.session import make_engine
 
     root = tmp_path_factory.mktemp("runs-e2e")
@@ -63,6 +75,16 @@ def stack(tmp_path_factory):
                 s.commit()
                 results.store_trace_result(s, trace_id=trace.id, result=factories.trace_result(num_layers=layers, seed=i))
                 stored.append(trace.id)
+            # Two experiments with results: their best allocation and changes come from the stored result.
+            for i, (name, old, new) in enumerate((("sweep A", -0.30, 0.55), ("sweep B", -0.12, 0.40))):
+                job = Job(kind="experiment", queue="cpu", status="succeeded")
+                s.add(job)
+                s.flush()
+                row = Experiment(model_id=model.id, job_id=job.id, kind="experiment", name=name, spec={},
+                                 tags=["demo"], created_at=T0 + timedelta(minutes=10 + i))
+                s.add(row)
+                s.commit()
+                results.store_experiment_result(s, experiment_id=row.id, result=experiment_result(old, new))
         engine.dispose()
         service.trace_ids = stored
         yield service
@@ -143,3 +165,18 @@ def test_sort_page_select_and_compare(stack, driver):
     browser.screenshot(d, "runs-compare")
     errors = [e["message"] for e in d.get_log("browser") if e["level"] == "SEVERE" and "favicon" not in e["message"]]
     assert errors == []
+
+
+def test_experiments_sorted_by_acquisition(stack, driver):
+    d = driver
+    d.get(stack.url + "/?kind=experiments&sort=-delta_acquisition")
+    wait(d, lambda drv: row_names(drv) == ["sweep A", "sweep B"], what="the experiments by acquisition")
+    cells = [c.text for c in d.find_elements(By.CSS_SELECTOR, "#runs-list tbody tr")[0].find_elements(By.TAG_NAME, "td")]
+    assert cells[6:9] == ["train layers 0-1", "-0.300", "+0.550"]
+    d.find_element(By.XPATH, "//th/button[starts-with(normalize-space(.), 'Δ retention')]").click()
+    wait(d, lambda drv: query(drv).get("sort") == "-delta_retention" and row_names(drv) == ["sweep B", "sweep A"],
+         what="the experiments by retention, best kept first")
+    d.find_element(By.CSS_SELECTOR, "#runs-list tbody tr input[type=checkbox]").click()
+    text = "var e = document.getElementById('runs-selection'); return e ? e.textContent : '';"
+    wait(d, lambda drv: "Report: sweep B" in drv.execute_script(text), what="the report link of the selected run")
+    browser.screenshot(d, "runs-experiments", full_page=False)

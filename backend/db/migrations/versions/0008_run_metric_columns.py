@@ -9,6 +9,8 @@ Revises: 0007
 Rows stored before this revision are backfilled from their stored summary (traces) or result
 (experiments) by the same functions that fill the columns when a result is stored.
 """
+import json
+
 from alembic import op
 import sqlalchemy as sa
 
@@ -26,6 +28,8 @@ def _backfill(table: sa.TableClause, source: str, derive, keys) -> None:
     ids = bind.execute(sa.select(table.c.id).where(table.c[source].is_not(None))).scalars().all()
     for ident in ids:
         stored = bind.execute(sa.select(table.c[source]).where(table.c.id == ident)).scalar_one_or_none()
+        if isinstance(stored, str):  # a driver that hands JSON back as text
+            stored = json.loads(stored)
         values = derive(stored if isinstance(stored, dict) else None)
         bind.execute(table.update().where(table.c.id == ident).values({k: values[k] for k in keys}))
 
