@@ -1,4 +1,5 @@
-"""Compare (``/compare?traces=a,b&task=``): two or more traces on the normalised depth axis."""
+"""Compare (``/compare?traces=a,b&task=``): two or more traces on the normalised depth axis, one small
+panel per task, the difference of each trace from the first, and their freeze plans side by side."""
 
 from __future__ import annotations
 
@@ -78,11 +79,42 @@ def layout(token: Optional[str] = None, traces: str = "", task: str = "", **quer
                      className="lt-field lt-w-task"),
         ], className="lt-controls"),
         *[error_box(p, title="Not loaded") for p in problems],
-        empty_box("Choose two or more finished traces to compare them by normalised depth.") if len(results) < 1 else html.Div(),
-        figure_card(f"{P}-curves", cv.curves_figure(results, task or None), page=P, what="curves", data_formats=("json",)),
-        figure_card(f"{P}-stability", cv.stability_compare_figure(results), page=P, what="stability", data_formats=("json",)),
-        html.Div(table(*cv.summary_rows(results), id=f"{P}-summary"), className="lt-card lt-scroll"),
+        html.Div(figures_view(results, task or None, chosen=len(ids)), id=f"{P}-figures"),
     ])
+
+
+def empty_message(results: dict, chosen: int) -> str:
+    """What the page says when it has nothing to draw: which traces are missing and what to do."""
+    if chosen and not results:
+        return "None of the chosen traces could be loaded (see above); choose finished traces to compare."
+    return "Choose two or more finished traces above and press Compare: each task gets its own panel, with the difference between the traces and their freeze plans side by side."
+
+
+def figures_view(results: dict, task: Optional[str] = None, *, chosen: int = 0) -> list:
+    """The figures of the comparison: small multiples per task, the difference (each trace minus the
+    first), the stability curves and plan against plan. Only figures with data get a card (and export
+    buttons); without traces, one message says what to do."""
+    if not results:
+        return [empty_box(empty_message(results, chosen))]
+    cards = [figure_card(f"{P}-curves", cv.small_multiples_figure(results, task), page=P, what="curves",
+                         data_formats=("json",),
+                         note="One panel per task, one colour per trace; ◆ the task particle.")]
+    if len(results) >= 2:
+        first = next(iter(results))
+        cards.append(figure_card(f"{P}-difference", cv.difference_figure(results, task), page=P, what="difference",
+                                 data_formats=("json",),
+                                 note=f"Each trace minus the first ({first}, A): above zero, the answer is more likely at "
+                                      "that depth than in A (B read at A's layers on the normalised depth)."))
+    else:
+        cards.append(empty_box("Add a second trace to see the difference view and the plans side by side."))
+    if any(r.get("sensitivity") for r in results.values()):
+        cards.append(figure_card(f"{P}-stability", cv.stability_compare_figure(results), page=P, what="stability",
+                                 data_formats=("json",)))
+    if len(results) >= 2 and any(r.get("freeze_plan") for r in results.values()):
+        cards += [figure_card(f"{P}-plans", cv.plan_diff_figure(results), page=P, what="plans", data_formats=("json",)),
+                  html.Div(table(*cv.plan_diff_rows(results), id=f"{P}-plan-table"), className="lt-card lt-scroll")]
+    cards.append(html.Div(table(*cv.summary_rows(results), id=f"{P}-summary"), className="lt-card lt-scroll"))
+    return cards
 
 
 def apply(n_clicks, ids, share):
@@ -92,8 +124,10 @@ def apply(n_clicks, ids, share):
 
 
 def choose_task(task, ids, share, token):
-    results, _ = load(_ids(ids), token, share)
-    return cv.curves_figure(results, task or None), build_search({"traces": ",".join(_ids(ids)), "task": task, "share": share})
+    """A task choice -> the figures for that task (every task: all panels) and the URL."""
+    ids = _ids(ids)
+    results, _ = load(ids, token, share)
+    return figures_view(results, task or None, chosen=len(ids)), build_search({"traces": ",".join(_ids(ids)), "task": task, "share": share})
 
 
 def download(n_clicks, ids, share, token):
@@ -104,6 +138,13 @@ def download(n_clicks, ids, share, token):
     if trigger["what"] == "curves":
         data = {tid: {n: {"mean_target_prob": t["mean_target_prob"], "task_particle": t.get("task_particle")}
                       for n, t in r["tasks"].items()} | {"num_layers": r["num_layers"]} for tid, r in results.items()}
+    elif trigger["what"] == "difference":
+        fig = cv.difference_figure(results)
+        data = [{"series": tr.name, "depth": list(tr.x), "difference": list(tr.y)} for tr in fig.data if tr.y is not None]
+    elif trigger["what"] == "plans":
+        header, rows = cv.plan_diff_rows(results)
+        data = {"plans": [dict(zip(header, row)) for row in rows],
+                "train_layers": {tid: (r.get("freeze_plan") or {}).get("train_layers") for tid, r in results.items()}}
     else:
         data = {tid: {"sensitivity": r.get("sensitivity"), "vulnerable_layer": r.get("vulnerable_layer"),
                       "num_layers": r["num_layers"]} for tid, r in results.items()}
@@ -127,7 +168,7 @@ def register_callbacks(app: dash.Dash) -> None:
     # A new list of traces reloads the page through the router (the layout loads the results).
     app.callback(Output(f"{P}-go", "search"), Input(f"{P}-apply", "n_clicks"), State(f"{P}-ids", "value"),
                  State(f"{P}-share", "data"), prevent_initial_call=True)(apply)
-    app.callback(Output(f"{P}-curves", "figure"), Output(f"{P}-url", "search"), Input(f"{P}-task", "value"),
+    app.callback(Output(f"{P}-figures", "children"), Output(f"{P}-url", "search"), Input(f"{P}-task", "value"),
                  State(f"{P}-ids", "value"), State(f"{P}-share", "data"), auth, prevent_initial_call=True)(choose_task)
     app.callback(Output(f"{P}-download", "data"), Input({"type": f"{P}-dl", "what": ALL, "fmt": ALL}, "n_clicks"),
                  State(f"{P}-ids", "value"), State(f"{P}-share", "data"), auth, prevent_initial_call=True)(download)

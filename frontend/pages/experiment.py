@@ -156,8 +156,16 @@ def results_view(exp: dict, bench: Optional[str] = None) -> list:
     bench = bench if bench in benches else (benches[0] if benches else None)
     header, rows = ev.results_table(result)
     parts = [
+        html.H2("Finding"),
+        html.P(ev.finding_sentence(result), className="lt-finding", id=f"{P}-finding"),
+        figure_card(f"{P}-tradeoff", ev.tradeoff_figure(result), page=P, what="tradeoff",
+                    note="Each allocation's change of accuracy from the base model (the origin): on the new facts "
+                         "(acquisition, x) and the old facts (retention, y); up and right is better. Bars: Student-t 95% "
+                         "interval over seeds; marker area: trainable share. The significance tests are below.")
+        if len(benches) >= 2 else html.Div(),
         html.H2("Results"),
-        figure_card(f"{P}-scores", ev.scores_figure(result), page=P, what="scores"),
+        figure_card(f"{P}-scores", ev.scores_figure(result), page=P, what="scores",
+                    note="Dotted line: chance, one over the number of options of each question."),
         html.Div([table(header, rows, id=f"{P}-table",
                         caption="One row per allocation: accuracy mean over seeds [Student-t 95% interval], change from the base model"),
                   html.Div([html.Button("CSV", id={"type": f"{P}-dl", "what": "table", "fmt": "csv"}, className="lt-small"),
@@ -254,6 +262,12 @@ def export(exp: dict, metrics: Optional[dict], what: str, fmt: str) -> dict:
         rows = [[t["slug"], l, v] for t in result.get("trials") or []
                 for l, v in enumerate((((t.get("retrace") or {}).get("change") or {}).get("mean_js_change") or []))]
         return dict(content=to_csv(["trial", "layer", "mean_js_change_nats"], rows), filename=f"{name}.csv", type="text/csv")
+    if what == "tradeoff" and fmt == "csv":
+        keys = ["allocation", "label", "share", "x", "x_low", "x_high", "y", "y_low", "y_high"]
+        rows = [[p[k] for k in keys] for p in ev.tradeoff_points(result)]
+        return dict(content=to_csv(["allocation", "label", "trainable_share", "acquisition_change", "acquisition_ci_low",
+                                    "acquisition_ci_high", "retention_change", "retention_ci_low", "retention_ci_high"], rows),
+                    filename=f"{name}.csv", type="text/csv")
     if what == "scores" and fmt == "csv":
         rows = [[r["allocation"], b, s.get("mean"), s.get("ci_low"), s.get("ci_high"), s.get("n")]
                 for r in result.get("table") or [] for b, s in (r.get("benchmarks") or {}).items()]
@@ -261,7 +275,9 @@ def export(exp: dict, metrics: Optional[dict], what: str, fmt: str) -> dict:
                     filename=f"{name}.csv", type="text/csv")
     data = {"loss": metrics, "drift": [t.get("drift") for t in result.get("trials") or []],
             "retrace": [t.get("retrace") for t in result.get("trials") or []],
-            "scores": {"table": result.get("table"), "statistics": result.get("statistics")}}.get(what, exp)
+            "scores": {"table": result.get("table"), "statistics": result.get("statistics")},
+            "tradeoff": {"retention, acquisition": ev.roles(result), "points": ev.tradeoff_points(result),
+                         "finding": ev.finding_sentence(result)}}.get(what, exp)
     return dict(content=to_json(data), filename=f"{name}.json", type="application/json")
 
 

@@ -40,11 +40,41 @@ def layout(experiment_id: Optional[str] = None, token: Optional[str] = None, **q
     except ApiError as exc:
         return html.Div(head + [html.H1(f"Report {experiment_id}"),
                                 api_error_box(exc, title="The experiment could not be loaded")])
-    return html.Div(head + report_view(detail, share))
+    source, source_error = load_source(detail, token, share)
+    return html.Div(head + report_view(detail, share, source, source_error))
 
 
-def report_view(detail: dict, share: Optional[str] = None) -> list:
-    """The report as Dash components (the same rows and sentences as the exported HTML file)."""
+def load_source(detail: dict, token: Optional[str], share: Optional[str]) -> tuple[Optional[dict], Optional[str]]:
+    """(the source trace's overview, None) when the run records one and it reads; (None, why) when it does
+    not read; (None, None) without a source trace."""
+    trace_id = rv.source_trace_id(detail)
+    if not trace_id:
+        return None, None
+    try:
+        return client(token, share).trace_overview(trace_id), None
+    except ApiError as exc:
+        return None, exc.message
+
+
+def trace_evidence_view(detail: dict, source: Optional[dict], error: Optional[str], share: Optional[str]) -> html.Div:
+    """The source trace's plan strip, heatmap and stability curve (the trace page's figures), or a line
+    saying why there are none."""
+    trace_id = rv.source_trace_id(detail)
+    note = [rv.trace_evidence_note(detail, source, error)]
+    if trace_id:
+        note += [" ", dcc.Link("Open the trace", href=rel(f"/traces/{trace_id}") + build_search({"share": share}),
+                              id=f"{P}-trace-link")]
+    graphs = [html.Div([html.H3(caption), dcc.Graph(id=f"{P}-trace-{key}", figure=fig,
+                                                    config=graph_config(f"report-trace-{key}"))])
+              for key, caption, fig in rv.trace_evidence(source)]
+    return html.Div([html.H2("Trace evidence"), html.P(note, className="lt-note", id=f"{P}-trace-note"), *graphs],
+                    className="lt-card", id=f"{P}-trace-evidence")
+
+
+def report_view(detail: dict, share: Optional[str] = None, source: Optional[dict] = None,
+                source_error: Optional[str] = None) -> list:
+    """The report as Dash components (the same rows and sentences as the exported HTML file): the finding
+    first (the sentence and the retention / acquisition scatter), then the tables and the trace evidence."""
     exp_id = str(detail.get("id") or "")
     back = dcc.Link(f"Back to the {detail.get('kind') or 'experiment'} page", href=experiment_href(exp_id, share),
                     id=f"{P}-back")
@@ -78,6 +108,9 @@ def report_view(detail: dict, share: Optional[str] = None) -> list:
                         title="Download this report as one self-contained HTML file (opens offline)"),
             dcc.Loading(html.Span(id=f"{P}-export-msg", className="lt-muted"), type="dot", delay_show=300),
         ], className="lt-export"),
+        html.Div([html.H2("Finding"), html.P(rv.finding(result), className="lt-finding", id=f"{P}-finding"),
+                  dcc.Graph(id=f"{P}-tradeoff", figure=rv.tradeoff_figure(result),
+                            config=graph_config(f"report-{exp_id}-tradeoff"))], className="lt-card"),
         provenance,
         html.Div([html.H2("Results"), table(header, rows, id=f"{P}-table", caption=rv.RESULTS_CAPTION)],
                  className="lt-card lt-scroll"),
@@ -86,6 +119,7 @@ def report_view(detail: dict, share: Optional[str] = None) -> list:
                  className="lt-card", id=f"{P}-honest"),
         html.Div(dcc.Graph(id=f"{P}-figure", figure=rv.accuracy_figure(result), config=graph_config(f"report-{exp_id}")),
                  className="lt-card"),
+        trace_evidence_view(detail, source, source_error, share),
         html.Div([html.H2("Significance of the differences"), html.P(rv.SIGNIFICANCE_NOTE, className="lt-note"), *sig],
                  className="lt-card lt-scroll", id=f"{P}-significance"),
         html.Div([html.H2("Methods"), html.Ul([html.Li(m) for m in rv.methods(result)])], className="lt-card"),
@@ -102,7 +136,8 @@ def export(n_clicks, experiment_id, share, token):
         detail = client(token, share).experiment(experiment_id)
     except ApiError as exc:
         return dash.no_update, f"The report could not be made: {exc}"
-    return (dict(content=rv.experiment_report_html(detail), filename=f"layertracer-report-{experiment_id}.html",
+    source, source_error = load_source(detail, token, share)
+    return (dict(content=rv.experiment_report_html(detail, source, source_error), filename=f"layertracer-report-{experiment_id}.html",
                  type="text/html"), "Report downloaded.")
 
 

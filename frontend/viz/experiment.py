@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 
 from frontend.viz.common import OKABE_ITO, base_layout, empty_figure, layer_positions, depth_title, plotly_text as _plotly_text
 from frontend.viz.names import result_labels, trial_label
+from layertracer.spec.benchmarks import chance_accuracy
 from layertracer.spec.significance import verdict
 
 Result = dict[str, Any]
@@ -128,6 +129,7 @@ def scores_figure(result: Result) -> go.Figure:
                 height=400)
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.2, x=0))
     fig.update_yaxes(title_text="accuracy (share of questions correct)", range=[0, 1])
+    add_chance_lines(fig, chance_levels(result))
     # Labels are names, never numbers: plotly types an axis of "0" and "base" as linear (the plan's
     # allocation "0" is a number to it) and drops the bars whose label is not one.
     fig.update_xaxes(title_text="allocation (trained layers)", type="category")
@@ -324,3 +326,194 @@ def provenance_rows(experiment: dict) -> list[tuple[str, str]]:
                      f"{s.get('template', '?')}, split {s.get('split', '?')}, few-shot {s.get('fewshot_split', '?')} "
                      f"({s.get('fewshot_sampler', '?')}), continuations {s.get('continuations')}"))
     return rows
+
+
+# -- the finding: retention against acquisition ------------------------------------------------------
+# An experiment's benchmarks are read in the spec's order: the first measures what the model already
+# knew (retention: old facts, a general benchmark), the second what training should add (acquisition:
+# new facts, the new domain). The demo and the papers list them so; ``roles`` takes other choices.
+
+
+def roles(result: Result, retention: Optional[str] = None, acquisition: Optional[str] = None) -> tuple[Optional[str], Optional[str]]:
+    """(retention benchmark, acquisition benchmark): the given ones when the run has them, else the
+    spec's first and second benchmark (None where the run has too few)."""
+    benches = benchmarks(result)
+    old = retention if retention in benches else (benches[0] if benches else None)
+    rest = [b for b in benches if b != old]
+    new = acquisition if acquisition in rest else (rest[0] if rest else None)
+    return old, new
+
+
+def _change(row: dict, bench: str) -> tuple[Optional[float], Optional[float], Optional[float]]:
+    """(mean, ci_low, ci_high) of a table row's change from the base model on bench (0 for the base)."""
+    if row.get("allocation") == "base":
+        return 0.0, None, None
+    summary = (row.get("change") or {}).get(bench) or {}
+    return summary.get("mean"), summary.get("ci_low"), summary.get("ci_high")
+
+
+def tradeoff_points(result: Result, retention: Optional[str] = None, acquisition: Optional[str] = None) -> list[dict]:
+    """One point per allocation, the base model first at (0, 0): ``x`` the change of accuracy on the
+    acquisition benchmark, ``y`` on the retention one (after − base, mean over seeds), their Student-t
+    95% intervals (``x_low`` .. ``y_high``, None with one seed), ``share`` the trainable share (0-1) and
+    ``label``. Empty when the run has fewer than two benchmarks or no table."""
+    old, new = roles(result, retention, acquisition)
+    if not old or not new:
+        return []
+    names = result_labels(result)
+    points = []
+    for row in result.get("table") or []:
+        x, x_low, x_high = _change(row, new)
+        y, y_low, y_high = _change(row, old)
+        if x is None or y is None:
+            continue
+        points.append({"allocation": row["allocation"], "label": names.get(row["allocation"], row["allocation"]),
+                       "x": x, "x_low": x_low, "x_high": x_high, "y": y, "y_low": y_low, "y_high": y_high,
+                       "share": float(row.get("trainable_share") or 0.0)})
+    points.sort(key=lambda p: p["allocation"] != "base")
+    return points
+
+
+def point_size(share: float) -> float:
+    """Marker diameter (px) whose area grows with the trainable share: 10 px at 0, 46 px at 1."""
+    return 10.0 + 36.0 * max(0.0, min(1.0, share)) ** 0.5
+
+
+def tradeoff_figure(result: Result, retention: Optional[str] = None, acquisition: Optional[str] = None) -> go.Figure:
+    """The finding in one figure: per allocation, the change on old facts (y, retention) against the
+    change on new facts (x, acquisition) from the base model at the origin, error bars the t-intervals
+    over seeds, marker area by trainable share. Up and right is better: more learned, less forgotten."""
+    old, new = roles(result, retention, acquisition)
+    if not old or not new:
+        return empty_figure("Retention against acquisition needs two benchmarks (old facts and new facts); "
+                            f"this run has {len(benchmarks(result))}.")
+    points = tradeoff_points(result, old, new)
+    if len(points) < 2:
+        return empty_figure("No trained allocation has scores on both benchmarks yet.")
+    fig = go.Figure()
+    fig.add_hline(y=0, line=dict(color="#888", width=1))
+    fig.add_vline(x=0, line=dict(color="#888", width=1))
+    for index, p in enumerate(points):
+        base = p["allocation"] == "base"
+        err = {}
+        if p["x_low"] is not None:
+            err["error_x"] = dict(type="data", array=[p["x_high"] - p["x"]], arrayminus=[p["x"] - p["x_low"]],
+                                  visible=True, color="#555", thickness=1.2)
+        if p["y_low"] is not None:
+            err["error_y"] = dict(type="data", array=[p["y_high"] - p["y"]], arrayminus=[p["y"] - p["y_low"]],
+                                  visible=True, color="#555", thickness=1.2)
+        name = _plotly_text(p["label"])
+        fig.add_trace(go.Scatter(
+            x=[p["x"]], y=[p["y"]], mode="markers+text", name=name, text=[name], textposition="top center",
+            customdata=[[100 * p["share"]]],
+            marker=dict(size=point_size(p["share"]), color="#000" if base else _colour(index - 1), opacity=0.85,
+                        symbol="x" if base else "circle", line=dict(color="#fff", width=1)),
+            hovertemplate=(f"{name}<br>change on {_plotly_text(bench_label(new))} %{{x:+.3f}}<br>"
+                           f"change on {_plotly_text(bench_label(old))} %{{y:+.3f}}<br>"
+                           "trainable share %{customdata[0]:.1f}%<extra></extra>"),
+            **err,
+        ))
+    base_layout(fig, title="Retention against acquisition: change from the base model (origin); "
+                           "marker area = trainable share, bars = 95% t-interval over seeds", height=460)
+    fig.update_xaxes(title_text=f"acquisition: change of accuracy on {bench_label(new)} (after − base)",
+                     zeroline=False, tickformat="+.2f")
+    fig.update_yaxes(title_text=f"retention: change on {bench_label(old)}", zeroline=False, tickformat="+.2f")
+    fig.update_layout(legend=dict(orientation="h", y=-0.22, x=0))
+    return fig
+
+
+def _row_mean(row: dict, bench: str) -> Optional[float]:
+    return ((row.get("benchmarks") or {}).get(bench) or {}).get("mean")
+
+
+def comparison(result: Result, bench: str, a: str, b: str) -> Optional[dict]:
+    """The engine's comparison of allocations a and b on bench, oriented as a − b (diff and interval
+    negated when the engine compared b − a); None when it did not compare them."""
+    for c in ((result.get("statistics") or {}).get(bench) or {}).get("comparisons") or []:
+        if (c.get("a"), c.get("b")) == (a, b):
+            return dict(c)
+        if (c.get("a"), c.get("b")) == (b, a):
+            flipped = dict(c, a=a, b=b)
+            if c.get("diff") is not None:
+                flipped["diff"] = -c["diff"]
+            if c.get("ci_low") is not None and c.get("ci_high") is not None:
+                flipped["ci_low"], flipped["ci_high"] = -c["ci_high"], -c["ci_low"]
+            return flipped
+    return None
+
+
+def _verdict_clause(result: Result, bench: str, best: str, other: str) -> str:
+    c = comparison(result, bench, best, other)
+    if c is None:
+        return "no test compares them"
+    if verdict(c):
+        return "significant after Holm"
+    ps = [f"{name} p {(c.get(test) or {}).get('p_adjusted'):.2g}" for test, name in
+          (("mcnemar", "McNemar"), ("permutation", "permutation"), ("bootstrap", "bootstrap"))
+          if isinstance((c.get(test) or {}).get("p_adjusted"), (int, float))]
+    return "not significant after Holm" + (f" ({', '.join(ps)})" if ps else "")
+
+
+def _clause(result: Result, bench: str, verb: str) -> Optional[str]:
+    """"<best> <verb> <bench> (0.665 vs 0.350 for <worst>; base 0.785; significant after Holm)"."""
+    names = result_labels(result)
+    rows = [r for r in result.get("table") or [] if r.get("allocation") != "base" and _row_mean(r, bench) is not None]
+    if not rows:
+        return None
+    base = next((r for r in result.get("table") or [] if r.get("allocation") == "base"), {})
+    base_mean = _row_mean(base, bench)
+    base_text = "" if base_mean is None else f"; base {base_mean:.3f}"
+    # Ties go to the allocation listed first (the spec's order).
+    best, worst = max(rows, key=lambda r: _row_mean(r, bench)), min(rows, key=lambda r: _row_mean(r, bench))
+    top, low = _row_mean(best, bench), _row_mean(worst, bench)
+    where = bench_label(bench)
+    if len(rows) == 1:
+        against = "base" if base_mean is not None else None
+        tail = "" if against is None else f"; {_verdict_clause(result, bench, best['allocation'], 'base')} against the base"
+        return f"{names[best['allocation']]}, the only allocation, scored {top:.3f} on {where}{base_text}{tail}"
+    if abs(top - low) < 1e-12:
+        return f"every allocation scored {top:.3f} on {where}{base_text}"
+    return (f"{names[best['allocation']]} {verb} {where} ({top:.3f} vs {low:.3f} for {names[worst['allocation']]}"
+            f"{base_text}; {_verdict_clause(result, bench, best['allocation'], worst['allocation'])})")
+
+
+def finding_sentence(result: Result, retention: Optional[str] = None, acquisition: Optional[str] = None) -> str:
+    """The run's finding in one sentence, from the table (means over seeds) and the engine's tests: who
+    kept the most on the retention benchmark and who learned the most on the acquisition one, each
+    against the lowest allocation with the base model's score, and whether that gap is significant
+    after Holm (``layertracer.spec.significance``); honest when it is not."""
+    old, new = roles(result, retention, acquisition)
+    clauses = []
+    if old and new:
+        clauses = [_clause(result, old, "kept the most on"), _clause(result, new, "learned the most on")]
+    elif old:
+        clauses = [_clause(result, old, "scored highest on")]
+    clauses = [c for c in clauses if c]
+    if not clauses:
+        return "No allocation has benchmark scores yet."
+    sentence = " and ".join(clauses)  # an allocation's name keeps its case ("train-shallow kept ...")
+    return (sentence[0].upper() + sentence[1:] if sentence.startswith("every") else sentence) + "."
+
+
+def chance_levels(result: Result) -> dict[str, float]:
+    """benchmark -> the accuracy of guessing (``layertracer.spec.benchmarks.chance_accuracy``: one over the
+    number of options, 0.25 for C-Eval and CMMLU); benchmarks without a fixed number of choices left out."""
+    out = {}
+    for bench in benchmarks(result):
+        level = chance_accuracy(bench)
+        if level is not None:
+            out[bench] = level
+    return out
+
+
+def add_chance_lines(fig: go.Figure, levels: dict[str, float], name=bench_label) -> go.Figure:
+    """A dotted horizontal line at each distinct chance accuracy, labelled with the benchmarks it holds for."""
+    by_level: dict[float, list[str]] = {}
+    for bench, level in levels.items():
+        by_level.setdefault(level, []).append(bench)
+    for level, benches in by_level.items():
+        which = "" if len(by_level) == 1 else " (" + ", ".join(_plotly_text(name(b)) for b in benches) + ")"
+        fig.add_hline(y=level, line=dict(color="#444", width=1.5, dash="dot"),
+                      annotation=dict(text=f"chance {level:.2f}{which}", xanchor="right", x=1, yanchor="bottom",
+                                      font=dict(size=11, color="#444")))
+    return fig

@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 import plotly.graph_objects as go
 
+from frontend.viz import experiment as ev
+from frontend.viz import trace as tv
 from frontend.viz.common import FONT_STACK, OKABE_ITO, base_layout, empty_figure, plotly_text
 from frontend.viz.names import absolute_time, result_labels, run_duration, run_name
 from layertracer.spec.significance import TESTS, verdict  # noqa: F401 (TESTS: the tests, in table order)
@@ -234,6 +236,7 @@ def accuracy_figure(result: Result) -> go.Figure:
     base_layout(fig, title="Accuracy per allocation: mean over seeds, error bars the 95% t-interval", height=420)
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.22, x=0))
     fig.update_yaxes(title_text="accuracy (share of questions correct)", range=[0, 1])
+    ev.add_chance_lines(fig, ev.chance_levels(result), name=lambda b: _bn(result, b))
     fig.update_xaxes(title_text="allocation", type="category")  # names, even those that look like numbers
     return fig
 
@@ -413,6 +416,54 @@ def methods(result: Result) -> list[str]:
     return []
 
 
+# -- the finding and the trace evidence --------------------------------------------------------------
+
+def finding(result: Result) -> str:
+    """The one sentence the report leads with (the experiment page's: :func:`ev.finding_sentence`)."""
+    return ev.finding_sentence(result)
+
+
+def tradeoff_figure(result: Result) -> go.Figure:
+    """Retention (change on the first benchmark) against acquisition (the second), base at the origin."""
+    return ev.tradeoff_figure(result)
+
+
+# The trace page's figures that motivated the allocation, in the order the argument runs: what the plan
+# trains, where each task starts (the particles on the heatmap), which layer is fragile (the curve).
+TRACE_EVIDENCE = (
+    ("plan", "The freeze plan: trained and frozen layers, the particles and the vulnerable layer", tv.plan_figure),
+    ("heatmap", "Where each task starts: target probability per task and layer, particles marked", tv.task_heatmap),
+    ("stability", "Which layers are fragile: the stability curve with the vulnerable layer", tv.stability_figure),
+)
+
+
+def source_trace_id(detail: dict) -> Optional[str]:
+    """The trace whose freeze plan this run trains (``source_trace_id``, migration 0007), or None."""
+    value = detail.get("source_trace_id")
+    return str(value) if value else None
+
+
+def trace_evidence(source: Optional[dict]) -> list[tuple[str, str, go.Figure]]:
+    """[(key, caption, figure)] of the source trace (its overview or full result): the plan strip, the
+    heatmap and the stability curve, drawn by the trace page's own builders; [] without a source."""
+    if not source:
+        return []
+    return [(key, caption, build(source)) for key, caption, build in TRACE_EVIDENCE]
+
+
+def trace_evidence_note(detail: dict, source: Optional[dict], error: Optional[str] = None) -> str:
+    """One line on the trace evidence: where it comes from, or why the report has none."""
+    trace_id = source_trace_id(detail)
+    if not trace_id:
+        return ("This run records no source trace (it was launched without choosing one), so the report cannot "
+                "show the trace evidence behind its allocations.")
+    if not source:
+        return f"The source trace {trace_id} could not be loaded ({error or 'no answer'}); its evidence is not shown."
+    model = ((source.get("model") or {}).get("source") or "").rstrip("/").rsplit("/", 1)[-1]
+    return (f"The allocations come from the freeze plan of trace {trace_id}" + (f" (model {model})" if model else "")
+            + ": the evidence that motivated them, as the trace page draws it.")
+
+
 # -- the self-contained HTML file --------------------------------------------------------------------
 
 CSS = "body{font-family:" + FONT_STACK + """;margin:0;
@@ -427,7 +478,7 @@ th{background:#f0f2f5;font-weight:600} td.num{font-variant-numeric:tabular-nums}
 td{overflow-wrap:break-word}
 caption{caption-side:top;text-align:left;color:#5b6470;padding:0 0 6px}
 .yes{color:#0b6e3a;font-weight:600} .no{color:#5b6470}
-.honest p{margin:6px 0} footer{margin:32px 0 0;font-size:.85rem}
+.honest p{margin:6px 0} .finding{font-size:1.1rem;font-weight:600} footer{margin:32px 0 0;font-size:.85rem}
 """
 
 
@@ -449,13 +500,25 @@ def _table_html(header: list[str], rows: list[list[str]], *, caption: str = "", 
     return f'<table class="{cls}">{cap}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def experiment_report_html(detail: dict) -> str:
+def _figure_html(fig: go.Figure, div_id: str, first: bool) -> str:
+    """A figure's div; the first carries plotly.js inline (the file opens offline), the rest reuse it."""
+    return fig.to_html(full_html=False, include_plotlyjs=first, div_id=div_id,
+                       config={"displaylogo": False, "responsive": True})
+
+
+def experiment_report_html(detail: dict, source: Optional[dict] = None, source_error: Optional[str] = None) -> str:
     """The report as one self-contained HTML document: inline CSS, plotly.js inline (opens offline),
-    every piece of user text escaped."""
+    every piece of user text escaped. It leads with the finding (the sentence and the retention /
+    acquisition scatter); ``source``: the source trace's overview, whose plan, heatmap and stability
+    curve follow the results (``source_error``: why it could not be read)."""
     e = html.escape
     result = detail.get("result") or {}
     parts = [f"<h1>{e('LayerTracer report · ' + title(detail))}</h1>",
              f'<p class="muted">{e(subtitle(detail))}</p>']
+    if result and result.get("table"):
+        parts.append('<section class="card" id="finding"><h2>Finding</h2>'
+                     f'<p class="finding">{e(finding(result))}</p>'
+                     + _figure_html(tradeoff_figure(result), "tradeoff-figure", True) + "</section>")
     parts.append('<section class="card"><h2>Model and data</h2>'
                  + _table_html(["what", "value"], [list(r) for r in provenance_rows(detail)]) + "</section>")
     if not result:
@@ -468,10 +531,13 @@ def experiment_report_html(detail: dict) -> str:
                      + "".join(f"<p>{e(s)}</p>" for s in findings(result))
                      + "<h2>What it does not show</h2>"
                      + "".join(f"<p>{e(s)}</p>" for s in limitations(detail)) + "</section>")
-        fig = accuracy_figure(result)
-        parts.append('<section class="card">' + fig.to_html(full_html=False, include_plotlyjs=True, div_id="accuracy-figure",
-                                                           config={"displaylogo": False, "responsive": True})
-                     + "</section>")
+        parts.append('<section class="card">' + _figure_html(accuracy_figure(result), "accuracy-figure",
+                                                              not result.get("table")) + "</section>")
+        evidence = ['<section class="card" id="trace-evidence"><h2>Trace evidence</h2>'
+                    f'<p class="muted">{e(trace_evidence_note(detail, source, source_error))}</p>']
+        for key, caption, fig in trace_evidence(source):
+            evidence.append(f"<h3>{e(caption)}</h3>" + _figure_html(fig, f"trace-{key}-figure", False))
+        parts.append("".join(evidence) + "</section>")
         sig = ['<section class="card"><h2>Significance of the differences</h2>'
                f'<p class="muted">{e(SIGNIFICANCE_NOTE)}</p>']
         for b in benchmarks(result):

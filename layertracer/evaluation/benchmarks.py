@@ -20,9 +20,9 @@ from typing import Iterable, Optional, Sequence
 
 from layertracer.evaluation.errors import BenchmarkFormatError, BenchmarkNotFoundError
 from layertracer.evaluation.subjects import subject_info
-from layertracer.spec.benchmarks import split_benchmark
+from layertracer.spec.benchmarks import CHOICE_LETTERS, split_benchmark
 
-LETTERS: tuple[str, str, str, str] = ("A", "B", "C", "D")
+LETTERS: tuple[str, str, str, str] = CHOICE_LETTERS  # declared in the spec (the chance accuracy reads it too)
 
 
 @dataclass(frozen=True)

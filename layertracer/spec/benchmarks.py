@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import re
 
+from typing import Optional
+
 from layertracer.errors import LayerTracerError
 
 FOLDER_KINDS = ("ceval", "cmmlu")
+# The options of a C-Eval / CMMLU question (the folder kinds' columns A..D): the engine's loader reads
+# them, and the chance accuracy of those benchmarks is one over their number.
+CHOICE_LETTERS: tuple[str, str, str, str] = ("A", "B", "C", "D")
 LM_EVAL = "lm-eval"
 BENCHMARK_KINDS = (*FOLDER_KINDS, LM_EVAL)
 TASK_FILE_SUFFIXES = (".yaml", ".yml")
@@ -52,3 +57,10 @@ def check_benchmark(text: str) -> tuple[str, str]:
     if kind == LM_EVAL and not is_task_file(value) and not TASK_NAME.match(value):
         raise BenchmarkSpecError(f"bad benchmark {text!r}: {value!r} is not an lm-eval task name; {usage}")
     return kind, value
+
+
+def chance_accuracy(text: str) -> Optional[float]:
+    """The accuracy of guessing on a benchmark spec: 1 / the number of options for the folder kinds
+    (``ceval:``, ``cmmlu:``: 0.25), None for ``lm-eval:`` tasks (their number of choices varies by task)."""
+    kind, _ = split_benchmark(text)
+    return 1.0 / len(CHOICE_LETTERS) if kind in FOLDER_KINDS else None
