@@ -12,7 +12,7 @@ import dash
 import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, ctx, dcc, html
 
-from frontend import server_paths, spec_form as sf
+from frontend import run_preview, server_paths, spec_form as sf
 from frontend.api_client import ApiError
 from frontend.clone import stored_run
 from frontend.components import api_error_box, client, notice, rel
@@ -217,9 +217,12 @@ def check_run_form(kind: str, *, model: Optional[str], info: Optional[dict], all
                             **sf.nest({k: v for k, v in values.items() if not (v is None and k in optional)})}
     if not body.get("placement"):
         body.pop("placement", None)
-    if not any(a == "full" for a in allocations):
-        on = set(toggles or [])
-        body.update({key: key in on for key, _ in TOGGLES})
+    # A checked toggle trains that part in every allocation (full trains it anyway); an unchecked one is
+    # off, except in full, which trains everything unless told otherwise: then it is left to the default.
+    on, has_full = set(toggles or []), "full" in allocations
+    for key, _ in TOGGLES:
+        if key in on or not has_full:
+            body[key] = key in on
     if kind == "trial":
         body["allocation"] = allocations[0]
     else:
@@ -318,14 +321,20 @@ def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Di
     if not prefill["spec"] and "seeds" not in query:
         values["seeds"] = "1, 2, 3" if kind == "experiment" else "1"
     allocation_block = []
+    listed_default = ranges or "one"
+    rate = run_preview.measured_rate(api, model)
     if kind == "experiment":
         listed = prefill.get("allocations") or "\n".join(
             a.strip() for a in str(query.get("allocations", "")).split(";") if a.strip())
+        listed = listed or "train-shallow\ntrain-deep\nfull"
+        listed_default = listed
+        figure, lines = preview(listed, toggles, info)
         allocation_block = [
             html.Button("Add this selection to the allocations", id=f"{p}-add", type="button", className="lt-button"),
             html.Div(html.Label("Allocations compared (one per line: a preset or ranges)", htmlFor=f"{p}-allocations")),
-            dcc.Textarea(id=f"{p}-allocations", value=listed or "train-shallow\ntrain-deep\nfull",
-                         className="lt-input lt-textarea"),
+            dcc.Textarea(id=f"{p}-allocations", value=listed, className="lt-input lt-textarea"),
+            dcc.Graph(id=f"{p}-preview", figure=figure, config={"displayModeBar": False}),
+            html.Div(lines, id=f"{p}-preview-text", className="lt-muted lt-help lt-check"),
         ]
     data_fields = [f for f in RUN_FIELDS if f.path in DATA]
     basic = [f for f in RUN_FIELDS if f.path in BASIC]
@@ -383,9 +392,12 @@ def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Di
                 html.Summary(f"Advanced: every other option of the {kind} ({len(advanced)})"),
                 html.Div(sf.render_all(p, advanced, values, LABELS), className="lt-row"),
             ], id=f"{p}-advanced", className="lt-advanced"),
+            html.Div(run_preview.estimate_text(*_estimate(kind, values, prefill.get("allocations") or listed_default, rate)),
+                     id=f"{p}-estimate", className="lt-notice", **{"aria-live": "polite"}),
             html.Div(id=f"{p}-errors", role="alert"),
             html.Button(f"Start the {kind}", id=f"{p}-submit", type="button", className="lt-button lt-primary"),
         ], className="lt-form"),
+        dcc.Store(id=f"{p}-rate", data=rate),
     ])
 
 
@@ -537,9 +549,44 @@ def make_submit(kind: str):
     return submit
 
 
+def preview(allocations_text: Optional[str], toggles: Optional[list], info: Optional[dict]) -> tuple[go.Figure, str]:
+    """The experiment's allocations -> (their strips, one line each with the trainable share)."""
+    rows = run_preview.allocation_rows(info, (allocations_text or "").splitlines(), toggles or [])
+    lines = [f"{r['label']}: {r['trainable']:,} of {r['total']:,} parameters ({r['share']:.1%})"
+             + (f" · with {r['note'].replace('_', ' ')}" if r["note"] else "")
+             if r["share"] is not None else f"{r['label']}: {r['note']}" for r in rows]
+    return run_preview.preview_figure(info, rows), "\n".join(lines)
+
+
+def _estimate(kind: str, values: dict[str, Any], allocations_text: Optional[str], rate: Optional[dict]):
+    """(tokens, trials, rate) for ``run_preview.estimate_text`` from the inputs' values."""
+    seeds = sf.from_widget(sf.by_path(RUN_FIELDS)["seeds"], values.get("seeds"))
+    n_seeds = len([s for s in seeds if isinstance(s, int)]) if isinstance(seeds, list) else 0
+    n_alloc = 1 if kind == "trial" else len([a for a in (allocations_text or "").splitlines() if a.strip()])
+    total = run_preview.tokens(values.get("steps"), values.get("batch_size"), values.get("grad_accum"),
+                               values.get("block_size"), n_seeds, n_alloc)
+    return total, n_seeds * n_alloc, rate
+
+
+ESTIMATE_FIELDS = ("seeds", "steps", "batch_size", "grad_accum", "block_size")
+
+
 def register(app: dash.Dash, p: str, kind: str) -> None:
     auth = State("auth-token", "data")
     server_paths.register(app, p)
+    app.callback(Output(f"{p}-rate", "data"), Input(f"{p}-model", "value"), auth, prevent_initial_call=True)(
+        lambda model, token: run_preview.measured_rate(client(token), model))
+    allocations_input = Input(f"{p}-allocations", "value") if kind == "experiment" else Input(f"{p}-ranges", "value")
+
+    def estimate(allocations_text, rate, *numbers):
+        return run_preview.estimate_text(*_estimate(kind, dict(zip(ESTIMATE_FIELDS, numbers)), allocations_text, rate))
+
+    app.callback(Output(f"{p}-estimate", "children"), allocations_input, Input(f"{p}-rate", "data"),
+                 *[Input(f"{p}-{k}", "value") for k in ESTIMATE_FIELDS], prevent_initial_call=True)(estimate)
+    if kind == "experiment":
+        app.callback(Output(f"{p}-preview", "figure"), Output(f"{p}-preview-text", "children"),
+                     Input(f"{p}-allocations", "value"), Input(f"{p}-toggles", "value"), Input(f"{p}-info", "data"),
+                     prevent_initial_call=True)(preview)
     app.callback(Output(f"{p}-info", "data"), Output(f"{p}-trace", "options"),
                  Input(f"{p}-model", "value"), auth, prevent_initial_call=True)(model_changed)
     app.callback(Output(f"{p}-ranges", "value"), Output(f"{p}-toggles", "value"),

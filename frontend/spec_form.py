@@ -6,7 +6,8 @@ stored spec to the inputs (cloning a run).
 A field is named by its path in the spec (``top_k``, ``placement.device_map``); its input's id is
 ``<prefix>-<path with '.' as '-'>`` and its message box ``<id>-error``. The widget follows the type:
 
-- ``int`` / ``float``: a number input with the spec's bounds (``layertracer.spec.fields.number_bounds``);
+- ``int`` / ``float``: a number input, the spec's bounds (``layertracer.spec.fields.number_bounds``) in
+  its help line (not on the input: the spec judges the number typed, see ``control``);
 - ``Literal[...]``: a dropdown of its choices (clearable when the field is Optional);
 - ``bool``: one checkbox (value ``["on"]`` or ``[]``); ``Optional[bool]``: a dropdown yes / no;
 - ``str``: a text input; ``list[int]``: comma-separated text; ``list[str]``: a text area, one per line;
@@ -216,9 +217,10 @@ def widget_values(fields: Sequence[Field], spec: Optional[dict] = None) -> dict[
 def control(prefix: str, field: Field, value: Any, label: str) -> Any:
     ident = input_id(prefix, field)
     if field.kind in ("int", "float"):
-        b = field.bounds
-        return dcc.Input(id=ident, type="number", value=value, min=b.low if b else None, max=b.high if b else None,
-                         step=1 if field.kind == "int" else "any", className="lt-input",
+        # No min / max / step on the input: Dash turns a value the browser finds invalid into None, so
+        # the spec would see "no number" instead of the number typed (a top-k of 1000 would read as
+        # "give a number"); the bounds are in the help line, and the spec judges what was typed.
+        return dcc.Input(id=ident, type="number", value=value, step="any", className="lt-input",
                          placeholder="empty: the default (none)" if field.optional else None)
     if field.kind == "choice":
         return dcc.Dropdown(id=ident, options=[{"label": str(c), "value": c} for c in field.choices], value=value,
