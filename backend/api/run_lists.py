@@ -31,9 +31,9 @@ class RunFilters:
     def __init__(
         self,
         sort: Annotated[Optional[str], Query(max_length=41, description=(
-            "one field, '-' first for descending; missing values last, ties newest first "
-            f"(traces: {', '.join(TRACE_SORT_FIELDS)}; experiments: {', '.join(EXPERIMENT_SORT_FIELDS)})"),
-            json_schema_extra={"pattern": SORT_PATTERN})] = None,
+            "one field, '-' first for descending; missing values last, ties newest first: "
+            f"{', '.join(TRACE_SORT_FIELDS)}"),
+            json_schema_extra={"pattern": SORT_PATTERN["traces"]})] = None,
         model: Annotated[Optional[str], Query(max_length=64, description="a model id",
                                               json_schema_extra={"pattern": NO_NUL})] = None,
         tag: Annotated[Optional[str], Query(max_length=50, description="runs carrying this tag",
@@ -55,7 +55,7 @@ class ExperimentFilters(RunFilters):
         self,
         sort: Annotated[Optional[str], Query(max_length=41, description=(
             f"one field, '-' first for descending: {', '.join(EXPERIMENT_SORT_FIELDS)}"),
-            json_schema_extra={"pattern": SORT_PATTERN})] = None,
+            json_schema_extra={"pattern": SORT_PATTERN["experiments"]})] = None,
         model: Annotated[Optional[str], Query(max_length=64, description="a model id",
                                               json_schema_extra={"pattern": NO_NUL})] = None,
         tag: Annotated[Optional[str], Query(max_length=50, description="runs carrying this tag",

@@ -22,8 +22,14 @@ EXPERIMENT_SORT_FIELDS = ("created", "name", "status", "model", "kind", "best_al
                           "delta_retention", "delta_acquisition")
 SORT_FIELDS = {"traces": TRACE_SORT_FIELDS, "experiments": EXPERIMENT_SORT_FIELDS}
 DEFAULT_SORT = "-created"
-# The schema's pattern of a sort value (the field itself is checked against the list's fields).
-SORT_PATTERN = r"^-?[a-z_]{1,40}$"
+
+
+def sort_pattern(fields: tuple[str, ...]) -> str:
+    """The JSON Schema pattern of a sort value over ``fields`` (the API's schema says it exactly)."""
+    return r"^-?(" + "|".join(fields) + r")$"
+
+
+SORT_PATTERN = {kind: sort_pattern(fields) for kind, fields in SORT_FIELDS.items()}
 EXPERIMENT_KINDS = ("trial", "experiment")
 PAGE_SIZES = (25, 50, 100, 200)  # what the page offers; the API takes any limit in [1, MAX_PAGE_SIZE]
 DEFAULT_PAGE_SIZE = 50
@@ -70,4 +76,4 @@ def parse_sort(text: str | None, fields: tuple[str, ...]) -> Sort:
 
 __all__ = ["DEFAULT_PAGE_SIZE", "DEFAULT_SORT", "EXPERIMENT_KINDS", "EXPERIMENT_SORT_FIELDS", "MAX_PAGE_SIZE",
            "PAGE_SIZES", "SORT_FIELDS", "SORT_PATTERN", "Sort", "SortError", "TEXT_FIELDS", "TRACE_SORT_FIELDS",
-           "parse_sort"]
+           "parse_sort", "sort_pattern"]

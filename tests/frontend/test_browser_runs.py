@@ -52,6 +52,7 @@ def stack(tmp_path_factory):
     from sqlalchemy.orm import Session
 
     from backend import results
+    from backend.api.schemas import TraceCreate
     from backend.db.models import Experiment, Job, Model, Trace
     from backend.db.session import make_engine
 
@@ -69,7 +70,8 @@ def stack(tmp_path_factory):
                 job = Job(kind="trace", queue="cpu", status="succeeded")
                 s.add(job)
                 s.flush()
-                trace = Trace(model_id=model.id, job_id=job.id, name=f"run-{layers}L", spec={"task_sets": ["task0"]},
+                spec = TraceCreate(model_id=model.id, task_sets=["antonyms_en"], name=f"run-{layers}L").model_dump()
+                trace = Trace(model_id=model.id, job_id=job.id, name=f"run-{layers}L", spec=spec,
                               created_at=T0 + timedelta(minutes=i))
                 s.add(trace)
                 s.commit()
@@ -180,3 +182,17 @@ def test_experiments_sorted_by_acquisition(stack, driver):
     text = "var e = document.getElementById('runs-selection'); return e ? e.textContent : '';"
     wait(d, lambda drv: "Report: sweep B" in drv.execute_script(text), what="the report link of the selected run")
     browser.screenshot(d, "runs-experiments", full_page=False)
+
+
+def test_rerun_posts_the_same_settings(stack, driver):
+    d = driver
+    d.get(stack.url + "/?sort=name")
+    wait(d, lambda drv: row_names(drv)[:1] == ["run-4L"], what="the runs by name")
+    original = next(t for t in stack.get("/traces", limit=100)["data"] if t["name"] == "run-4L")
+    d.find_elements(By.XPATH, "//button[normalize-space(.)='re-run']")[0].click()
+    link = wait(d, lambda drv: drv.find_elements(By.ID, "runs-rerun-link"), what="the new run's link")[0]
+    assert link.text == "run-4L (re-run)"
+    new_id = link.get_attribute("href").rsplit("/", 1)[-1]
+    again, before = stack.get(f"/traces/{new_id}"), stack.get(f"/traces/{original['id']}")
+    assert again["spec"] == {**before["spec"], "name": "run-4L (re-run)"}  # the same settings, a new run
+    assert again["id"] != before["id"]
