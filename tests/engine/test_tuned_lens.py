@@ -44,3 +44,27 @@ def test_training_lowers_held_out_kl(tmp_path):
     with torch.no_grad():
         after = lens_kl(loaded, trained, held)
     assert after.sum() < 0.8 * identity.sum()
+
+
+def test_a_missing_damaged_or_foreign_shaped_file_is_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    with pytest.raises(TunedLensError, match="does not exist"):
+        load(tmp_path / "none.safetensors", "sha256:abc")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(TunedLensError, match="cannot read tuned-lens file") as caught:
+        load(tmp_path / "junk.safetensors", "sha256:abc")
+    assert "\n" not in str(caught.value)
+    save_file({"weight": torch.zeros(3, 4), "bias": torch.zeros(3)}, str(tmp_path / "odd.safetensors"),
+              metadata={"fingerprint": "sha256:abc"})
+    with pytest.raises(TunedLensError, match="holds no translators"):
+        load(tmp_path / "odd.safetensors", "sha256:abc")
+
+
+def test_a_loaded_file_carries_its_sha256_and_training_metadata(tmp_path):
+    import hashlib
+
+    path = save(Translators(2, 4), tmp_path / "lens.safetensors", "sha256:abc", metadata={"steps": "7"})
+    back = load(path, "sha256:abc")
+    assert back.source == {"fingerprint": "sha256:abc", "steps": "7", "file": "lens.safetensors",
+                           "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
