@@ -72,6 +72,7 @@ def layout(experiment_id: Optional[str] = None, token: Optional[str] = None, **q
         ], className="lt-page-head"),
         dcc.Interval(id=f"{P}-interval", interval=POLL_MS, disabled=finished),
         html.Div(status_view(exp), id=f"{P}-status"),
+        html.Div(finding_view(exp), id=f"{P}-finding-box"),
         figure_card(f"{P}-loss", ev.loss_figure(metrics, exp.get("result"), exp.get("spec")), page=P, what="loss"),
         html.Div(results_view(exp, query.get("bench")), id=f"{P}-results"),
     ])
@@ -144,6 +145,18 @@ def status_view(exp: dict) -> list:
     return parts
 
 
+def finding_view(exp: dict) -> list:
+    """What the page leads with once the run has its result: the finding in one sentence and, with two
+    benchmarks or more, the retention-vs-acquisition scatter (nothing before the result exists)."""
+    result = exp.get("result")
+    if not result or not result.get("table"):
+        return []
+    parts = [html.H2("Finding"), html.P(ev.finding_sentence(result), className="lt-finding", id=f"{P}-finding")]
+    if len(ev.benchmarks(result)) >= 2:
+        parts.append(figure_card(f"{P}-tradeoff", ev.tradeoff_figure(result), page=P, what="tradeoff", note=ev.TRADEOFF_NOTE))
+    return parts
+
+
 def results_view(exp: dict, bench: Optional[str] = None) -> list:
     """Everything that needs the finished result (a 'not yet' box until then)."""
     result = exp.get("result")
@@ -156,13 +169,6 @@ def results_view(exp: dict, bench: Optional[str] = None) -> list:
     bench = bench if bench in benches else (benches[0] if benches else None)
     header, rows = ev.results_table(result)
     parts = [
-        html.H2("Finding"),
-        html.P(ev.finding_sentence(result), className="lt-finding", id=f"{P}-finding"),
-        figure_card(f"{P}-tradeoff", ev.tradeoff_figure(result), page=P, what="tradeoff",
-                    note="Each allocation's change of accuracy from the base model (the origin): on the new facts "
-                         "(acquisition, x) and the old facts (retention, y); up and right is better. Bars: Student-t 95% "
-                         "interval over seeds; marker area: trainable share. The significance tests are below.")
-        if len(benches) >= 2 else html.Div(),
         html.H2("Results"),
         figure_card(f"{P}-scores", ev.scores_figure(result), page=P, what="scores",
                     note="Dotted line: chance, one over the number of options of each question."),
@@ -230,7 +236,8 @@ def poll(n_intervals, experiment_id, share, token, search):
         return [api_error_box(exc, title="The experiment could not be loaded")], dash.no_update, dash.no_update, False
     metrics = _metrics(experiment_id, token, share)
     finished = exp.get("status") in FINISHED
-    return status_view(exp), ev.loss_figure(metrics, exp.get("result"), exp.get("spec")), results_view(exp, bench), finished
+    return (status_view(exp), finding_view(exp), ev.loss_figure(metrics, exp.get("result"), exp.get("spec")),
+            results_view(exp, bench), finished)
 
 
 def choose_bench(bench, experiment_id, share, token):
@@ -311,7 +318,8 @@ def cancel(n_clicks, token):
 def register_callbacks(app: dash.Dash) -> None:
     auth = State("auth-token", "data")
     ident = [State(f"{P}-id", "data"), State(f"{P}-share", "data"), auth]
-    app.callback(Output(f"{P}-status", "children"), Output(f"{P}-loss", "figure"), Output(f"{P}-results", "children"),
+    app.callback(Output(f"{P}-status", "children"), Output(f"{P}-finding-box", "children"), Output(f"{P}-loss", "figure"),
+                 Output(f"{P}-results", "children"),
                  Output(f"{P}-interval", "disabled"), Input(f"{P}-interval", "n_intervals"), *ident,
                  State(f"{P}-url", "search"), prevent_initial_call=True)(poll)
     app.callback(Output(f"{P}-significance", "children"), Output(f"{P}-subjects", "children"), Output(f"{P}-url", "search"),

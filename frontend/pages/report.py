@@ -13,6 +13,7 @@ from dash import Input, Output, State, dcc, html
 
 from frontend.api_client import ApiError
 from frontend.components import api_error_box, build_search, client, empty_box, error_box, rel, table
+from frontend.viz import experiment as ev
 from frontend.viz import report as rv
 from frontend.viz.common import graph_config
 
@@ -110,7 +111,8 @@ def report_view(detail: dict, share: Optional[str] = None, source: Optional[dict
         ], className="lt-export"),
         html.Div([html.H2("Finding"), html.P(rv.finding(result), className="lt-finding", id=f"{P}-finding"),
                   dcc.Graph(id=f"{P}-tradeoff", figure=rv.tradeoff_figure(result),
-                            config=graph_config(f"report-{exp_id}-tradeoff"))], className="lt-card"),
+                            config=graph_config(f"report-{exp_id}-tradeoff")),
+                  html.P(ev.TRADEOFF_NOTE, className="lt-note")], className="lt-card"),
         provenance,
         html.Div([html.H2("Results"), table(header, rows, id=f"{P}-table", caption=rv.RESULTS_CAPTION)],
                  className="lt-card lt-scroll"),

@@ -151,8 +151,11 @@ def _panels(tasks: list[str], title: str, y_title: str):
     spacing = min(80 / (PANEL_HEIGHT * rows), 0.9 / (rows - 1)) if rows > 1 else 0.0
     fig = make_subplots(rows=rows, cols=cols, start_cell="bottom-left", subplot_titles=titles,
                         horizontal_spacing=0.06, vertical_spacing=spacing)
-    base_layout(fig, title=title, height=120 + PANEL_HEIGHT * rows)
-    fig.update_layout(legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+    height = 150 + PANEL_HEIGHT * rows
+    base_layout(fig, title=title, height=height)
+    # The legend (the traces) in a row of its own between the title and the top panels' titles.
+    fig.update_layout(margin=dict(t=100), legend=dict(orientation="h", x=0, xanchor="left", yanchor="bottom",
+                                                      y=1 + 26 / (height - 160)))
     fig.update_xaxes(range=[0, 1.02], tickformat=".1f", dtick=0.25)
     fig.update_annotations(font=dict(size=12))
     fig.update_xaxes(title_text=DEPTH_TITLE, row=1, col=1)
@@ -308,8 +311,8 @@ def plan_diff_figure(results: Results) -> go.Figure:
                                      showlegend=False, marker=dict(symbol="triangle-down", size=13, color=VULNERABLE_COLOUR,
                                                                    line=dict(color="#000", width=1)),
                                      hovertemplate=f"vulnerable layer of {label}: {v}<extra></extra>"))
-    base_layout(fig, title="Plan against plan: trained (blue) and frozen (grey) layers; outlined where a plan differs "
-                           f"from {ref_label}'s; ▼ vulnerable layer", height=140 + 44 * len(planned))
+    base_layout(fig, title=f"Plan against plan: outlined where a plan differs from {ref_label}'s; ▼ vulnerable layer",
+                height=140 + 44 * len(planned))
     fig.update_layout(barmode="overlay", bargap=0.25, legend=dict(orientation="h", y=-0.35, x=0))
     fig.update_xaxes(title_text=DEPTH_TITLE, range=[0, 1])
     fig.update_yaxes(type="category", autorange="reversed")

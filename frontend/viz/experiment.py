@@ -374,6 +374,11 @@ def tradeoff_points(result: Result, retention: Optional[str] = None, acquisition
     return points
 
 
+TRADEOFF_NOTE = ("Each allocation's change of accuracy from the base model (the origin) on the new facts (acquisition, "
+                 "x) and the old facts (retention, y): up and right is better. Bars: Student-t 95% interval over seeds; "
+                 "marker area: trainable share. The significance tests are in the tables.")
+
+
 def point_size(share: float) -> float:
     """Marker diameter (px) whose area grows with the trainable share: 10 px at 0, 46 px at 1."""
     return 10.0 + 36.0 * max(0.0, min(1.0, share)) ** 0.5
@@ -404,7 +409,9 @@ def tradeoff_figure(result: Result, retention: Optional[str] = None, acquisition
                                   visible=True, color="#555", thickness=1.2)
         name = _plotly_text(p["label"])
         fig.add_trace(go.Scatter(
-            x=[p["x"]], y=[p["y"]], mode="markers+text", name=name, text=[name], textposition="top center",
+            # The base model's label below its mark, the others' above: at the origin they often meet.
+            x=[p["x"]], y=[p["y"]], mode="markers+text", name=name, text=[name],
+            textposition="bottom center" if base else "top center",
             customdata=[[100 * p["share"]]],
             marker=dict(size=point_size(p["share"]), color="#000" if base else _colour(index - 1), opacity=0.85,
                         symbol="x" if base else "circle", line=dict(color="#fff", width=1)),
@@ -413,8 +420,7 @@ def tradeoff_figure(result: Result, retention: Optional[str] = None, acquisition
                            "trainable share %{customdata[0]:.1f}%<extra></extra>"),
             **err,
         ))
-    base_layout(fig, title="Retention against acquisition: change from the base model (origin); "
-                           "marker area = trainable share, bars = 95% t-interval over seeds", height=460)
+    base_layout(fig, title="Retention against acquisition: change from the base model (the origin)", height=460)
     fig.update_xaxes(title_text=f"acquisition: change of accuracy on {bench_label(new)} (after − base)",
                      zeroline=False, tickformat="+.2f")
     fig.update_yaxes(title_text=f"retention: change on {bench_label(old)}", zeroline=False, tickformat="+.2f")
@@ -451,7 +457,7 @@ def _verdict_clause(result: Result, bench: str, best: str, other: str) -> str:
     ps = [f"{name} p {(c.get(test) or {}).get('p_adjusted'):.2g}" for test, name in
           (("mcnemar", "McNemar"), ("permutation", "permutation"), ("bootstrap", "bootstrap"))
           if isinstance((c.get(test) or {}).get("p_adjusted"), (int, float))]
-    return "not significant after Holm" + (f" ({', '.join(ps)})" if ps else "")
+    return "not significant after Holm" + (f": {', '.join(ps)}" if ps else "")
 
 
 def _clause(result: Result, bench: str, verb: str) -> Optional[str]:

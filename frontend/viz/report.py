@@ -518,7 +518,8 @@ def experiment_report_html(detail: dict, source: Optional[dict] = None, source_e
     if result and result.get("table"):
         parts.append('<section class="card" id="finding"><h2>Finding</h2>'
                      f'<p class="finding">{e(finding(result))}</p>'
-                     + _figure_html(tradeoff_figure(result), "tradeoff-figure", True) + "</section>")
+                     + _figure_html(tradeoff_figure(result), "tradeoff-figure", True)
+                     + f'<p class="muted">{e(ev.TRADEOFF_NOTE)}</p></section>')
     parts.append('<section class="card"><h2>Model and data</h2>'
                  + _table_html(["what", "value"], [list(r) for r in provenance_rows(detail)]) + "</section>")
     if not result:

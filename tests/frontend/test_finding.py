@@ -168,7 +168,7 @@ def test_the_sentence_says_significant_only_when_the_tests_say_so():
     means = {"deep": noise_a.mean(), "shallow": noise_b.mean()}
     best, worst = sorted(means, key=means.get, reverse=True)
     assert (f"{best} learned the most on ceval new-facts ({means[best]:.3f} vs {means[worst]:.3f} for {worst}; "
-            f"base {base_new:.3f}; not significant after Holm (McNemar p ") in sentence
+            f"base {base_new:.3f}; not significant after Holm: McNemar p ") in sentence
     assert _significant(result, "ceval:/w/old-facts", "deep", "shallow")
     assert not _significant(result, "ceval:/w/new-facts", "deep", "shallow")
 
@@ -196,3 +196,20 @@ def test_the_accuracy_bars_carry_a_chance_line(two_bench_result, world):
         assert any("chance 0.25" in a.text for a in fig.layout.annotations)
     # A task of lm-eval has no fixed number of choices: no line is drawn for it.
     assert ev.chance_levels({"spec": {"benchmarks": ["lm-eval:arc_easy", "cmmlu:/x"]}}) == {"cmmlu:/x": chance}
+
+
+def test_the_experiment_page_leads_with_the_finding_and_exports_the_points(two_bench_result):
+    from dash_tree import find, text_of
+
+    from frontend.pages import experiment as page
+
+    exp = {"id": "e1", "kind": "experiment", "status": "succeeded", "spec": two_bench_result["spec"], "result": two_bench_result}
+    lead = page.finding_view(exp)
+    assert text_of(lead[1]) == ev.finding_sentence(two_bench_result) and lead[1].id == "exp-finding"
+    assert find(lead[2], "exp-tradeoff").figure.data
+    assert page.finding_view({**exp, "result": None}) == []
+    out = page.export(exp, None, "tradeoff", "csv")
+    rows = list(csv.reader(out["content"].splitlines()))
+    points = ev.tradeoff_points(two_bench_result)
+    assert [r[0] for r in rows[1:]] == [p["allocation"] for p in points]
+    assert [float(r[6]) for r in rows[1:]] == pytest.approx([p["y"] for p in points])
