@@ -16,7 +16,9 @@ from frontend import run_preview, server_paths, spec_form as sf
 from frontend.api_client import ApiError
 from frontend.clone import stored_run
 from frontend.components import api_error_box, client, notice, rel
-from frontend.viz.common import FREEZE_COLOUR, KIND_NAME, TRAIN_COLOUR, base_layout, depth_axis, empty_figure
+from frontend.viz.common import (
+    FREEZE_COLOUR, KIND_NAME, OKABE_ITO, TRAIN_COLOUR, VULNERABLE_COLOUR, base_layout, depth_axis, empty_figure,
+)
 from layertracer.spec.allocations import (
     PRESETS, TOGGLES as ALLOCATION_TOGGLES, AllocationError, check_allocation, is_from_trace,
     preset_layers,
@@ -115,8 +117,66 @@ def count_text(info: Optional[dict], ranges: Optional[str], toggles: Optional[li
     return f"Trainable: {trainable:,} of {total:,} parameters ({share:.1f}%) · {blocks}", None
 
 
-def strip_figure(info: Optional[dict], ranges: Optional[str], toggles: Optional[list] = None) -> go.Figure:
-    """The layer strip of the picker: one bar per block, blue = trained, grey = frozen; click to toggle."""
+def evidence_from_overview(overview: dict, name: str = "") -> Optional[dict]:
+    """What the picker draws of a trace (its overview or result, docs/schemas.md): ``mean_js`` [L] of the
+    primary perturbation, ``particles`` {task: layer or None}, ``vulnerable`` layer, ``plan`` ranges."""
+    sensitivity = overview.get("sensitivity") or {}
+    mean_js = sensitivity.get("mean_js")
+    tasks = overview.get("tasks") or {}
+    if not mean_js and not tasks:
+        return None
+    return {"name": name, "mean_js": [None if v is None else float(v) for v in mean_js or []],
+            "perturbation": sensitivity.get("perturbation") or sensitivity.get("name") or "",
+            "particles": {t: d.get("task_particle") for t, d in tasks.items()},
+            "vulnerable": overview.get("vulnerable_layer"),
+            "plan": (overview.get("freeze_plan") or {}).get("train_ranges")}
+
+
+def trace_evidence(trace_id: Optional[str], token: Optional[str]) -> Optional[dict]:
+    """The evidence of a finished trace for the picker, or None (no trace, not readable, not finished)."""
+    if not trace_id:
+        return None
+    try:
+        api = client(token)
+        meta = api.trace(trace_id)
+        return evidence_from_overview(api.trace_overview(trace_id), meta.get("name") or str(trace_id)[:8])
+    except ApiError:
+        return None
+
+
+def _evidence_traces(fig: go.Figure, evidence: dict, L: int) -> None:
+    """Above the bars: the trace's layer sensitivity (mean JS, scaled to its band), its task particles
+    (one triangle per task at its layer) and its vulnerable layer."""
+    js = [v for v in (evidence.get("mean_js") or [])[:L]]
+    top = max((v for v in js if v is not None), default=0.0)
+    if js and top > 0:
+        fig.add_trace(go.Scatter(
+            x=list(range(len(js))), y=[None if v is None else 1.15 + 0.8 * v / top for v in js], mode="lines+markers",
+            line=dict(color=OKABE_ITO[1], width=2), marker=dict(size=5), name="layer sensitivity",
+            hovertext=[f"layer {l} · mean JS {v:.4f} nats ({evidence.get('perturbation') or 'primary'})" if v is not None
+                       else f"layer {l}" for l, v in enumerate(js)], hoverinfo="text"))
+    by_layer: dict[int, list[str]] = {}
+    for task, layer in (evidence.get("particles") or {}).items():
+        if layer is not None and 0 <= int(layer) < L:
+            by_layer.setdefault(int(layer), []).append(task)
+    if by_layer:
+        fig.add_trace(go.Scatter(
+            x=list(by_layer), y=[2.15] * len(by_layer), mode="markers", name="task particles",
+            marker=dict(symbol="triangle-down", size=[8 + 3 * len(t) for t in by_layer.values()], color="#000000"),
+            hovertext=[f"task particle of {', '.join(t)} (layer {l})" for l, t in by_layer.items()], hoverinfo="text"))
+    vulnerable = evidence.get("vulnerable")
+    if vulnerable is not None and 0 <= int(vulnerable) < L:
+        fig.add_trace(go.Scatter(
+            x=[int(vulnerable)], y=[2.15], mode="markers", name="vulnerable layer",
+            marker=dict(symbol="x", size=13, color=VULNERABLE_COLOUR, line=dict(width=1)),
+            hovertext=[f"vulnerable layer {vulnerable}: perturbing it moves the output most"], hoverinfo="text"))
+
+
+def strip_figure(info: Optional[dict], ranges: Optional[str], toggles: Optional[list] = None,
+                 evidence: Optional[dict] = None) -> go.Figure:
+    """The layer strip of the picker: one bar per block, blue = trained, grey = frozen; click to toggle.
+    With a trace's ``evidence`` (``evidence_from_overview``) its sensitivity, particles and vulnerable
+    layer are drawn above the bars."""
     if not info or not info.get("num_layers"):
         return empty_figure("Choose a model: its layers appear here.", height=160)
     L = int(info["num_layers"])
@@ -132,11 +192,17 @@ def strip_figure(info: Optional[dict], ranges: Optional[str], toggles: Optional[
                    f" (click to toggle)" for l in range(L)],
         hoverinfo="text",
     ))
-    base_layout(fig, title="Layers to train (blue) and freeze (grey) — click a layer to toggle it", height=170)
+    title = "Layers to train (blue) and freeze (grey) — click a layer to toggle it"
+    if evidence:
+        _evidence_traces(fig, evidence, L)
+        title += (f"<br><sup>trace {evidence.get('name') or ''}: layer sensitivity (orange), task particles (▼), "
+                  f"vulnerable layer (✕){'; its plan trains layers ' + evidence['plan'] if evidence.get('plan') else ''}</sup>")
+    base_layout(fig, title=title, height=250 if evidence else 170)
     depth_axis(fig, L, kinds, False)
-    fig.update_yaxes(visible=False, fixedrange=True)
+    fig.update_yaxes(visible=False, fixedrange=True, range=[0, 2.35] if evidence else None)
     fig.update_xaxes(fixedrange=True)
-    fig.update_layout(margin=dict(l=30, r=20, t=40, b=50), bargap=0, dragmode=False)
+    fig.update_layout(margin=dict(l=30, r=20, t=60 if evidence else 40, b=50), bargap=0, dragmode=False,
+                      showlegend=False)
     return fig
 
 
@@ -316,6 +382,7 @@ def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Di
              "An experiment runs several allocations x seeds on the same data and compares them with intervals and "
              "significance tests.")
     toggles = prefill["toggles"]
+    evidence = trace_evidence(from_trace, token)
     count, problem = count_text(info, ranges, toggles)
     values = {**sf.widget_values(RUN_FIELDS, prefill["spec"]), **_query_values(query)}
     if not prefill["spec"] and "seeds" not in query:
@@ -367,7 +434,9 @@ def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Di
                               placeholder="0-7,12"),
                     html.Div(problem or "", id=f"{p}-ranges-error", className="lt-field-error", role="alert"),
                 ], className="lt-field"),
-                dcc.Graph(id=f"{p}-strip", figure=strip_figure(info, ranges), config={"displayModeBar": False}),
+                dcc.Store(id=f"{p}-evidence", data=evidence),
+                dcc.Graph(id=f"{p}-strip", figure=strip_figure(info, ranges, toggles, evidence),
+                          config={"displayModeBar": False}),
                 dcc.Checklist(id=f"{p}-toggles", options=[{"label": f"also train the {label}", "value": key} for key, label in TOGGLES],
                               value=toggles, inline=True),
                 html.Div(count, id=f"{p}-count", className="lt-count", **{"aria-live": "polite"}),
@@ -381,6 +450,7 @@ def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Di
                 _text(p, "benchmarks", "Benchmarks (comma-separated ceval:FOLDER, cmmlu:FOLDER or lm-eval:TASK)",
                       prefill.get("benchmarks") or query.get("benchmarks", "")),
                 html.Div("", id=f"{p}-benchmarks-check", className="lt-muted lt-help lt-check", **{"aria-live": "polite"}),
+                html.Div([server_paths.used_field(p, api)], className="lt-row"),
                 server_paths.browser(p),
                 *sf.render_all(p, data_fields, values, LABELS),
             ]),
@@ -483,9 +553,9 @@ def pick(preset_clicks, click, trace_id, ranges, toggles, info, token):
     return dash.no_update, dash.no_update
 
 
-def live_count(ranges, toggles, info):
+def live_count(ranges, toggles, info, evidence=None):
     text, problem = count_text(info, ranges, toggles)
-    return text, problem or "", strip_figure(info, ranges, toggles)
+    return text, problem or "", strip_figure(info, ranges, toggles, evidence)
 
 
 def add_allocation(n_clicks, ranges, toggles, current, info):
@@ -595,7 +665,9 @@ def register(app: dash.Dash, p: str, kind: str) -> None:
                  State(f"{p}-info", "data"), auth, prevent_initial_call=True)(pick)
     app.callback(Output(f"{p}-count", "children"), Output(f"{p}-ranges-error", "children"), Output(f"{p}-strip", "figure"),
                  Input(f"{p}-ranges", "value"), Input(f"{p}-toggles", "value"), Input(f"{p}-info", "data"),
-                 prevent_initial_call=True)(live_count)
+                 Input(f"{p}-evidence", "data"), prevent_initial_call=True)(live_count)
+    app.callback(Output(f"{p}-evidence", "data"), Input(f"{p}-trace", "value"), auth,
+                 prevent_initial_call=True)(trace_evidence)
     allocations_state = State(f"{p}-allocations", "value") if kind == "experiment" else State(f"{p}-ranges", "id")
     if kind == "experiment":
         app.callback(Output(f"{p}-allocations", "value"), Input(f"{p}-add", "n_clicks"), State(f"{p}-ranges", "value"),

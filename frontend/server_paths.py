@@ -4,7 +4,8 @@ benchmark needs one), and a browser of the roots that puts the chosen path in th
 
 Ids under the form's prefix ``p``: ``p-corpus-check`` / ``p-benchmarks-check`` (the checks),
 ``p-browse`` (the entries of ``p-browse-dir``, the folder shown), ``p-browse-up``, ``p-use-corpus``,
-``p-use-ceval``, ``p-use-cmmlu``.
+``p-use-ceval``, ``p-use-cmmlu``; ``p-used`` (the corpora and benchmarks of earlier runs, offered as
+registered models are: ``GET /api/v1/paths/used``).
 """
 
 from __future__ import annotations
@@ -87,6 +88,35 @@ def entries(api: ApiClient, folder: str) -> tuple[list[dict], str]:
     return options, f"{len(options)} entries {where}{more}"
 
 
+def used_options(api: ApiClient) -> list[dict]:
+    """Dropdown options of the corpora and benchmarks this server's runs used (newest first); one no
+    longer there is shown and cannot be chosen. Values: ``corpus::PATH`` or ``benchmark::KIND:PATH``."""
+    try:
+        used = api.get("/paths/used")
+    except ApiError:
+        return []
+    options = []
+    for entry in used.get("corpora") or []:
+        gone = entry.get("exists") is False
+        options.append({"label": f"corpus · {entry['path']}" + (" (no longer there)" if gone else ""),
+                        "value": f"corpus::{entry['path']}", "disabled": gone})
+    for entry in used.get("benchmarks") or []:
+        gone = entry.get("exists") is False
+        options.append({"label": f"{entry['kind']} · {entry['path']}" + (" (no longer there)" if gone else ""),
+                        "value": f"benchmark::{entry['kind']}:{entry['path']}", "disabled": gone})
+    return options
+
+
+def used_field(p: str, api: ApiClient) -> html.Div:
+    """"Used before": pick a corpus or a benchmark of an earlier run into the fields."""
+    options = used_options(api)
+    return html.Div([
+        html.Label("Used before on this server", htmlFor=f"{p}-used"),
+        dcc.Dropdown(id=f"{p}-used", options=options, value=None, className="lt-wide",
+                     placeholder="a corpus or benchmark of an earlier run" if options else "no earlier runs yet"),
+    ], className="lt-field")
+
+
 def browser(p: str) -> html.Details:
     """The folded browser of the server's roots under the data fields."""
     return html.Details([
@@ -135,18 +165,29 @@ def browse(opened, up_clicks, shown, token):
     return options, None, where, folder
 
 
-def use(corpus_clicks, ceval_clicks, cmmlu_clicks, chosen, shown, benchmarks):
-    """Put the chosen entry (or the folder shown) in the corpus field or the benchmarks."""
+def _add_benchmark(benchmarks: Optional[str], entry: str) -> str:
+    listed = [b.strip() for b in re.split(r"[,\n]+", benchmarks or "") if b.strip()]
+    return ", ".join(listed + ([entry] if entry not in listed else []))
+
+
+def use(corpus_clicks, ceval_clicks, cmmlu_clicks, used, chosen, shown, benchmarks):
+    """Put the chosen entry (or the folder shown), or a corpus / benchmark used before, in the corpus
+    field or the benchmarks."""
     path = chosen or shown
     trigger = str(dash.ctx.triggered_id or "")
+    if trigger.endswith("-used"):
+        what, _, value = (used or "").partition("::")
+        if what == "corpus":
+            return value, dash.no_update
+        if what == "benchmark":
+            return dash.no_update, _add_benchmark(benchmarks, value)
+        return dash.no_update, dash.no_update
     if not path or not trigger:
         return dash.no_update, dash.no_update
     if trigger.endswith("-use-corpus"):
         return path, dash.no_update
     kind = "ceval" if trigger.endswith("-use-ceval") else "cmmlu"
-    listed = [b.strip() for b in re.split(r"[,\n]+", benchmarks or "") if b.strip()]
-    entry = f"{kind}:{path}"
-    return dash.no_update, ", ".join(listed + ([entry] if entry not in listed else []))
+    return dash.no_update, _add_benchmark(benchmarks, f"{kind}:{path}")
 
 
 def register(app: dash.Dash, p: str) -> None:
@@ -161,5 +202,6 @@ def register(app: dash.Dash, p: str) -> None:
                  prevent_initial_call=False)(browse)
     app.callback(Output(f"{p}-corpus", "value"), Output(f"{p}-benchmarks", "value"),
                  Input(f"{p}-use-corpus", "n_clicks"), Input(f"{p}-use-ceval", "n_clicks"),
-                 Input(f"{p}-use-cmmlu", "n_clicks"), State(f"{p}-browse", "value"), State(f"{p}-browse-dir", "data"),
+                 Input(f"{p}-use-cmmlu", "n_clicks"), Input(f"{p}-used", "value"), State(f"{p}-browse", "value"),
+                 State(f"{p}-browse-dir", "data"),
                  State(f"{p}-benchmarks", "value"), prevent_initial_call=True)(use)

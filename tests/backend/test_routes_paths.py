@@ -52,3 +52,24 @@ def test_a_share_link_cannot_browse(make_client):
     client = make_client(auth="token", secret_key="s" * 32)
     assert client.get("/api/v1/paths").status_code == 401
     assert client.get("/api/v1/paths", params={"share": "0" * 32 + ".x"}).status_code == 401
+
+
+def test_corpora_and_benchmarks_used_before_are_offered_once_newest_first(client, roots):
+    from api_helpers import API, experiment_body, register
+
+    model = register(client)
+    (roots / "other.txt").write_text("more text\n")
+    (roots / "bench" / "ceval").mkdir()
+    bodies = [experiment_body(model["id"]),  # corpus.txt, cmmlu:bench/cmmlu
+              experiment_body(model["id"], corpus="other.txt", benchmarks=["ceval:bench/ceval", "lm-eval:arc_easy"]),
+              experiment_body(model["id"], benchmarks=["cmmlu:bench/cmmlu"])]
+    for body in bodies:
+        assert client.post(f"{API}/experiments", json=body).status_code == 201
+    (roots / "other.txt").unlink()  # gone since it was used
+    used = client.get(f"{API}/paths/used").json()
+    root = roots.resolve()
+    assert [(c["path"], c["exists"]) for c in used["corpora"]] == [(str(root / "corpus.txt"), True),
+                                                                   (str(root / "other.txt"), False)]
+    assert [(b["kind"], b["path"], b["exists"]) for b in used["benchmarks"]] == [
+        ("cmmlu", str(root / "bench" / "cmmlu"), True), ("ceval", str(root / "bench" / "ceval"), True),
+        ("lm-eval", "arc_easy", None)]

@@ -77,3 +77,24 @@ def test_the_rate_is_this_models_latest_finished_run():
 
     assert rp.measured_rate(Api(), "m1") == {"tokens_per_s": 2000.0, "run": "mine"}
     assert rp.measured_rate(Api(), None) is None
+
+
+def test_the_picker_draws_the_traces_evidence(trace_result, model_info):
+    """The trace the plan came from, drawn above the layer strip: its layer sensitivity (the primary
+    perturbation's mean JS, scaled into its band), its task particles and its vulnerable layer, from
+    the engine's own result."""
+    evidence = rf.evidence_from_overview(trace_result, "base")
+    fig = rf.strip_figure(model_info, "0-1", [], evidence)
+    traces = {t.name: t for t in fig.data[1:]}
+    particles = sorted({d["task_particle"] for d in trace_result["tasks"].values() if d["task_particle"] is not None})
+    assert list(traces) == ["layer sensitivity"] + (["task particles"] if particles else []) + ["vulnerable layer"]
+    js = trace_result["sensitivity"]["mean_js"]
+    assert list(traces["layer sensitivity"].y) == pytest.approx([1.15 + 0.8 * v / max(js) for v in js])
+    assert list(traces["vulnerable layer"].x) == [trace_result["vulnerable_layer"]]
+    # particles (this tiny model's tasks may have none): one triangle per layer, every task named on it
+    marked = rf.strip_figure(model_info, "0-1", [], dict(evidence, particles={"a": 1, "b": 1, "c": 3, "d": None}))
+    triangles = next(t for t in marked.data if t.name == "task particles")
+    assert list(triangles.x) == [1, 3] and "a, b" in triangles.hovertext[0] and "c" in triangles.hovertext[1]
+    assert trace_result["freeze_plan"]["train_ranges"] in fig.layout.title.text
+    assert [c == "#0072B2" for c in fig.data[0].marker.color] == [True, True, False, False]  # the bars stay the picker
+    assert len(rf.strip_figure(model_info, "0-1", []).data) == 1  # no trace: the bars alone

@@ -273,6 +273,10 @@ class StoredRuns:
     def experiments(self, **_):
         return {"data": []}
 
+    def get(self, path, **_):
+        assert path == "/paths/used"
+        return {"corpora": [], "benchmarks": []}
+
     def traces(self, **_):
         return {"data": [{"id": "t1", "model": {"id": "m1"}, "tasks": ["antonyms_en"], "summary": None}]}
 
@@ -281,6 +285,10 @@ class StoredRuns:
 
     def experiment(self, ident):
         return self._run(ident)
+
+    def trace_overview(self, ident):
+        return {"sensitivity": {"mean_js": [0.1, 0.4, 0.2, 0.3]}, "vulnerable_layer": 1,
+                "tasks": {"antonyms_en": {"task_particle": 2}}, "freeze_plan": {"train_ranges": "0-1"}}
 
     def _run(self, ident):
         from frontend.api_client import ApiError
@@ -450,7 +458,30 @@ def test_browsing_the_roots_opens_folders_and_fills_the_fields(paths_api, monkey
     _, _, _, up = browse("p-browse-up", None, 1, folder, None)
     assert up == str(root / "bench")
     # the folder shown goes into the benchmarks; a chosen file into the corpus
-    corpus, benches = browse("p-use-ceval", None, 1, None, None, str(root / "bench" / "ceval"), "cmmlu:/x")
+    corpus, benches = browse("p-use-ceval", None, 1, None, None, None, str(root / "bench" / "ceval"), "cmmlu:/x")
     assert (corpus, benches) == (dash.no_update, f"cmmlu:/x, ceval:{root / 'bench' / 'ceval'}")
-    corpus, benches = browse("p-use-corpus", 1, None, None, str(root / "corpus.txt"), str(root), "")
+    corpus, benches = browse("p-use-corpus", 1, None, None, None, str(root / "corpus.txt"), str(root), "")
     assert (corpus, benches) == (str(root / "corpus.txt"), dash.no_update)
+    # "used before": a corpus into its field, a benchmark added once
+    corpus, benches = browse("p-used", None, None, None, "corpus::/r/c.txt", None, "", "")
+    assert (corpus, benches) == ("/r/c.txt", dash.no_update)
+    corpus, benches = browse("p-used", None, None, None, "benchmark::ceval:/r/b", None, "", "ceval:/r/b")
+    assert (corpus, benches) == (dash.no_update, "ceval:/r/b")
+
+
+def test_used_before_offers_what_earlier_runs_used(monkeypatch):
+    from frontend import server_paths as sp
+
+    class Api:
+        def get(self, path):
+            assert path == "/paths/used"
+            return {"corpora": [{"kind": "corpus", "path": "/r/c.txt", "exists": True},
+                                {"kind": "corpus", "path": "/r/old.txt", "exists": False}],
+                    "benchmarks": [{"kind": "ceval", "path": "/r/b", "exists": True},
+                                   {"kind": "lm-eval", "path": "arc_easy", "exists": None}]}
+
+    assert sp.used_options(Api()) == [
+        {"label": "corpus · /r/c.txt", "value": "corpus::/r/c.txt", "disabled": False},
+        {"label": "corpus · /r/old.txt (no longer there)", "value": "corpus::/r/old.txt", "disabled": True},
+        {"label": "ceval · /r/b", "value": "benchmark::ceval:/r/b", "disabled": False},
+        {"label": "lm-eval · arc_easy", "value": "benchmark::lm-eval:arc_easy", "disabled": False}]

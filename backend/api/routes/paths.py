@@ -14,9 +14,12 @@ from typing import Annotated, Literal, Optional
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
+from sqlalchemy import select
 
-from backend.api.deps import NO_NUL, SettingsDep
+from backend.api.deps import NO_NUL, SessionDep, SettingsDep
+from backend.db.models import Experiment
 from backend.security import PathError, confine_path
+from layertracer.spec.benchmarks import LM_EVAL, BenchmarkSpecError, check_benchmark, is_task_file
 
 router = APIRouter(prefix="/paths", tags=["paths"])
 
@@ -44,6 +47,22 @@ class PathInfo(BaseModel):
     roots: list[str]
     entries: list[PathEntry] = []
     truncated: bool = False
+
+
+class UsedPath(BaseModel):
+    kind: str
+    path: str
+    exists: Optional[bool] = None
+    last_used: Optional[str] = None
+
+
+class UsedPaths(BaseModel):
+    corpora: list[UsedPath]
+    benchmarks: list[UsedPath]
+
+
+# How far back "used before" looks (the newest runs first).
+USED_RUNS = 500
 
 
 def _entries(folder: Path) -> tuple[list[dict], bool]:
@@ -93,3 +112,39 @@ def check_path(settings: SettingsDep,
     size = resolved.stat().st_size if exists and not is_dir else None
     return {"path": path, "resolved": str(resolved), "exists": exists, "is_dir": is_dir, "size": size, "ok": problem is None,
             "problem": problem, "roots": roots, "entries": entries, "truncated": truncated}
+
+
+def _still_there(settings, path: str, what: str) -> Optional[bool]:
+    try:
+        return confine_path(path, settings.model_roots, what, must_exist=False).exists()
+    except PathError:
+        return False  # the roots changed since: not usable now
+
+
+@router.get("/used", response_model=UsedPaths)
+def used_paths(session: SessionDep, settings: SettingsDep):
+    """The corpora and benchmarks of this service's trials and experiments (the latest 500 runs), newest
+    first and each once, with whether each is still there under the roots (``exists``; null for an
+    lm-eval task known by name): what the forms offer as "used before", like registered models."""
+    rows = session.execute(select(Experiment.spec, Experiment.created_at)
+                           .order_by(Experiment.created_at.desc()).limit(USED_RUNS)).all()
+    corpora: dict[str, dict] = {}
+    benchmarks: dict[str, dict] = {}
+    for spec, created in rows:
+        spec = spec or {}
+        when = created.isoformat() if created else None
+        corpus = spec.get("corpus")
+        if isinstance(corpus, str) and corpus and corpus not in corpora:
+            corpora[corpus] = {"kind": "corpus", "path": corpus, "exists": _still_there(settings, corpus, "corpus"),
+                               "last_used": when}
+        for entry in spec.get("benchmarks") or []:
+            if not isinstance(entry, str) or entry in benchmarks:
+                continue
+            try:
+                name, value = check_benchmark(entry)
+            except BenchmarkSpecError:
+                continue
+            named_task = name == LM_EVAL and not is_task_file(value)
+            benchmarks[entry] = {"kind": name, "path": value, "last_used": when,
+                                 "exists": None if named_task else _still_there(settings, value, "benchmark")}
+    return {"corpora": list(corpora.values()), "benchmarks": list(benchmarks.values())}
