@@ -113,6 +113,11 @@ def layout(token: Optional[str] = None, model: Optional[str] = None, clone: Opti
             prefill = clone_prefill(run, task_sets)
             problems.append(notice(f"Every field is that of trace {run.get('name') or str(run['id'])[:8]}: "
                                    "change what you want to vary and start it."))
+            sent = perturbation_specs(prefill["perts"], prefill["keep"], prefill["scale"])
+            stored = list((run.get("spec") or {}).get("perturbations") or ["skip"])
+            if sent != stored:  # per-perturbation draws, or two masks: more than the form's fields hold
+                problems.append(error_box(f"its perturbations {', '.join(stored)} will be sent as {', '.join(sent)}",
+                                          title="The form cannot hold every perturbation of that trace"))
         except ApiError as exc:
             problems.append(api_error_box(exc, title=f"Run {clone} could not be cloned"))
     values = sf.widget_values(FORM_FIELDS, prefill["spec"])

@@ -174,3 +174,32 @@ def test_the_trial_form_checks_paths_and_sends_its_advanced_options(stack, drive
     assert spec["labels"] == {"1-2": "middle two"} and spec["allocations"] == ["1-2"] and spec["seeds"] == [3]
     assert spec["corpus"] == str(models / "corpus.txt") and spec["benchmarks"] == [f"ceval:{models / 'ceval'}"]
     assert severe_console_errors(d) == []
+
+
+def test_new_experiment_previews_each_allocation_and_offers_what_was_used_before(stack, driver):
+    d = driver
+    models = stack.models_dir
+    d.get(stack.url + f"/new/experiment?model={stack.model['id']}&allocations=train-shallow;0;full")
+    wait(d, lambda drv: drv.find_elements(By.CSS_SELECTOR, "#newexp-preview .js-plotly-plot"), what="the preview")
+    info = stack.model["info"]
+    blocks, total = info["block_parameters"], info["num_parameters"]
+    lines = wait(d, lambda drv: drv.find_element(By.ID, "newexp-preview-text").text, what="the shares").splitlines()
+    # trainable shares as the model's own per-block counts give them (full: everything)
+    assert lines[0] == f"train-shallow: {blocks[0] + blocks[1]:,} of {total:,} parameters ({(blocks[0] + blocks[1]) / total:.1%})"
+    assert lines[1] == f"0: {blocks[0]:,} of {total:,} parameters ({blocks[0] / total:.1%})"
+    assert lines[2].startswith(f"full: {total:,} of {total:,} parameters (100.0%)")
+    rows = d.execute_script("return document.querySelector('#newexp-preview .js-plotly-plot').data[0].y")
+    assert rows == [f"train-shallow · {(blocks[0] + blocks[1]) / total:.1%}", f"0 · {blocks[0] / total:.1%}",
+                    "full · 100.0%"]
+    estimate = d.find_element(By.ID, "newexp-estimate").text
+    assert f"9 trials, {100 * 8 * 1 * 256 * 9:,} training tokens" in estimate  # 3 seeds x 3 allocations, defaults
+    set_input(d, "newexp-allocations", "train-deep")
+    wait(d, lambda drv: drv.find_element(By.ID, "newexp-preview-text").text.startswith("train-deep:"), what="the update")
+    wait(d, lambda drv: "3 trials" in drv.find_element(By.ID, "newexp-estimate").text, what="the estimate's update")
+    # the corpus the trial before used is offered, and fills the field
+    choose(d, "newexp-used", str(models / "corpus.txt"))
+    wait(d, lambda drv: drv.find_element(By.ID, "newexp-corpus").get_attribute("value") == str(models / "corpus.txt"),
+         what="the corpus filled")
+    wait(d, lambda drv: drv.find_element(By.ID, "newexp-corpus-check").text.startswith("✓"), what="its check")
+    browser.screenshot(d, "forms-04-experiment-preview")
+    assert severe_console_errors(d) == []

@@ -485,3 +485,11 @@ def test_used_before_offers_what_earlier_runs_used(monkeypatch):
         {"label": "corpus · /r/old.txt (no longer there)", "value": "corpus::/r/old.txt", "disabled": True},
         {"label": "ceval · /r/b", "value": "benchmark::ceval:/r/b", "disabled": False},
         {"label": "lm-eval · arc_easy", "value": "benchmark::lm-eval:arc_easy", "disabled": False}]
+
+
+def test_a_trace_whose_perturbations_the_form_cannot_hold_says_so(stored):
+    stored.runs["t1"]["spec"]["perturbations"] = ["skip", "mask:keep=0.3,draws=5"]
+    text = text_of(nt.layout(clone="t1"))
+    assert "cannot hold every perturbation" in text and "will be sent as skip, mask:keep=0.3" in text
+    stored.runs["t1"]["spec"]["perturbations"] = ["skip", "mask:keep=0.3"]
+    assert "cannot hold" not in text_of(nt.layout(clone="t1"))
