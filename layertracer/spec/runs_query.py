@@ -25,8 +25,9 @@ DEFAULT_SORT = "-created"
 
 
 def sort_pattern(fields: tuple[str, ...]) -> str:
-    """The JSON Schema pattern of a sort value over ``fields`` (the API's schema says it exactly)."""
-    return r"^-?(" + "|".join(fields) + r")$"
+    """The JSON Schema pattern of a sort value over ``fields`` (the API's schema says it exactly; empty
+    means the default, as ``parse_sort`` reads it)."""
+    return r"^(-?(" + "|".join(fields) + r"))?$"
 
 
 SORT_PATTERN = {kind: sort_pattern(fields) for kind, fields in SORT_FIELDS.items()}
@@ -66,7 +67,7 @@ TEXT_FIELDS = frozenset({"name", "status", "model", "kind", "best_allocation"})
 def parse_sort(text: str | None, fields: tuple[str, ...]) -> Sort:
     """``"-delta_retention"`` -> Sort("delta_retention", True); empty -> the default (newest first).
     Raises SortError for a field not in ``fields``."""
-    text = (text or "").strip() or DEFAULT_SORT
+    text = text or DEFAULT_SORT  # exactly as written: the schema's pattern (sort_pattern) allows no spaces
     descending = text.startswith("-")
     field = text[1:] if descending else text
     if field not in fields:

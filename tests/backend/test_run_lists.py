@@ -294,3 +294,14 @@ def test_the_sort_grammar():
     assert Sort("name").toggled("name") == Sort("name", True)
     assert Sort("name").toggled("plan") == Sort("plan", True)  # numbers start high
     assert Sort("plan", True).toggled("model") == Sort("model", False)  # text starts at A
+    # the schema's pattern accepts what parse_sort accepts (empty: the default), and nothing else
+    import re
+
+    from layertracer.spec.runs_query import SORT_PATTERN
+    for text in ("", "plan", "-plan", "--plan", "size", "-", "plan ", "delta_retention"):
+        accepted = True
+        try:
+            parse_sort(text, TRACE_SORT_FIELDS)
+        except SortError:
+            accepted = False
+        assert bool(re.match(SORT_PATTERN["traces"], text)) == accepted, text
