@@ -493,3 +493,28 @@ def test_a_trace_whose_perturbations_the_form_cannot_hold_says_so(stored):
     assert "cannot hold every perturbation" in text and "will be sent as skip, mask:keep=0.3" in text
     stored.runs["t1"]["spec"]["perturbations"] = ["skip", "mask:keep=0.3"]
     assert "cannot hold" not in text_of(nt.layout(clone="t1"))
+
+
+def test_cloning_an_experiment_fills_the_form_with_its_spec(stored):
+    """Several allocations, full among them, and a toggle left to each allocation's default: submitted
+    unchanged, the same spec."""
+    spec = ExperimentJobSpec.model_validate({
+        "kind": "experiment", "model_id": "m1", "corpus": "/roots/corpus.txt",
+        "allocations": ["train-shallow", "0,2", "full"], "seeds": [1, 2, 3], "steps": 7, "processes": 2,
+        "strategy": "fsdp", "eval_mode": "answer-only", "head": True, "labels": {"0,2": "even"},
+        "placement": {}}).model_dump()
+    stored.runs["x2"] = {"id": "x2", "kind": "experiment", "name": "grid", "spec": spec, "source_trace_id": None,
+                         "model": stored.model_row}
+    layout = rf.form_layout("newexp", "experiment", None, {"clone": "x2"})
+    found = components(layout)
+    assert found["newexp-allocations"].value == "train-shallow\n0,2\nfull" and found["newexp-toggles"].value == ["head"]
+    fixed = [found["newexp-model"].value, found["newexp-info"].data, found["newexp-ranges"].value,
+             found["newexp-toggles"].value, found["newexp-allocations"].value]
+    rest = [found["newexp-corpus"].value, found["newexp-benchmarks"].value, None, found["newexp-trace"].value]
+    generated = _values(layout, [sf.input_id("newexp", f) for f in rf.RUN_FIELDS])
+    box, go, *marks = rf.make_submit("experiment")(1, *fixed, *rest, *generated)
+    assert go == "/experiments/x3", text_of(box)
+    body = dict(stored.created["experiment"])
+    assert "source_trace_id" not in body
+    resent = ExperimentJobSpec.model_validate({**body, "kind": "experiment"}).model_dump()
+    assert resent == spec
