@@ -73,3 +73,23 @@ def test_corpora_and_benchmarks_used_before_are_offered_once_newest_first(client
     assert [(b["kind"], b["path"], b["exists"]) for b in used["benchmarks"]] == [
         ("cmmlu", str(root / "bench" / "cmmlu"), True), ("ceval", str(root / "bench" / "ceval"), True),
         ("lm-eval", "arc_easy", None)]
+
+
+def test_an_unreadable_path_is_listed_and_checked_without_failing(client, roots, monkeypatch):
+    """A path the service may not stat (permissions; simulated, as the tests may run as root): listed,
+    and checked as not usable, instead of a 500."""
+    from pathlib import Path
+
+    (roots / "locked").mkdir()
+    real = Path.stat
+
+    def stat(self, *args, **kwargs):
+        if self.name == "locked":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    listed = client.get("/api/v1/paths", params={"path": str(roots)})
+    assert listed.status_code == 200 and "locked" in [e["name"] for e in listed.json()["entries"]]
+    checked = client.get("/api/v1/paths", params={"path": str(roots / "locked"), "kind": "benchmark"})
+    assert checked.status_code == 200 and checked.json()["ok"] is False

@@ -9,6 +9,7 @@ answer. Reading needs what any read needs (an API token in token mode; a share l
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -65,21 +66,25 @@ class UsedPaths(BaseModel):
 USED_RUNS = 500
 
 
+def _stat(path: Path) -> tuple[bool, bool, Optional[int]]:
+    """(exists, is a folder, a file's size); a path the service may not read counts as not there."""
+    try:
+        info = path.stat()
+    except (OSError, ValueError):
+        return False, False, None
+    is_dir = stat.S_ISDIR(info.st_mode)
+    return True, is_dir, None if is_dir else info.st_size
+
+
 def _entries(folder: Path) -> tuple[list[dict], bool]:
     """A folder's visible children (hidden names left out), folders first, at most MAX_ENTRIES."""
     try:
-        children = sorted((c for c in folder.iterdir() if not c.name.startswith(".")),
-                          key=lambda c: (not c.is_dir(), c.name.lower()))
+        names = [c for c in folder.iterdir() if not c.name.startswith(".")]
     except OSError:
         return [], False
-    out = []
-    for child in children[:MAX_ENTRIES]:
-        is_dir = child.is_dir()
-        try:
-            size = None if is_dir else child.stat().st_size
-        except OSError:
-            size = None
-        out.append({"name": child.name, "path": str(child), "is_dir": is_dir, "size": size})
+    children = sorted(((c, *_stat(c)) for c in names), key=lambda t: (not t[2], t[0].name.lower()))
+    out = [{"name": c.name, "path": str(c), "is_dir": is_dir, "size": size}
+           for c, _, is_dir, size in children[:MAX_ENTRIES]]
     return out, len(children) > MAX_ENTRIES
 
 
@@ -100,7 +105,7 @@ def check_path(settings: SettingsDep,
         resolved = confine_path(path, settings.model_roots, what, must_exist=False)
     except PathError as exc:
         raise HTTPException(400, str(exc)) from None
-    exists, is_dir = resolved.exists(), resolved.is_dir()
+    exists, is_dir, size = _stat(resolved)
     problem = None
     if not exists:
         problem = f"{what} {path.strip()!r} does not exist"
@@ -109,14 +114,13 @@ def check_path(settings: SettingsDep,
     elif want == "file" and is_dir:
         problem = f"{what} {path.strip()!r} is not a file"
     entries, truncated = _entries(resolved) if is_dir else ([], False)
-    size = resolved.stat().st_size if exists and not is_dir else None
     return {"path": path, "resolved": str(resolved), "exists": exists, "is_dir": is_dir, "size": size, "ok": problem is None,
             "problem": problem, "roots": roots, "entries": entries, "truncated": truncated}
 
 
 def _still_there(settings, path: str, what: str) -> Optional[bool]:
     try:
-        return confine_path(path, settings.model_roots, what, must_exist=False).exists()
+        return _stat(confine_path(path, settings.model_roots, what, must_exist=False))[0]
     except PathError:
         return False  # the roots changed since: not usable now
 
