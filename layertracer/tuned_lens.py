@@ -19,9 +19,10 @@ The recipe against tuned-lens's published trainer (AlignmentResearch/tuned-lens 
   with the scaling ``lr = 1`` is the default, as there) and decayed linearly to 0 over the steps, no
   warm-up (tuned-lens warms up only for Adam); gradient norm clipped at 1; 250 steps by default; the
   data seen in a seeded shuffled order, every block once before any repeats.
-- Different: a step is ``batch_size`` blocks (8 by default) instead of 2**18 tokens with gradient
-  accumulation: the models this tool traces on a laptop and the corpora it is given are small, and
-  2**18 tokens a step would be most of such a corpus; bigger runs set ``--batch-size``. The translators
+- Different: a step is ``batch_size`` blocks of ``block_size`` tokens (8 x 128 by default) instead of
+  2**18 tokens in 2048-token chunks with gradient accumulation: the models this tool traces on a laptop
+  and the corpora it is given are small, and 2**18 tokens a step would be most of such a corpus; bigger
+  runs set ``--batch-size`` / ``--block-size``. The translators
   run in float32 (tuned-lens runs them under bf16 autocast to save memory on large models); they are
   trained in one process (no DDP/FSDP, no ZeRO); no Adam option, no cross-entropy loss, no checkpoints
   during training (a few hundred steps of small matrices); files are safetensors with the model's
