@@ -72,7 +72,7 @@ def layout(experiment_id: Optional[str] = None, token: Optional[str] = None, **q
         ], className="lt-page-head"),
         dcc.Interval(id=f"{P}-interval", interval=POLL_MS, disabled=finished),
         html.Div(status_view(exp), id=f"{P}-status"),
-        html.Div(finding_view(exp), id=f"{P}-finding-box"),
+        html.Div(finding_view(exp, query.get("old"), query.get("new")), id=f"{P}-finding-box"),
         figure_card(f"{P}-loss", ev.loss_figure(metrics, exp.get("result"), exp.get("spec")), page=P, what="loss"),
         html.Div(results_view(exp, query.get("bench")), id=f"{P}-results"),
     ])
@@ -145,16 +145,30 @@ def status_view(exp: dict) -> list:
     return parts
 
 
-def finding_view(exp: dict) -> list:
+def finding_view(exp: dict, old: Optional[str] = None, new: Optional[str] = None) -> list:
     """What the page leads with once the run has its result: the finding in one sentence and, with two
-    benchmarks or more, the retention-vs-acquisition scatter (nothing before the result exists)."""
+    benchmarks or more, the retention-vs-acquisition scatter (nothing before the result exists). ``old`` /
+    ``new`` (the URL's ``?old=&new=``): the retention and acquisition benchmarks, by spec or by the last
+    component of their folder; by default the spec's first and second."""
     result = exp.get("result")
     if not result or not result.get("table"):
         return []
-    parts = [html.H2("Finding"), html.P(ev.finding_sentence(result), className="lt-finding", id=f"{P}-finding")]
+    old, new = benchmark_by_name(result, old), benchmark_by_name(result, new)
+    parts = [html.H2("Finding"),
+             html.P(ev.finding_sentence(result, old, new), className="lt-finding", id=f"{P}-finding")]
     if len(ev.benchmarks(result)) >= 2:
-        parts.append(figure_card(f"{P}-tradeoff", ev.tradeoff_figure(result), page=P, what="tradeoff", note=ev.TRADEOFF_NOTE))
+        parts.append(figure_card(f"{P}-tradeoff", ev.tradeoff_figure(result, old, new), page=P, what="tradeoff",
+                                 note=ev.TRADEOFF_NOTE))
     return parts
+
+
+def benchmark_by_name(result: dict, name: Optional[str]) -> Optional[str]:
+    """The run's benchmark spec that ``name`` names: the spec itself or its folder's last component
+    (``old-facts``); None for no or an unknown name (the default order then holds)."""
+    for bench in ev.benchmarks(result):
+        if name and name in (bench, bench.rstrip("/").rsplit("/", 1)[-1]):
+            return bench
+    return None
 
 
 def results_view(exp: dict, bench: Optional[str] = None) -> list:
@@ -233,20 +247,24 @@ def poll(n_intervals, experiment_id, share, token, search):
     try:
         exp = api.experiment(experiment_id)
     except ApiError as exc:
-        return [api_error_box(exc, title="The experiment could not be loaded")], dash.no_update, dash.no_update, False
+        return ([api_error_box(exc, title="The experiment could not be loaded")], dash.no_update, dash.no_update,
+                dash.no_update, False)
     metrics = _metrics(experiment_id, token, share)
     finished = exp.get("status") in FINISHED
-    return (status_view(exp), finding_view(exp), ev.loss_figure(metrics, exp.get("result"), exp.get("spec")),
-            results_view(exp, bench), finished)
+    query = parse_search(search)
+    return (status_view(exp), finding_view(exp, query.get("old"), query.get("new")),
+            ev.loss_figure(metrics, exp.get("result"), exp.get("spec")), results_view(exp, bench), finished)
 
 
-def choose_bench(bench, experiment_id, share, token):
-    """A benchmark choice -> its significance and subject tables, and the URL."""
+def choose_bench(bench, experiment_id, share, token, search=None):
+    """A benchmark choice -> its significance and subject tables, and the URL (its ``old`` / ``new`` kept)."""
     exp = client(token, share).experiment(experiment_id)
     result = exp.get("result") or {}
     s_header, s_rows = ev.significance_table(result, bench)
     j_header, j_rows = ev.subject_table(result, bench)
-    return table(s_header, s_rows), table(j_header, j_rows), build_search({"bench": bench, "share": share})
+    query = parse_search(search)
+    return table(s_header, s_rows), table(j_header, j_rows), build_search(
+        {"bench": bench, "old": query.get("old"), "new": query.get("new"), "share": share})
 
 
 def export(exp: dict, metrics: Optional[dict], what: str, fmt: str) -> dict:
@@ -269,7 +287,7 @@ def export(exp: dict, metrics: Optional[dict], what: str, fmt: str) -> dict:
         rows = [[t["slug"], l, v] for t in result.get("trials") or []
                 for l, v in enumerate((((t.get("retrace") or {}).get("change") or {}).get("mean_js_change") or []))]
         return dict(content=to_csv(["trial", "layer", "mean_js_change_nats"], rows), filename=f"{name}.csv", type="text/csv")
-    if what == "tradeoff" and fmt == "csv":
+    if what == "tradeoff" and fmt == "csv":  # the default roles (the URL's old / new are the view's)
         keys = ["allocation", "label", "share", "x", "x_low", "x_high", "y", "y_low", "y_high"]
         rows = [[p[k] for k in keys] for p in ev.tradeoff_points(result)]
         return dict(content=to_csv(["allocation", "label", "trainable_share", "acquisition_change", "acquisition_ci_low",
@@ -323,7 +341,7 @@ def register_callbacks(app: dash.Dash) -> None:
                  Output(f"{P}-interval", "disabled"), Input(f"{P}-interval", "n_intervals"), *ident,
                  State(f"{P}-url", "search"), prevent_initial_call=True)(poll)
     app.callback(Output(f"{P}-significance", "children"), Output(f"{P}-subjects", "children"), Output(f"{P}-url", "search"),
-                 Input(f"{P}-bench", "value"), *ident, prevent_initial_call=True)(choose_bench)
+                 Input(f"{P}-bench", "value"), *ident, State(f"{P}-url", "search"), prevent_initial_call=True)(choose_bench)
     app.callback(Output(f"{P}-download", "data"), Input({"type": f"{P}-dl", "what": ALL, "fmt": ALL}, "n_clicks"),
                  *ident, prevent_initial_call=True)(download)
     app.callback(Output(f"{P}-share-url", "value"), Output(f"{P}-share-msg", "children"),

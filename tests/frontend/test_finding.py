@@ -213,3 +213,21 @@ def test_the_experiment_page_leads_with_the_finding_and_exports_the_points(two_b
     points = ev.tradeoff_points(two_bench_result)
     assert [r[0] for r in rows[1:]] == [p["allocation"] for p in points]
     assert [float(r[6]) for r in rows[1:]] == pytest.approx([p["y"] for p in points])
+
+
+def test_the_url_can_swap_which_benchmark_is_retention(two_bench_result):
+    from dash_tree import find
+
+    from frontend.pages import experiment as page
+
+    old, new = two_bench_result["spec"]["benchmarks"]
+    exp = {"id": "e1", "kind": "experiment", "status": "succeeded", "spec": two_bench_result["spec"], "result": two_bench_result}
+    swapped = page.finding_view(exp, old="new-facts", new="old-facts")
+    fig = find(swapped[2], "exp-tradeoff").figure
+    assert "new-facts" in fig.layout.yaxis.title.text and "old-facts" in fig.layout.xaxis.title.text
+    points = {p["allocation"]: p for p in ev.tradeoff_points(two_bench_result)}
+    drawn = {tr.name: (tr.x[0], tr.y[0]) for tr in fig.data}
+    assert drawn["train layers 0"] == pytest.approx((points["0"]["y"], points["0"]["x"]))
+    assert swapped[1].children == ev.finding_sentence(two_bench_result, new, old)
+    # An unknown name keeps the spec's order.
+    assert page.finding_view(exp, old="nope")[1].children == ev.finding_sentence(two_bench_result)
