@@ -82,8 +82,9 @@ def top1_counts(top_tokens: Optional[list], num_layers: int) -> list[list[list[A
 def trace_summary(result: dict[str, Any]) -> dict[str, Any]:
     """``{"num_layers", "block_kinds", "tasks": [names], "particles": {task: layer|null},
     "particle_uncertainty": {task: {"interval", "agreement", "warning"} | null}, "warnings": [text],
-    "final_accuracy": {task: float}, "vulnerable_layer", "primary_perturbation", "freeze_plan"}``
-    (the plan with its ``stability``; the uncertainty null / empty for results written before it)."""
+    "final_accuracy": {task: float}, "vulnerable_layer", "primary_perturbation", "freeze_plan", "lens"}``
+    (the plan with its ``stability``; the uncertainty null / empty for results written before it; ``lens``
+    the lens the particles were read with, ``logit`` or ``tuned``: ``logit`` for a result before it)."""
     tasks = result.get("tasks") or {}
     sensitivity = result.get("sensitivity") or {}
     boots = {name: t.get("particle_bootstrap") for name, t in tasks.items()}
@@ -99,6 +100,7 @@ def trace_summary(result: dict[str, Any]) -> dict[str, Any]:
         "vulnerable_layer": result.get("vulnerable_layer"),
         "primary_perturbation": sensitivity.get("perturbation"),
         "freeze_plan": result.get("freeze_plan"),
+        "lens": (result.get("lens") or {}).get("kind", "logit"),
     })
 
 

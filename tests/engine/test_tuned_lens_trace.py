@@ -12,6 +12,7 @@ import layertracer as lt
 import tiny_models
 from layertracer.errors import LayerTracerError
 from layertracer.models import wrap_model
+from layertracer.spec.views import trace_summary
 from layertracer.stats import ParticleRule
 from layertracer.tasks.encoding import encode_task
 from layertracer.tuned_lens import Translators
@@ -44,6 +45,7 @@ def test_identity_translators_give_the_logit_lens_exactly(loaded, tasks):
                      translators=identity)
     assert logit.lens == {"kind": "logit"} and tuned.lens["kind"] == "tuned"
     assert tuned.options["lens"] == "tuned" and tuned.summary()["lens"] == "tuned"
+    assert trace_summary(tuned.to_dict())["lens"] == "tuned" and trace_summary(logit.to_dict())["lens"] == "logit"
     assert _comparable(tuned) == _comparable(logit)
 
 
@@ -126,3 +128,4 @@ def test_an_old_result_without_the_lens_field_loads(loaded, tasks):
     data["options"].pop("lens")
     old = lt.TraceResult.from_dict(data)
     assert old.lens is None and old.summary()["lens"] == "logit"
+    assert trace_summary(data)["lens"] == "logit"  # what the API lists for a trace stored before
