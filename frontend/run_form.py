@@ -336,23 +336,6 @@ def clone_prefill(run: dict, kind: str, info: Optional[dict]) -> dict:
             "benchmarks": ", ".join(spec.get("benchmarks") or []), "trace": run.get("source_trace_id"), "spec": spec}
 
 
-def _query_values(query: dict) -> dict[str, Any]:
-    """Generated fields given in the URL (``?steps=5&eval_mode=cloze``), as their inputs hold them."""
-    out = {}
-    for f in RUN_FIELDS:
-        if f.path not in query:
-            continue
-        text = str(query[f.path])
-        if f.kind in ("int", "float"):
-            try:
-                out[f.path] = int(text) if f.kind == "int" and re.fullmatch(r"[+-]?\d+", text) else float(text)
-            except ValueError:
-                continue
-        else:
-            out[f.path] = text
-    return out
-
-
 def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Div:
     api = client(token)
     problems = []
@@ -384,7 +367,7 @@ def form_layout(p: str, kind: str, token: Optional[str], query: dict) -> html.Di
     toggles = prefill["toggles"]
     evidence = trace_evidence(from_trace, token)
     count, problem = count_text(info, ranges, toggles)
-    values = {**sf.widget_values(RUN_FIELDS, prefill["spec"]), **_query_values(query)}
+    values = {**sf.widget_values(RUN_FIELDS, prefill["spec"]), **sf.query_values(RUN_FIELDS, query)}
     if not prefill["spec"] and "seeds" not in query:
         values["seeds"] = "1, 2, 3" if kind == "experiment" else "1"
     allocation_block = []

@@ -212,6 +212,33 @@ def widget_values(fields: Sequence[Field], spec: Optional[dict] = None) -> dict[
     return out
 
 
+def query_values(fields: Sequence[Field], query: dict) -> dict[str, Any]:
+    """Fields given in a page's URL by their path (``?steps=5&eval_mode=cloze&similarity=0``), as their
+    inputs hold them; a value that cannot be one (a word for a number, an unknown choice) is left out,
+    so the field keeps its default, as every unknown query value does."""
+    out: dict[str, Any] = {}
+    for f in fields:
+        if f.path not in query:
+            continue
+        text = str(query[f.path]).strip()
+        if f.kind in ("int", "float"):
+            try:
+                out[f.path] = int(text) if f.kind == "int" and re.fullmatch(r"[+-]?\d+", text) else float(text)
+            except ValueError:
+                continue
+        elif f.kind == "bool":
+            out[f.path] = [ON] if text.lower() in ("1", "true", "on", "yes") else []
+        elif f.kind == "maybe_bool":
+            if text in ("yes", "no"):
+                out[f.path] = text
+        elif f.kind == "choice":
+            if text in [str(c) for c in f.choices]:
+                out[f.path] = next(c for c in f.choices if str(c) == text)
+        else:
+            out[f.path] = text
+    return out
+
+
 # -- rendering -------------------------------------------------------------------------------------
 
 def control(prefix: str, field: Field, value: Any, label: str) -> Any:

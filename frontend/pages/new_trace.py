@@ -1,5 +1,6 @@
-"""New trace (``/new/trace?model=`` or ``?clone=<job or trace id>``): model, task sets (built-in or uploaded), perturbations, options;
-checked before anything is sent, then ``POST /api/v1/traces`` and on to the trace's page."""
+"""New trace (``/new/trace?model=``, any option by its spec name: ``&top_k=5``, or ``?clone=<job or
+trace id>``): model, task sets (built-in or uploaded), perturbations, options; checked before anything is
+sent, then ``POST /api/v1/traces`` and on to the trace's page."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def layout(token: Optional[str] = None, model: Optional[str] = None, clone: Opti
                                           title="The form cannot hold every perturbation of that trace"))
         except ApiError as exc:
             problems.append(api_error_box(exc, title=f"Run {clone} could not be cloned"))
-    values = sf.widget_values(FORM_FIELDS, prefill["spec"])
+    values = {**sf.widget_values(FORM_FIELDS, prefill["spec"]), **sf.query_values(FORM_FIELDS, query)}
     basic = [f for f in OPTION_FIELDS if f.path in BASIC]
     advanced = [f for f in FORM_FIELDS if f.path not in BASIC]
     return html.Div([

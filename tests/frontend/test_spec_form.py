@@ -518,3 +518,15 @@ def test_cloning_an_experiment_fills_the_form_with_its_spec(stored):
     assert "source_trace_id" not in body
     resent = ExperimentJobSpec.model_validate({**body, "kind": "experiment"}).model_dump()
     assert resent == spec
+
+
+def test_fields_can_be_given_in_the_url(no_api):
+    trace = components(nt.layout(top_k="5", plan_boundary="min", similarity="0", draws="many", lens="bogus"))
+    assert (trace[f"{nt.P}-top_k"].value, trace[f"{nt.P}-plan_boundary"].value, trace[f"{nt.P}-similarity"].value) == \
+        (5, "min", [])
+    # a value that cannot be one keeps the spec's default
+    assert trace[f"{nt.P}-draws"].value == TraceOptionsSpec().draws and trace[f"{nt.P}-lens"].value == TraceOptionsSpec().lens
+    trial = components(rf.form_layout("newtrial", "trial", None, {"steps": "5", "eval_mode": "cloze", "lr": "3e-4",
+                                                                  "seeds": "4, 5"}))
+    assert (trial["newtrial-steps"].value, trial["newtrial-eval_mode"].value, trial["newtrial-lr"].value,
+            trial["newtrial-seeds"].value) == (5, "cloze", 3e-4, "4, 5")
