@@ -114,7 +114,7 @@ def used_field(p: str, api: ApiClient) -> html.Div:
         html.Label("Used before on this server", htmlFor=f"{p}-used"),
         dcc.Dropdown(id=f"{p}-used", options=options, value=None, className="lt-wide",
                      placeholder="a corpus or benchmark of an earlier run" if options else "no earlier runs yet"),
-    ], className="lt-field")
+    ], className="lt-field", style={"width": "100%", "maxWidth": "640px"})
 
 
 def browser(p: str) -> html.Details:
