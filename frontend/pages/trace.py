@@ -414,7 +414,7 @@ def live_lens_panel(result: dict) -> html.Div:
                 html.Span(id=f"{P}-lens-msg-{side}", className="lt-muted", role="status"),
             ], style={"display": "flex", "gap": "8px", "alignItems": "center", "margin": "6px 0"}),
             dcc.Store(id=f"{P}-lens-job-{side}"),
-            dcc.Store(id=f"{P}-lens-label-{side}", data=f"Prompt {side.upper()}"),
+            dcc.Store(id=f"{P}-lens-label-{side}", data=side.upper()),
             dcc.Store(id=f"{P}-lens-result-{side}"),
             dcc.Download(id=f"{P}-lens-download-{side}"),
             dcc.Interval(id=f"{P}-lens-poll-{side}", interval=LENS_POLL_MS, disabled=True),
@@ -425,11 +425,17 @@ def live_lens_panel(result: dict) -> html.Div:
         html.P("The lens of any prompt on this trace's model, at every layer and position, computed by the "
                "worker in a second or two. Hover a cell for its top-1 token and the probabilities.",
                className="lt-note"),
-        html.Div([html.Label("Colour by", id=f"{P}-lens-colour-label"),
-                  dcc.RadioItems(id=f"{P}-lens-colour", value="top1", inline=True,
-                                 options=[{"label": "top-1 token's probability", "value": "top1"},
-                                          {"label": "the target's probability", "value": "target"}])],
-                 className="lt-field"),
+        html.Div([
+            html.Div([html.Label("Colour by", id=f"{P}-lens-colour-label"),
+                      dcc.RadioItems(id=f"{P}-lens-colour", value="top1", inline=True,
+                                     options=[{"label": "top-1 token's probability", "value": "top1"},
+                                              {"label": "the target's probability", "value": "target"}])],
+                     className="lt-field"),
+            html.Div([html.Label("Positions shown (the last ones)", htmlFor=f"{P}-lens-last"),
+                      dcc.Input(id=f"{P}-lens-last", type="number", min=1, max=LENS_MAX_TOKENS, step=1,
+                                value=tv.LIVE_LAST, debounce=True, className="lt-input", style={"width": "6em"})],
+                     className="lt-field"),
+        ], style={"display": "flex", "gap": "24px", "flexWrap": "wrap"}),
         html.Div(sides, style={"display": "grid", "gridTemplateColumns": "repeat(auto-fit, minmax(440px, 1fr))",
                                "gap": "12px"}),
     ], className="lt-card", id=f"{P}-lens-panel")
@@ -489,8 +495,10 @@ def _seconds(job: dict) -> str:
     return f"{(end - start).total_seconds():.1f} s" if start and end else ""
 
 
-def lens_figure(lens, colour, norm, label):
-    return tv.live_lens_figure(lens, colour=colour or "top1", normalized=bool(norm), label=label)
+def lens_figure(lens, colour, norm, last, label):
+    """The lens result, the colour, the depth axis or the positions shown -> this side's figure."""
+    shown = int(last) if isinstance(last, (int, float)) and 1 <= last <= LENS_MAX_TOKENS else tv.LIVE_LAST
+    return tv.live_lens_figure(lens, colour=colour or "top1", normalized=bool(norm), last=shown, label=label)
 
 
 def lens_rows(lens: dict) -> tuple[list[str], list[list]]:
@@ -510,7 +518,7 @@ def lens_download(n_clicks, lens, label, trace_id):
     if not n_clicks or not lens:
         return dash.no_update
     header, rows = lens_rows(lens)
-    side = str(label or "").split()[-1].lower() if label else "lens"
+    side = str(label or "lens").lower()
     return dict(content=to_csv(header, rows), filename=f"trace-{trace_id}-lens-{side}.csv", type="text/csv")
 
 
@@ -704,7 +712,8 @@ def register_callbacks(app: dash.Dash) -> None:
                      Input(f"{P}-lens-poll-{side}", "n_intervals"), State(f"{P}-lens-job-{side}", "data"), *ident,
                      prevent_initial_call=True)(lens_poll)
         app.callback(Output(f"{P}-lens-{side}", "figure"), Input(f"{P}-lens-result-{side}", "data"),
-                     Input(f"{P}-lens-colour", "value"), Input(f"{P}-norm", "value"), State(f"{P}-lens-label-{side}", "data"),
+                     Input(f"{P}-lens-colour", "value"), Input(f"{P}-norm", "value"), Input(f"{P}-lens-last", "value"),
+                     State(f"{P}-lens-label-{side}", "data"),
                      prevent_initial_call=True)(lens_figure)
         app.callback(Output(f"{P}-lens-download-{side}", "data"), Input(f"{P}-lens-dl-{side}", "n_clicks"),
                      State(f"{P}-lens-result-{side}", "data"), State(f"{P}-lens-label-{side}", "data"),

@@ -312,9 +312,11 @@ def position_grid(result: Result, *, normalized: bool = False, last: int = 24, c
                      window=window)
 
 
-# The live lens shows every position of a typed prompt up to this many (the spec bounds prompts at
-# LENS_MAX_TOKENS; wider than this, the cells are too narrow to read their tokens).
-LIVE_LAST = 48
+# The live lens shows the last this many positions of a prompt by default: two grids side by side
+# leave about 25 px a column at 16, the least that shows a short token in its cell (the page's
+# "positions shown" field asks for more, up to the spec's LENS_MAX_TOKENS).
+LIVE_LAST = 16
+PREVIEW_CHARS = 24  # of the prompt, in the title (half a page wide)
 
 
 def live_lens_figure(lens: Optional[dict], *, colour: str = "top1", normalized: bool = False,
@@ -323,13 +325,13 @@ def live_lens_figure(lens: Optional[dict], *, colour: str = "top1", normalized: 
     top1_probs / target_prob [L][T]) as the trace's own per-position grid; ``colour="target"`` needs a
     target (without one the grid is coloured by the top-1 probability and says so)."""
     if not lens:
-        return empty_figure("Type a prompt (or pick one of the trace's) and press “Show the lens”.")
+        return empty_figure("Type a prompt (or take one of the trace's) and press “Show the lens”.")
     has_target = lens.get("target_prob") is not None
     colour = colour if colour == "target" and has_target else "top1"
     prompt = " ".join(str(lens.get("prompt") or "").split())
-    short = prompt if len(prompt) <= 40 else prompt[:39] + "…"
-    title = (f"{label + ' — ' if label else ''}live lens of {short!r}"
-             + (f", target {lens.get('target_token')!r}" if has_target else ", no target"))
+    short = prompt if len(prompt) <= PREVIEW_CHARS else "…" + prompt[-(PREVIEW_CHARS - 1):]  # the end: the answer position
+    title = (f"{label + ': ' if label else 'Live lens: '}{short!r}"
+             + (f" · target {lens.get('target_token')!r}" if has_target else " · no target"))
     return lens_grid(lens, int(lens["num_layers"]), title=title, normalized=normalized, last=last, colour=colour)
 
 

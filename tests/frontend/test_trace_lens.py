@@ -31,8 +31,8 @@ def test_the_live_lens_figure_shows_the_jobs_numbers_coloured_as_asked():
     assert list(top1.x) == ["0: '三加'", "1: '四等于'"] and list(top1.y) == [0, 1, 2]
     target = tv.live_lens_figure(LENS, colour="target").data[0]
     assert [list(r) for r in target.z] == LENS["target_prob"]
-    title = tv.live_lens_figure(LENS, colour="target", label="Prompt A").layout.title.text
-    assert title.startswith("Prompt A — live lens of '三加四等于'") and "target '七'" in title
+    title = tv.live_lens_figure(LENS, colour="target", label="A").layout.title.text
+    assert title == "A: '三加四等于' · target '七'"
 
 
 def test_without_a_target_the_grid_is_coloured_by_the_top1_and_says_so():
@@ -47,6 +47,10 @@ def test_the_lens_csv_has_a_row_per_layer_and_position(page):
     header, rows = page.lens_rows(LENS)
     assert header[:3] == ["layer", "position", "token"] and len(rows) == 3 * 2
     assert rows[-1] == [2, 1, "四等于", "七", 0.9, "七", 0.8]
+    download = page.lens_download(1, LENS, "B", "t1")
+    assert download["filename"] == "trace-t1-lens-b.csv" and download["type"] == "text/csv"
+    lines = download["content"].splitlines()
+    assert lines[0] == ",".join(header) and len(lines) == 1 + 6 and lines[-1] == "2,1,四等于,七,0.9,七,0.8"
 
 
 class FakeApi:
@@ -130,3 +134,19 @@ def test_saving_the_name_patches_the_trace(monkeypatch, page, answer, expected):
     message, title = page.save_notes(1, " renamed ", "some notes", "t1", "tok")
     assert message == expected[0] and (title == expected[1] if expected[1] else True)
     assert api.calls == [("patch", "trace", "t1", {"name": "renamed", "notes": "some notes"})]
+
+
+def test_a_long_prompt_shows_its_last_positions_and_the_end_of_its_text(page):
+    T = 20
+    grid = [[0.5 + 0.01 * i for i in range(T)] for _ in range(3)]
+    long = {**LENS, "prompt": "x" * 50 + " END", "tokens": [f"t{i}" for i in range(T)],
+            "top1_tokens": [[f"n{i}" for i in range(T)]] * 3, "top1_probs": grid, "target_prob": grid}
+    figure = tv.live_lens_figure(long)
+    assert list(figure.data[0].x) == [f"{i}: 't{i}'" for i in range(T - tv.LIVE_LAST, T)]
+    title = figure.layout.title.text
+    assert "'…" in title and "END'" in title and title.endswith(f"(last {tv.LIVE_LAST} of {T} tokens)")
+    assert len(page.lens_figure(long, "top1", [], 40, "Prompt A").data[0].x) == T
+    assert len(page.lens_figure(long, "top1", [], 5, "Prompt A").data[0].x) == 5
+    for bad in (None, 0, 10_000):
+        assert len(page.lens_figure(long, "top1", [], bad, "Prompt A").data[0].x) == tv.LIVE_LAST
+    assert page.lens_figure(long, "top1", ["norm"], 5, "").data[0].y[0] == 1 / 3
