@@ -203,9 +203,9 @@ class ApiClient:
         """One task of a finished trace, as in the result (every per-prompt array; memoised)."""
         return self._immutable(f"/traces/{trace_id}/tasks/{quote(task, safe='')}")
 
-    def submit_lens(self, trace_id: str, prompt: str, target: Optional[str] = None) -> dict:
-        """Queue the live logit lens of ``prompt`` on the trace's model: {job, trace_id, result: None}."""
-        body: dict[str, Any] = {"prompt": prompt}
+    def submit_lens(self, trace_id: str, prompt: str, target: Optional[str] = None, lens: str = "logit") -> dict:
+        """Queue the live lens (``lens``: logit | tuned) of ``prompt`` on the trace's model: {job, trace_id, result: None}."""
+        body: dict[str, Any] = {"prompt": prompt, "lens": lens}
         if target:
             body["target"] = target
         return self.post(f"/traces/{trace_id}/lens", body)

@@ -19,7 +19,8 @@ from layertracer.models.loading import LoadedModel
 from layertracer.spec.jobs import LENS_MAX_PROMPT_CHARS, LENS_MAX_TOKENS
 from layertracer.tasks.encoding import EncodedItem, encode_item
 from layertracer.tasks.sets import Task, TaskItem
-from layertracer.tracer import TraceOptions, _Prompt, _position_view, _TokenText
+from layertracer.tracer import TraceOptions, _lens, _Prompt, _position_view, _TokenText
+from layertracer.tuned_lens import Translators
 
 LIVE_TASK = "live"  # the name of the one-prompt task the tracer's view is asked for
 
@@ -41,13 +42,15 @@ def _encode(loaded: LoadedModel, prompt: str, target: Optional[str]) -> EncodedI
     return encoded
 
 
-def live_lens(loaded: LoadedModel, prompt: str, target: Optional[str] = None) -> dict[str, Any]:
-    """The lens of ``prompt`` at every layer and position.
+def live_lens(loaded: LoadedModel, prompt: str, target: Optional[str] = None,
+              translators: Optional[Translators] = None) -> dict[str, Any]:
+    """The lens of ``prompt`` at every layer and position: the logit lens, or the tuned lens through
+    ``translators`` (this model's, ``layertracer.tuned_lens``), as a trace with that lens reads it.
 
     Returns {"prompt", "target" (or None), "target_token" (the scored token, readable; None without a
     target), "boundary_merged", "num_layers" L, "tokens": [T] readable labels, "target_prob": [L][T]
     probability of the target token as the next token (None without a target), "top1_tokens": [L][T],
-    "top1_probs": [L][T], "model": {"source", "fingerprint"}}. Raises PromptError (one line) for an
+    "top1_probs": [L][T], "model": {"source", "fingerprint"}, "lens": "logit" | "tuned"}. Raises PromptError (one line) for an
     empty prompt, one over the limits (``LENS_MAX_PROMPT_CHARS`` characters, ``LENS_MAX_TOKENS``
     tokens or the model's context) or a target that tokenizes to nothing after it.
     """
@@ -58,9 +61,11 @@ def live_lens(loaded: LoadedModel, prompt: str, target: Optional[str] = None) ->
     target = target if target and target.strip() else None
     encoded = _encode(loaded, prompt, target)
     task = Task(name=LIVE_TASK, items=[TaskItem(prompt=prompt, target=target or "")])
-    options = TraceOptions(position_task=LIVE_TASK, position_prompt=0)
+    options = TraceOptions(position_task=LIVE_TASK, position_prompt=0,
+                           lens="logit" if translators is None else "tuned")
+    maps, _ = _lens(options, translators, loaded)  # the tracer's check that the translators fit the model
     view = asdict(_position_view(loaded, [task], [_Prompt(task=0, index=0, encoded=encoded)], options,
-                                 _TokenText(loaded.tokenizer)))
+                                 _TokenText(loaded.tokenizer), maps))
     return {
         "prompt": prompt,
         "target": target,
@@ -72,4 +77,5 @@ def live_lens(loaded: LoadedModel, prompt: str, target: Optional[str] = None) ->
         "top1_tokens": view["top1_tokens"],
         "top1_probs": view["top1_probs"],
         "model": {"source": loaded.info.source, "fingerprint": loaded.info.fingerprint},
+        "lens": options.lens,
     }

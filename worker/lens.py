@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from layertracer.progress import ProgressCallback
 from layertracer.spec.jobs import LensRequest
-from worker.runners import _allowed_roots, _spec_model, model_source
+from worker.runners import _allowed_roots, _spec_model, model_source, tuned_translators
 
 _LOCK = threading.Lock()
 _KEPT: dict[str, Any] = {}  # {"key": ..., "loaded": LoadedModel}: at most one model
@@ -50,14 +50,18 @@ def _loaded(source: str, *, device: str, dtype: str, trust: bool, allowed_roots:
 
 
 def run_lens(spec: Mapping[str, Any], *, roots: Sequence[str | os.PathLike],
-             progress: Optional[ProgressCallback] = None) -> dict[str, Any]:
+             progress: Optional[ProgressCallback] = None,
+             lens_cache: Optional[str | os.PathLike] = None) -> dict[str, Any]:
     """The live lens of ``spec``'s prompt: {"model": source or {"source", "trust_remote_code"}, "prompt",
-    "target"?, "device"?, "dtype"?} -> ``live_lens``'s dict plus ``"reused_model"`` (bool: the model
-    was kept from an earlier lens job). The prompt's limits are the spec's (``LensRequest``)."""
+    "target"?, "lens"?: "logit" | "tuned", "device"?, "dtype"?} -> ``live_lens``'s dict plus
+    ``"reused_model"`` (bool: the model was kept from an earlier lens job). The prompt's limits are the
+    spec's (``LensRequest``); the tuned lens reads this model's translators in ``lens_cache`` as a
+    trace does (``runners.tuned_translators``: a missing file says how to train one)."""
     from layertracer.live_lens import live_lens
     from layertracer.progress import report
 
-    request = LensRequest.model_validate({"prompt": spec.get("prompt"), "target": spec.get("target")})
+    request = LensRequest.model_validate({"prompt": spec.get("prompt"), "target": spec.get("target"),
+                                          "lens": spec.get("lens") or "logit"})
     source, trust = _spec_model(spec)
     parsed = model_source(source, roots)
     source = str(parsed)
@@ -66,6 +70,7 @@ def run_lens(spec: Mapping[str, Any], *, roots: Sequence[str | os.PathLike],
                              trust=trust, allowed_roots=_allowed_roots(roots) if parsed.is_local else None)
     report(progress, "load", 1, 1)
     report(progress, "lens", 0, 1)
-    result = live_lens(loaded, request.prompt, request.target)
+    translators = tuned_translators(loaded, request.lens, lens_cache)
+    result = live_lens(loaded, request.prompt, request.target, translators)
     report(progress, "lens", 1, 1)
     return {**result, "reused_model": reused}

@@ -300,7 +300,7 @@ def _run(kind: str, spec: dict[str, Any], settings: Settings, job_id: str, contr
     from worker import lens
 
     if kind == "lens":
-        return lens.run_lens(spec, roots=roots, progress=Sink(control))
+        return lens.run_lens(spec, roots=roots, progress=Sink(control), lens_cache=settings.tuned_lens_cache_dir)
     lens.forget()  # a model kept for the live lens gives its memory to this job
     if kind == "inspect":
         return runners.run_inspect(spec, roots=roots, progress=Sink(control))

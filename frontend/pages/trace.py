@@ -388,6 +388,7 @@ def live_lens_panel(result: dict) -> html.Div:
     """Type a prompt (and a target), or take one of the trace's, and see its layer x position lens; two
     prompts side by side. Each runs as a short ``lens`` job on the worker (never torch here)."""
     tasks = tv.task_names(result)
+    traced_with = (result.get("lens") or {}).get("kind") or (result.get("options") or {}).get("lens") or "logit"
     sides = []
     for side in LENS_SIDES:
         sides.append(html.Div([
@@ -431,6 +432,11 @@ def live_lens_panel(result: dict) -> html.Div:
                                      options=[{"label": "top-1 token's probability", "value": "top1"},
                                               {"label": "the target's probability", "value": "target"}])],
                      className="lt-field"),
+            html.Div([html.Label("Lens", id=f"{P}-lens-kind-label"),
+                      dcc.RadioItems(id=f"{P}-lens-kind", value=traced_with, inline=True,
+                                     options=[{"label": "logit", "value": "logit"},
+                                              {"label": "tuned (the model's translators)", "value": "tuned"}])],
+                     className="lt-field", title=f"this trace was read with the {traced_with} lens"),
             html.Div([html.Label("Positions shown (the last ones)", htmlFor=f"{P}-lens-last"),
                       dcc.Input(id=f"{P}-lens-last", type="number", min=1, max=LENS_MAX_TOKENS, step=1,
                                 value=tv.LIVE_LAST, debounce=True, className="lt-input", style={"width": "6em"})],
@@ -455,14 +461,14 @@ def lens_pick(task, index, trace_id, share, token):
     return prompts[int(index)], targets[int(index)] if int(index) < len(targets) else "", f"{task} prompt #{int(index)}"
 
 
-def lens_submit(n_clicks, prompt, target, trace_id, token):
-    """Show the lens -> queue a ``lens`` job (a write: the API token) and start polling it."""
+def lens_submit(n_clicks, prompt, target, kind, trace_id, token):
+    """Show the lens -> queue a ``lens`` job (the chosen lens; a write: the API token) and start polling it."""
     if not n_clicks:
         return dash.no_update, dash.no_update, dash.no_update
     if not (prompt or "").strip():
         return dash.no_update, True, "Type a prompt first."
     try:
-        answer = client(token).submit_lens(trace_id, prompt, (target or None))
+        answer = client(token).submit_lens(trace_id, prompt, (target or None), kind or "logit")
     except ApiError as exc:
         return dash.no_update, True, f"Not run: {exc}"
     return answer["job"]["id"], False, "Queued…"
@@ -705,7 +711,7 @@ def register_callbacks(app: dash.Dash) -> None:
         app.callback(Output(f"{P}-lens-job-{side}", "data"), Output(f"{P}-lens-poll-{side}", "disabled", allow_duplicate=True),
                      Output(f"{P}-lens-msg-{side}", "children", allow_duplicate=True),
                      Input(f"{P}-lens-run-{side}", "n_clicks"), State(f"{P}-lens-prompt-{side}", "value"),
-                     State(f"{P}-lens-target-{side}", "value"), State(f"{P}-id", "data"), auth,
+                     State(f"{P}-lens-target-{side}", "value"), State(f"{P}-lens-kind", "value"), State(f"{P}-id", "data"), auth,
                      prevent_initial_call=True)(lens_submit)
         app.callback(Output(f"{P}-lens-result-{side}", "data"), Output(f"{P}-lens-poll-{side}", "disabled"),
                      Output(f"{P}-lens-msg-{side}", "children"),

@@ -330,7 +330,8 @@ def live_lens_figure(lens: Optional[dict], *, colour: str = "top1", normalized: 
     colour = colour if colour == "target" and has_target else "top1"
     prompt = " ".join(str(lens.get("prompt") or "").split())
     short = prompt if len(prompt) <= PREVIEW_CHARS else "…" + prompt[-(PREVIEW_CHARS - 1):]  # the end: the answer position
-    title = (f"{label + ': ' if label else 'Live lens: '}{short!r}"
+    tuned = " (tuned lens)" if lens.get("lens") == "tuned" else ""
+    title = (f"{label + ': ' if label else 'Live lens: '}{short!r}{tuned}"
              + (f" · target {lens.get('target_token')!r}" if has_target else " · no target"))
     return lens_grid(lens, int(lens["num_layers"]), title=title, normalized=normalized, last=last, colour=colour)
 

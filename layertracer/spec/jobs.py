@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from layertracer.errors import LayerTracerError
 from layertracer.spec.allocations import check_allocation
 from layertracer.spec.benchmarks import BENCHMARK_FORMS, BENCHMARK_PATTERN, check_benchmark
+from layertracer.spec.lens import LensKind
 from layertracer.spec.loading import PlacementSpec
 from layertracer.spec.perturbations import parse_perturbation
 from layertracer.spec.trace_options import SEED_MAX
@@ -193,6 +194,9 @@ class LensRequest(BaseModel):
                         description=f"the prompt, at most {LENS_MAX_PROMPT_CHARS} characters and {LENS_MAX_TOKENS} tokens")
     target: Optional[str] = Field(default=None, max_length=LENS_MAX_TARGET_CHARS,
                                   description="the expected answer (optional): its first token's probability is shown")
+    lens: LensKind = Field(default="logit", description=(
+        "the logit lens, or the tuned lens (the translators of the model in the service's cache, as a trace "
+        "with lens tuned reads them)"))
 
     @field_validator("prompt")
     @classmethod

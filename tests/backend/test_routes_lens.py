@@ -166,3 +166,30 @@ def test_submitting_a_lens_needs_a_write_token(make_client, settings, model_fold
     response = client.post(f"{API}/traces/{trace_id}/lens", json={"prompt": "a"},
                            headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 202
+
+
+def test_the_tuned_lens_reads_the_models_translators_from_the_services_cache(make_client, settings, model_folder):
+    from layertracer.spec.lens import cached_file
+    from layertracer.tuned_lens import Translators, save
+
+    client = make_client(model_roots=[str(model_folder.parent)])
+    trace_id = _trace_of(settings, model_folder)
+    job = client.post(f"{API}/traces/{trace_id}/lens", json={"prompt": PROMPT, "lens": "tuned"}).json()["job"]
+    assert tasks.execute(job["id"], settings)["status"] == "failed"
+    error = client.get(f"{API}/traces/{trace_id}/lens/{job['id']}").json()["job"]["error"]
+    assert error.startswith("no tuned lens for this model") and "train one with" in error
+    loaded = load_model(str(model_folder), device="cpu")
+    translators = Translators(loaded.adapter.num_layers, loaded.info.hidden_size)  # the identity
+    path = cached_file(loaded.info.fingerprint, settings.tuned_lens_cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(translators, path, loaded.info.fingerprint)
+    job = client.post(f"{API}/traces/{trace_id}/lens", json={"prompt": PROMPT, "target": TARGET, "lens": "tuned"}).json()["job"]
+    assert tasks.execute(job["id"], settings)["status"] == "succeeded"
+    tuned = client.get(f"{API}/traces/{trace_id}/lens/{job['id']}").json()["result"]
+    job = client.post(f"{API}/traces/{trace_id}/lens", json={"prompt": PROMPT, "target": TARGET}).json()["job"]
+    assert tasks.execute(job["id"], settings)["status"] == "succeeded"
+    logit = client.get(f"{API}/traces/{trace_id}/lens/{job['id']}").json()["result"]
+    # Identity translators read the residual stream as the logit lens does, bit for bit.
+    assert tuned["lens"] == "tuned" and logit["lens"] == "logit"
+    assert tuned["target_prob"] == logit["target_prob"] and tuned["top1_tokens"] == logit["top1_tokens"]
+    assert client.post(f"{API}/traces/{trace_id}/lens", json={"prompt": "a", "lens": "other"}).status_code == 422

@@ -73,3 +73,36 @@ def test_bad_prompts_give_one_line(loaded, prompt, target, message):
     with pytest.raises(PromptError, match=message) as info:
         live_lens(loaded, prompt, target)
     assert "\n" not in str(info.value)
+
+
+def _random_translators(loaded, seed=0):
+    from layertracer.tuned_lens import Translators
+
+    translators = Translators(loaded.adapter.num_layers, loaded.info.hidden_size)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        translators.weight.copy_(0.3 * torch.randn(translators.weight.shape, generator=generator))
+        translators.bias.copy_(0.3 * torch.randn(translators.bias.shape, generator=generator))
+    return translators
+
+
+def test_the_tuned_live_lens_is_the_tuned_traces_position_view(loaded):
+    translators = _random_translators(loaded)
+    tasks = lt.load_tasks("arithmetic_zh", limit=3)
+    result = lt.trace(loaded, tasks, perturbations=[], translators=translators,
+                      options=lt.TraceOptions(lens="tuned", position_task="arithmetic_zh", position_prompt=1, **OPTIONS))
+    view, task = result.position_view, result.tasks["arithmetic_zh"]
+    lens = live_lens(loaded, task.prompts[1], task.targets[1], translators)
+    assert lens["lens"] == "tuned" and lens["top1_tokens"] == view.top1_tokens
+    np.testing.assert_array_equal(lens["target_prob"], view.target_prob)
+    np.testing.assert_array_equal(lens["top1_probs"], view.top1_probs)
+    logit = live_lens(loaded, task.prompts[1], task.targets[1])
+    assert logit["lens"] == "logit" and not np.allclose(logit["target_prob"][:-1], lens["target_prob"][:-1])
+
+
+def test_translators_of_another_width_are_refused_in_one_line(loaded):
+    from layertracer.tuned_lens import Translators
+
+    with pytest.raises(lt.LayerTracerError) as info:
+        live_lens(loaded, "big ->", None, Translators(loaded.adapter.num_layers, loaded.info.hidden_size + 1))
+    assert "\n" not in str(info.value)

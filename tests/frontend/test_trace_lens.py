@@ -33,6 +33,7 @@ def test_the_live_lens_figure_shows_the_jobs_numbers_coloured_as_asked():
     assert [list(r) for r in target.z] == LENS["target_prob"]
     title = tv.live_lens_figure(LENS, colour="target", label="A").layout.title.text
     assert title == "A: '三加四等于' · target '七'"
+    assert tv.live_lens_figure({**LENS, "lens": "tuned"}, label="A").layout.title.text.startswith("A: '三加四等于' (tuned lens)")
 
 
 def test_without_a_target_the_grid_is_coloured_by_the_top1_and_says_so():
@@ -63,8 +64,8 @@ class FakeApi:
             raise ApiError(self.fail, 403)
         return self.answers.pop(0)
 
-    def submit_lens(self, trace_id, prompt, target):
-        return self._next("submit", trace_id, prompt, target)
+    def submit_lens(self, trace_id, prompt, target, lens):
+        return self._next("submit", trace_id, prompt, target, lens)
 
     def lens(self, trace_id, job_id):
         return self._next("lens", trace_id, job_id)
@@ -82,9 +83,9 @@ def _job(status, seconds=None, error=None):
 def test_submitting_queues_a_job_and_polling_returns_its_result(monkeypatch, page):
     api = FakeApi([{"job": _job("queued"), "result": None}])
     monkeypatch.setattr(page, "client", lambda *a, **k: api)
-    assert page.lens_submit(1, "三加四等于", "", "t1", "tok") == ("j1", False, "Queued…")
-    assert api.calls == [("submit", "t1", "三加四等于", None)]
-    assert page.lens_submit(1, "  ", "x", "t1", "tok")[1:] == (True, "Type a prompt first.")
+    assert page.lens_submit(1, "三加四等于", "", "tuned", "t1", "tok") == ("j1", False, "Queued…")
+    assert api.calls == [("submit", "t1", "三加四等于", None, "tuned")]
+    assert page.lens_submit(1, "  ", "x", "logit", "t1", "tok")[1:] == (True, "Type a prompt first.")
 
     api.answers = [{"job": _job("running"), "result": None}, {"job": _job("succeeded", 1.25), "result": LENS}]
     assert page.lens_poll(1, "j1", "t1", None, "tok")[1:] == (False, "Running…")
@@ -99,7 +100,7 @@ def test_a_failed_lens_or_a_refused_write_says_why_in_one_line(monkeypatch, page
     result, stop, message = page.lens_poll(1, "j1", "t1", None, None)
     assert stop is True and message == "The lens failed: the prompt is 300 tokens; the live lens takes at most 256"
     monkeypatch.setattr(page, "client", lambda *a, **k: FakeApi(fail="a share link is read-only"))
-    assert page.lens_submit(1, "a", "", "t1", None)[1:] == (True, "Not run: a share link is read-only")
+    assert page.lens_submit(1, "a", "", None, "t1", None)[1:] == (True, "Not run: a share link is read-only")
 
 
 NOW = datetime.now(timezone.utc)

@@ -295,7 +295,7 @@ def submit_lens(trace_id: str, body: LensCreate, session: SessionDep, settings: 
     ``layertracer.spec.jobs``'s (characters here, tokens in the worker)."""
     trace = _trace_or_404(session, trace_id)
     model = get_or_404(session, Model, body.model_id, "model") if body.model_id else trace.model
-    spec = LensJobSpec(model_id=model.id, prompt=body.prompt, target=body.target).model_dump()
+    spec = LensJobSpec(model_id=model.id, prompt=body.prompt, target=body.target, lens=body.lens).model_dump()
     # A person waits for it: one attempt (a failure is shown at once, not retried behind their back).
     job = jobs.submit_job(session, kind="lens", spec=spec, resource_kind="trace", resource_id=trace.id, max_attempts=1)
     send(settings, job)
