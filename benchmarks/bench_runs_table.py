@@ -107,6 +107,9 @@ def fill(url: str, runs: int, seed: int = 0) -> None:
         for table, rows in ((Job, jobs), (Trace, traces), (Experiment, experiments)):
             for start in range(0, len(rows), 2000):
                 conn.execute(insert(table), rows[start:start + 2000])
+    if engine.dialect.name == "postgresql":  # planner statistics, as autovacuum would gather after a bulk load
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE"))
     engine.dispose()
 
 
