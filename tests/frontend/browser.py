@@ -42,6 +42,14 @@ def new_driver(width: int = 1280, height: int = 900, downloads: Optional[Path] =
     return driver
 
 
+def wait(driver, condition, timeout: float = 30, what: str = "the page"):
+    """``condition(driver)``'s first truthy value, polled every 0.1 s; a TimeoutException naming ``what``
+    after ``timeout`` seconds."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d), message=f"waiting for {what}")
+
+
 def quit_driver(driver) -> None:
     if driver is None:
         return

@@ -75,3 +75,14 @@ def dash_app():
     from frontend.app import create_dash
 
     return create_dash(api_url="http://127.0.0.1:9")
+
+
+@pytest.fixture(scope="module")
+def driver():
+    """A fresh headless Chromium for a browser test module (None when Chromium is not installed; the
+    modules skip then). A module whose tests download files defines its own, with a downloads folder."""
+    import browser
+
+    d = browser.new_driver()
+    yield d
+    browser.quit_driver(d)

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 import browser
+from browser import wait
 import tiny_models
 from stack import Stack
 
@@ -24,7 +25,6 @@ if not browser.available():
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TRACE_TIMEOUT = 240
@@ -64,10 +64,6 @@ def driver(downloads):
 @pytest.fixture(scope="module")
 def state():
     return {}
-
-
-def wait(d, condition, timeout=30, what="the page"):
-    return WebDriverWait(d, timeout, poll_frequency=0.1).until(lambda drv: condition(drv), message=f"waiting for {what}")
 
 
 def severe_console_errors(d) -> list[str]:

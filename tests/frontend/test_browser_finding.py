@@ -20,7 +20,6 @@ if not browser.available():
     pytest.skip("headless Chromium (Debian chromium + chromium-driver) is not installed", allow_module_level=True)
 
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 TRACE_TIMEOUT = 300
 EXPERIMENT_TIMEOUT = 600
@@ -56,15 +55,8 @@ def stack(tmp_path_factory):
         service.stop()
 
 
-@pytest.fixture(scope="module")
-def driver():
-    d = browser.new_driver(width=1280, height=900)
-    yield d
-    browser.quit_driver(d)
-
-
 def wait(d, condition, timeout=60, what="the page"):
-    return WebDriverWait(d, timeout, poll_frequency=0.1).until(lambda drv: condition(drv), message=f"waiting for {what}")
+    return browser.wait(d, condition, timeout, what)  # this module's pages take longer
 
 
 def figure(d, graph_id: str):

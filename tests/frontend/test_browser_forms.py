@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 import pytest
 
 import browser
+from browser import wait
 import tiny_models
 from stack import Stack
 
@@ -22,7 +23,6 @@ if not browser.available():
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -45,19 +45,8 @@ def stack(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def driver():
-    d = browser.new_driver()
-    yield d
-    browser.quit_driver(d)
-
-
-@pytest.fixture(scope="module")
 def state():
     return {}
-
-
-def wait(d, condition, timeout=30, what="the page"):
-    return WebDriverWait(d, timeout, poll_frequency=0.1).until(lambda drv: condition(drv), message=f"waiting for {what}")
 
 
 def choose(d, dropdown_id: str, label: str) -> None:

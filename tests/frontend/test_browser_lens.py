@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 import browser
+from browser import wait
 import tiny_models
 from stack import Stack, wait_for
 
@@ -20,7 +21,6 @@ if not browser.available():
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 TRACE_TIMEOUT = 240
 PROMPT, TARGET = "三加四等于", "七"
@@ -43,22 +43,11 @@ def stack(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def driver():
-    d = browser.new_driver()
-    yield d
-    browser.quit_driver(d)
-
-
-@pytest.fixture(scope="module")
 def trace(stack):
     body = {"model_id": stack.model["id"], "name": "lens e2e trace", "task_sets": ["arithmetic_zh", "antonyms_en"],
             "perturbations": ["skip"], "options": {"limit": 4, "batch_size": 4, "similarity": False}}
     created = stack.post("/traces", body)
     return stack.wait_finished(f"/traces/{created['id']}", TRACE_TIMEOUT)
-
-
-def wait(d, condition, timeout=30, what="the page"):
-    return WebDriverWait(d, timeout, poll_frequency=0.1).until(lambda drv: condition(drv), message=f"waiting for {what}")
 
 
 def figure(d, graph_id: str):

@@ -11,6 +11,7 @@ import html
 import pytest
 
 import browser
+from browser import wait
 import tiny_models
 from stack import Stack
 
@@ -20,7 +21,6 @@ if not browser.available():
     pytest.skip("headless Chromium (Debian chromium + chromium-driver) is not installed", allow_module_level=True)
 
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 EXPERIMENT_TIMEOUT = 420
 LABEL = "<script>alert(1)</script> ranges"
@@ -53,10 +53,6 @@ def driver(downloads):
     d = browser.new_driver(downloads=downloads)
     yield d
     browser.quit_driver(d)
-
-
-def wait(d, condition, timeout=30, what="the page"):
-    return WebDriverWait(d, timeout, poll_frequency=0.1).until(lambda drv: condition(drv), message=f"waiting for {what}")
 
 
 def severe_console_errors(d) -> list[str]:

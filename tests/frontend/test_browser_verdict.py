@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 import browser
+from browser import wait
 import tiny_models
 from stack import Stack
 
@@ -19,7 +20,6 @@ if not browser.available():
     pytest.skip("headless Chromium (Debian chromium + chromium-driver) is not installed", allow_module_level=True)
 
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 TRACE_TIMEOUT = 240
 VULNERABLE_RGB = "rgb(213, 94, 0)"  # frontend.viz.common.VULNERABLE_COLOUR, #D55E00
@@ -47,17 +47,6 @@ def stack(tmp_path_factory):
         yield service
     finally:
         service.stop()
-
-
-@pytest.fixture(scope="module")
-def driver():
-    d = browser.new_driver()
-    yield d
-    browser.quit_driver(d)
-
-
-def wait(d, condition, timeout=30, what="the page"):
-    return WebDriverWait(d, timeout, poll_frequency=0.1).until(lambda drv: condition(drv), message=f"waiting for {what}")
 
 
 def figure(d, graph_id: str):
