@@ -11,7 +11,7 @@ Printed:
     and the view callbacks (metric change, task change), in-process against the running API;
   * browser side (headless Chromium, 1280 x 900), seconds from navigation start to: the first screen
     complete (every figure inside the window drawn); the hover label of the first figure on it, hovered
-    with a real mouse move as soon as that screen is complete (the page answers input); and all six
+    with a real mouse move as soon as that screen is complete (the page answers input); and all eight
     figures drawn (the dashboard draws figures outside the window while the browser is idle). For a
     first visit (fresh browser, view never drawn), a shared link (fresh browsers, view drawn before),
     reloads, and views never drawn in a warm browser; and the time from a click on another metric to the
@@ -43,7 +43,11 @@ for path in (ROOT, ROOT / "tests", ROOT / "tests" / "frontend"):
         sys.path.insert(0, str(path))
 
 LAYERS, TASKS, PROMPTS = 36, 10, 200
-GRAPHS = ("trace-plan", "trace-tasks", "trace-prompts", "trace-stability", "trace-position", "trace-similarity")
+# Every figure of the page with data: the plan, the verdict panel's depth strip, the line view, the
+# heatmaps, the stability curve, the position grid and the similarity. (The live lens's two figures are
+# empty until a prompt is typed: on the page, and in its time, but never "drawn" with data.)
+GRAPHS = ("trace-plan", "trace-verdict", "trace-lines", "trace-tasks", "trace-prompts", "trace-stability",
+          "trace-position", "trace-similarity")
 
 
 def build_model(folder: Path) -> Path:
@@ -154,12 +158,17 @@ function drawn(id) { const g = document.querySelector('#' + id + ' .js-plotly-pl
       && ids.every((id, i) => t[id] !== undefined || boxes[i].getBoundingClientRect().top >= innerHeight)) {
     t.screen = now;
     t.screen_figures = ids.filter(id => document.getElementById(id).getBoundingClientRect().top < innerHeight);
-    // Where to hover: the middle bar of the first figure on the screen (the freeze plan), or the middle of
-    // its plot area (a heatmap cell); and when its hover label appears.
+    // Where to hover: on data of the first figure on the screen (the verdict strip's plan row, a heatmap;
+    // or the plan's middle bar), never on an empty subplot, which shows no label; and when the label appears.
     const first = t.screen_figures[0] && document.getElementById(t.screen_figures[0]);
+    if (first) t.hovered = first.id;
     if (first) {
-      const bars = first.querySelectorAll('.barlayer .point');
-      const r = (bars.length ? bars[Math.floor(bars.length / 2)] : first.querySelector('.nsewdrag')).getBoundingClientRect();
+      // The first bar trace's own bars (a strip of subplots has more bar traces, some of zero height).
+      const barTrace = first.querySelector('.barlayer .trace');
+      const bars = barTrace ? barTrace.querySelectorAll('.point') : [];
+      const target = bars.length ? bars[Math.floor(bars.length / 2)]
+                   : (first.querySelector('.heatmaplayer image') || first.querySelector('.nsewdrag'));
+      const r = target.getBoundingClientRect();
       t.hover_at = [Math.round(r.left + r.width / 2), Math.round(r.top + r.height / 2)];
       new MutationObserver((_, obs) => {
         if (first.querySelector('.hoverlayer .hovertext')) { t.label = Math.round(performance.now()); obs.disconnect(); }
@@ -181,9 +190,9 @@ const ids = arguments[0], done = arguments[arguments.length - 1];
 """
 
 WAIT_RETITLE = """
-const id = arguments[0], word = arguments[1], done = arguments[arguments.length - 1];
+const id = arguments[0], value = arguments[1], word = arguments[2], done = arguments[arguments.length - 1];
 const t0 = performance.now();
-document.querySelector('#trace-metric input[value="' + word + '"]').closest('label').click();
+document.querySelector('#trace-metric input[value="' + value + '"]').closest('label').click();
 (function poll() {
   const g = document.querySelector('#' + id + ' .js-plotly-plot');
   const title = g && g._fullLayout && g._fullLayout.title && g._fullLayout.title.text;
@@ -215,7 +224,7 @@ def _load(driver, url: str, hover: bool = False) -> dict:
         driver.execute_cdp_cmd("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
         times = driver.execute_async_script(WAIT_FOR, "label")
         out["hover_s"] = times["label"] / 1000
-        out["hovered"] = times["screen_figures"][0]
+        out["hovered"] = times.get("hovered")
     times = driver.execute_async_script(WAIT_ALL, list(GRAPHS))
     out["all_s"] = max(times[g] for g in GRAPHS) / 1000
     return out
@@ -229,13 +238,14 @@ def _median(loads: list[dict], key: str) -> float:
 # wait, frontend/assets/lazy_figures.js) and every figure at once (that script blocked in the browser).
 MODES = {
     # mode: (query of the first visit and shared link, metric of the never-drawn views, metric clicked)
-    "lazy": ("", "rank", "entropy"),
-    "eager": ("?metric=entropy", "entropy", "rank"),
+    "lazy": ("", "logrank", "entropy"),
+    "eager": ("?metric=entropy", "entropy", "logrank"),
 }
 
 
 def _browser_runs(stack, trace_id: str, loads: int, mode: str) -> dict:
     import browser
+    from frontend.viz.common import METRICS
 
     url = f"{stack.url}/traces/{trace_id}"
     first_query, new_metric, click_metric = MODES[mode]
@@ -271,7 +281,8 @@ def _browser_runs(stack, trace_id: str, loads: int, mode: str) -> dict:
             reloads.append(_load(driver, url + first_query, hover=True))
             new_views.append(_load(driver, f"{url}?task=task{i % (TASKS - 1) + 1:02d}&metric={new_metric}", hover=True))
             driver.execute_script("window.scrollTo(0, document.getElementById('trace-tasks').offsetTop - 200);")
-            clicks.append(driver.execute_async_script(WAIT_RETITLE, "trace-tasks", click_metric) / 1000)
+            clicks.append(driver.execute_async_script(WAIT_RETITLE, "trace-tasks", click_metric,
+                                                  METRICS[click_metric][0]) / 1000)
     finally:
         browser.quit_driver(driver)
     out = {"figures_drawn_twice": pushed, "first_screen_figures": first["screen_figures"], "hovered": first.get("hovered"),
@@ -354,7 +365,7 @@ def main() -> None:
     print(f"Trace page, {figures['trace']}, {figures['machine']}")
     print(f"  JSON: whole result {size['result_json_mb']:.1f} MB; the page reads the overview "
           f"{size['overview_json_mb']:.2f} MB and one task {size['task_json_mb']:.2f} MB")
-    print(f"  server  layout(): cold {server['layout_cold_s']:.2f} s (fetch + parse + 6 figures), data cached "
+    print(f"  server  layout(): cold {server['layout_cold_s']:.2f} s (fetch + parse + {len(GRAPHS)} figures), data cached "
           f"{server['layout_data_cached_s']:.2f} s, figures cached {server['layout_figures_cached_s']:.2f} s; "
           f"callbacks: metric {server['callback_metric_s']:.2f} s, task {server['callback_task_s']:.2f} s")
     if "error" in client:
@@ -362,7 +373,7 @@ def main() -> None:
     else:
         print(f"  browser (1280 x 900), seconds from navigation to: the first screen complete (every figure in the "
               f"window drawn: {', '.join(client['first_screen_figures'])}) / its hover label shown "
-              f"({client['hovered']}, real mouse move) / all 6 figures drawn;")
+              f"({client['hovered']}, real mouse move) / all {len(GRAPHS)} figures drawn;")
         print("  as shipped (figures outside the window drawn when seen or when idle) | every figure drawn at once:")
         for name, label, count in (("first_visit", "first visit (fresh browser, view never drawn)", 1),
                                    ("shared_link", "shared link (fresh browsers, view drawn before)", 3),

@@ -640,7 +640,7 @@ def verdict_figure(result: Result, *, normalized: bool = False) -> go.Figure:
     base_layout(fig, title=f"Verdict: train {plan.get('train_ranges') or 'nothing'} · freeze {plan.get('freeze_ranges') or 'nothing'}",
                 height=450)
     fig.update_layout(barmode="stack", bargap=0, legend=dict(orientation="h", y=-0.22, x=0, traceorder="normal"),
-                      margin=dict(l=170, r=20, t=TITLE_MARGIN, b=70 + depth_axis_margin(kinds)))
+                      margin=dict(l=170, r=20, t=TITLE_MARGIN, b=80 + depth_axis_margin(kinds)))  # room for the legend row
     # Row names stand level at the left (rotated axis titles of short rows ran into each other).
     titles = {"plan": "plan", "particles": "task particles<br>(tasks per layer)", "sensitivity": "sensitivity<br>JS (nats)",
               "vulnerable": "vulnerable layer"}

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 import browser
+from browser import wait
 from stack import Stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -22,7 +23,6 @@ if not browser.available():
     pytest.skip("headless Chromium (Debian chromium + chromium-driver) is not installed", allow_module_level=True)
 
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 LAYERS = (4, 5, 6, 7, 8, 9)  # one trace each: different plans and vulnerable layers
 T0 = datetime(2026, 11, 30, tzinfo=timezone.utc)
@@ -92,17 +92,6 @@ def stack(tmp_path_factory):
         yield service
     finally:
         service.stop()
-
-
-@pytest.fixture(scope="module")
-def driver():
-    d = browser.new_driver()
-    yield d
-    browser.quit_driver(d)
-
-
-def wait(d, condition, timeout=30, what="the page"):
-    return WebDriverWait(d, timeout, poll_frequency=0.1).until(lambda drv: condition(drv), message=f"waiting for {what}")
 
 
 def query(d) -> dict:
