@@ -87,6 +87,7 @@ def trace_result(num_layers: int = 4, tasks: int = 2, prompts: int = 3, top_k: i
                                      "earliest_particle": None, "vulnerable_layer": vulnerable,
                                      "vulnerable_mean_js": None, "fallback": False},
                         "reasons": ["because"]},
+        "lens": {"kind": "logit"},
         "timings": {key: 0.0 for key in ("load", "oom_batch_splits", "resumed_prompts", "lens", "sensitivity",
                                          "statistics", "similarity", "positions")} | {"total": 1.0},
     }
