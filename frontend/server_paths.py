@@ -4,14 +4,14 @@ benchmark needs one), and a browser of the roots that puts the chosen path in th
 
 Ids under the form's prefix ``p``: ``p-corpus-check`` / ``p-benchmarks-check`` (the checks),
 ``p-browse`` (the entries of ``p-browse-dir``, the folder shown), ``p-browse-up``, ``p-use-corpus``,
-``p-use-ceval``, ``p-use-cmmlu``; ``p-used`` (the corpora and benchmarks of earlier runs, offered as
-registered models are: ``GET /api/v1/paths/used``).
+``p-use-ceval``, ``p-use-cmmlu``; ``p-used`` (the registered corpora and benchmarks, ``GET
+/api/v1/paths/registered``, then those of earlier runs, ``GET /api/v1/paths/used``).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Any, Optional
 
 import dash
 from dash import Input, Output, State, dcc, html
@@ -89,32 +89,82 @@ def entries(api: ApiClient, folder: str) -> tuple[list[dict], str]:
 
 
 def used_options(api: ApiClient) -> list[dict]:
-    """Dropdown options of the corpora and benchmarks this server's runs used (newest first); one no
-    longer there is shown and cannot be chosen. Values: ``corpus::PATH`` or ``benchmark::KIND:PATH``."""
+    """Dropdown options of the registered corpora and benchmarks (by name, ``GET /paths/registered``),
+    then those this server's runs used (newest first); one no longer there is shown and cannot be
+    chosen. Values: ``corpus::PATH`` or ``benchmark::KIND:PATH``."""
+    options = []
+    try:
+        registered = api.get("/paths/registered").get("data") or []
+    except ApiError:
+        registered = []
+    for entry in registered:
+        gone = entry.get("exists") is False
+        what = "corpus" if entry["kind"] == "corpus" else entry["kind"]
+        options.append({"label": f"{entry['name']} · {what} · {entry['path']}" + (" (no longer there)" if gone else ""),
+                        "value": (f"corpus::{entry['path']}" if entry["kind"] == "corpus"
+                                  else f"benchmark::{entry['kind']}:{entry['path']}"), "disabled": gone})
     try:
         used = api.get("/paths/used")
     except ApiError:
-        return []
-    options = []
+        return options
+    taken = {option["value"] for option in options}
     for entry in used.get("corpora") or []:
         gone = entry.get("exists") is False
+        if f"corpus::{entry['path']}" in taken:
+            continue  # registered, listed above by its name
         options.append({"label": f"corpus · {entry['path']}" + (" (no longer there)" if gone else ""),
                         "value": f"corpus::{entry['path']}", "disabled": gone})
     for entry in used.get("benchmarks") or []:
         gone = entry.get("exists") is False
+        if f"benchmark::{entry['kind']}:{entry['path']}" in taken:
+            continue
         options.append({"label": f"{entry['kind']} · {entry['path']}" + (" (no longer there)" if gone else ""),
                         "value": f"benchmark::{entry['kind']}:{entry['path']}", "disabled": gone})
     return options
 
 
 def used_field(p: str, api: ApiClient) -> html.Div:
-    """"Used before": pick a corpus or a benchmark of an earlier run into the fields."""
+    """"Registered or used before": pick a corpus or a benchmark into the fields; and register the
+    corpus and benchmarks in the fields under a name (``POST /api/v1/paths/registered``, a write)."""
     options = used_options(api)
     return html.Div([
-        html.Label("Used before on this server", htmlFor=f"{p}-used"),
+        html.Label("Registered or used before on this server", htmlFor=f"{p}-used"),
         dcc.Dropdown(id=f"{p}-used", options=options, value=None, className="lt-wide",
-                     placeholder="a corpus or benchmark of an earlier run" if options else "no earlier runs yet"),
+                     placeholder="a registered corpus or benchmark, or one of an earlier run" if options
+                     else "none registered, no earlier runs yet"),
+        html.Div([
+            dcc.Input(id=f"{p}-register-name", type="text", placeholder="a name", debounce=False, maxLength=200),
+            html.Button("Register the corpus and benchmarks under this name", id=f"{p}-register", type="button",
+                        className="lt-button lt-small"),
+            html.Span("", id=f"{p}-register-status", className="lt-muted"),
+        ], className="lt-row"),
     ], className="lt-field", style={"width": "100%", "maxWidth": "640px"})
+
+
+def register_paths(n_clicks, name, corpus, benchmarks, token) -> tuple[Any, str]:
+    """The Register button: the corpus field and each benchmark registered under ``name`` -> the
+    dropdown's new options and one line saying what was registered, or the API's one-line refusal."""
+    name = (name or "").strip()
+    if not n_clicks:
+        return dash.no_update, ""
+    if not name:
+        return dash.no_update, "give a name first"
+    entries = [("corpus", corpus.strip())] if (corpus or "").strip() else []
+    for text in re.split(r"[,\n]+", benchmarks or ""):
+        kind, sep, value = text.strip().partition(":")
+        if sep and value:
+            entries.append((kind, value))
+    if not entries:
+        return dash.no_update, "nothing to register: the corpus and benchmark fields are empty"
+    api = client(token)
+    done = []
+    for kind, path in entries:
+        try:
+            api.post("/paths/registered", {"kind": kind, "name": name, "path": path})
+        except ApiError as exc:
+            return used_options(api), f"{kind} {path}: {exc.message}"
+        done.append(kind)
+    return used_options(api), f"registered as {name!r}: {', '.join(done)}"
 
 
 def browser(p: str) -> html.Details:
@@ -205,3 +255,6 @@ def register(app: dash.Dash, p: str) -> None:
                  Input(f"{p}-use-cmmlu", "n_clicks"), Input(f"{p}-used", "value"), State(f"{p}-browse", "value"),
                  State(f"{p}-browse-dir", "data"),
                  State(f"{p}-benchmarks", "value"), prevent_initial_call=True)(use)
+    app.callback(Output(f"{p}-used", "options"), Output(f"{p}-register-status", "children"),
+                 Input(f"{p}-register", "n_clicks"), State(f"{p}-register-name", "value"), State(f"{p}-corpus", "value"),
+                 State(f"{p}-benchmarks", "value"), auth, prevent_initial_call=True)(register_paths)

@@ -282,6 +282,22 @@ class Share(Base):
     __table_args__ = (Index("ix_shares_resource", "kind", "resource_id"),)
 
 
+class RegisteredPath(Base):
+    """A corpus or benchmark registered by name, as models are, for the forms to offer: ``kind`` is
+    ``corpus`` or a benchmark kind (``ceval``, ``cmmlu``, ``lm-eval``: ``layertracer.spec.benchmarks``);
+    ``path`` is confined to the model roots when registered (an lm-eval task known by name is no path)."""
+
+    __tablename__ = "registered_paths"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("kind", "path"),)
+
+
 class ApiToken(Base):
     """An API token; only its sha256 (hex) is stored."""
 

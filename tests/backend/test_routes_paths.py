@@ -93,3 +93,62 @@ def test_an_unreadable_path_is_listed_and_checked_without_failing(client, roots,
     assert listed.status_code == 200 and "locked" in [e["name"] for e in listed.json()["entries"]]
     checked = client.get("/api/v1/paths", params={"path": str(roots / "locked"), "kind": "benchmark"})
     assert checked.status_code == 200 and checked.json()["ok"] is False
+
+
+def test_corpora_and_benchmarks_are_registered_by_name_and_confined(client, roots):
+    """POST /paths/registered checks a path as POST /trials does (confined, the right kind, the hub and
+    lm-eval grammars); the same kind and path again renames it; GET lists by kind and name; DELETE."""
+    from api_helpers import API
+
+    root = roots.resolve()
+    made = client.post(f"{API}/paths/registered", json={"kind": "corpus", "name": "web-zh", "path": "corpus.txt"})
+    assert made.status_code == 201, made.text
+    corpus = made.json()
+    assert (corpus["kind"], corpus["name"], corpus["path"], corpus["exists"]) == \
+        ("corpus", "web-zh", str(root / "corpus.txt"), True)
+    for body in ({"kind": "cmmlu", "name": "CMMLU dev", "path": str(roots / "bench" / "cmmlu")},
+                 {"kind": "lm-eval", "name": "ARC easy", "path": "arc_easy"},
+                 {"kind": "corpus", "name": "a hub corpus", "path": "hf:acme/web@v2:train"}):
+        assert client.post(f"{API}/paths/registered", json=body).status_code == 201, body
+    again = client.post(f"{API}/paths/registered", json={"kind": "corpus", "name": "web (zh)", "path": str(roots / "corpus.txt")})
+    assert again.status_code == 200 and again.json()["id"] == corpus["id"] and again.json()["name"] == "web (zh)"
+    listed = client.get(f"{API}/paths/registered").json()["data"]
+    assert [(e["kind"], e["name"], e["path"], e["exists"]) for e in listed] == [
+        ("cmmlu", "CMMLU dev", str(root / "bench" / "cmmlu"), True),
+        ("corpus", "a hub corpus", "hf:acme/web@v2:train", None),
+        ("corpus", "web (zh)", str(root / "corpus.txt"), True),
+        ("lm-eval", "ARC easy", "arc_easy", None)]
+    assert [e["name"] for e in client.get(f"{API}/paths/registered", params={"kind": "corpus"}).json()["data"]] == \
+        ["a hub corpus", "web (zh)"]
+    (roots / "corpus.txt").unlink()
+    gone = {e["id"]: e for e in client.get(f"{API}/paths/registered").json()["data"]}[corpus["id"]]
+    assert gone["exists"] is False  # still listed, no longer usable
+    assert client.delete(f"{API}/paths/registered/{corpus['id']}").status_code == 204
+    assert corpus["id"] not in {e["id"] for e in client.get(f"{API}/paths/registered").json()["data"]}
+    assert client.delete(f"{API}/paths/registered/{corpus['id']}").status_code == 404
+
+
+def test_a_path_that_cannot_be_registered_is_one_line(client, roots, tmp_path):
+    from api_helpers import API
+
+    for body, status, message in [
+        ({"kind": "corpus", "name": "x", "path": "/etc/passwd"}, 400, "outside the allowed roots"),
+        ({"kind": "corpus", "name": "x", "path": "missing.txt"}, 400, "does not exist"),
+        ({"kind": "cmmlu", "name": "x", "path": "corpus.txt"}, 400, "is not a folder"),
+        ({"kind": "corpus", "name": "x", "path": "hf:not a repo"}, 422, "not a hub dataset id"),
+        ({"kind": "lm-eval", "name": "x", "path": "arc easy"}, 422, "not an lm-eval task name"),
+        ({"kind": "mmlu", "name": "x", "path": "bench/cmmlu"}, 422, "kind"),
+        ({"kind": "corpus", "name": "", "path": "corpus.txt"}, 422, "name"),
+    ]:
+        response = client.post(f"{API}/paths/registered", json=body)
+        assert response.status_code == status, (body, response.text)
+        detail = response.json()["detail"]
+        assert message in detail and "\n" not in detail, (body, detail)
+    assert client.get(f"{API}/paths/registered").json()["data"] == []
+
+
+def test_registering_needs_a_token(make_client, roots):
+    client = make_client(auth="token", secret_key="s" * 32)
+    body = {"kind": "corpus", "name": "x", "path": str(roots / "corpus.txt")}
+    assert client.post("/api/v1/paths/registered", json=body).status_code == 401
+    assert client.get("/api/v1/paths/registered").status_code == 401

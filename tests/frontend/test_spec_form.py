@@ -274,8 +274,8 @@ class StoredRuns:
         return {"data": []}
 
     def get(self, path, **_):
-        assert path == "/paths/used"
-        return {"corpora": [], "benchmarks": []}
+        assert path in ("/paths/used", "/paths/registered")
+        return {"data": []} if path == "/paths/registered" else {"corpora": [], "benchmarks": []}
 
     def traces(self, **_):
         return {"data": [{"id": "t1", "model": {"id": "m1"}, "tasks": ["antonyms_en"], "summary": None}]}
@@ -474,6 +474,8 @@ def test_used_before_offers_what_earlier_runs_used(monkeypatch):
 
     class Api:
         def get(self, path):
+            if path == "/paths/registered":
+                return {"data": []}
             assert path == "/paths/used"
             return {"corpora": [{"kind": "corpus", "path": "/r/c.txt", "exists": True},
                                 {"kind": "corpus", "path": "/r/old.txt", "exists": False}],
@@ -485,6 +487,61 @@ def test_used_before_offers_what_earlier_runs_used(monkeypatch):
         {"label": "corpus · /r/old.txt (no longer there)", "value": "corpus::/r/old.txt", "disabled": True},
         {"label": "ceval · /r/b", "value": "benchmark::ceval:/r/b", "disabled": False},
         {"label": "lm-eval · arc_easy", "value": "benchmark::lm-eval:arc_easy", "disabled": False}]
+
+
+def test_registered_corpora_and_benchmarks_come_first_by_name():
+    """Registered entries (GET /paths/registered) lead, by their names; a path both registered and used
+    before is offered once, under its name."""
+    from frontend import server_paths as sp
+
+    class Api:
+        def get(self, path):
+            if path == "/paths/registered":
+                return {"data": [{"id": "1", "kind": "corpus", "name": "web-zh", "path": "/r/c.txt", "exists": True},
+                                 {"id": "2", "kind": "cmmlu", "name": "CMMLU dev", "path": "/r/cm", "exists": False}]}
+            return {"corpora": [{"kind": "corpus", "path": "/r/c.txt", "exists": True},
+                                {"kind": "corpus", "path": "/r/other.txt", "exists": True}],
+                    "benchmarks": [{"kind": "cmmlu", "path": "/r/cm", "exists": False}]}
+
+    assert sp.used_options(Api()) == [
+        {"label": "web-zh · corpus · /r/c.txt", "value": "corpus::/r/c.txt", "disabled": False},
+        {"label": "CMMLU dev · cmmlu · /r/cm (no longer there)", "value": "benchmark::cmmlu:/r/cm", "disabled": True},
+        {"label": "corpus · /r/other.txt", "value": "corpus::/r/other.txt", "disabled": False}]
+
+
+def test_the_register_button_registers_the_fields_under_a_name(monkeypatch):
+    """Register: the corpus and each benchmark of the fields POSTed under the name; the dropdown then
+    offers them; a refusal of the API is its one line, and nothing is sent without a name."""
+    from frontend import server_paths as sp
+    from frontend.api_client import ApiError
+
+    class Api:
+        def __init__(self):
+            self.posted, self.registered = [], []
+
+        def post(self, path, body):
+            assert path == "/paths/registered"
+            if body["path"] == "/outside":
+                raise ApiError("corpus '/outside' is outside the allowed roots", 400)
+            self.posted.append(body)
+            self.registered.append({"id": str(len(self.posted)), "exists": True, **body})
+            return self.registered[-1]
+
+        def get(self, path):
+            return {"data": self.registered} if path == "/paths/registered" else {"corpora": [], "benchmarks": []}
+
+    api = Api()
+    monkeypatch.setattr(sp, "client", lambda token: api)
+    assert sp.register_paths(1, "  ", "/r/c.txt", "", "t") == (dash.no_update, "give a name first")
+    assert sp.register_paths(1, "x", "", "", "t")[1].startswith("nothing to register")
+    options, status = sp.register_paths(1, "zh web", "/r/c.txt", "cmmlu:/r/cm, lm-eval:arc_easy", "t")
+    assert api.posted == [{"kind": "corpus", "name": "zh web", "path": "/r/c.txt"},
+                          {"kind": "cmmlu", "name": "zh web", "path": "/r/cm"},
+                          {"kind": "lm-eval", "name": "zh web", "path": "arc_easy"}]
+    assert status == "registered as 'zh web': corpus, cmmlu, lm-eval"
+    assert [o["value"] for o in options] == ["corpus::/r/c.txt", "benchmark::cmmlu:/r/cm", "benchmark::lm-eval:arc_easy"]
+    assert sp.register_paths(1, "bad", "/outside", "", "t")[1] == \
+        "corpus /outside: corpus '/outside' is outside the allowed roots"
 
 
 def test_a_trace_whose_perturbations_the_form_cannot_hold_says_so(stored):

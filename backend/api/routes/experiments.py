@@ -23,12 +23,10 @@ from backend.api.schemas import (
     RunUpdate,
     TrialCreate,
 )
+from backend.api.data_paths import confined, resolve_benchmark, resolve_corpus
 from backend.db.models import Experiment, Model, Trace, new_id
-from backend.security import PathError, confine_path
 from backend.settings import Settings
 from backend.tasksets import BUILTIN_TASK_NAMES
-from layertracer.spec.benchmarks import LM_EVAL, check_benchmark, is_task_file
-from layertracer.spec.corpora import CorpusSourceError, is_hub_dataset, parse_hub_dataset
 from layertracer.spec.jobs import ExperimentJobSpec
 from layertracer.spec.run_metrics import EXPERIMENT_METRICS
 
@@ -53,24 +51,6 @@ def experiment_public(row: Experiment, with_result: bool = True) -> dict:
     }
 
 
-def _confined(settings: Settings, path: str, what: str, kind: Optional[str] = None) -> str:
-    try:
-        return str(confine_path(path, settings.model_roots, what, kind=kind))
-    except PathError as exc:
-        raise HTTPException(400, str(exc)) from None
-
-
-def _corpus(settings: Settings, source: str) -> str:
-    """A hub dataset id as it is (checked by the spec's grammar; the worker reads it through its HF
-    cache), a local corpus confined to the roots."""
-    if not is_hub_dataset(source):
-        return _confined(settings, source, "corpus")
-    try:
-        return str(parse_hub_dataset(source))
-    except CorpusSourceError as exc:
-        raise HTTPException(422, f"corpus: {exc}") from None
-
-
 def _create(kind: str, body: Union[ExperimentCreate, TrialCreate], session: Session, settings: Settings,
             response: Response, idempotency_key: Optional[str]) -> dict:
     model = get_or_404(session, Model, body.model_id, "model")
@@ -81,22 +61,13 @@ def _create(kind: str, body: Union[ExperimentCreate, TrialCreate], session: Sess
     if source_trace_id is not None and session.get(Trace, source_trace_id) is None:
         raise HTTPException(422, f"source_trace_id: no trace {source_trace_id}")
     allocations = [fields.pop("allocation")] if kind == "trial" else fields.pop("allocations")
-    fields["corpus"] = _corpus(settings, body.corpus)
-    benchmarks = []
-    for bench in body.benchmarks:
-        name, value = check_benchmark(bench)
-        if name == LM_EVAL and not is_task_file(value):
-            benchmarks.append(f"{name}:{value}")  # a task lm-eval knows: a name, no path
-        elif name == LM_EVAL:
-            benchmarks.append(f"{name}:{_confined(settings, value, 'lm-eval task file', 'file')}")
-        else:
-            benchmarks.append(f"{name}:{_confined(settings, value, 'benchmark folder', 'dir')}")
-    fields["benchmarks"] = benchmarks
+    fields["corpus"] = resolve_corpus(settings, body.corpus)
+    fields["benchmarks"] = [resolve_benchmark(settings, bench) for bench in body.benchmarks]
     resolved, renamed = [], {}
     for allocation in allocations:
         original = allocation
         if allocation.startswith("from-trace:"):
-            allocation = "from-trace:" + _confined(settings, allocation.split(":", 1)[1], "trace file", "file")
+            allocation = "from-trace:" + confined(settings, allocation.split(":", 1)[1], "trace file", "file")
         renamed[original] = allocation
         resolved.append(allocation)
     fields["labels"] = {renamed[k]: v for k, v in body.labels.items()}

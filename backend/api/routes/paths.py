@@ -13,14 +13,16 @@ import stat
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
-from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, HTTPException, Query, Response
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from backend.api.data_paths import resolve_benchmark, resolve_corpus
 from backend.api.deps import NO_NUL, SessionDep, SettingsDep
-from backend.db.models import Experiment
+from backend.api.resources import get_or_404
+from backend.db.models import Experiment, RegisteredPath
 from backend.security import PathError, confine_path
-from layertracer.spec.benchmarks import LM_EVAL, BenchmarkSpecError, check_benchmark, is_task_file
+from layertracer.spec.benchmarks import BENCHMARK_KINDS, LM_EVAL, BenchmarkSpecError, check_benchmark, is_task_file
 
 router = APIRouter(prefix="/paths", tags=["paths"])
 
@@ -152,3 +154,76 @@ def used_paths(session: SessionDep, settings: SettingsDep):
             benchmarks[entry] = {"kind": name, "path": value, "last_used": when,
                                  "exists": None if named_task else _still_there(settings, value, "benchmark")}
     return {"corpora": list(corpora.values()), "benchmarks": list(benchmarks.values())}
+
+
+# -- the register: corpora and benchmarks by name, as models are registered -------------------------------
+CORPUS = "corpus"
+RegisteredKind = Literal[(CORPUS, *BENCHMARK_KINDS)]
+
+
+class PathRegister(BaseModel):
+    kind: RegisteredKind = Field(description="corpus, or a benchmark kind (ceval, cmmlu, lm-eval)")
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL, description="what the forms show")
+    path: str = Field(min_length=1, max_length=1000, pattern=NO_NUL,
+                      description="under the allowed roots; a corpus may be hf:org/name[@rev][:split], "
+                                  "an lm-eval benchmark a task name")
+
+
+class RegisteredPathPublic(BaseModel):
+    id: str
+    kind: str
+    name: str
+    path: str
+    exists: Optional[bool] = None
+    created_at: Optional[str] = None
+
+
+class RegisteredPaths(BaseModel):
+    data: list[RegisteredPathPublic]
+
+
+def _registered_public(row: RegisteredPath, settings) -> dict:
+    hub_or_task = row.path.startswith("hf:") or (row.kind == LM_EVAL and not is_task_file(row.path))
+    return {"id": row.id, "kind": row.kind, "name": row.name, "path": row.path,
+            "exists": None if hub_or_task else _still_there(settings, row.path, row.kind),
+            "created_at": row.created_at.isoformat() if row.created_at else None}
+
+
+@router.post("/registered", response_model=RegisteredPathPublic, status_code=201,
+             responses={200: {"model": RegisteredPathPublic, "description": "the entry existed already (same kind and path)"}})
+def register_path(body: PathRegister, session: SessionDep, settings: SettingsDep, response: Response):
+    """Register a corpus or a benchmark by name (a write): its path is checked and confined as ``POST
+    /trials`` checks it (a 400 outside the roots or missing, a 422 when malformed). The same kind and
+    path again renames the entry and answers 200."""
+    if body.kind == CORPUS:
+        path = resolve_corpus(settings, body.path.strip())
+    else:
+        path = resolve_benchmark(settings, f"{body.kind}:{body.path.strip()}").split(":", 1)[1]
+    row = session.execute(select(RegisteredPath).where(RegisteredPath.kind == body.kind,
+                                                       RegisteredPath.path == path)).scalar_one_or_none()
+    if row is None:
+        row = RegisteredPath(kind=body.kind, name=body.name.strip(), path=path)
+        session.add(row)
+    else:
+        row.name, response.status_code = body.name.strip(), 200
+    session.commit()
+    return _registered_public(row, settings)
+
+
+@router.get("/registered", response_model=RegisteredPaths)
+def list_registered(session: SessionDep, settings: SettingsDep,
+                    kind: Annotated[Optional[RegisteredKind], Query(description="only this kind")] = None):
+    """The registered corpora and benchmarks, by kind and name, with whether each is still there."""
+    query = select(RegisteredPath).order_by(RegisteredPath.kind, RegisteredPath.name, RegisteredPath.id)
+    if kind is not None:
+        query = query.where(RegisteredPath.kind == kind)
+    return {"data": [_registered_public(row, settings) for row in session.execute(query).scalars()]}
+
+
+@router.delete("/registered/{entry_id}", status_code=204)
+def unregister_path(entry_id: str, session: SessionDep):
+    """Take an entry off the register (a write); the files are not touched."""
+    row = get_or_404(session, RegisteredPath, entry_id, "registered path")
+    session.delete(row)
+    session.commit()
+    return Response(status_code=204)
