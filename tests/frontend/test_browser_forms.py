@@ -190,5 +190,13 @@ def test_new_experiment_previews_each_allocation_and_offers_what_was_used_before
     wait(d, lambda drv: drv.find_element(By.ID, "newexp-corpus").get_attribute("value") == str(models / "corpus.txt"),
          what="the corpus filled")
     wait(d, lambda drv: drv.find_element(By.ID, "newexp-corpus-check").text.startswith("✓"), what="its check")
+    # registered under a name (with the tab's token), it is offered by that name
+    set_input(d, "newexp-register-name", "river facts")
+    d.find_element(By.ID, "newexp-register").click()
+    wait(d, lambda drv: drv.find_element(By.ID, "newexp-register-status").text.startswith("registered as 'river facts'"),
+         what="the registration")
+    registered = [e for e in stack.api.get("/paths/registered").json()["data"] if e["kind"] == "corpus"]
+    assert [(e["name"], e["path"]) for e in registered] == [("river facts", str((models / "corpus.txt").resolve()))]
+    choose(d, "newexp-used", "river facts")
     browser.screenshot(d, "forms-04-experiment-preview")
     assert severe_console_errors(d) == []
