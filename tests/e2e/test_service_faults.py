@@ -28,8 +28,11 @@ def test_worker_killed_mid_trace(service, model_root):
             "options": {"limit": 20, "batch_size": 1, "similarity": False, "position_view": False}}
     trace = service.post("/traces", body)
     job_id = trace["job"]["id"]
-    wait_for(lambda: 0 < ((service.job(job_id).get("progress") or {}).get("percent") or 0) < 70, 60,
-             "the trace to be under way")
+    checkpoint = service.data_dir / "jobs" / job_id / "trace-checkpoint.npz"
+    # Under way, and past its first checkpoint (every 0.5 s here): a tiny model's batches take 15 ms, so a
+    # kill at the first progress alone could come before any checkpoint, and nothing would be resumed.
+    wait_for(lambda: checkpoint.is_file() and 0 < ((service.job(job_id).get("progress") or {}).get("percent") or 0) < 70,
+             60, "the trace to be under way past its first checkpoint", interval=0.01)
     killed_at = service.kill_worker(service.workers[0])
     job = service.job(job_id)
     assert job["status"] == "running" and job["attempts"] == 1  # the database still says so: the lease decides
@@ -49,7 +52,7 @@ def test_worker_killed_mid_trace(service, model_root):
     # The second attempt took what the first had done from its checkpoint (written every 0.5 s here).
     resumed = result["timings"]["resumed_prompts"]
     assert 0 < resumed < 240 and f"{int(resumed)} prompts were done" in log
-    assert not (service.data_dir / "jobs" / job_id / "trace-checkpoint.npz").exists()
+    assert not checkpoint.exists()
     # Bit-identical to the same trace never interrupted.
     again = service.post("/traces", body)
     assert service.wait_job(again["job"]["id"], timeout=120)["status"] == "succeeded"

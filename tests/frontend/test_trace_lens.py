@@ -103,16 +103,22 @@ def test_a_failed_lens_or_a_refused_write_says_why_in_one_line(monkeypatch, page
     assert page.lens_submit(1, "a", "", None, "t1", None)[1:] == (True, "Not run: a share link is read-only")
 
 
-NOW = datetime.now(timezone.utc)
-META = {"id": "a" * 32, "name": "qwen demo trace", "tags": ["demo"], "status": "succeeded",
-        "model": {"name": "demo-model"}, "created_at": (NOW - timedelta(minutes=5)).isoformat(),
-        "finished_at": (NOW - timedelta(minutes=3)).isoformat()}
+def _meta() -> dict:
+    """A trace's metadata, created 5 min and finished 3 min before now (now when the test runs, not when
+    the module was collected: a suite of 20 minutes made the trace "24 min ago")."""
+    now = datetime.now(timezone.utc)
+    return {"id": "a" * 32, "name": "qwen demo trace", "tags": ["demo"], "status": "succeeded",
+            "model": {"name": "demo-model"}, "created_at": (now - timedelta(minutes=5)).isoformat(),
+            "finished_at": (now - timedelta(minutes=3)).isoformat()}
+
+
+META = _meta()
 
 
 def test_the_header_names_the_trace_says_when_and_links_its_runs(page):
     runs = [{"id": "e1", "kind": "trial", "name": "plan trial", "status": "succeeded"},
             {"id": "e2", "kind": "experiment", "name": None, "status": "running"}]
-    head = page.header(META, runs, share=None)
+    head = page.header(_meta(), runs, share=None)
     assert text_of(find(head, "trace-title")) == "qwen demo trace"
     assert text_of(find(head, "trace-created")) == "5 min ago"
     assert find(head, "trace-created").title.endswith("UTC")
