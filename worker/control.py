@@ -99,8 +99,11 @@ class ProgressState:
     (percent: the share done, 0-100, two decimals) plus, for a run in parts, ``item``, ``work``, ``index``
     and ``count`` (see ``layertracer.progress.ProgressEvent``).
 
-    ``lines``: where plain progress lines go (the worker's log, so ``docker logs`` shows a long job move),
-    one per stage start and at most one every ``interval`` seconds; ``clock``: monotonic seconds.
+    ``lines``: where plain progress lines go (the worker's log, so ``docker logs`` shows a long job move):
+    each stage has its own printer, as each stage is its own bar in the CLI, so a trace whose stages
+    alternate batch by batch (lens, then each perturbation) writes a line when a stage first starts and
+    then at most one every ``interval`` seconds a stage, not three lines a batch; ``clock``: monotonic
+    seconds.
     """
 
     PART_FIELDS = ("item", "work", "index", "count")
@@ -109,7 +112,8 @@ class ProgressState:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.lock = threading.Lock()
         self.tracker = ProgressTracker(clock)
-        self.printer = LinePrinter(lines, interval=interval, clock=clock) if lines is not None else None
+        self.lines, self.interval, self.clock = lines, interval, clock
+        self.printers: dict[str, LinePrinter] = {}  # stage -> its printer
         self.value: dict[str, Any] = {"stage": "starting", "done": 0, "total": 0, "percent": 0.0, "eta_seconds": None}
         self.stage = "starting"
         self.fraction = 0.0
@@ -130,15 +134,18 @@ class ProgressState:
                 "eta_seconds": None if reading.eta_seconds is None else round(reading.eta_seconds, 1),
                 **{key: getattr(event, key) for key in self.PART_FIELDS if getattr(event, key) is not None},
             }
-            if self.printer is not None:
-                self.printer(event)
+            if self.lines is not None:
+                printer = self.printers.get(event.stage)
+                if printer is None:
+                    printer = self.printers[event.stage] = LinePrinter(self.lines, interval=self.interval, clock=self.clock)
+                printer(event)
             return changed
 
     def close(self) -> None:
         """Write the last progress line when it was not written (the job ended between two lines)."""
         with self.lock:
-            if self.printer is not None:
-                self.printer.close()
+            for printer in self.printers.values():
+                printer.close()
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:

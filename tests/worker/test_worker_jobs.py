@@ -204,6 +204,23 @@ def test_progress_lines_for_the_worker_log_at_a_steady_interval():
     assert all(line.startswith("[progress] train:") for line in lines)
 
 
+def test_stages_that_alternate_batch_by_batch_do_not_flood_the_log():
+    """A trace's stages alternate every batch (lens, then each perturbation): each stage's first event
+    and then one line a stage every interval, not a line per batch and stage."""
+    clock, lines = FakeClock(), []
+    state = control.ProgressState(lines=lines.append, interval=10.0, clock=clock)
+    stages = ("lens", "sensitivity:skip", "sensitivity:mask")
+    for batch in range(100):  # a batch every 0.25 s for 25 s, each through the three stages
+        clock.now = 0.25 * batch
+        for offset, stage in enumerate(stages):
+            state.update(ProgressEvent(stage, 3 * batch + offset + 1, 300))
+    state.close()
+    # each stage: its start (batch 0), at 10 s (batch 40), at 20 s (batch 80), and its last state on close
+    assert len(lines) == 3 * 4, lines
+    lens = [line.split(": ")[1].split(" ")[0] for line in lines if line.startswith("[progress] lens:")]
+    assert lens == ["1/300", "121/300", "241/300", "298/300"]
+
+
 def _broker_messages(settings) -> list[dict]:
     folder = settings.broker_dir / "queue"
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.msg"))] if folder.exists() else []
