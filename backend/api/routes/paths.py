@@ -23,6 +23,7 @@ from backend.api.resources import get_or_404
 from backend.db.models import Experiment, RegisteredPath
 from backend.security import PathError, confine_path
 from layertracer.spec.benchmarks import BENCHMARK_KINDS, LM_EVAL, BenchmarkSpecError, check_benchmark, is_task_file
+from layertracer.spec.corpora import is_hub_dataset
 
 router = APIRouter(prefix="/paths", tags=["paths"])
 
@@ -183,7 +184,8 @@ class RegisteredPaths(BaseModel):
 
 
 def _registered_public(row: RegisteredPath, settings) -> dict:
-    hub_or_task = row.path.startswith("hf:") or (row.kind == LM_EVAL and not is_task_file(row.path))
+    # No path to look at: a hub dataset (read through the worker's HF cache), an lm-eval task by name.
+    hub_or_task = (row.kind == CORPUS and is_hub_dataset(row.path)) or (row.kind == LM_EVAL and not is_task_file(row.path))
     return {"id": row.id, "kind": row.kind, "name": row.name, "path": row.path,
             "exists": None if hub_or_task else _still_there(settings, row.path, row.kind),
             "created_at": row.created_at.isoformat() if row.created_at else None}
