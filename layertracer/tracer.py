@@ -25,7 +25,7 @@ from layertracer._version import __version__
 from layertracer.batching import context_length, pad_token_id, right_pad
 from layertracer.errors import LayerTracerError
 from layertracer.freeze_plan import plan_freeze
-from layertracer.lens import js_to_reference, lens_rows
+from layertracer.lens import answer_pass
 from layertracer.models.loading import LoadedModel, load_model
 from layertracer.perturbation import Perturbation, applicable, perturbed_output
 from layertracer.progress import ProgressCallback, report
@@ -255,34 +255,42 @@ def trace(
             if maps is not None:  # the tuned lens: state j's (B, d) rows through translator j; the last as is
                 stacked = torch.cat([maps(stacked[j * size : (j + 1) * size], j) for j in range(n_layers)]
                                     + [stacked[n_layers * size :]])
-            # The last B rows are the last layer: their distribution is the model's output (B, V).
-            # The model's output distribution first (B rows: a small head call), the reference of the
-            # KL of every layer's lens; the JS keeps the stacked rows' own last-layer distribution.
-            final_log_probs = torch.log_softmax(adapter.logits(answer[-1]).float(), dim=-1)
-            lens, clean_log_probs = lens_rows(adapter, stacked, targets.repeat(n_layers + 1), k, keep_last=size,
-                                              reference=final_log_probs)
-            del final_log_probs
-            done += size
-            report(progress, "lens", done, total_units)
             clock["lens"] += time.perf_counter() - tick
             tick = time.perf_counter()
             ids_list = [int(g) for g in batch]
             lengths = [len(prompts[g].encoded.input_ids) for g in batch]
+            finals = []  # answer states of every perturbed run: per kind, (layers * draws) x (B, d)
+            placed: list[tuple[Perturbation, list[int], int]] = []  # per kind: its layers, its first row in finals
+            rows_so_far = 0
             for pert in perts:
-                js_rows[pert.name] = np.full((size, n_layers), np.nan)
                 layers = [layer for layer in range(n_layers) if applicable(pert, adapter, layer)]
-                finals = []  # answer states of every perturbed run: (layers * draws) x (B, d)
+                placed.append((pert, layers, rows_so_far))
                 for layer in layers:
                     for draw in range(pert.draws):
                         hidden = perturbed_output(pert, adapter, recording, layer, draw, ids_list, lengths)
                         finals.append(replay(adapter, recording, layer + 1, hidden)[arange, last])
                         done += size
                         report(progress, f"sensitivity:{pert.name}", done, total_units)
-                if layers:
-                    values = js_to_reference(adapter, torch.cat(finals), clean_log_probs)
-                    per_layer = values.view(len(layers), pert.draws, size).mean(dim=1)  # (layers, B)
-                    js_rows[pert.name][:, layers] = per_layer.T.numpy()
+                rows_so_far += len(layers) * pert.draws * size
             clock["sensitivity"] += time.perf_counter() - tick
+            tick = time.perf_counter()
+            # One pass of the head over every answer state of the batch (its last B lens rows, the last
+            # layer's, are the model's output: the reference of each lens row's KL and each run's JS).
+            lens, run_js = answer_pass(adapter, stacked, targets.repeat(n_layers + 1), k, size,
+                                       torch.cat(finals) if finals else None)
+            done += size
+            report(progress, "lens", done, total_units)
+            for pert, layers, first in placed:
+                js_rows[pert.name] = np.full((size, n_layers), np.nan)
+                if layers:
+                    count = len(layers) * pert.draws * size
+                    per_layer = run_js[first : first + count].view(len(layers), pert.draws, size).mean(dim=1)  # (layers, B)
+                    js_rows[pert.name][:, layers] = per_layer.T.numpy()
+            # The head pass's time, shared by rows between the lens and the sensitivity.
+            elapsed = time.perf_counter() - tick
+            share = stacked.shape[0] / (stacked.shape[0] + rows_so_far)
+            clock["lens"] += elapsed * share
+            clock["sensitivity"] += elapsed * (1 - share)
             states = answer.float().cpu()
         # Everything computed: store it (a batch that ran out of memory above stored nothing).
         def by_layer(values: torch.Tensor) -> np.ndarray:

@@ -109,16 +109,31 @@ class ModelAdapter:
         return self.process_logits(self.project(self.head_input(hidden)))
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The output head on (..., d). For a plain Linear head on CPU, ``W @ x^T`` is computed
-        instead of ``F.linear`` (1.4-2x faster for the few rows the lens projects, same values up to
-        float rounding). A head placed by accelerate (its weight offloaded, loaded by the module's hook
-        at call time) is always called as a module."""
+        """The output head on (..., d) -> (..., vocab). For a plain Linear head on CPU and the few
+        rows the lens projects, ``W @ x^T`` is computed instead of ``F.linear`` (1.4-2x faster, the
+        same values up to float rounding), ``HEAD_VOCAB_BLOCK`` vocabulary rows at a time so the
+        result comes out row-major (R, V): the transposed (V, R) product would make every later pass
+        over the rows, log_softmax first, several times slower. A head with hooks (accelerate's, which
+        load an offloaded weight at call time, or a user's) is always called as a module."""
         head = self.head
         if (type(head) is nn.Linear and hidden.device.type == "cpu" and hidden.dim() == 2
-                and head.weight.device.type == "cpu" and not hasattr(head, "_hf_hook")):
-            out = (head.weight @ hidden.T).T
+                and head.weight.device.type == "cpu" and not hasattr(head, "_hf_hook")
+                and not head._forward_hooks and not head._forward_pre_hooks):
+            weight = head.weight  # (V, d)
+            columns = hidden.T.contiguous()  # (d, R)
+            dtype = torch.result_type(weight, hidden)
+            out = hidden.new_empty((hidden.shape[0], weight.shape[0]), dtype=dtype)
+            block = hidden.new_empty((HEAD_VOCAB_BLOCK, hidden.shape[0]), dtype=dtype)  # one buffer for every block
+            for start in range(0, weight.shape[0], HEAD_VOCAB_BLOCK):
+                stop = min(start + HEAD_VOCAB_BLOCK, weight.shape[0])
+                product = torch.mm(weight[start:stop], columns, out=block[: stop - start])  # (block, R)
+                out[:, start:stop].copy_(product.T)  # transposed while in cache
             return out + head.bias if head.bias is not None else out
         return head(hidden)
+
+
+# Vocabulary rows per CPU head product (2,048 x R float32: in cache, however large the vocabulary).
+HEAD_VOCAB_BLOCK = 2048
 
 
 def _get_path(root: nn.Module, path: str) -> Optional[nn.Module]:
