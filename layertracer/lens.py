@@ -7,9 +7,8 @@ stacking a batch's answer states of every layer and of every perturbed run and p
 cap the (rows, V) float32 buffers, so memory stays flat however many layers there are.
 
 After the head, each chunk's log-probabilities are reduced a slab of rows at a time: on a CPU a slab
-of ``CPU_SLAB_ROWS`` rows (4 x 151,936 float64 values are 4.9 MB) and its temporaries stay in the cache
-through the several passes the statistics make over it, where a whole chunk would be read back from
-memory on every pass (measured here: slabs of 3-4 rows 15-25% faster than 8 or 16).
+of ``CPU_SLAB_BYTES`` (4.9 MB of float64 rows) and its temporaries stay in the cache through the several
+passes the statistics make over it, where a whole chunk would be read back from memory on every pass.
 """
 
 from __future__ import annotations
@@ -23,8 +22,12 @@ from layertracer.models.adapters import ModelAdapter
 from layertracer.stats import LN2
 
 HEAD_ROWS = 160
-CPU_SLAB_ROWS = 4
+# A CPU slab's float64 rows together stay under this many bytes (4 rows of Qwen's 151,936-token
+# vocabulary: measured here, slabs of 3-4 such rows ran 15-25% faster than 8 or 16); a small vocabulary
+# gets long slabs, so the statistics' per-slab calls do not dominate.
+CPU_SLAB_BYTES = 4 * 151_936 * 8
 FLOAT64_LOWEST = torch.finfo(torch.float64).min
+BLAS_DOT_COLUMNS = 32_768  # rows at least this wide are summed by BLAS dots, one per row
 
 
 def head_logits(adapter: ModelAdapter, states: torch.Tensor, rows: Optional[int] = None) -> Iterator[tuple[slice, torch.Tensor]]:
@@ -64,9 +67,10 @@ class LensRows:
 
 
 def row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise dot products of float64 a, b (r, V) -> (r,). On a CPU, one BLAS dot per row, 5x
-    faster than ``linalg.vecdot`` (a product tensor, then a sum) over 151,936 columns."""
-    if a.device.type != "cpu":
+    """Row-wise dot products of float64 a, b (r, V) -> (r,). On a CPU and wide rows, one BLAS dot per
+    row, 5x faster than ``linalg.vecdot`` (a product tensor, then a sum) over 151,936 columns; short
+    rows take the one vectorised call."""
+    if a.device.type != "cpu" or a.shape[-1] < BLAS_DOT_COLUMNS:
         return torch.linalg.vecdot(a, b)
     return torch.stack([torch.dot(x, y) for x, y in zip(a, b)])
 
@@ -126,17 +130,18 @@ def answer_pass(
         rows[rows < 0] += count  # head order -> the caller's order
         _lens_slab(log_probs, targets[rows.to(targets.device)], k, reference, head_rows, rows, out)
 
-    on_cpu = lens_states.device.type == "cpu"
-    slab_rows = CPU_SLAB_ROWS if on_cpu else HEAD_ROWS
+    slab_rows = HEAD_ROWS
     for chunk, logits in head_logits(adapter, order):
         if reference is None:
             reference = _Reference(batch, logits.shape[-1], logits.device)
+            if logits.device.type == "cpu":
+                slab_rows = max(1, CPU_SLAB_BYTES // (8 * logits.shape[-1]))
         start = chunk.start
         while start < chunk.stop:
-            # A slab never straddles the reference's end nor the lens rows' end; on a CPU, nor a multiple of
-            # B either, so its reference rows are a view (elsewhere, slabs are long and the copy is cheap).
+            # A slab never straddles the reference's end nor the lens rows' end; a slab of at most B rows
+            # not a multiple of B either, so its reference rows are a view (a longer slab gathers them).
             stop = min(start + slab_rows, chunk.stop, *(b for b in (batch, count) if b > start))
-            if on_cpu:
+            if slab_rows <= batch:
                 stop = min(stop, (start // batch + 1) * batch)
             slab = torch.log_softmax(logits[start - chunk.start : stop - chunk.start], dim=-1)
             if start < batch:  # the reference's own lens rows wait until all of it is there

@@ -51,18 +51,21 @@ def _expected(logits: torch.Tensor, targets: torch.Tensor, batch: int, count: in
 @pytest.mark.parametrize(
     ("head_rows", "slab_rows", "batch", "layers", "runs"),
     [
-        (160, 8, 4, 3, 5),  # slabs longer than the batch: cut at each multiple of it
+        (160, 8, 4, 3, 5),  # slabs longer than the batch: their reference rows are gathered
+        (160, 4, 4, 3, 5),  # slabs of the batch's length: its reference rows are a view
         (5, 3, 4, 3, 5),  # chunks and slabs shorter than the batch, ending inside the reference rows
         (7, 7, 3, 4, 2),
-        (11, 11, 4, 2, 3),  # slabs straddling multiples of the batch: the reference rows are gathered
+        (11, 11, 4, 2, 3),
         (160, 160, 6, 2, 0),  # no perturbed runs
     ],
 )
 def test_answer_pass_matches_the_statistics_written_out(monkeypatch, head_rows, slab_rows, batch, layers, runs):
     monkeypatch.setattr(lens, "HEAD_ROWS", head_rows)
-    monkeypatch.setattr(lens, "CPU_SLAB_ROWS", slab_rows)
+    monkeypatch.setattr(lens, "CPU_SLAB_BYTES", slab_rows * 8 * 300)  # slabs of slab_rows rows of 300
+    # odd chunk sizes sum through one BLAS dot per row (as wide rows do), even ones through vecdot
+    monkeypatch.setattr(lens, "BLAS_DOT_COLUMNS", 1 if head_rows % 2 else 10**9)
     generator = torch.Generator().manual_seed(head_rows * 100 + slab_rows)
-    vocab, hidden, k = 300, 16, 4
+    vocab, hidden, k = 300, 16, 4  # (a vocabulary of 300: the slab size above assumes it)
     head = _Head(torch.randn(vocab, hidden, generator=generator))
     count = (layers + 1) * batch
     lens_states = torch.randn(count, hidden, generator=generator)
