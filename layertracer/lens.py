@@ -26,6 +26,10 @@ HEAD_ROWS = 160
 # vocabulary: measured here, slabs of 3-4 such rows ran 15-25% faster than 8 or 16); a small vocabulary
 # gets long slabs, so the statistics' per-slab calls do not dominate.
 CPU_SLAB_BYTES = 4 * 151_936 * 8
+# On an accelerator, slabs of this many rows: few kernel launches, and float64 temporaries of about
+# 40 MB a row-set at Qwen's vocabulary, small beside a model that fills the device (a batch split
+# after running out of memory does not shrink them).
+GPU_SLAB_ROWS = 32
 FLOAT64_LOWEST = torch.finfo(torch.float64).min
 BLAS_DOT_COLUMNS = 32_768  # rows at least this wide are summed by BLAS dots, one per row
 
@@ -130,7 +134,7 @@ def answer_pass(
         rows[rows < 0] += count  # head order -> the caller's order
         _lens_slab(log_probs, targets[rows.to(targets.device)], k, reference, head_rows, rows, out)
 
-    slab_rows = HEAD_ROWS
+    slab_rows = GPU_SLAB_ROWS
     for chunk, logits in head_logits(adapter, order):
         if reference is None:
             reference = _Reference(batch, logits.shape[-1], logits.device)
