@@ -255,6 +255,8 @@ def trace(
             if maps is not None:  # the tuned lens: state j's (B, d) rows through translator j; the last as is
                 stacked = torch.cat([maps(stacked[j * size : (j + 1) * size], j) for j in range(n_layers)]
                                     + [stacked[n_layers * size :]])
+            done += size  # the clean pass: the lens's share of the batch (its statistics come with the head pass)
+            report(progress, "lens", done, total_units)
             clock["lens"] += time.perf_counter() - tick
             tick = time.perf_counter()
             ids_list = [int(g) for g in batch]
@@ -278,8 +280,6 @@ def trace(
             # layer's, are the model's output: the reference of each lens row's KL and each run's JS).
             lens, run_js = answer_pass(adapter, stacked, targets.repeat(n_layers + 1), k, size,
                                        torch.cat(finals) if finals else None)
-            done += size
-            report(progress, "lens", done, total_units)
             for pert, layers, first in placed:
                 js_rows[pert.name] = np.full((size, n_layers), np.nan)
                 if layers:
