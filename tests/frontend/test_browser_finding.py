@@ -60,10 +60,12 @@ def wait(d, condition, timeout=60, what="the page"):
 
 
 def figure(d, graph_id: str):
-    """The figure plotly drew in the browser (data and layout), once drawn (scrolled into view first)."""
+    """The figure plotly drew in the browser (data, layout, and the drawn height in px: dcc.Graph hands
+    plotly a responsive layout without the figure's height, so only ``_fullLayout`` holds what was drawn),
+    once drawn (scrolled into view first)."""
     d.execute_script(f"var e = document.getElementById('{graph_id}'); if (e) e.scrollIntoView();")
     script = (f"var g = document.querySelector('#{graph_id} .js-plotly-plot'); "
-              "return g && g.data && g.data.length ? {data: g.data, layout: g.layout} : null;")
+              "return g && g.data && g.data.length ? {data: g.data, layout: g.layout, height: g._fullLayout.height} : null;")
     return wait(d, lambda drv: drv.execute_script(script), what=f"figure {graph_id}")
 
 
@@ -113,7 +115,7 @@ def test_compare_draws_a_panel_per_task_the_difference_and_the_plans(stack, driv
     lines = [tr for tr in curves["data"] if tr["mode"] == "lines"]
     assert len(lines) == 2 * len(TASKS)
     assert sum(1 for tr in curves["data"] if tr.get("showlegend", True)) == 2  # a legend of the two traces
-    assert curves["layout"]["height"] >= 2 * 200  # 4 panels in 2 rows, none squeezed by a legend
+    assert curves["height"] >= 2 * 200  # 4 panels in 2 rows, none squeezed by a legend
     diff = figure(d, "compare-difference")
     assert len([tr for tr in diff["data"] if tr["mode"] == "lines+markers"]) == len(TASKS)
     assert figure(d, "compare-plans")["data"]
