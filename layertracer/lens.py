@@ -19,7 +19,7 @@ from typing import Iterator, Optional
 import torch
 
 from layertracer.models.adapters import ModelAdapter
-from layertracer.stats import LN2
+from layertracer.stats import js_to_reference, row_dots
 
 HEAD_ROWS = 160
 # A CPU slab's float64 rows together stay under this many bytes (4 rows of Qwen's 151,936-token
@@ -30,8 +30,6 @@ CPU_SLAB_BYTES = 4 * 151_936 * 8
 # 40 MB a row-set at Qwen's vocabulary, small beside a model that fills the device (a batch split
 # after running out of memory does not shrink them).
 GPU_SLAB_ROWS = 32
-FLOAT64_LOWEST = torch.finfo(torch.float64).min
-BLAS_DOT_COLUMNS = 32_768  # rows at least this wide are summed by BLAS dots, one per row
 
 
 def head_logits(adapter: ModelAdapter, states: torch.Tensor, rows: Optional[int] = None) -> Iterator[tuple[slice, torch.Tensor]]:
@@ -68,15 +66,6 @@ class LensRows:
         return cls(prob=torch.empty(count, dtype=f64), rank=torch.empty(count, dtype=torch.int64),
                    entropy=torch.empty(count, dtype=f64), top_ids=torch.empty((count, k), dtype=torch.int64),
                    top_probs=torch.empty((count, k), dtype=f64), kl=torch.empty(count, dtype=f64))
-
-
-def row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise dot products of float64 a, b (r, V) -> (r,). On a CPU and wide rows, one BLAS dot per
-    row, 5x faster than ``linalg.vecdot`` (a product tensor, then a sum) over 151,936 columns; short
-    rows take the one vectorised call."""
-    if a.device.type != "cpu" or a.shape[-1] < BLAS_DOT_COLUMNS:
-        return torch.linalg.vecdot(a, b)
-    return torch.stack([torch.dot(x, y) for x, y in zip(a, b)])
 
 
 class _Reference:
@@ -182,14 +171,6 @@ def _lens_slab(log_probs: torch.Tensor, targets: torch.Tensor, k: int, reference
 
 def _js_slab(log_q: torch.Tensor, reference: _Reference, head_rows: slice) -> torch.Tensor:
     """JS (nats) between perturbed rows (their log-probabilities (r, V) float32) and their prompts'
-    reference rows: H(m) - (H(p) + H(q)) / 2 with m = (p + q) / 2, summed in float64, where
-    H(q) = -sum q log q reuses the log-probabilities and only m needs a logarithm (float64: the
-    cancellation of the three entropies stays near 1e-15)."""
+    reference rows, whose probabilities and sum p log p were computed once for the batch."""
     index = reference.rows(head_rows)
-    log_q64 = log_q.double()
-    q = log_q64.exp()
-    neg_entropy_q = row_dots(q, log_q64)
-    mixture = q.add_(reference.probs[index]).mul_(0.5)
-    # Where p and q both underflow (a peaked distribution), m = 0 and 0 log 0 counts as 0.
-    entropy_m = -row_dots(mixture, mixture.log().clamp_(min=FLOAT64_LOWEST))
-    return (entropy_m + 0.5 * (reference.neg_entropy[index] + neg_entropy_q)).clamp_(0.0, LN2)
+    return js_to_reference(log_q, reference.probs[index], reference.neg_entropy[index])

@@ -16,36 +16,50 @@ import torch
 LN2 = math.log(2.0)
 
 
+FLOAT64_LOWEST = torch.finfo(torch.float64).min
+BLAS_DOT_COLUMNS = 32_768  # rows at least this wide are summed by BLAS dots, one per row
+
+
+def row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products of float64 a, b (r, V) -> (r,). On a CPU and wide rows, one BLAS dot per
+    row, 5x faster than ``linalg.vecdot`` (a product tensor, then a sum) over 151,936 columns; short
+    rows take the one vectorised call."""
+    if a.device.type != "cpu" or a.shape[-1] < BLAS_DOT_COLUMNS:
+        return torch.linalg.vecdot(a, b)
+    return torch.stack([torch.dot(x, y) for x, y in zip(a, b)])
+
+
 def js_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """Jensen–Shannon divergence between distributions given as log-probabilities.
 
-    log_p, log_q: (..., V) natural-log probabilities (rows of log_softmax).
-    Returns (...,) in nats, in [0, ln 2]: 0.5 KL(p||m) + 0.5 KL(q||m) with m = (p + q) / 2, computed
-    exactly (through the mixture itself, not an approximation) in float64 as the equal form
-    H(m) - (H(p) + H(q)) / 2, where H is the entropy and 0 log 0 counts as 0. The entropy form needs a
-    third of the passes over V of the KL form; float64 keeps its cancellation error near 1e-15.
+    log_p, log_q: (..., V) natural-log probabilities (rows of log_softmax; -inf where a probability is
+    0). Returns (...,) float64 in nats, in [0, ln 2]: :func:`js_to_reference` with p as the reference.
     """
-    p = log_p.double().exp()
-    q = log_q.double().exp()
-    return js_from_probs(p, q, entropy(p))
+    vocab = log_p.shape[-1]
+    log_p64 = log_p.to(torch.float64, copy=True).reshape(-1, vocab).clamp_(min=FLOAT64_LOWEST)
+    p = log_p64.exp()
+    return js_to_reference(log_q.reshape(-1, vocab), p, row_dots(p, log_p64)).reshape(log_p.shape[:-1])
 
 
-def entropy(p: torch.Tensor) -> torch.Tensor:
-    """Entropy in nats of distributions p (..., V) -> (...,), with 0 log 0 = 0.
+def js_to_reference(log_q: torch.Tensor, p: torch.Tensor, neg_entropy_p: torch.Tensor) -> torch.Tensor:
+    """JS divergence (nats, in [0, ln 2]) of rows q to reference rows p whose sum p log p is known.
 
-    Written as -sum(p * log p) with zeros masked: about twice as fast as ``torch.special.entr`` on
-    CPU in float64, and the same value.
+    log_q: (r, V) log-probabilities of any float dtype (-inf allowed); p: (r, V) float64
+    probabilities; neg_entropy_p: (r,) float64, sum p log p. Returns (r,) float64.
+
+    0.5 KL(p||m) + 0.5 KL(q||m) with m = (p + q) / 2, computed exactly (through the mixture itself) in
+    the equal form H(m) - (H(p) + H(q)) / 2, where H is the entropy and 0 log 0 counts as 0: the
+    entropy form needs a third of the passes over V of the KL form, and float64 keeps the cancellation
+    of the three entropies near 1e-15. Only m needs a logarithm of its own (H(q) reuses log_q), which
+    is what lets the trace reuse the reference's entropy for every perturbed run of a prompt.
     """
-    logs = p.log()
-    logs.masked_fill_(p == 0, 0.0)
-    return -(p * logs).sum(-1)
-
-
-def js_from_probs(p: torch.Tensor, q: torch.Tensor, entropy_p: torch.Tensor) -> torch.Tensor:
-    """JS divergence (nats) of float64 probabilities p, q (..., V), given p's entropy (...,)."""
-    mixture = (p + q).mul_(0.5)
-    value = entropy(mixture) - 0.5 * (entropy_p + entropy(q))
-    return value.clamp_(0.0, LN2)
+    log_q64 = log_q.to(torch.float64, copy=True).clamp_(min=FLOAT64_LOWEST)  # 0 x lowest = 0, not nan
+    q = log_q64.exp()
+    neg_entropy_q = row_dots(q, log_q64)
+    mixture = q.add_(p).mul_(0.5)
+    # Where p and q both underflow (a peaked distribution), m = 0 and 0 log 0 counts as 0.
+    entropy_m = -row_dots(mixture, mixture.log().clamp_(min=FLOAT64_LOWEST))
+    return (entropy_m + 0.5 * (neg_entropy_p + neg_entropy_q)).clamp_(0.0, LN2)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from layertracer import lens
+from layertracer import lens, stats
 
 
 class _Head:
@@ -63,7 +63,7 @@ def test_answer_pass_matches_the_statistics_written_out(monkeypatch, head_rows, 
     monkeypatch.setattr(lens, "HEAD_ROWS", head_rows)
     monkeypatch.setattr(lens, "CPU_SLAB_BYTES", slab_rows * 8 * 300)  # slabs of slab_rows rows of 300
     # odd chunk sizes sum through one BLAS dot per row (as wide rows do), even ones through vecdot
-    monkeypatch.setattr(lens, "BLAS_DOT_COLUMNS", 1 if head_rows % 2 else 10**9)
+    monkeypatch.setattr(stats, "BLAS_DOT_COLUMNS", 1 if head_rows % 2 else 10**9)
     generator = torch.Generator().manual_seed(head_rows * 100 + slab_rows)
     vocab, hidden, k = 300, 16, 4  # (a vocabulary of 300: the slab size above assumes it)
     head = _Head(torch.randn(vocab, hidden, generator=generator))
