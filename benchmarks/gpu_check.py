@@ -4,8 +4,9 @@ one H200), with random weights from real configs (no hub needed):
 1. trace a Qwen3-8B-shaped model in bf16 on 200 prompts x 128 tokens with all five perturbation
    kinds: prompts/s and tokens/s of the whole trace, peak GPU memory, and how well the last layer's
    lens agrees with the model's own output (max |p_lens - p_model| of the target token);
-2. the same lens-at-every-layer + skip-scan work written the nnsight tutorial way, when nnsight is
-   installed (``pip install nnsight``), and the ratio;
+2. the lens at every layer + the skip scan written the nnsight tutorial way (``nnsight_peer.py``, when
+   nnsight is installed) against the same work by the engine, on the same prompts: the time ratio and
+   the largest difference of their target probabilities and JS;
 3. a bf16 evaluation of 500 generated C-Eval-layout questions (questions/s);
 4. 50 optimizer steps of train-shallow and of full on a Qwen3-1.7B-shaped model under bf16 autocast
    (tokens/s, MFU against the GPU's bf16 peak, peak memory).
@@ -13,7 +14,10 @@ one H200), with random weights from real configs (no hub needed):
     python benchmarks/gpu_check.py                 # on the GPU machine; prints one JSON line per part
     python benchmarks/gpu_check.py --tiny --device cpu   # a minute on a CPU: keeps the script runnable
 
-Put the printed figures in benchmarks/README.md ("GPU check").
+A part that fails prints {"part": ..., "error": ...} and the others still run; once ``--budget-s`` is
+spent the parts left print {"skipped": ...}, so one call of the device tool always brings figures
+back. How to run it on the lent GPU machine (whose image lacks some packages): benchmarks/README.md,
+"GPU check", and ``scripts/gpu-wheels``. Put the printed figures in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import random
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -65,15 +70,19 @@ def build(shape: dict, device: str, dtype: torch.dtype, tokenizer):
 
 
 def tasks_of(tokenizer, prompts: int, tokens: int):
+    """``prompts`` items whose prompts are exactly ``tokens`` tokens long (a batch needs no padding, so
+    nnsight's last position is every prompt's answer position) and whose targets are one token."""
     import layertracer as lt
 
     rng = random.Random(1)
     items = []
-    for _ in range(prompts):
+    while len(items) < prompts:
         words = []
-        while len(tokenizer(" ".join(words))["input_ids"]) < tokens - 2:
+        while len(tokenizer(" ".join(words))["input_ids"]) < tokens:
             words.append(rng.choice(WORDS))
-        items.append(lt.TaskItem(prompt=" ".join(words), target=" " + rng.choice(WORDS)))
+        prompt = " ".join(words)
+        if len(tokenizer(prompt)["input_ids"]) == tokens:  # else a merge overshot: draw again
+            items.append(lt.TaskItem(prompt=prompt, target=" " + rng.choice(WORDS)))
     return [lt.Task(name="long", items=items, language="en")]
 
 
@@ -115,44 +124,44 @@ def part_trace(args, tokenizer) -> tuple:
            prompts=prompts, tokens_per_prompt=tokens, perturbations=kinds, seconds=round(seconds, 2),
            prompts_per_s=round(prompts / seconds, 2), tokens_per_s=round(prompts * tokens / seconds, 1),
            peak_gpu_gib=peak_gib(args.device), last_layer_vs_model_max_abs_dp=worst)
-    return loaded, tasks, seconds
+    return loaded, tasks
 
 
-def part_nnsight(args, loaded, tasks, engine_seconds: float) -> None:
+def part_nnsight(args, loaded, tasks) -> None:
+    """nnsight's tutorial way (``nnsight_peer.lens_and_skip``) against ``lt.trace`` with the lens and
+    the skip scan alone, on the same first ``--nnsight-prompts`` prompts and batch size."""
     try:
-        from nnsight import NNsight
+        from nnsight import LanguageModel
     except ImportError:
         report("nnsight", skipped="nnsight is not installed (pip install nnsight)")
         return
-    adapter, model = loaded.adapter, loaded.model
-    wrapped = NNsight(model)
-    tokenizer = loaded.tokenizer
-    names = {id(module): name for name, module in model.named_modules()}
+    import numpy as np
 
-    def envoy(module):  # the nnsight proxy of a module, by its qualified name (model.layers.3)
-        node = wrapped
-        for part in names[id(module)].split("."):
-            node = node[int(part)] if part.isdigit() else getattr(node, part)
-        return node
+    import layertracer as lt
+    import nnsight_peer
 
-    blocks, head = [envoy(b) for b in adapter.blocks], envoy(adapter.head)
+    items = tasks[0].items[: args.nnsight_prompts]
+    subset = [lt.Task(name="subset", items=items, language="en")]
+    sync(args.device)
+    start = time.perf_counter()
+    ours = lt.trace(loaded, subset, perturbations=["skip"],
+                    options=lt.TraceOptions(batch_size=args.batch_size, similarity=False, position_view=False))
+    sync(args.device)
+    engine = time.perf_counter() - start
+    model = LanguageModel(loaded.model, tokenizer=loaded.tokenizer)
     sync(args.device)
     start = time.perf_counter()
     with torch.no_grad():
-        for item in tasks[0].items:
-            ids = tokenizer(item.prompt, return_tensors="pt")["input_ids"].to(args.device)
-            with wrapped.trace(ids):  # the lens at every layer, the tutorial way
-                saved = [block.output[0].save() for block in blocks]
-            for hidden in saved:
-                adapter.logits(getattr(hidden, "value", hidden)[..., -1, :])
-            for block in blocks:  # the skip scan: one forward per removed layer
-                with wrapped.trace(ids):
-                    block.output[0][:] = block.inputs[0][0]
-                    head.output.save()
+        peer = nnsight_peer.lens_and_skip(model, [{"prompt": i.prompt, "target": i.target} for i in items],
+                                          args.batch_size)
     sync(args.device)
     seconds = time.perf_counter() - start
-    report("nnsight", seconds=round(seconds, 2), work="lens at every layer + skip scan",
-           engine_over_nnsight_speed=round(seconds / engine_seconds, 2))
+    gap_p = float(np.max(np.abs(np.array(ours.tasks["subset"].target_prob) - np.array(peer["target_prob"]))))
+    gap_js = float(np.max(np.abs(np.array(ours.sensitivity.js) - np.array(peer["js"]))))
+    report("nnsight", work="lens at every layer + skip scan", prompts=len(items), batch_size=args.batch_size,
+           engine_seconds=round(engine, 2), nnsight_seconds=round(seconds, 2),
+           nnsight_over_engine_time=round(seconds / engine, 2),
+           max_abs_diff_target_prob=gap_p, max_abs_diff_js=gap_js)
 
 
 def write_ceval(folder: Path, questions: int) -> None:
@@ -212,31 +221,68 @@ def part_train(args, tokenizer) -> None:
             torch.cuda.empty_cache()
 
 
+class Parts:
+    """Runs the parts one after another: a part's error is reported as a line and the check goes on;
+    once ``budget_s`` seconds are spent, the parts left are reported as skipped."""
+
+    def __init__(self, device: str, budget_s: float) -> None:
+        self.device, self.budget_s, self.started = device, budget_s, time.perf_counter()
+
+    def run(self, name: str, part):
+        """part() -> its value, or None when it failed or was skipped."""
+        spent = time.perf_counter() - self.started
+        if spent > self.budget_s:
+            report(name, skipped=f"the budget of {self.budget_s:.0f} s is spent ({spent:.0f} s)")
+            return None
+        try:
+            return part()
+        except Exception as error:  # noqa: BLE001 - one part's failure must not lose the others' figures
+            traceback.print_exc()
+            report(name, error=f"{type(error).__name__}: {error}"[:2000])
+            return None
+        finally:
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny shapes: a smoke run that fits a CPU")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--parts", default="trace,nnsight,eval,train")
+    parser.add_argument("--nnsight-prompts", type=int, default=64,
+                        help="prompts of the nnsight comparison (the tutorial way runs one trace per layer)")
+    parser.add_argument("--budget-s", type=float, default=480.0,
+                        help="no part starts after this many seconds (the device tool's call allows 600)")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("error: no CUDA device here (use --tiny --device cpu for a smoke run)")
+    runner = Parts(args.device, args.budget_s)
+    run = runner.run
     parts = set(args.parts.split(","))
     torch.manual_seed(0)
+    import transformers
+
     report("machine", device=torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-           torch=torch.__version__)
+           torch=torch.__version__, transformers=transformers.__version__)
     tokenizer = tokenizer_for(QWEN3_8B["vocab_size"])
-    loaded = tasks = None
-    seconds = float("nan")
+    traced = None
     if parts & {"trace", "nnsight", "eval"}:
-        loaded, tasks, seconds = part_trace(args, tokenizer)
-    if "nnsight" in parts:
-        part_nnsight(args, loaded, tasks, seconds)
-    if "eval" in parts:
-        part_eval(args, loaded)
-    del loaded
+        traced = run("trace", lambda: part_trace(args, tokenizer))
+    if traced is not None:
+        loaded, tasks = traced
+        if "nnsight" in parts:
+            run("nnsight", lambda: part_nnsight(args, loaded, tasks))
+        if "eval" in parts:
+            run("eval", lambda: part_eval(args, loaded))
+        del loaded, traced
+    else:
+        for name in sorted(parts & {"nnsight", "eval"}):
+            report(name, skipped="it runs on the trace part's model, which is not there")
     if "train" in parts:
-        part_train(args, tokenizer)
+        run("train", lambda: part_train(args, tokenizer))
+    report("done", seconds=round(time.perf_counter() - runner.started, 1))
 
 
 if __name__ == "__main__":

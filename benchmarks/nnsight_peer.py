@@ -8,6 +8,8 @@ Jensen-Shannon divergence are taken at the answer position (the last prompt toke
 
     python benchmarks/nnsight_peer.py MODEL_DIR TASKS.jsonl OUT.json [--batch-size 8]
 
+``lens_and_skip`` is the workload itself, also run by gpu_check.py on a model already on the GPU.
+
 Run it in an environment with nnsight (it is not one of LayerTracer's dependencies): e.g.
 ``python -m venv .venv-bench && .venv-bench/bin/pip install -c constraints.txt torch==2.13.0
 transformers nnsight==0.8.0``.
@@ -28,6 +30,39 @@ def js_divergence(log_p, log_q):
     return 0.5 * ((torch.xlogy(p, p) - torch.xlogy(p, m)).sum(-1) + (torch.xlogy(q, q) - torch.xlogy(q, m)).sum(-1))
 
 
+def lens_and_skip(model, items: list[dict], batch_size: int) -> dict:
+    """The workload on an nnsight ``LanguageModel`` of a Llama/Qwen-layout model (``model.model.layers``,
+    ``model.model.norm``, ``model.lm_head``). items: dicts with "prompt" and "target" (prompts of one
+    token length: no padding). Returns {"target_prob": (P, L), "top1_prob": (P, L), "js": (P, L)} as
+    lists, JS in nats."""
+    import torch
+
+    layers = model.model.layers
+    result = {"target_prob": [], "top1_prob": [], "js": []}
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        prompts = [item["prompt"] for item in batch]
+        targets = torch.tensor([model.tokenizer(item["target"], add_special_tokens=False)["input_ids"][0]
+                                for item in batch])
+        rows = torch.arange(len(batch))
+        with model.trace(prompts):
+            lens = list().save()  # nnsight: save the container, append the raw values
+            for layer in layers:
+                lens.append(model.lm_head(model.model.norm(layer.output))[:, -1, :])
+        clean = torch.log_softmax(lens[-1].float(), dim=-1)
+        probs = [torch.log_softmax(logits.float(), dim=-1).exp().cpu() for logits in lens]
+        result["target_prob"] += torch.stack([p[rows, targets] for p in probs], dim=1).tolist()
+        result["top1_prob"] += torch.stack([p.max(dim=-1).values for p in probs], dim=1).tolist()
+        scan = []
+        for layer in layers:
+            with model.trace(prompts):
+                layer.output = layer.input
+                logits = model.output.logits[:, -1, :].save()
+            scan.append(js_divergence(clean, torch.log_softmax(logits.float(), dim=-1)).cpu())
+        result["js"] += torch.stack(scan, dim=1).tolist()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
@@ -42,29 +77,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     model = LanguageModel(args.model, device_map="cpu", dispatch=True, torch_dtype=torch.float32)
     items = [json.loads(line) for line in open(args.tasks, encoding="utf-8") if line.strip()]
-    layers = model.model.layers
-    result = {"target_prob": [], "top1_prob": [], "js": []}
-    for start in range(0, len(items), args.batch_size):
-        batch = items[start:start + args.batch_size]
-        prompts = [item["prompt"] for item in batch]
-        targets = torch.tensor([model.tokenizer(item["target"], add_special_tokens=False)["input_ids"][0]
-                                for item in batch])
-        rows = torch.arange(len(batch))
-        with model.trace(prompts):
-            lens = list().save()  # nnsight: save the container, append the raw values
-            for layer in layers:
-                lens.append(model.lm_head(model.model.norm(layer.output))[:, -1, :])
-        clean = torch.log_softmax(lens[-1].float(), dim=-1)
-        probs = [torch.log_softmax(logits.float(), dim=-1).exp() for logits in lens]
-        result["target_prob"] += torch.stack([p[rows, targets] for p in probs], dim=1).tolist()
-        result["top1_prob"] += torch.stack([p.max(dim=-1).values for p in probs], dim=1).tolist()
-        scan = []
-        for layer in layers:
-            with model.trace(prompts):
-                layer.output = layer.input
-                logits = model.output.logits[:, -1, :].save()
-            scan.append(js_divergence(clean, torch.log_softmax(logits.float(), dim=-1)))
-        result["js"] += torch.stack(scan, dim=1).tolist()
+    result = lens_and_skip(model, items, args.batch_size)
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump(result, handle)
 
