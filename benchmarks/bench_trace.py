@@ -341,9 +341,9 @@ class WorkCounter:
 
             project = ModelAdapter.project
 
-            def counted(adapter, hidden):
+            def counted(adapter, hidden, out=None):
                 self._head(None, (hidden,))
-                return project(adapter, hidden)
+                return project(adapter, hidden, out=out)
 
             ModelAdapter.project = counted
             self.restore = lambda: setattr(ModelAdapter, "project", project)

@@ -32,20 +32,46 @@ CPU_SLAB_BYTES = 4 * 151_936 * 8
 GPU_SLAB_ROWS = 32
 
 
-def head_logits(adapter: ModelAdapter, states: torch.Tensor, rows: Optional[int] = None) -> Iterator[tuple[slice, torch.Tensor]]:
+class HeadBuffer:
+    """One (r, V) logits buffer reused by every head chunk of a trace on a CPU: a fresh chunk (100 MB
+    at Qwen's vocabulary) would be mapped and faulted in page by page on every batch. Holds the
+    largest chunk seen; a chunk is valid until the next one is asked for."""
+
+    def __init__(self) -> None:
+        self.tensor: Optional[torch.Tensor] = None
+
+    def take(self, rows: int) -> Optional[torch.Tensor]:
+        """A (rows, V) view to write into, or None (no buffer yet, or a smaller one)."""
+        if self.tensor is None or self.tensor.shape[0] < rows:
+            return None
+        return self.tensor[:rows]
+
+    def keep(self, logits: torch.Tensor) -> None:
+        if logits.device.type == "cpu" and logits.is_contiguous() and (
+                self.tensor is None or logits.shape[0] > self.tensor.shape[0]):
+            self.tensor = logits
+
+
+def head_logits(adapter: ModelAdapter, states: torch.Tensor, rows: Optional[int] = None,
+                buffer: Optional[HeadBuffer] = None) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield (row slice, logits) for ``states`` (R, d) in chunks of at most ``rows`` rows (default
     ``HEAD_ROWS``).
 
-    Each logit chunk is (r, V) float32: the model's final norm, head and logit processing.
+    Each logit chunk is (r, V) float32: the model's final norm, head and logit processing. A chunk
+    is valid until the next one is asked for: the chunks share ``buffer`` (a new one per call when
+    None).
     """
     rows = rows or HEAD_ROWS
+    buffer = buffer if buffer is not None else HeadBuffer()
     total = states.shape[0]
     # Equal chunks: 200 rows go as 100 + 100, not 160 + 40 (a small chunk still reads the whole head).
     count = max(1, -(-total // rows))
     size = -(-total // count)
     for start in range(0, total, size):
         chunk = slice(start, min(start + size, total))
-        yield chunk, adapter.logits(states[chunk]).float()
+        logits = adapter.logits(states[chunk], out=buffer.take(chunk.stop - chunk.start))
+        buffer.keep(logits)
+        yield chunk, logits.float()
 
 
 @dataclass
@@ -95,7 +121,7 @@ class _Reference:
 
 def answer_pass(
     adapter: ModelAdapter, lens_states: torch.Tensor, targets: torch.Tensor, k: int, batch: int,
-    perturbed: Optional[torch.Tensor] = None,
+    perturbed: Optional[torch.Tensor] = None, buffer: Optional[HeadBuffer] = None,
 ) -> tuple[LensRows, torch.Tensor]:
     """The head once over a batch's answer states: the lens statistics of ``lens_states`` and the JS of
     ``perturbed`` to the model's output.
@@ -104,7 +130,7 @@ def answer_pass(
     distributions are the model's output (the reference). targets: (R,) token ids. perturbed: (S, d),
     S a multiple of B, the answer states of perturbed runs (row s belongs to prompt s % B). Returns the
     lens rows (KL(output of prompt r % B || lens of row r) in nats included) and (S,) float64 JS
-    divergences in nats, both on the CPU.
+    divergences in nats, both on the CPU. buffer: the trace's :class:`HeadBuffer`, kept across batches.
 
     The reference rows go through the head first, so every other row finds the reference complete.
     The log-probabilities are finite (log_softmax of finite logits), so a probability that underflows
@@ -124,7 +150,7 @@ def answer_pass(
         _lens_slab(log_probs, targets[rows.to(targets.device)], k, reference, head_rows, rows, out)
 
     slab_rows = GPU_SLAB_ROWS
-    for chunk, logits in head_logits(adapter, order):
+    for chunk, logits in head_logits(adapter, order, buffer=buffer):
         if reference is None:
             reference = _Reference(batch, logits.shape[-1], logits.device)
             if logits.device.type == "cpu":

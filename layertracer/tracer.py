@@ -25,7 +25,7 @@ from layertracer._version import __version__
 from layertracer.batching import context_length, pad_token_id, right_pad
 from layertracer.errors import LayerTracerError
 from layertracer.freeze_plan import plan_freeze
-from layertracer.lens import answer_pass
+from layertracer.lens import HeadBuffer, answer_pass
 from layertracer.models.loading import LoadedModel, load_model
 from layertracer.perturbation import Perturbation, applicable, perturbed_output
 from layertracer.progress import ProgressCallback, report
@@ -236,6 +236,8 @@ def trace(
                 report(progress, "lens", clock["done"], total_units)
     resumed = int(done_rows.sum())
 
+    head_buffer = HeadBuffer()  # one logits buffer for every batch's head pass
+
     def run_batch(batch: list[int]) -> None:
         """Lens and sensitivity for one batch; writes its rows only after all of it succeeded."""
         rows = np.asarray(batch)
@@ -279,7 +281,7 @@ def trace(
             # One pass of the head over every answer state of the batch (its last B lens rows, the last
             # layer's, are the model's output: the reference of each lens row's KL and each run's JS).
             lens, run_js = answer_pass(adapter, stacked, targets.repeat(n_layers + 1), k, size,
-                                       torch.cat(finals) if finals else None)
+                                       torch.cat(finals) if finals else None, buffer=head_buffer)
             for pert, layers, first in placed:
                 js_rows[pert.name] = np.full((size, n_layers), np.nan)
                 if layers:

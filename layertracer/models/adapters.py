@@ -104,17 +104,22 @@ class ModelAdapter:
             hidden = module(hidden)
         return hidden
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The logit lens: block outputs (..., d) -> the model's own final logits (..., vocab)."""
-        return self.process_logits(self.project(self.head_input(hidden)))
+    def logits(self, hidden: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The logit lens: block outputs (..., d) -> the model's own final logits (..., vocab).
+        ``out``: see :meth:`project`."""
+        return self.process_logits(self.project(self.head_input(hidden), out=out))
 
-    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+    def project(self, hidden: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The output head on (..., d) -> (..., vocab). For a plain Linear head on CPU and the few
         rows the lens projects, ``W @ x^T`` is computed instead of ``F.linear`` (1.4-2x faster, the
         same values up to float rounding), ``HEAD_VOCAB_BLOCK`` vocabulary rows at a time so the
         result comes out row-major (R, V): the transposed (V, R) product would make every later pass
         over the rows, log_softmax first, several times slower. A head with hooks (accelerate's, which
-        load an offloaded weight at call time, or a user's) is always called as a module."""
+        load an offloaded weight at call time, or a user's) is always called as a module.
+
+        out: an optional (R, V) contiguous buffer the CPU path writes into (of the result's dtype;
+        other paths ignore it): a caller projecting chunk after chunk reuses one, where a fresh
+        allocation of a chunk's 100 MB would be mapped and faulted in page by page every time."""
         head = self.head
         if (type(head) is nn.Linear and hidden.device.type == "cpu" and hidden.dim() == 2
                 and head.weight.device.type == "cpu" and not hasattr(head, "_hf_hook")
@@ -122,7 +127,9 @@ class ModelAdapter:
             weight = head.weight  # (V, d)
             columns = hidden.T.contiguous()  # (d, R)
             dtype = torch.result_type(weight, hidden)
-            out = hidden.new_empty((hidden.shape[0], weight.shape[0]), dtype=dtype)
+            shape = (hidden.shape[0], weight.shape[0])
+            if out is None or out.shape != shape or out.dtype != dtype or not out.is_contiguous():
+                out = hidden.new_empty(shape, dtype=dtype)
             block = hidden.new_empty((HEAD_VOCAB_BLOCK, hidden.shape[0]), dtype=dtype)  # one buffer for every block
             for start in range(0, weight.shape[0], HEAD_VOCAB_BLOCK):
                 stop = min(start + HEAD_VOCAB_BLOCK, weight.shape[0])

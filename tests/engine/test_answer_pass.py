@@ -14,13 +14,14 @@ from layertracer import lens, stats
 
 
 class _Head:
-    """The one thing ``answer_pass`` asks of an adapter: logits (R, V) of states (R, d)."""
+    """The one thing ``answer_pass`` asks of an adapter: logits (R, V) of states (R, d), written into
+    ``out`` when it is given, as the CPU head does (so a chunk's buffer is overwritten by the next)."""
 
     def __init__(self, weight: torch.Tensor) -> None:
         self.weight = weight
 
-    def logits(self, states: torch.Tensor) -> torch.Tensor:
-        return states @ self.weight.T
+    def logits(self, states: torch.Tensor, out=None) -> torch.Tensor:
+        return torch.matmul(states, self.weight.T, out=out)
 
 
 def _expected(logits: torch.Tensor, targets: torch.Tensor, batch: int, count: int, k: int):
@@ -137,6 +138,12 @@ def test_the_cpu_head_product_equals_the_module(monkeypatch):
         expected = torch.nn.functional.linear(states, adapter.head.weight)
     assert product.is_contiguous() and product.shape == expected.shape
     torch.testing.assert_close(product, expected, atol=1e-5, rtol=1e-5)
+    # Into a caller's buffer (the trace's head buffer): the same values, in that memory.
+    buffer = torch.full((12, model.config.vocab_size), float("nan"))
+    with torch.inference_mode():
+        written = adapter.project(states, out=buffer[:9])
+    assert written.data_ptr() == buffer.data_ptr()
+    torch.testing.assert_close(buffer[:9], expected, atol=1e-5, rtol=1e-5)
 
     seen = []
     handle = adapter.head.register_forward_hook(lambda module, args, output: seen.append(output.shape))
