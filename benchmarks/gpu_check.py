@@ -9,7 +9,8 @@ one H200), with random weights from real configs (no hub needed):
    the largest difference of their target probabilities and JS;
 3. a bf16 evaluation of 500 generated C-Eval-layout questions (questions/s);
 4. 50 optimizer steps of train-shallow and of full on a Qwen3-1.7B-shaped model under bf16 autocast
-   (tokens/s, MFU against the GPU's bf16 peak, peak memory).
+   (tokens/s, MFU against the GPU's bf16 peak with the model FLOPs of ``training_flops_per_token``,
+   peak memory).
 
     python benchmarks/gpu_check.py                 # on the GPU machine; prints one JSON line per part
     python benchmarks/gpu_check.py --tiny --device cpu   # a minute on a CPU: keeps the script runnable
@@ -191,6 +192,31 @@ def part_eval(args, loaded) -> None:
            questions_per_s=round(result.overall.n / seconds, 1), accuracy=result.overall.accuracy)
 
 
+def training_flops_per_token(shape: dict, allocation, context: int) -> float:
+    """Model FLOPs of one training token of a Qwen3-layout model (untied head, gated MLP), PaLM's way
+    (``full`` is its 6 N + 12 L H Q T, N the weight matrices' parameters): each weight matrix costs
+    2 FLOPs per parameter forward, 2 for its input gradient and 2 for its weight gradient; attention's
+    scores and values 4 T (heads x head_dim) per block forward (the full T x T, as PaLM counts it),
+    twice that backward. Input gradients run from the head down through the lowest trained block
+    (frozen blocks above it too; that block's own, not needed, is counted: at most 1/L too much);
+    weight gradients only for trained matrices. The embedding lookup is no product; norms and the
+    optimizer are not counted."""
+    if allocation.part != "all":
+        raise ValueError("the FLOP count covers whole blocks only")
+    d, f, L = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"]
+    q = shape["num_attention_heads"] * shape["head_dim"]
+    kv = shape["num_key_value_heads"] * shape["head_dim"]
+    block = d * q + 2 * d * kv + q * d + 3 * d * f  # q, k, v, o and gate, up, down
+    head = d * shape["vocab_size"]
+    attention = 4 * context * q  # per block and token, forward
+    trained = sorted(allocation.layers)
+    lowest = 0 if allocation.embeddings else (trained[0] if trained else None)
+    forward = L * (2 * block + attention) + 2 * head
+    inputs = 0 if lowest is None else (L - lowest) * (2 * block + 2 * attention) + 2 * head
+    weights = 2 * block * len(trained) + (2 * head if allocation.head else 0)
+    return float(forward + inputs + weights)
+
+
 def part_train(args, tokenizer) -> None:
     from layertracer.training.allocation import resolve_allocation
     from layertracer.training.loop import TrainConfig, train
@@ -208,12 +234,10 @@ def part_train(args, tokenizer) -> None:
                                                                checkpoint_every=0))
         per_s = [m.tokens_per_s for m in result.history[1:]] or [result.history[-1].tokens_per_s]
         tokens_per_s = sum(per_s) / len(per_s)
-        parameters = sum(p.numel() for p in loaded.model.parameters())
-        trainable = result.parameters.get("trainable", parameters) if isinstance(result.parameters, dict) else parameters
-        # 6 N FLOPs per token for the trained part's backward+forward, 2 N for the frozen part's forward
-        flops_per_token = 2 * parameters + 4 * trainable
+        flops_per_token = training_flops_per_token(shape, allocation, block)
         report("train", model="Qwen3-1.7B-shaped" if not args.tiny else "tiny", allocation=allocation_name,
                steps=steps, tokens_per_step=batch * block, tokens_per_s=round(tokens_per_s, 1),
+               model_gflop_per_token=round(flops_per_token / 1e9, 3),
                mfu=round(tokens_per_s * flops_per_token / H200_BF16_FLOPS, 4) if args.device.startswith("cuda") else None,
                peak_gpu_gib=peak_gib(args.device), final_loss=round(result.history[-1].loss, 4))
         del loaded

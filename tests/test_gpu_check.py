@@ -39,3 +39,34 @@ def test_parts_past_the_budget_are_reported_skipped_and_the_check_still_ends():
     assert [p["part"] for parts in by_part.values() for p in parts] == ["machine", "trace", "eval", "train", "done"]
     assert "budget" in by_part["trace"][0]["skipped"] and "budget" in by_part["train"][0]["skipped"]
     assert "trace part's model" in by_part["eval"][0]["skipped"]
+
+
+def test_the_training_flop_count_is_palms_for_full_and_counts_frozen_blocks_gradients():
+    """Against the parameters of the real model class: ``full`` is PaLM's 6 N + 12 L H Q T (N the
+    weight matrices of the blocks and the head); train-shallow adds to the forward the input
+    gradients of every block above its lowest (all of them: it trains block 0) and the head, and
+    weight gradients of its own blocks only."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import gpu_check
+    from layertracer.training.allocation import resolve_allocation
+
+    shape, context = gpu_check.QWEN3_1_7B, 1024
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(Qwen3Config(**shape, tie_word_embeddings=False))
+    linear = lambda module: sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
+    blocks = [linear(b) for b in model.model.layers]
+    head = model.lm_head.weight.numel()
+    L, hq = len(blocks), shape["num_attention_heads"] * shape["head_dim"]
+    n = sum(blocks) + head
+    full = resolve_allocation("full", L)
+    assert full.head and set(full.layers) == set(range(L))
+    assert gpu_check.training_flops_per_token(shape, full, context) == 6 * n + 12 * L * hq * context
+
+    shallow = resolve_allocation("train-shallow", L)
+    assert min(shallow.layers) == 0 and not shallow.head and len(shallow.layers) < L
+    trained = sum(blocks[i] for i in shallow.layers)
+    expected = (2 * n + 4 * L * hq * context) + (2 * n + 8 * L * hq * context) + 2 * trained
+    assert gpu_check.training_flops_per_token(shape, shallow, context) == expected
