@@ -36,16 +36,19 @@ def js_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     0). Returns (...,) float64 in nats, in [0, ln 2]: :func:`js_to_reference` with p as the reference.
     """
     vocab = log_p.shape[-1]
-    log_p64 = log_p.to(torch.float64, copy=True).reshape(-1, vocab).clamp_(min=FLOAT64_LOWEST)
+    # -inf -> the lowest finite float64 (its exp is 0, and 0 x lowest = 0 where 0 x -inf is nan)
+    log_p64, log_q64 = (x.to(torch.float64, copy=True).reshape(-1, vocab).clamp_(min=FLOAT64_LOWEST)
+                        for x in (log_p, log_q))
     p = log_p64.exp()
-    return js_to_reference(log_q.reshape(-1, vocab), p, row_dots(p, log_p64)).reshape(log_p.shape[:-1])
+    return js_to_reference(log_q64, p, row_dots(p, log_p64)).reshape(log_p.shape[:-1])
 
 
 def js_to_reference(log_q: torch.Tensor, p: torch.Tensor, neg_entropy_p: torch.Tensor) -> torch.Tensor:
     """JS divergence (nats, in [0, ln 2]) of rows q to reference rows p whose sum p log p is known.
 
-    log_q: (r, V) log-probabilities of any float dtype (-inf allowed); p: (r, V) float64
-    probabilities; neg_entropy_p: (r,) float64, sum p log p. Returns (r,) float64.
+    log_q: (r, V) finite log-probabilities of any float dtype (log_softmax of finite logits;
+    :func:`js_divergence` takes -inf); p: (r, V) float64 probabilities; neg_entropy_p: (r,) float64,
+    sum p log p. Returns (r,) float64.
 
     0.5 KL(p||m) + 0.5 KL(q||m) with m = (p + q) / 2, computed exactly (through the mixture itself) in
     the equal form H(m) - (H(p) + H(q)) / 2, where H is the entropy and 0 log 0 counts as 0: the
@@ -53,7 +56,7 @@ def js_to_reference(log_q: torch.Tensor, p: torch.Tensor, neg_entropy_p: torch.T
     of the three entropies near 1e-15. Only m needs a logarithm of its own (H(q) reuses log_q), which
     is what lets the trace reuse the reference's entropy for every perturbed run of a prompt.
     """
-    log_q64 = log_q.to(torch.float64, copy=True).clamp_(min=FLOAT64_LOWEST)  # 0 x lowest = 0, not nan
+    log_q64 = log_q.double()  # read only: a float64 caller's tensor is not copied
     q = log_q64.exp()
     neg_entropy_q = row_dots(q, log_q64)
     mixture = q.add_(p).mul_(0.5)
